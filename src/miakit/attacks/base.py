@@ -1,0 +1,70 @@
+"""The attack contract and registry.
+
+An attack maps Signals to one score per pool record for a target model, **higher = more likely
+member**, using only the reference models it is given. Each attack has a pydantic config whose
+defaults are its paper's, and is registered under a name the config and CLI use.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from miakit.errors import MiakitError
+from miakit.signals import Signals
+
+
+class AttackConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Attack(ABC):
+    name: ClassVar[str]
+    Config: ClassVar[type[AttackConfig]] = AttackConfig
+    #: False for attacks that look at the target alone (they ignore `reference`).
+    uses_reference: ClassVar[bool] = True
+
+    def __init__(self, config: AttackConfig | None = None):
+        self.config = config if config is not None else self.Config()
+
+    @abstractmethod
+    def score(self, signals: Signals, target: int, reference: Sequence[int]) -> np.ndarray:
+        """Scores [N] for the target model's pool records; higher = more likely member."""
+
+    def score_leave_one_out(self, signals: Signals, targets: Sequence[int]) -> np.ndarray:
+        """Scores [T, N]: each target in turn, every other model as a reference."""
+        all_models = range(signals.num_models)
+        return np.stack(
+            [self.score(signals, t, [m for m in all_models if m != t]) for t in targets]
+        )
+
+
+ATTACKS: dict[str, type[Attack]] = {}
+
+
+def register(cls: type[Attack]) -> type[Attack]:
+    if cls.name in ATTACKS:
+        raise ValueError(f"attack name {cls.name!r} registered twice")
+    ATTACKS[cls.name] = cls
+    return cls
+
+
+def make_attack(name: str, options: dict[str, Any] | None = None) -> Attack:
+    """Instantiate a registered attack; unknown names and bad options get errors naming the key."""
+    if name not in ATTACKS:
+        raise MiakitError(f"unknown attack {name!r}; known attacks: {', '.join(sorted(ATTACKS))}")
+    cls = ATTACKS[name]
+    try:
+        config = cls.Config.model_validate(options or {})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"attack_options.{name}.{'.'.join(map(str, e['loc']))}: "
+            + ("unknown key" if e["type"] == "extra_forbidden" else e["msg"])
+            for e in exc.errors()
+        )
+        raise MiakitError(f"invalid attack options: {problems}") from exc
+    return cls(config)

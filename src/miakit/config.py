@@ -1,0 +1,180 @@
+"""The audit configuration: pydantic models, YAML loading and `--set a.b=c` overrides.
+
+Every model forbids unknown keys, so a typo stops the run with the key path instead of being ignored.
+The defaults are the embedded audit: 64 MLPs on scikit-learn's digits, leave-one-out over all 64.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from miakit.errors import MiakitError
+from miakit.store import content_hash
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    name: str = "digits"
+    data_dir: Path | None = Field(
+        default=None, description="where data files live; default: $MIAKIT_DATA or a user cache"
+    )
+
+
+class SplitConfig(Section):
+    strategy: Literal["balanced"] = "balanced"
+    num_models: int = Field(default=64, ge=2, description="M: target and reference models in all")
+
+
+class ModelConfig(Section):
+    arch: str = "mlp"
+    hidden: list[int] = Field(default_factory=lambda: [256])
+    activation: Literal["relu", "tanh"] = "relu"
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive_widths(cls, widths: list[int]) -> list[int]:
+        if any(w < 1 for w in widths):
+            raise ValueError("every hidden width must be a positive integer")
+        return widths
+
+
+class TrainConfig(Section):
+    optimizer: Literal["sgd", "adam"] = "adam"
+    lr: float = Field(default=1e-3, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(default=0.0, ge=0)
+    epochs: int = Field(default=60, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class QueryConfig(Section):
+    augmentations: Literal[1] = Field(
+        default=1, description="A: query augmentations per record (1 = the record as it is)"
+    )
+
+
+class EvaluateConfig(Section):
+    targets: int | None = Field(
+        default=None, ge=1, description="T: the first T models are targets in turn; default all M"
+    )
+    fprs: list[float] = Field(default_factory=lambda: [0.01, 0.001, 0.0001])
+
+    @field_validator("fprs")
+    @classmethod
+    def _fprs_in_unit_interval(cls, fprs: list[float]) -> list[float]:
+        if not fprs or any(not 0 < x < 1 for x in fprs):
+            raise ValueError("fprs must be a non-empty list of numbers strictly between 0 and 1")
+        return fprs
+
+
+DEFAULT_ATTACKS = [
+    "loss",
+    "lira-online",
+    "lira-online-fixed",
+    "lira-offline",
+    "lira-offline-fixed",
+    "lira-global",
+]
+
+
+class AuditConfig(Section):
+    seed: int = Field(default=0, ge=0)
+    data: DataConfig = Field(default_factory=DataConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    query: QueryConfig = Field(default_factory=QueryConfig)
+    attacks: list[str] = Field(default_factory=lambda: list(DEFAULT_ATTACKS), min_length=1)
+    attack_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per-attack settings, e.g. {lira-online: {center: mean}}"
+    )
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+
+    def training_inputs(self) -> dict[str, Any]:
+        """The settings that change a trained model; a model's content hash is built from these."""
+        return {
+            "seed": self.seed,
+            "data": self.data.model_dump(mode="json", exclude={"data_dir"}),
+            "model": self.model.model_dump(mode="json"),
+            "train": self.train.model_dump(mode="json", exclude={"device"}),
+        }
+
+    def hash(self) -> str:
+        return content_hash(self.model_dump(mode="json"))
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        path = ".".join(str(part) for part in err["loc"])
+        got = err.get("input")
+        shown = "" if err["type"] == "missing" or isinstance(got, dict) else f" (got {got!r})"
+        reason = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"  {path or '<root>'}: {reason}{shown}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one `a.b=c` override in place; the value is parsed as YAML (numbers, lists, booleans)."""
+    key, sep, value = assignment.partition("=")
+    if not sep or not key.strip():
+        raise MiakitError(f"--set expects KEY.PATH=VALUE, got {assignment!r}")
+    parts = key.strip().split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise MiakitError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a section")
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise MiakitError(f"--set {key}: value {value!r} is not valid YAML ({exc})") from exc
+
+
+def load_config(path: Path | None = None, overrides: list[str] | None = None) -> AuditConfig:
+    """Read YAML (or start from the defaults), apply overrides, validate; errors name the key path."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        if not Path(path).is_file():
+            raise MiakitError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except yaml.YAMLError as exc:
+            raise MiakitError(f"config file {path} is not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise MiakitError(f"config file {path} must hold a mapping of settings at its top level")
+        raw = loaded or {}
+    for assignment in overrides or []:
+        apply_override(raw, assignment)
+    try:
+        return AuditConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise MiakitError(format_validation_error(exc)) from exc
+
+
+def dump_config(config: AuditConfig) -> str:
+    body = config.model_dump(mode="json")
+    return yaml.safe_dump({"config_hash": config.hash(), **body}, sort_keys=False)
+
+
+def read_run_config(path: Path) -> AuditConfig:
+    """The resolved config a run was planned with (run.yaml, minus its hash line)."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise MiakitError(f"cannot read {path}: {exc}") from exc
+    raw.pop("config_hash", None)
+    try:
+        return AuditConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise MiakitError(f"{path}: " + format_validation_error(exc)) from exc

@@ -1,0 +1,118 @@
+"""The run directory: where every stage reads and writes, with atomic writes and content hashes.
+
+Layout (see DESIGN.md): run.yaml, keep.npy, labels.npy, pool.json, models/<mmmm>/{weights.safetensors,
+trace.npy, logits.npy, meta.json}, scores/<attack>.npy, metrics.json, metrics.csv, plots/.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from miakit.errors import MiakitError
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path in the same folder; move it onto `path` only if the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_atomic(path: Path, writer: Callable[[Path], Any]) -> None:
+    with atomic_path(path) as tmp:
+        writer(tmp)
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+    write_atomic(path, write)
+
+
+def save_json(path: Path, obj: Any) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n"))
+
+
+def save_text(path: Path, text: str) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def content_hash(obj: Any) -> str:
+    """SHA-256 of the canonical JSON of `obj` (dict keys sorted), as hex."""
+    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def array_hash(array: np.ndarray) -> str:
+    contiguous = np.ascontiguousarray(array)
+    header = f"{contiguous.dtype.str}{contiguous.shape}".encode()
+    return hashlib.sha256(header + contiguous.tobytes()).hexdigest()
+
+
+def load_npy(path: Path, mmap: bool = False) -> np.ndarray:
+    """Load an array, turning a missing or unreadable file into one clear error."""
+    if not path.is_file():
+        raise MiakitError(f"missing file {path}")
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise MiakitError(f"{path} is not a readable .npy file ({exc}); delete it and rerun") from exc
+
+
+class RunDir:
+    """Paths of one run; knows nothing of what is inside the files beyond their names."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    run_yaml = property(lambda self: self.root / "run.yaml")
+    keep = property(lambda self: self.root / "keep.npy")
+    labels = property(lambda self: self.root / "labels.npy")
+    pool = property(lambda self: self.root / "pool.json")
+    metrics_json = property(lambda self: self.root / "metrics.json")
+    metrics_csv = property(lambda self: self.root / "metrics.csv")
+    plots = property(lambda self: self.root / "plots")
+    scores_dir = property(lambda self: self.root / "scores")
+
+    def model_dir(self, m: int) -> Path:
+        return self.root / "models" / f"{m:04d}"
+
+    def weights(self, m: int) -> Path:
+        return self.model_dir(m) / "weights.safetensors"
+
+    def logits(self, m: int) -> Path:
+        return self.model_dir(m) / "logits.npy"
+
+    def trace(self, m: int) -> Path:
+        return self.model_dir(m) / "trace.npy"
+
+    def meta(self, m: int) -> Path:
+        return self.model_dir(m) / "meta.json"
+
+    def scores(self, attack: str) -> Path:
+        return self.scores_dir / f"{attack}.npy"
+
+    def read_meta(self, m: int) -> dict[str, Any] | None:
+        """The model's meta.json, or None when it is absent or unreadable (then it is not done)."""
+        try:
+            return json.loads(self.meta(m).read_text())
+        except (OSError, ValueError):
+            return None

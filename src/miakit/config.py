@@ -152,7 +152,9 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None) ->
         except yaml.YAMLError as exc:
             raise MiakitError(f"config file {path} is not valid YAML: {exc}") from exc
         if loaded is not None and not isinstance(loaded, dict):
-            raise MiakitError(f"config file {path} must hold a mapping of settings at its top level")
+            raise MiakitError(
+                f"config file {path} must hold a mapping of settings at its top level"
+            )
         raw = loaded or {}
     for assignment in overrides or []:
         apply_override(raw, assignment)

@@ -74,7 +74,9 @@ def load_npy(path: Path, mmap: bool = False) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise MiakitError(f"{path} is not a readable .npy file ({exc}); delete it and rerun") from exc
+        raise MiakitError(
+            f"{path} is not a readable .npy file ({exc}); delete it and rerun"
+        ) from exc
 
 
 class RunDir:

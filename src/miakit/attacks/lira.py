@@ -84,7 +84,9 @@ class Lira(Attack):
         out = np.empty(signals.num_records)
         for records in signals.record_chunks(len(reference) + 1):
             phi = signals.signal("log_odds", [target, *reference], records)
-            out[records] = self._score_chunk(phi[0], phi[1:], signals.keep[list(reference), records])
+            out[records] = self._score_chunk(
+                phi[0], phi[1:], signals.keep[list(reference), records]
+            )
         return out
 
     def score_leave_one_out(self, signals: Signals, targets: Sequence[int]) -> np.ndarray:
@@ -99,7 +101,9 @@ class Lira(Attack):
                 out[i, records] = self._score_chunk(phi[t], phi[ref], keep[ref])
         return out
 
-    def _score_chunk(self, phi_t: np.ndarray, phi_ref: np.ndarray, keep_ref: np.ndarray) -> np.ndarray:
+    def _score_chunk(
+        self, phi_t: np.ndarray, phi_ref: np.ndarray, keep_ref: np.ndarray
+    ) -> np.ndarray:
         """φ of the target [n, A], of the references [R, n, A], their keep rows [R, n] → [n]."""
         cfg = self.config
         if self.mode == "global":

@@ -28,5 +28,7 @@ def resolve_data_dir(configured: Path | None = None) -> Path:
 
 def load_pool(name: str, data_dir: Path | None = None) -> Pool:
     if name not in DATASETS:
-        raise MiakitError(f"data.name: unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}")
+        raise MiakitError(
+            f"data.name: unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}"
+        )
     return DATASETS[name](resolve_data_dir(data_dir))

@@ -1,0 +1,117 @@
+"""The `miakit` command: parses arguments and calls pipeline.py, nothing more."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from miakit import pipeline
+from miakit.config import AuditConfig, load_config
+from miakit.errors import MiakitError
+from miakit.evaluate.metrics import tpr_metric_name
+from miakit.store import RunDir
+
+app = typer.Typer(
+    help="Membership inference audits of machine-learning models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+ConfigOption = typer.Option(None, "--config", "-c", help="YAML config file", exists=False)
+SetOption = typer.Option(None, "--set", help="override a setting, e.g. --set train.epochs=10")
+RunArgument = typer.Argument(..., help="run directory")
+AttacksOption = typer.Option(None, "--attacks", help="comma-separated attack names")
+
+
+def clear_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Print MiakitError as one red line and exit 2 instead of a traceback."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except MiakitError as exc:
+            errors.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _attack_list(attacks: str | None) -> list[str] | None:
+    return [a.strip() for a in attacks.split(",") if a.strip()] if attacks else None
+
+
+def print_metrics(metrics: dict, config: AuditConfig) -> None:
+    headers = {"auc": "AUC", "balanced_accuracy": "bal. acc"}
+    headers.update({tpr_metric_name(x): f"TPR@{100 * x:g}%" for x in config.evaluate.fprs})
+    table = Table(title="membership inference: mean ± std over targets")
+    table.add_column("attack", no_wrap=True)
+    for header in headers.values():
+        table.add_column(header, justify="right", no_wrap=True)
+    for attack, figures in metrics.items():
+        table.add_row(
+            attack, *(f"{figures[c]['mean']:.3f}±{figures[c]['std']:.3f}" for c in headers)
+        )
+    console.print(table, width=max(console.width, 110))
+
+
+@app.command()
+@clear_errors
+def audit(
+    config: Path | None = ConfigOption,
+    set_: list[str] | None = SetOption,
+    out: Path = typer.Option(Path("runs/audit"), "--out", "-o", help="run directory"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="where data files live"),
+) -> None:
+    """Plan, train, query, attack and evaluate: a whole audit (resumes where it stopped)."""
+    overrides = [*(set_ or []), *([f"data.data_dir={data_dir}"] if data_dir else [])]
+    cfg = load_config(config, overrides)
+    run = RunDir(out)
+    metrics = pipeline.audit(cfg, run)
+    print_metrics(metrics, cfg)
+    console.print(f"metrics: {run.metrics_json}  ROC plots: {run.plots}/")
+
+
+@app.command()
+@clear_errors
+def train(run: Path = RunArgument) -> None:
+    """Train the planned run's models that are missing or stale."""
+    run_dir = RunDir(run)
+    trained = pipeline.train(pipeline.load_plan(run_dir), run_dir)
+    console.print(f"trained {len(trained)} models")
+
+
+@app.command()
+@clear_errors
+def query(run: Path = RunArgument) -> None:
+    """Write logits for the trained models whose logits are missing or stale."""
+    run_dir = RunDir(run)
+    queried = pipeline.query(pipeline.load_plan(run_dir), run_dir)
+    console.print(f"queried {len(queried)} models")
+
+
+@app.command()
+@clear_errors
+def attack(run: Path = RunArgument, attacks: str | None = AttacksOption) -> None:
+    """Score every target model with each attack (also for runs of brought-in models)."""
+    run_dir = RunDir(run)
+    names = pipeline.attack(run_dir, pipeline.run_config(run_dir), _attack_list(attacks))
+    console.print(f"scores written for: {', '.join(names)}")
+
+
+@app.command()
+@clear_errors
+def evaluate(run: Path = RunArgument, attacks: str | None = AttacksOption) -> None:
+    """Compute metrics and ROC plots from the stored scores."""
+    run_dir = RunDir(run)
+    cfg = pipeline.run_config(run_dir)
+    metrics = pipeline.evaluate(run_dir, cfg, _attack_list(attacks))
+    print_metrics(metrics, cfg)

@@ -1,0 +1,1 @@
+"""Metrics on (scores, membership) arrays; nothing here knows about models."""

@@ -1,0 +1,62 @@
+"""ROC curves and the figures read off them, on (scores, membership) arrays alone.
+
+Conventions (DESIGN.md): the full ROC with one point per distinct score (ties move together, no
+points dropped, no interpolation); TPR at FPR x = the largest TPR whose FPR ≤ x; AUC by the
+trapezoid rule; balanced accuracy = max over thresholds of 1 − (FPR + FNR)/2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from miakit.errors import MiakitError
+
+
+@dataclass(frozen=True)
+class Roc:
+    """Points ordered by decreasing threshold, starting at (0, 0): predict member iff score ≥ threshold."""
+
+    fpr: np.ndarray
+    tpr: np.ndarray
+    thresholds: np.ndarray
+    false_positives: np.ndarray
+
+    def auc(self) -> float:
+        return float(np.trapezoid(self.tpr, self.fpr))
+
+    def tpr_at_fpr(self, max_fpr: float) -> float:
+        return float(self.tpr[self.fpr <= max_fpr].max())
+
+    def balanced_accuracy(self) -> float:
+        return float((1 + self.tpr - self.fpr).max() / 2)
+
+
+def roc_curve(scores: np.ndarray, members: np.ndarray) -> Roc:
+    scores = np.asarray(scores, dtype=np.float64)
+    members = np.asarray(members, dtype=bool)
+    if scores.shape != members.shape or scores.ndim != 1:
+        raise MiakitError(
+            f"scores and membership must be 1-D arrays of one length, got {scores.shape} "
+            f"and {members.shape}"
+        )
+    if np.isnan(scores).any():
+        raise MiakitError("scores hold NaN: an attack produced no score for some records")
+    positives, negatives = members.sum(), (~members).sum()
+    if positives == 0 or negatives == 0:
+        raise MiakitError(
+            f"a ROC needs members and non-members, got {positives} members and {negatives} others"
+        )
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores, sorted_members = scores[order], members[order]
+    # the last index of each run of equal scores: all records tied at a threshold flip together
+    last_of_run = np.r_[np.flatnonzero(np.diff(sorted_scores) != 0), len(scores) - 1]
+    tp = np.cumsum(sorted_members)[last_of_run]
+    fp = (last_of_run + 1) - tp
+    return Roc(
+        fpr=np.r_[0.0, fp / negatives],
+        tpr=np.r_[0.0, tp / positives],
+        thresholds=np.r_[np.inf, sorted_scores[last_of_run]],
+        false_positives=np.r_[0, fp],
+    )

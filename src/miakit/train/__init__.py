@@ -1,0 +1,1 @@
+"""Training target and reference models."""

@@ -60,7 +60,9 @@ def print_metrics(metrics: dict, config: AuditConfig) -> None:
         table.add_row(
             attack, *(f"{figures[c]['mean']:.3f}±{figures[c]['std']:.3f}" for c in headers)
         )
-    console.print(table, width=max(console.width, 110))
+    if not console.is_terminal:  # logs and pipes get the whole table, not a wrapped one
+        console.width = max(console.width, 110)
+    console.print(table)
 
 
 @app.command()

@@ -1,0 +1,64 @@
+"""Time each stage of the README's main job (the default digits audit) in one run.
+
+Prints seconds per stage and each stage's share of the whole, so a change that slows one stage
+shows up as a ratio, whatever the machine. Usage: python bench/stages.py [--set key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from datetime import date
+
+import torch
+
+from miakit import pipeline
+from miakit.config import load_config
+from miakit.store import RunDir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--set", action="append", default=[], dest="overrides")
+    args = parser.parse_args()
+    config = load_config(None, args.overrides)
+    timings: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as root:
+        run = RunDir(root)
+
+        def timed(stage, fn, *fn_args):
+            start = time.perf_counter()
+            result = fn(*fn_args)
+            timings[stage] = time.perf_counter() - start
+            return result
+
+        planned = timed("plan", pipeline.plan, config, run)
+        timed("train", pipeline.train, planned, run)
+        timed("query", pipeline.query, planned, run)
+        timed("attack", pipeline.attack, run, config)
+        metrics = timed("evaluate", pipeline.evaluate, run, config)
+    total = sum(timings.values())
+    print(
+        f"# bench/stages.py  {date.today()}  {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    )
+    print(
+        f"config: {config.split.num_models} models, {config.train.epochs} epochs, "
+        f"{len(config.attacks)} attacks, overrides {args.overrides or 'none'}"
+    )
+    for stage, seconds in timings.items():
+        print(f"{stage:>9}: {seconds:8.2f} s  {100 * seconds / total:5.1f}%")
+    print(f"{'total':>9}: {total:8.2f} s")
+    print(
+        f"seconds per model (train+query): "
+        f"{(timings['train'] + timings['query']) / config.split.num_models:.3f}"
+    )
+    aucs = {a: f"{m['auc']['mean']:.3f}" for a, m in metrics.items()}
+    print(f"mean AUC: {aucs}")
+
+
+if __name__ == "__main__":
+    main()

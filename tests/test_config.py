@@ -1,0 +1,73 @@
+"""Config loading: errors name the key path and what was expected."""
+
+from pathlib import Path
+
+import pytest
+
+from miakit.config import load_config
+from miakit.errors import MiakitError
+
+
+def test_defaults_are_the_embedded_audit():
+    cfg = load_config()
+    assert (cfg.data.name, cfg.split.num_models, cfg.model.arch) == ("digits", 64, "mlp")
+    assert cfg.evaluate.targets is None
+
+
+def test_unknown_key_names_its_path(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lrr: 0.1\n")
+    with pytest.raises(MiakitError, match=r"train\.lrr: unknown key"):
+        load_config(path)
+
+
+def test_wrong_type_names_path_and_value():
+    with pytest.raises(MiakitError, match=r"train\.epochs: .*integer.*'many'"):
+        load_config(None, ["train.epochs=many"])
+
+
+def test_bad_value_names_the_bound():
+    with pytest.raises(MiakitError, match=r"train\.lr: Input should be greater than 0"):
+        load_config(None, ["train.lr=-1"])
+
+
+def test_set_overrides_parse_yaml_values(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 3\n")
+    cfg = load_config(path, ["train.epochs=7", "model.hidden=[16, 8]", "train.nesterov=true"])
+    assert cfg.train.epochs == 7
+    assert cfg.model.hidden == [16, 8]
+    assert cfg.train.nesterov is True
+
+
+def test_set_into_a_value_is_an_error(tmp_path):
+    with pytest.raises(MiakitError, match=r"seed: Input should be a valid integer"):
+        load_config(None, ["seed.x=1"])
+    path = tmp_path / "c.yaml"
+    path.write_text("seed: 3\n")
+    with pytest.raises(MiakitError, match="seed is not a section"):
+        load_config(path, ["seed.x=1"])
+
+
+def test_malformed_set():
+    with pytest.raises(MiakitError, match=r"KEY\.PATH=VALUE"):
+        load_config(None, ["train.epochs"])
+
+
+def test_top_level_must_be_mapping(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(MiakitError, match="mapping"):
+        load_config(path)
+
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+def test_digits_config_is_the_default_audit():
+    assert load_config(CONFIGS[0].parent / "digits.yaml") == load_config()
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_validates(path):
+    load_config(path)

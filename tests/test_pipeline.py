@@ -1,0 +1,165 @@
+"""The audit pipeline end to end on digits: run directory, resume, staleness, brought-in models."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from miakit import pipeline
+from miakit.cli import app
+from miakit.config import load_config
+from miakit.errors import MiakitError
+from miakit.store import RunDir
+
+from .synthetic import balanced_keep_matrix
+
+
+class CountingTrainer:
+    """Wraps the real trainer, counting calls; optionally interrupts after the n-th model trains."""
+
+    def __init__(self, interrupt_after: int | None = None):
+        self.calls = 0
+        self.interrupt_after = interrupt_after
+        self.real = pipeline.train_model
+
+    def __call__(self, *args, **kwargs):
+        report = self.real(*args, **kwargs)
+        self.calls += 1
+        if self.calls == self.interrupt_after:
+            raise KeyboardInterrupt  # as a user's Ctrl-C after training, before weights are saved
+        return report
+
+
+def test_plan_draws_a_balanced_reproducible_keep_matrix(tmp_path, tiny_config):
+    first = pipeline.plan(tiny_config, RunDir(tmp_path / "a")).keep
+    again = pipeline.plan(tiny_config, RunDir(tmp_path / "b")).keep
+    other = pipeline.plan(tiny_config.model_copy(update={"seed": 1}), RunDir(tmp_path / "c")).keep
+    assert first.shape == (8, 1797) and first.dtype == bool
+    assert (first.sum(axis=0) == 4).all()
+    np.testing.assert_array_equal(first, again)
+    assert (first != other).any()
+    assert np.load(tmp_path / "a" / "keep.npy").tolist() == first.tolist()
+
+
+def test_odd_number_of_models_is_rejected(tmp_path):
+    with pytest.raises(MiakitError, match="even number of models"):
+        pipeline.plan(load_config(None, ["split.num_models=7"]), RunDir(tmp_path))
+
+
+def test_audit_writes_the_documented_run_directory(tmp_path, tiny_config):
+    run = RunDir(tmp_path / "run")
+    metrics = pipeline.audit(tiny_config, run)
+    for name in ["run.yaml", "keep.npy", "labels.npy", "pool.json", "metrics.json", "metrics.csv"]:
+        assert (run.root / name).is_file(), name
+    for m in range(8):
+        assert run.weights(m).is_file()
+        assert np.load(run.logits(m)).shape == (1797, 1, 10)
+        meta = run.read_meta(m)
+        assert meta["train_hash"] and meta["query_hash"] and meta["accuracy_in"] > 0.5
+    for attack in tiny_config.attacks:
+        scores = np.load(run.scores(attack))
+        assert scores.shape == (8, 1797)
+        assert (run.plots / f"roc_{attack}.png").stat().st_size > 1000
+    table = pd.read_csv(run.metrics_csv)
+    assert list(table.columns) == ["attack", "metric", "mean", "std", "n_targets"]
+    assert set(table.metric) == {
+        "auc",
+        "balanced_accuracy",
+        "tpr@fpr=0.01",
+        "tpr@fpr=0.001",
+        "tpr@fpr=0.0001",
+    }
+    assert (table.n_targets == 8).all()
+    assert (
+        json.loads(run.metrics_json.read_text())["attacks"]["loss"]["auc"]["mean"]
+        == (metrics["loss"]["auc"]["mean"])
+    )
+    assert not list(run.root.rglob("*.tmp"))
+
+
+def test_resume_after_interrupt_trains_each_model_once(tmp_path, tiny_config, monkeypatch):
+    run = RunDir(tmp_path / "run")
+    interrupted = CountingTrainer(interrupt_after=4)
+    monkeypatch.setattr(pipeline, "train_model", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.audit(tiny_config, run)
+    done = {m: run.read_meta(m) for m in range(3)}
+    assert all(done.values()) and run.read_meta(3) is None
+
+    resumed = CountingTrainer()
+    monkeypatch.setattr(pipeline, "train_model", resumed)
+    metrics = pipeline.audit(tiny_config, run)
+    assert resumed.calls == 5  # models 3..7 only
+    for m, meta in done.items():
+        assert run.read_meta(m)["finished_at"] == meta["finished_at"]
+
+    monkeypatch.setattr(pipeline, "train_model", interrupted.real)
+    fresh = pipeline.audit(tiny_config, RunDir(tmp_path / "fresh"))
+    assert metrics == fresh
+
+
+def test_changed_training_setting_retrains_and_other_changes_do_not(
+    tmp_path, tiny_config, monkeypatch
+):
+    run = RunDir(tmp_path / "run")
+    pipeline.audit(tiny_config, run)
+    counter = CountingTrainer()
+    monkeypatch.setattr(pipeline, "train_model", counter)
+
+    pipeline.audit(tiny_config.model_copy(update={"attacks": ["loss"]}), run)
+    assert counter.calls == 0
+
+    changed = tiny_config.model_copy(deep=True)
+    changed.train.lr = 2e-3
+    pipeline.audit(changed, run)
+    assert counter.calls == 8
+
+
+def test_brought_in_models_attack_and_evaluate_from_the_cli(tmp_path):
+    rng = np.random.default_rng(0)
+    keep = balanced_keep_matrix(16, 40)
+    labels = rng.integers(0, 3, 40)
+    run = RunDir(tmp_path / "byo")
+    run.root.mkdir()
+    np.save(run.keep, keep)
+    np.save(run.labels, labels)
+    for m in range(16):
+        run.model_dir(m).mkdir(parents=True)
+        logits = rng.normal(size=(40, 1, 3)).astype(np.float32)
+        logits[keep[m], 0, labels[keep[m]]] += 2.0  # members are fitted better
+        np.save(run.logits(m), logits)
+    runner = CliRunner()
+    result = runner.invoke(app, ["attack", str(run.root), "--attacks", "loss,lira-online"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["evaluate", str(run.root), "--attacks", "loss,lira-online"])
+    assert result.exit_code == 0, result.output
+    assert "lira-online" in result.output
+    table = pd.read_csv(run.metrics_csv)
+    assert set(table.attack) == {"loss", "lira-online"}
+    assert table.loc[table.metric == "auc", "mean"].min() > 0.7
+
+
+def test_brought_in_run_with_missing_logits_is_a_clear_error(tmp_path):
+    run = RunDir(tmp_path)
+    np.save(run.keep, balanced_keep_matrix(4, 10))
+    np.save(run.labels, np.zeros(10, dtype=np.int64))
+    result = CliRunner().invoke(app, ["attack", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "have no logits.npy" in result.output
+
+
+def test_cli_reports_config_errors_without_traceback(tmp_path):
+    result = CliRunner().invoke(app, ["audit", "--out", str(tmp_path), "--set", "train.lrr=1"])
+    assert result.exit_code == 2
+    assert "train.lrr: unknown key" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_default_audit_lira_online_beats_loss(tmp_path):
+    """The README's main job: 64 MLPs on digits, leave-one-out over all 64."""
+    metrics = pipeline.audit(load_config(), RunDir(tmp_path / "run"))
+    assert metrics["lira-online"]["auc"]["n_targets"] == 64
+    assert metrics["lira-online"]["auc"]["mean"] > metrics["loss"]["auc"]["mean"] + 0.03

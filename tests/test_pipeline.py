@@ -163,3 +163,15 @@ def test_default_audit_lira_online_beats_loss(tmp_path):
     metrics = pipeline.audit(load_config(), RunDir(tmp_path / "run"))
     assert metrics["lira-online"]["auc"]["n_targets"] == 64
     assert metrics["lira-online"]["auc"]["mean"] > metrics["loss"]["auc"]["mean"] + 0.03
+
+
+def test_attack_refuses_a_half_retrained_run(tmp_path, tiny_config, monkeypatch):
+    run = RunDir(tmp_path / "run")
+    pipeline.audit(tiny_config, run)
+    changed = tiny_config.model_copy(deep=True)
+    changed.train.epochs = 2
+    monkeypatch.setattr(pipeline, "train_model", CountingTrainer(interrupt_after=2))
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.audit(changed, run)
+    with pytest.raises(MiakitError, match="missing or stale logits"):
+        pipeline.attack(run, changed)

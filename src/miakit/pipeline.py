@@ -59,6 +59,13 @@ class Plan:
     config: AuditConfig
     pool: Pool
     keep: np.ndarray
+    fingerprint: str
+
+    def train_hash(self, m: int) -> str:
+        return train_hash(self.config, self.fingerprint, self.keep[m], m)
+
+    def query_hash(self, m: int) -> str:
+        return query_hash(self.config, self.fingerprint, self.keep[m], m)
 
 
 def plan(config: AuditConfig, run: RunDir) -> Plan:
@@ -74,18 +81,19 @@ def plan(config: AuditConfig, run: RunDir) -> Plan:
     save_text(run.run_yaml, dump_config(config))
     save_npy(run.keep, keep)
     save_npy(run.labels, pool.y)
+    fingerprint = pool.fingerprint()
     save_json(
         run.pool,
         {
             "name": pool.name,
-            "fingerprint": pool.fingerprint(),
+            "fingerprint": fingerprint,
             "num_records": pool.num_records,
             "num_classes": pool.num_classes,
             "input_shape": list(pool.x.shape[1:]),
             "targets": list(range(targets)),
         },
     )
-    return Plan(config, pool, keep)
+    return Plan(config, pool, keep, fingerprint)
 
 
 def load_plan(run: RunDir) -> Plan:
@@ -94,29 +102,51 @@ def load_plan(run: RunDir) -> Plan:
         raise MiakitError(f"{run.root} has no run.yaml: plan it first with `miakit audit --out`")
     config = read_run_config(run.run_yaml)
     pool = load_pool(config.data.name, config.data.data_dir)
-    recorded = json.loads(run.pool.read_text())["fingerprint"]
-    if recorded != pool.fingerprint():
+    fingerprint = _recorded_fingerprint(run)
+    if fingerprint != pool.fingerprint():
         raise MiakitError(
             f"the data set {pool.name!r} differs from the one {run.root} was planned on; "
             "plan the run again with `miakit audit`"
         )
-    return Plan(config, pool, load_npy(run.keep))
+    return Plan(config, pool, load_npy(run.keep), fingerprint)
 
 
-def train_hash(plan: Plan, m: int) -> str:
+def _recorded_fingerprint(run: RunDir) -> str:
+    try:
+        return json.loads(run.pool.read_text())["fingerprint"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise MiakitError(f"{run.pool} is missing or unreadable; plan the run again") from exc
+
+
+def train_hash(config: AuditConfig, fingerprint: str, keep_row: np.ndarray, m: int) -> str:
     """Everything that determines model m's weights: anything else changed means retrain."""
     return content_hash(
         {
-            **plan.config.training_inputs(),
-            "pool": plan.pool.fingerprint(),
-            "keep_row": array_hash(plan.keep[m]),
+            **config.training_inputs(),
+            "pool": fingerprint,
+            "keep_row": array_hash(keep_row),
             "model_index": m,
         }
     )
 
 
-def query_hash(plan: Plan, m: int) -> str:
-    return content_hash({"train": train_hash(plan, m), **plan.config.query.model_dump(mode="json")})
+def query_hash(config: AuditConfig, fingerprint: str, keep_row: np.ndarray, m: int) -> str:
+    train = train_hash(config, fingerprint, keep_row, m)
+    return content_hash({"train": train, **config.query.model_dump(mode="json")})
+
+
+def outdated_models(run: RunDir) -> list[int]:
+    """Models of a planned run whose logits are missing or do not match the current plan."""
+    config, fingerprint = read_run_config(run.run_yaml), _recorded_fingerprint(run)
+    keep = load_npy(run.keep)
+    return [
+        m
+        for m in range(len(keep))
+        if not (
+            _model_done(run, m, "query_hash", query_hash(config, fingerprint, keep[m], m))
+            and run.logits(m).is_file()
+        )
+    ]
 
 
 def _new_model(plan: Plan) -> torch.nn.Module:
@@ -137,7 +167,7 @@ def train(plan: Plan, run: RunDir) -> list[int]:
     todo = [
         m
         for m in range(len(plan.keep))
-        if not _model_done(run, m, "train_hash", train_hash(plan, m))
+        if not _model_done(run, m, "train_hash", plan.train_hash(m))
     ]
     x = torch.from_numpy(plan.pool.x).to(device)
     y = torch.from_numpy(plan.pool.y).to(device)
@@ -160,7 +190,7 @@ def train(plan: Plan, run: RunDir) -> list[int]:
                 run.meta(m),
                 {
                     "model_index": m,
-                    "train_hash": train_hash(plan, m),
+                    "train_hash": plan.train_hash(m),
                     "seeds": {
                         "init": derive_seed(cfg.seed, "init", m),
                         "order": derive_seed(cfg.seed, "order", m),
@@ -181,9 +211,9 @@ def query(plan: Plan, run: RunDir) -> list[int]:
     x = torch.from_numpy(plan.pool.x).to(device)
     todo = []
     for m in range(len(plan.keep)):
-        if not _model_done(run, m, "train_hash", train_hash(plan, m)):
+        if not _model_done(run, m, "train_hash", plan.train_hash(m)):
             raise MiakitError(f"model {m} of {run.root} is not trained; run `miakit train` first")
-        if not (_model_done(run, m, "query_hash", query_hash(plan, m)) and run.logits(m).is_file()):
+        if not (_model_done(run, m, "query_hash", plan.query_hash(m)) and run.logits(m).is_file()):
             todo.append(m)
     with progress_bar() as bar:
         task = bar.add_task("querying", total=len(todo))
@@ -196,7 +226,7 @@ def query(plan: Plan, run: RunDir) -> list[int]:
             meta = run.read_meta(m) or {}
             meta.update(
                 {
-                    "query_hash": query_hash(plan, m),
+                    "query_hash": plan.query_hash(m),
                     "accuracy_in": accuracy(logits[keep_row, 0], labels[keep_row]),
                     "accuracy_out": accuracy(logits[~keep_row, 0], labels[~keep_row]),
                 }
@@ -221,6 +251,14 @@ def _targets(config: AuditConfig, num_models: int) -> list[int]:
 def attack(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = None) -> list[str]:
     """Score every target with each attack (leave-one-out); writes scores/<attack>.npy [T, N]."""
     names = list(attacks or config.attacks)
+    if run.run_yaml.is_file():  # a run miakit trains: never attack stale or missing logits
+        outdated = outdated_models(run)
+        if outdated:
+            raise MiakitError(
+                f"{len(outdated)} models of {run.root} (e.g. model {outdated[0]}) have missing "
+                "or stale logits; finish the run with `miakit audit`, or `miakit train` and "
+                "`miakit query`"
+            )
     instances = {n: make_attack(n, config.attack_options.get(n)) for n in names}
     signals = Signals.from_run(run)
     targets = _targets(config, signals.num_models)

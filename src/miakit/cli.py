@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from functools import wraps
 from pathlib import Path
 from typing import Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from miakit import pipeline
-from miakit.config import AuditConfig, load_config
+from miakit.config import AuditConfig, ExecutionConfig, format_validation_error, load_config
 from miakit.errors import MiakitError
 from miakit.evaluate.metrics import tpr_metric_name
 from miakit.store import RunDir
@@ -82,22 +84,76 @@ def audit(
     console.print(f"metrics: {run.metrics_json}  ROC plots: {run.plots}/")
 
 
+ShardOption = typer.Option(None, "--shard", help="i/n: only the i-th of n slices of the models")
+ExecutorOption = typer.Option(None, "--executor", help="local, processes or ray")
+WorkersOption = typer.Option(None, "--workers", help="worker processes (--executor processes)")
+
+
+def _parse_shard(shard: str | None) -> tuple[int, int] | None:
+    if shard is None:
+        return None
+    index, sep, count = shard.partition("/")
+    if not (sep and index.isdigit() and count.isdigit()) or int(count) < 1:
+        raise MiakitError(f"--shard expects i/n such as 0/4, got {shard!r}")
+    return int(index), int(count)
+
+
+def _planned(run: RunDir, executor: str | None, workers: int | None) -> pipeline.Plan:
+    """The run's plan with the command line's execution settings (they change no model, so they
+    may differ from run.yaml's)."""
+    planned = pipeline.load_plan(run)
+    settings = planned.config.execution.model_dump()
+    settings.update({k: v for k, v in {"executor": executor, "workers": workers}.items() if v})
+    try:
+        execution = ExecutionConfig.model_validate(settings)
+    except ValidationError as exc:
+        raise MiakitError(format_validation_error(exc)) from exc
+    return replace(planned, config=planned.config.model_copy(update={"execution": execution}))
+
+
 @app.command()
 @clear_errors
-def train(run: Path = RunArgument) -> None:
+def train(
+    run: Path = RunArgument,
+    shard: str | None = ShardOption,
+    executor: str | None = ExecutorOption,
+    workers: int | None = WorkersOption,
+) -> None:
     """Train the planned run's models that are missing or stale."""
     run_dir = RunDir(run)
-    trained = pipeline.train(pipeline.load_plan(run_dir), run_dir)
+    planned = _planned(run_dir, executor, workers)
+    trained = pipeline.train(planned, run_dir, _parse_shard(shard))
     console.print(f"trained {len(trained)} models")
 
 
 @app.command()
 @clear_errors
-def query(run: Path = RunArgument) -> None:
+def query(
+    run: Path = RunArgument,
+    shard: str | None = ShardOption,
+    executor: str | None = ExecutorOption,
+    workers: int | None = WorkersOption,
+) -> None:
     """Write logits for the trained models whose logits are missing or stale."""
     run_dir = RunDir(run)
-    queried = pipeline.query(pipeline.load_plan(run_dir), run_dir)
+    planned = _planned(run_dir, executor, workers)
+    queried = pipeline.query(planned, run_dir, _parse_shard(shard))
     console.print(f"queried {len(queried)} models")
+
+
+@app.command()
+@clear_errors
+def status(run: Path = RunArgument) -> None:
+    """Which models of a planned run are done, running, stale or missing."""
+    states = pipeline.status(RunDir(run))
+    table = Table(title=f"models of {run}")
+    table.add_column("state")
+    table.add_column("count", justify="right")
+    table.add_column("models")
+    for state, models in states.items():
+        shown = ", ".join(map(str, models[:20])) + (" …" if len(models) > 20 else "")
+        table.add_row(state, str(len(models)), shown)
+    console.print(table)
 
 
 @app.command()

@@ -76,6 +76,21 @@ class EvaluateConfig(Section):
         return fprs
 
 
+class ExecutionConfig(Section):
+    """Where models train; none of this changes a model, so none of it is in a content hash."""
+
+    executor: Literal["local", "processes", "ray"] = "local"
+    workers: int = Field(default=2, ge=1, description="worker processes (executor: processes)")
+    threads_per_worker: int = Field(default=1, ge=1)
+    models_per_task: int = Field(default=1, ge=1, description="models trained by one task")
+    ray_address: str | None = Field(
+        default=None, description="ray.init address, e.g. 'auto'; default: start a local Ray"
+    )
+    cpus_per_task: float = Field(default=1, gt=0)
+    gpus_per_task: float = Field(default=0, ge=0, description="fractions pack models on a GPU")
+    retries: int = Field(default=1, ge=0, description="retries of a task whose worker died")
+
+
 DEFAULT_ATTACKS = [
     "loss",
     "lira-online",
@@ -98,6 +113,7 @@ class AuditConfig(Section):
         default_factory=dict, description="per-attack settings, e.g. {lira-online: {center: mean}}"
     )
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
 
     def training_inputs(self) -> dict[str, Any]:
         """The settings that change a trained model; a model's content hash is built from these."""

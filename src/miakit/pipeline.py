@@ -7,39 +7,26 @@ next to training and always recompute, so they never serve stale results.
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
-import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from safetensors.torch import load_file, save_file
 
+from miakit import jobs
 from miakit.attacks import make_attack
-from miakit.config import AuditConfig, dump_config, read_run_config
-from miakit.data import Pool, balanced_keep, load_pool
+from miakit.config import AuditConfig, ExecutionConfig, read_run_config
 from miakit.errors import MiakitError
 from miakit.evaluate.metrics import long_rows, summarize
-from miakit.models import build_model
-from miakit.query import query_logits
+from miakit.executors import Executor, LocalExecutor, ProcessExecutor
+from miakit.executors.ray import RayExecutor
+from miakit.plan import Plan, load_plan, model_done, outdated_models, plan
 from miakit.report.plots import plot_roc
-from miakit.seeding import derive_seed, rng
 from miakit.signals import Signals
-from miakit.store import (
-    RunDir,
-    array_hash,
-    content_hash,
-    load_npy,
-    save_json,
-    save_npy,
-    save_text,
-    write_atomic,
-)
-from miakit.train.trainer import accuracy, resolve_device, train_model
+from miakit.store import RunDir, load_npy, save_json, save_npy, write_atomic
+from miakit.train.trainer import resolve_device
 
 
 @contextmanager
@@ -54,186 +41,89 @@ def progress_bar() -> Iterator[Progress]:
         yield bar
 
 
-@dataclass(frozen=True)
-class Plan:
-    config: AuditConfig
-    pool: Pool
-    keep: np.ndarray
-    fingerprint: str
-
-    def train_hash(self, m: int) -> str:
-        return train_hash(self.config, self.fingerprint, self.keep[m], m)
-
-    def query_hash(self, m: int) -> str:
-        return query_hash(self.config, self.fingerprint, self.keep[m], m)
+def shard_models(num_models: int, shard: tuple[int, int] | None) -> list[int]:
+    """Shard i of n: the i-th of n contiguous, disjoint slices of the models (all when None)."""
+    if shard is None:
+        return list(range(num_models))
+    index, count = shard
+    if not 0 <= index < count:
+        raise MiakitError(f"--shard {index}/{count}: expected i/n with 0 <= i < n")
+    return [int(m) for m in np.array_split(np.arange(num_models), count)[index]]
 
 
-def plan(config: AuditConfig, run: RunDir) -> Plan:
-    """Load the pool, draw the keep matrix and write run.yaml, keep.npy, labels.npy, pool.json."""
-    pool = load_pool(config.data.name, config.data.data_dir)
-    keep = balanced_keep(config.split.num_models, pool.num_records, rng(config.seed, "keep"))
-    targets = config.evaluate.targets or config.split.num_models
-    if targets > config.split.num_models:
+def make_executor(settings: ExecutionConfig) -> Executor:
+    if settings.executor == "processes":
+        return ProcessExecutor(settings.workers, settings.threads_per_worker, settings.retries)
+    if settings.executor == "ray":
+        return RayExecutor(
+            settings.ray_address, settings.cpus_per_task, settings.gpus_per_task, settings.retries
+        )
+    return LocalExecutor()
+
+
+def _run_model_jobs(
+    plan: Plan, run: RunDir, stage: str, models: list[int], in_process, task_fn
+) -> list[int]:
+    """Run a stage's model jobs on the configured executor, groups of models per task."""
+    settings = plan.config.execution
+    resolve_device(plan.config.train.device)  # a bad device is one error, not one per model
+    size = settings.models_per_task
+    groups = [models[i : i + size] for i in range(0, len(models), size)]
+    local = settings.executor == "local"
+    fn = partial(in_process, plan, run) if local else partial(task_fn, str(run.root))
+    done: list[int] = []
+    with progress_bar() as bar:
+        task = bar.add_task(stage, total=len(models))
+
+        def on_result(group: list[int], result: list[int]) -> None:
+            done.extend(result)
+            bar.advance(task, len(group))
+
+        failures = make_executor(settings).run(fn, groups, on_result)
+    if failures:
+        failed = [m for f in failures for m in f.task]
         raise MiakitError(
-            f"evaluate.targets: {targets} targets asked for but split.num_models is "
-            f"{config.split.num_models}"
+            f"{stage}: {len(failed)} models failed (models {failed[:10]}); the others are "
+            f"saved, rerun to redo these. First error: {failures[0].error}"
         )
-    save_text(run.run_yaml, dump_config(config))
-    save_npy(run.keep, keep)
-    save_npy(run.labels, pool.y)
-    fingerprint = pool.fingerprint()
-    save_json(
-        run.pool,
-        {
-            "name": pool.name,
-            "fingerprint": fingerprint,
-            "num_records": pool.num_records,
-            "num_classes": pool.num_classes,
-            "input_shape": list(pool.x.shape[1:]),
-            "targets": list(range(targets)),
-        },
-    )
-    return Plan(config, pool, keep, fingerprint)
+    return done
 
 
-def load_plan(run: RunDir) -> Plan:
-    """Reopen a planned run; the data must still be the data it was planned on."""
-    if not run.run_yaml.is_file():
-        raise MiakitError(f"{run.root} has no run.yaml: plan it first with `miakit audit --out`")
-    config = read_run_config(run.run_yaml)
-    pool = load_pool(config.data.name, config.data.data_dir)
-    fingerprint = _recorded_fingerprint(run)
-    if fingerprint != pool.fingerprint():
-        raise MiakitError(
-            f"the data set {pool.name!r} differs from the one {run.root} was planned on; "
-            "plan the run again with `miakit audit`"
-        )
-    return Plan(config, pool, load_npy(run.keep), fingerprint)
-
-
-def _recorded_fingerprint(run: RunDir) -> str:
-    try:
-        return json.loads(run.pool.read_text())["fingerprint"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise MiakitError(f"{run.pool} is missing or unreadable; plan the run again") from exc
-
-
-def train_hash(config: AuditConfig, fingerprint: str, keep_row: np.ndarray, m: int) -> str:
-    """Everything that determines model m's weights: anything else changed means retrain."""
-    return content_hash(
-        {
-            **config.training_inputs(),
-            "pool": fingerprint,
-            "keep_row": array_hash(keep_row),
-            "model_index": m,
-        }
-    )
-
-
-def query_hash(config: AuditConfig, fingerprint: str, keep_row: np.ndarray, m: int) -> str:
-    train = train_hash(config, fingerprint, keep_row, m)
-    return content_hash({"train": train, **config.query.model_dump(mode="json")})
-
-
-def outdated_models(run: RunDir) -> list[int]:
-    """Models of a planned run whose logits are missing or do not match the current plan."""
-    config, fingerprint = read_run_config(run.run_yaml), _recorded_fingerprint(run)
-    keep = load_npy(run.keep)
-    return [
-        m
-        for m in range(len(keep))
-        if not (
-            _model_done(run, m, "query_hash", query_hash(config, fingerprint, keep[m], m))
-            and run.logits(m).is_file()
-        )
-    ]
-
-
-def _new_model(plan: Plan) -> torch.nn.Module:
-    options = plan.config.model.model_dump(exclude={"arch"})
-    return build_model(
-        plan.config.model.arch, plan.pool.x.shape[1:], plan.pool.num_classes, **options
-    )
-
-
-def _model_done(run: RunDir, m: int, key: str, expected: str) -> bool:
-    meta = run.read_meta(m)
-    return meta is not None and meta.get(key) == expected
-
-
-def train(plan: Plan, run: RunDir) -> list[int]:
-    """Train every model whose meta.json does not match its current training inputs."""
-    cfg, device = plan.config, resolve_device(plan.config.train.device)
+def train(plan: Plan, run: RunDir, shard: tuple[int, int] | None = None) -> list[int]:
+    """Train every model (of the shard) whose meta.json does not match its training inputs."""
     todo = [
         m
-        for m in range(len(plan.keep))
-        if not _model_done(run, m, "train_hash", plan.train_hash(m))
+        for m in shard_models(len(plan.keep), shard)
+        if not model_done(run, m, "train_hash", plan.train_hash(m))
     ]
-    x = torch.from_numpy(plan.pool.x).to(device)
-    y = torch.from_numpy(plan.pool.y).to(device)
-    with progress_bar() as bar:
-        task = bar.add_task("training", total=len(todo))
-        for m in todo:
-            # stale outputs go first, so a crash can never leave them looking current
-            run.meta(m).unlink(missing_ok=True)
-            run.logits(m).unlink(missing_ok=True)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(derive_seed(cfg.seed, "init", m))
-                model = _new_model(plan).to(device)
-            rows = torch.from_numpy(np.flatnonzero(plan.keep[m])).to(device)
-            report = train_model(
-                model, x[rows], y[rows], cfg.train, derive_seed(cfg.seed, "order", m)
-            )
-            state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-            write_atomic(run.weights(m), lambda tmp, s=state: save_file(s, str(tmp)))
-            save_json(
-                run.meta(m),
-                {
-                    "model_index": m,
-                    "train_hash": plan.train_hash(m),
-                    "seeds": {
-                        "init": derive_seed(cfg.seed, "init", m),
-                        "order": derive_seed(cfg.seed, "order", m),
-                    },
-                    "train_seconds": report.seconds,
-                    "steps": report.steps,
-                    "final_batch_loss": report.final_loss,
-                    "finished_at": time.time(),
-                },
-            )
-            bar.advance(task)
-    return todo
+    return _run_model_jobs(plan, run, "training", todo, jobs.train_models, jobs.train_task)
 
 
-def query(plan: Plan, run: RunDir) -> list[int]:
-    """Write logits.npy for every trained model whose logits are missing or stale."""
-    device = resolve_device(plan.config.train.device)
-    x = torch.from_numpy(plan.pool.x).to(device)
+def query(plan: Plan, run: RunDir, shard: tuple[int, int] | None = None) -> list[int]:
+    """Write logits.npy for every trained model (of the shard) whose logits are missing or stale."""
     todo = []
-    for m in range(len(plan.keep)):
-        if not _model_done(run, m, "train_hash", plan.train_hash(m)):
+    for m in shard_models(len(plan.keep), shard):
+        if not model_done(run, m, "train_hash", plan.train_hash(m)):
             raise MiakitError(f"model {m} of {run.root} is not trained; run `miakit train` first")
-        if not (_model_done(run, m, "query_hash", plan.query_hash(m)) and run.logits(m).is_file()):
+        if not (model_done(run, m, "query_hash", plan.query_hash(m)) and run.logits(m).is_file()):
             todo.append(m)
-    with progress_bar() as bar:
-        task = bar.add_task("querying", total=len(todo))
-        for m in todo:
-            model = _new_model(plan).to(device)
-            model.load_state_dict(load_file(str(run.weights(m)), device=str(device)))
-            logits = query_logits(model, x)
-            save_npy(run.logits(m), logits)
-            keep_row, labels = plan.keep[m], plan.pool.y
-            meta = run.read_meta(m) or {}
-            meta.update(
-                {
-                    "query_hash": plan.query_hash(m),
-                    "accuracy_in": accuracy(logits[keep_row, 0], labels[keep_row]),
-                    "accuracy_out": accuracy(logits[~keep_row, 0], labels[~keep_row]),
-                }
-            )
-            save_json(run.meta(m), meta)
-            bar.advance(task)
-    return todo
+    return _run_model_jobs(plan, run, "querying", todo, jobs.query_models, jobs.query_task)
+
+
+def status(run: RunDir) -> dict[str, list[int]]:
+    """Models of a planned run by state: done, running (locked), stale, missing."""
+    planned = load_plan(run)
+    states: dict[str, list[int]] = {"done": [], "running": [], "stale": [], "missing": []}
+    for m in range(len(planned.keep)):
+        if model_done(run, m, "query_hash", planned.query_hash(m)) and run.logits(m).is_file():
+            states["done"].append(m)
+        elif run.lock(m).is_file():
+            states["running"].append(m)
+        elif run.meta(m).is_file():
+            states["stale"].append(m)
+        else:
+            states["missing"].append(m)
+    return states
 
 
 def run_config(run: RunDir) -> AuditConfig:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -112,9 +114,62 @@ class RunDir:
     def scores(self, attack: str) -> Path:
         return self.scores_dir / f"{attack}.npy"
 
+    def lock(self, m: int) -> Path:
+        return self.model_dir(m) / ".lock"
+
     def read_meta(self, m: int) -> dict[str, Any] | None:
         """The model's meta.json, or None when it is absent or unreadable (then it is not done)."""
         try:
             return json.loads(self.meta(m).read_text())
         except (OSError, ValueError):
             return None
+
+
+#: A lock held by a process on another host counts as abandoned after this long.
+FOREIGN_LOCK_SECONDS = 24 * 3600
+
+
+def _lock_abandoned(path: Path) -> bool:
+    """True when the lock's owner is gone: a dead pid on this host, or a very old foreign lock."""
+    try:
+        owner = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return True  # half-written by a process killed while taking it
+    if owner.get("host") != socket.gethostname():
+        return time.time() - owner.get("since", 0) > FOREIGN_LOCK_SECONDS
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, KeyError, ValueError):
+        return False
+    return False
+
+
+@contextmanager
+def model_lock(run: RunDir, m: int) -> Iterator[bool]:
+    """Hold model m's lock while working on it; yields False when a live worker holds it.
+
+    The lock is a file created with O_EXCL, so two workers (processes, Ray tasks, shards on other
+    machines sharing the run directory) never write the same model at once.
+    """
+    path = run.lock(m)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()})
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if not _lock_abandoned(path):
+                yield False
+                return
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(owner)
+        try:
+            yield True
+        finally:
+            path.unlink(missing_ok=True)
+        return
+    yield False

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -11,7 +11,11 @@ from miakit.store import array_hash, content_hash
 
 @dataclass(frozen=True)
 class Pool:
-    """Features float32 [N, D] (or uint8 images [N, H, W, C]), labels int64 [N] in [0, classes)."""
+    """Features float32 [N, D] (or uint8 images [N, H, W, C]), labels int64 [N] in [0, classes).
+
+    Images carry fixed, published per-channel `mean` and `std` (on the 0..1 scale): a model
+    normalizes with them, never with statistics of records it did not train on.
+    """
 
     name: str
     x: np.ndarray
@@ -19,17 +23,36 @@ class Pool:
     num_classes: int
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    class_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.x) != len(self.y):
             raise ValueError(f"{self.name}: {len(self.x)} records but {len(self.y)} labels")
         if self.y.min() < 0 or self.y.max() >= self.num_classes:
             raise ValueError(f"{self.name}: labels must lie in [0, {self.num_classes})")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError(f"{self.name}: give both mean and std, or neither")
+        if self.mean is not None and len(self.mean) != self.x.shape[-1]:
+            raise ValueError(f"{self.name}: one mean per channel ({self.x.shape[-1]}) expected")
 
     @property
     def num_records(self) -> int:
         return len(self.y)
 
+    @property
+    def is_image(self) -> bool:
+        """uint8 images [N, H, W, C]; everything else is a float32 feature matrix."""
+        return self.x.ndim == 4 and self.x.dtype == np.uint8
+
+    def take(self, indices: np.ndarray) -> Pool:
+        """The pool restricted to `indices` (in that order); the test split is kept whole."""
+        return replace(self, x=self.x[indices], y=self.y[indices])
+
     def fingerprint(self) -> str:
         """Content hash of the pool's records and labels: a model trained on other data is stale."""
-        return content_hash([array_hash(self.x), array_hash(self.y), self.num_classes])
+        parts: list[object] = [array_hash(self.x), array_hash(self.y), self.num_classes]
+        if self.mean is not None:
+            parts.append([list(self.mean), list(self.std or ())])
+        return content_hash(parts)

@@ -6,14 +6,39 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
+from miakit.data.adult import load_adult
+from miakit.data.cifar import load_cifar10, load_cifar100
 from miakit.data.digits import load_digits_pool
+from miakit.data.download import ensure_files
+from miakit.data.gtsrb import load_gtsrb
+from miakit.data.idx import load_fashion_mnist, load_mnist
+from miakit.data.image_folder import load_cifar10_jpeg, load_cinic10
 from miakit.data.pool import Pool
+from miakit.data.sources import SOURCES
+from miakit.data.tabular import load_location, load_purchase100, load_texas100
+from miakit.data.user import load_user
 from miakit.errors import MiakitError
+from miakit.seeding import rng
 
 #: name → loader taking the data directory (loaders that need no files ignore it).
 DATASETS: dict[str, Callable[[Path], Pool]] = {
     "digits": load_digits_pool,
+    "mnist": load_mnist,
+    "fashion-mnist": load_fashion_mnist,
+    "cifar10": load_cifar10,
+    "cifar100": load_cifar100,
+    "cifar10-jpeg": load_cifar10_jpeg,
+    "cinic10": load_cinic10,
+    "gtsrb": load_gtsrb,
+    "purchase100": load_purchase100,
+    "texas100": load_texas100,
+    "location": load_location,
+    "adult": load_adult,
 }
+#: data.name for the user's own data, read from data.path (an .npz file or a folder of classes).
+USER_DATA = "user"
 
 
 def resolve_data_dir(configured: Path | None = None) -> Path:
@@ -26,9 +51,41 @@ def resolve_data_dir(configured: Path | None = None) -> Path:
     return Path(cache) / "miakit"
 
 
-def load_pool(name: str, data_dir: Path | None = None) -> Pool:
-    if name not in DATASETS:
+def load_pool(
+    name: str,
+    data_dir: Path | None = None,
+    *,
+    path: Path | None = None,
+    subsample: int | None = None,
+    seed: int = 0,
+    download: bool = True,
+) -> Pool:
+    """The named data set's pool, its missing files downloaded first (unless `download` is off).
+
+    name "user" reads `path`. `subsample` keeps that many pool records, drawn without replacement
+    with a generator seeded from (`seed`, "subsample"), in their original order; the test split
+    stays whole.
+    """
+    if name == USER_DATA:
+        if path is None:
+            raise MiakitError("data.path: data.name 'user' needs data.path (an .npz or a folder)")
+        pool = load_user(Path(path))
+    elif name not in DATASETS:
+        known = ", ".join([*sorted(DATASETS), USER_DATA])
+        raise MiakitError(f"data.name: unknown data set {name!r}; known: {known}")
+    else:
+        if path is not None:
+            raise MiakitError(f"data.path: only used with data.name 'user', not {name!r}")
+        root = resolve_data_dir(data_dir)
+        ensure_files(SOURCES[name], root, download)
+        pool = DATASETS[name](root)
+    return pool if subsample is None else subsample_pool(pool, subsample, seed)
+
+
+def subsample_pool(pool: Pool, size: int, seed: int) -> Pool:
+    if not 2 <= size <= pool.num_records:
         raise MiakitError(
-            f"data.name: unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}"
+            f"data.subsample: must lie in [2, {pool.num_records}] for {pool.name}, got {size}"
         )
-    return DATASETS[name](resolve_data_dir(data_dir))
+    chosen = rng(seed, "subsample").choice(pool.num_records, size, replace=False)
+    return pool.take(np.sort(chosen))

@@ -16,7 +16,15 @@ from scipy.special import logsumexp
 from miakit.errors import MiakitError
 from miakit.store import RunDir, load_npy
 
-SignalKind = Literal["loss", "log_odds", "true_prob", "max_prob"]
+SignalKind = Literal[
+    "loss",
+    "log_odds",
+    "true_prob",
+    "max_prob",
+    "entropy",
+    "modified_entropy",
+    "taylor_soft_margin",
+]
 
 #: Upper bound on the float64 bytes one chunk of logits may take when read for all models.
 CHUNK_BYTES = 256 * 2**20
@@ -62,11 +70,85 @@ def max_prob(logits: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray
     return np.exp(np.max(log_softmax(logits), axis=-1))
 
 
+def _log_one_minus_softmax(logits: np.ndarray) -> np.ndarray:
+    """log(1 − p_i) for every class, finite even when p_i rounds to 1.
+
+    Only the largest class can have p_i > 1/2; there log(1 − p_i) is the log-sum-exp of the other
+    logits minus that of all, as in `log_odds`. Elsewhere log1p(−p_i) is accurate.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    logp = log_softmax(z)
+    with np.errstate(divide="ignore"):  # log1p(−1) at the top class, replaced just below
+        out = np.log1p(-np.exp(logp))
+    top = np.argmax(z, axis=-1)[..., None]
+    others = z.copy()
+    np.put_along_axis(others, top, -np.inf, axis=-1)
+    top_value = logsumexp(others, axis=-1, keepdims=True) - logsumexp(z, axis=-1, keepdims=True)
+    np.put_along_axis(out, top, top_value, axis=-1)
+    return out
+
+
+def entropy(logits: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+    """Shannon entropy −Σ p_i log p_i of the softmax (labels unused)."""
+    logp = log_softmax(logits)
+    return -np.sum(np.exp(logp) * logp, axis=-1)
+
+
+def modified_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Song & Mittal's Mentr = −(1 − p_y) log p_y − Σ_{i≠y} p_i log(1 − p_i) (USENIX Sec 2021)."""
+    logp = log_softmax(logits)
+    log1m = _log_one_minus_softmax(logits)
+    index = _broadcast_labels(logp, labels)
+    true_logp = np.take_along_axis(logp, index, axis=-1)[..., 0]
+    true_log1m = np.take_along_axis(log1m, index, axis=-1)[..., 0]
+    terms = np.exp(logp) * log1m
+    np.put_along_axis(terms, index, 0.0, axis=-1)
+    return -np.exp(true_log1m) * true_logp - terms.sum(axis=-1)
+
+
+def _taylor_exp(x: np.ndarray, order: int) -> np.ndarray:
+    """Σ_{i=0}^{order} x^i / i!: positive for even orders (de Brébisson & Vincent, 2016)."""
+    term = np.ones_like(x)
+    total = np.ones_like(x)
+    for i in range(1, order + 1):
+        term = term * x / i
+        total = total + term
+    return total
+
+
+def taylor_soft_margin(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    temperature: float = 2.0,
+    margin: float = 0.6,
+    order: int = 4,
+) -> np.ndarray:
+    """RMIA's Taylor soft-margin softmax of the true class (Zarifzadeh et al., ICML 2024).
+
+    With x = z / T and t(v) the Taylor polynomial of e^v: t(x_y − m) / (t(x_y − m) + Σ_{j≠y} t(x_j)).
+    Defaults are RMIA's CIFAR-10 settings (T = 2, m = 0.6, order 4).
+    """
+    x = np.asarray(logits, dtype=np.float64) / temperature
+    index = _broadcast_labels(x, labels)
+    powers = _taylor_exp(x, order)
+    true_term = _taylor_exp(np.take_along_axis(x, index, axis=-1) - margin, order)
+    np.put_along_axis(powers, index, true_term, axis=-1)
+    return true_term[..., 0] / powers.sum(axis=-1)
+
+
+def sorted_probs(logits: np.ndarray, k: int) -> np.ndarray:
+    """The k largest softmax probabilities in decreasing order, [..., k] (Salem et al.'s features)."""
+    return -np.sort(-softmax(logits), axis=-1)[..., :k]
+
+
 TRANSFORMS = {
     "loss": cross_entropy,
     "log_odds": log_odds,
     "true_prob": lambda z, y: np.exp(true_class_log_prob(z, y)),
     "max_prob": max_prob,
+    "entropy": entropy,
+    "modified_entropy": modified_entropy,
+    "taylor_soft_margin": taylor_soft_margin,
 }
 
 

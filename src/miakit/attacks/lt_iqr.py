@@ -1,0 +1,96 @@
+"""LT-IQR: record-level risk from the loss traces recorded while training the target.
+
+Pollock et al. ("Free record-level privacy risk evaluation through artifact-based methods") rank
+training records by the interquartile range of their per-epoch loss: records the model learns late
+and abruptly, the ones LiRA finds most exposed, have wide traces. It costs nothing beyond training
+and needs no reference model. Quantiles are linearly interpolated (numpy's default).
+
+The paper's ablations are options (`statistic`), each oriented so that higher = more member-like:
+`mean` (−mean loss), `slope` (−least-squares slope per epoch), `mid-end` (loss at the middle recorded
+epoch minus at the last), `1-end/mid` (relative drop; 0 where the middle loss is 0), `l1`…`l4` and
+`linf` (−the norm of the trace). `epochs: [start, stop]` keeps recorded points start..stop−1
+(point 0 is before training).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from pydantic import model_validator
+
+from miakit.attacks.base import Attack, AttackConfig, register
+from miakit.errors import MiakitError
+from miakit.signals import Signals
+
+_NORMS = {"l1": 1, "l2": 2, "l3": 3, "l4": 4, "linf": np.inf}
+
+
+class LtIqrConfig(AttackConfig):
+    statistic: Literal[
+        "iqr", "mean", "slope", "mid-end", "1-end/mid", "l1", "l2", "l3", "l4", "linf"
+    ] = "iqr"
+    epochs: tuple[int, int] | None = None
+
+    @model_validator(mode="after")
+    def _window(self) -> LtIqrConfig:
+        if self.epochs is not None and not 0 <= self.epochs[0] < self.epochs[1]:
+            raise ValueError("epochs must be [start, stop] with 0 ≤ start < stop")
+        return self
+
+
+def trace_statistic(trace: np.ndarray, statistic: str) -> np.ndarray:
+    """The statistic of loss traces [E, N] per record [N], higher = more member-like."""
+    if statistic == "iqr":
+        q1, q3 = np.percentile(trace, [25, 75], axis=0)
+        return q3 - q1
+    if statistic == "mean":
+        return -trace.mean(axis=0)
+    if statistic == "slope":
+        t = np.arange(trace.shape[0]) - (trace.shape[0] - 1) / 2
+        return -(t @ trace) / (t @ t)
+    mid, end = trace[(trace.shape[0] - 1) // 2], trace[-1]
+    if statistic == "mid-end":
+        return mid - end
+    if statistic == "1-end/mid":
+        ratio = np.divide(end, mid, out=np.ones_like(end), where=mid != 0)
+        return 1 - ratio
+    return -np.linalg.norm(trace, ord=_NORMS[statistic], axis=0)
+
+
+@register
+class LtIqr(Attack):
+    """Scores each pool record by a statistic of its loss trace under the target model."""
+
+    name = "lt-iqr"
+    Config = LtIqrConfig
+    uses_reference = False
+
+    def score(self, signals: Signals, target: int, reference: Sequence[int]) -> np.ndarray:
+        if signals.traces is None:
+            raise MiakitError(
+                "lt-iqr needs loss traces (models/<m>/trace.npy, per-record loss after every "
+                "epoch, [E+1, N]); train with loss traces on or add the files"
+            )
+        trace = np.asarray(signals.traces[target], dtype=np.float64)
+        start, stop = self.config.epochs or (0, trace.shape[0])
+        if stop > trace.shape[0]:
+            raise MiakitError(
+                f"epochs [{start}, {stop}] reaches past the {trace.shape[0]} recorded points of "
+                f"model {target}'s trace; use stop ≤ {trace.shape[0]}"
+            )
+        window = trace[start:stop]
+        minimum = 2 if self.config.statistic in ("iqr", "slope") else 1
+        if window.shape[0] < minimum:
+            raise MiakitError(
+                f"{self.config.statistic} needs at least {minimum} recorded epochs, "
+                f"the window has {window.shape[0]}; widen epochs"
+            )
+        if not np.isfinite(window).all():
+            record = int(np.flatnonzero(~np.isfinite(window).all(axis=0))[0])
+            raise MiakitError(
+                f"the loss trace of model {target} holds NaN or infinity at record {record}; "
+                "retrain that model"
+            )
+        return trace_statistic(window, self.config.statistic)

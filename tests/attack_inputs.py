@@ -1,0 +1,34 @@
+"""Random signals for the attack tests, and direct per-value formulas to check them against."""
+
+import math
+
+import numpy as np
+
+from miakit.signals import Signals
+
+from .synthetic import balanced_keep_matrix
+
+
+def random_signals(models=6, records=40, augmentations=1, classes=4, seed=0, member_boost=1.5):
+    """Logits whose true-class logit is `member_boost` higher where the model trained on the record."""
+    rng = np.random.default_rng(seed)
+    keep = balanced_keep_matrix(models, records, seed)
+    labels = rng.integers(0, classes, records)
+    logits = rng.normal(0, 2, (models, records, augmentations, classes))
+    boost = np.where(keep, member_boost, 0.0)[..., None]
+    logits[np.arange(models)[:, None], np.arange(records)[None, :], :, labels[None, :]] += boost
+    return Signals.from_arrays(logits, labels, keep), logits, labels, keep
+
+
+def direct_softmax(z):
+    """Softmax of one logit vector by the textbook formula (shifted by the max)."""
+    top = max(z)
+    e = [math.exp(v - top) for v in z]
+    return [v / sum(e) for v in e]
+
+
+def nan_signals(signals: Signals, model: int, record: int) -> Signals:
+    """The same signals with one NaN logit."""
+    logits = np.stack([np.array(x, dtype=np.float64) for x in signals.logits])
+    logits[model, record, 0, 0] = np.nan
+    return Signals.from_arrays(logits, signals.labels, signals.keep)

@@ -22,11 +22,31 @@ from miakit.errors import MiakitError
 from miakit.evaluate.metrics import long_rows, summarize
 from miakit.executors import Executor, LocalExecutor, ProcessExecutor
 from miakit.executors.ray import RayExecutor
-from miakit.plan import Plan, load_plan, model_done, outdated_models, plan
+from miakit.plan import (
+    Plan,
+    evaluation_design,
+    load_plan,
+    model_done,
+    outdated_models,
+    plan,
+)
 from miakit.report.plots import plot_roc
 from miakit.signals import Signals
+from miakit.single_point import run_single_point
 from miakit.store import RunDir, load_npy, save_json, save_npy, write_atomic
 from miakit.train.trainer import resolve_device
+
+__all__ = [
+    "attack",
+    "audit",
+    "evaluate",
+    "load_plan",
+    "plan",
+    "query",
+    "run_single_point",
+    "status",
+    "train",
+]
 
 
 @contextmanager
@@ -131,15 +151,9 @@ def run_config(run: RunDir) -> AuditConfig:
     return read_run_config(run.run_yaml) if run.run_yaml.is_file() else AuditConfig()
 
 
-def _targets(config: AuditConfig, num_models: int) -> list[int]:
-    count = config.evaluate.targets or num_models
-    if count > num_models:
-        raise MiakitError(f"evaluate.targets is {count} but the run has {num_models} models")
-    return list(range(count))
-
-
 def attack(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = None) -> list[str]:
-    """Score every target with each attack (leave-one-out); writes scores/<attack>.npy [T, N]."""
+    """Score every target with each attack; writes scores/<attack>.npy [T, N] (row i: target i of
+    the design). References are every other model (leave-one-out) unless the split names them."""
     names = list(attacks or config.attacks)
     if run.run_yaml.is_file():  # a run miakit trains: never attack stale or missing logits
         outdated = outdated_models(run)
@@ -151,31 +165,40 @@ def attack(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = Non
             )
     instances = {n: make_attack(n, config.attack_options.get(n)) for n in names}
     signals = Signals.from_run(run)
-    targets = _targets(config, signals.num_models)
+    design = evaluation_design(run, config, signals.num_models)
     with progress_bar() as bar:
         task = bar.add_task("attacking", total=len(names))
         for name, instance in instances.items():
-            save_npy(run.scores(name), instance.score_leave_one_out(signals, targets))
+            if design.references is None:
+                scores = instance.score_leave_one_out(signals, design.targets)
+            else:
+                scores = np.stack(
+                    [instance.score(signals, t, design.references) for t in design.targets]
+                )
+            save_npy(run.scores(name), scores)
             bar.advance(task)
     return names
 
 
 def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = None) -> dict:
-    """metrics.json, metrics.csv and a log-log ROC plot per attack, from the stored scores."""
+    """metrics.json, metrics.csv and a log-log ROC plot per attack, from the stored scores
+    (restricted to the split's evaluation records, where it has them)."""
     keep = load_npy(run.keep)
+    design = evaluation_design(run, config, len(keep))
+    records = slice(None) if design.eval_records is None else design.eval_records
     metrics = {}
     for name in attacks or config.attacks:
         if not run.scores(name).is_file():
             raise MiakitError(f"no scores for {name!r} in {run.root}; run `miakit attack` first")
         scores = load_npy(run.scores(name))
-        targets = list(range(scores.shape[0]))
-        if scores.shape[1] != keep.shape[1] or len(targets) > keep.shape[0]:
+        if scores.shape != (len(design.targets), keep.shape[1]):
             raise MiakitError(
-                f"{run.scores(name)} has shape {scores.shape}, expected [T <= {keep.shape[0]}, "
-                f"{keep.shape[1]}]; rerun `miakit attack`"
+                f"{run.scores(name)} has shape {scores.shape}, expected "
+                f"[{len(design.targets)} targets, {keep.shape[1]} records]; rerun `miakit attack`"
             )
-        metrics[name] = summarize(scores, keep, targets, config.evaluate.fprs)
-        plot_roc(run.plots / f"roc_{name}.png", name, scores, keep, targets)
+        scores, members = scores[:, records], keep[:, records]
+        metrics[name] = summarize(scores, members, design.targets, config.evaluate.fprs)
+        plot_roc(run.plots / f"roc_{name}.png", name, scores, members, design.targets)
     save_json(run.metrics_json, {"attacks": metrics})
     write_atomic(
         run.metrics_csv, lambda tmp: pd.DataFrame(long_rows(metrics)).to_csv(tmp, index=False)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from miakit.config import AuditConfig, dump_config, read_run_config
-from miakit.data import Pool, balanced_keep, load_pool
+from miakit.data import Pool, load_pool, make_split
 from miakit.errors import MiakitError
 from miakit.seeding import rng
 from miakit.store import RunDir, array_hash, content_hash, load_npy, save_json, save_npy, save_text
@@ -28,19 +28,54 @@ class Plan:
         return query_hash(self.config, self.fingerprint, self.keep[m], m)
 
 
+def load_configured_pool(config: AuditConfig) -> Pool:
+    data = config.data
+    seed = config.seed if data.subsample_seed is None else data.subsample_seed
+    return load_pool(
+        data.name,
+        data.data_dir,
+        path=data.path,
+        subsample=data.subsample,
+        seed=seed,
+        download=data.download,
+    )
+
+
 def plan(config: AuditConfig, run: RunDir) -> Plan:
-    """Load the pool, draw the keep matrix and write run.yaml, keep.npy, labels.npy, pool.json."""
-    pool = load_pool(config.data.name, config.data.data_dir)
-    keep = balanced_keep(config.split.num_models, pool.num_records, rng(config.seed, "keep"))
-    targets = config.evaluate.targets or config.split.num_models
-    if targets > config.split.num_models:
-        raise MiakitError(
-            f"evaluate.targets: {targets} targets asked for but split.num_models is "
-            f"{config.split.num_models}"
-        )
+    """Load the pool, draw the split and write run.yaml, keep.npy, labels.npy, split.json (with
+    eval_records.npy / pair_records.npy where the strategy has them) and pool.json."""
+    pool = load_configured_pool(config)
+    s = config.split
+    split = make_split(
+        s.strategy,
+        s.num_models,
+        pool.num_records,
+        rng(config.seed, "keep"),
+        labels=pool.y,
+        num_targets=s.num_targets,
+        target_fraction=s.target_fraction,
+        records=s.records,
+    )
+    targets = list(split.targets)
+    if config.evaluate.targets is not None:
+        if config.evaluate.targets > len(targets):
+            raise MiakitError(
+                f"evaluate.targets: {config.evaluate.targets} targets asked for but the "
+                f"{s.strategy} split has {len(targets)}"
+            )
+        targets = targets[: config.evaluate.targets]
     save_text(run.run_yaml, dump_config(config))
-    save_npy(run.keep, keep)
+    save_npy(run.keep, split.keep)
     save_npy(run.labels, pool.y)
+    for path, array in [
+        (run.eval_records, split.eval_records),
+        (run.pair_records, split.pair_records),
+    ]:
+        if array is None:
+            path.unlink(missing_ok=True)
+        else:
+            save_npy(path, array)
+    save_json(run.split, {**split.describe(), "targets": targets})
     fingerprint = pool.fingerprint()
     save_json(
         run.pool,
@@ -50,10 +85,32 @@ def plan(config: AuditConfig, run: RunDir) -> Plan:
             "num_records": pool.num_records,
             "num_classes": pool.num_classes,
             "input_shape": list(pool.x.shape[1:]),
-            "targets": list(range(targets)),
+            "targets": targets,
         },
     )
-    return Plan(config, pool, keep, fingerprint)
+    return Plan(config, pool, split.keep, fingerprint)
+
+
+@dataclass(frozen=True)
+class Design:
+    """Who is attacked with whose help, on which records."""
+
+    targets: list[int]
+    references: list[int] | None  # None: every model but the target (leave-one-out)
+    eval_records: np.ndarray | None  # bool [N]; None: all records
+
+
+def evaluation_design(run: RunDir, config: AuditConfig, num_models: int) -> Design:
+    """From split.json where the run was planned; else (brought-in models) leave-one-out over
+    the first `evaluate.targets` models (default all)."""
+    if run.split.is_file():
+        split = json.loads(run.split.read_text())
+        eval_records = load_npy(run.eval_records) if run.eval_records.is_file() else None
+        return Design(split["targets"], split["references"], eval_records)
+    count = config.evaluate.targets or num_models
+    if count > num_models:
+        raise MiakitError(f"evaluate.targets is {count} but the run has {num_models} models")
+    return Design(list(range(count)), None, None)
 
 
 def load_plan(run: RunDir) -> Plan:
@@ -61,7 +118,7 @@ def load_plan(run: RunDir) -> Plan:
     if not run.run_yaml.is_file():
         raise MiakitError(f"{run.root} has no run.yaml: plan it first with `miakit audit --out`")
     config = read_run_config(run.run_yaml)
-    pool = load_pool(config.data.name, config.data.data_dir)
+    pool = load_configured_pool(config)
     fingerprint = _recorded_fingerprint(run)
     if fingerprint != pool.fingerprint():
         raise MiakitError(

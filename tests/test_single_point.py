@@ -1,0 +1,132 @@
+"""The with/without experiment: statistics against independent computations, and a record that
+is exposed on purpose."""
+
+import numpy as np
+import pytest
+from scipy.stats import binom, norm
+from typer.testing import CliRunner
+
+from miakit import single_point
+from miakit.cli import app
+from miakit.config import SinglePointConfig, load_config
+from miakit.data import DATASETS, Pool, load_pool
+from miakit.evaluate.single_point import clopper_pearson, error_rate, power_at_alpha
+
+
+def test_thresholds_and_power_on_normals_with_known_power():
+    rng = np.random.default_rng(0)
+    mu_with, mu_without, alpha = 0.0, 2.0, 0.05
+    result = power_at_alpha(
+        rng.normal(mu_with, 1, 40_000), rng.normal(mu_without, 1, 40_000), alpha
+    )
+    threshold = mu_without + norm.ppf(alpha)  # 2 − 1.645
+    assert result.threshold_gaussian == pytest.approx(threshold, abs=0.02)
+    assert result.threshold_empirical == pytest.approx(threshold, abs=0.03)
+    known_power = norm.cdf(threshold - mu_with)  # ≈ 0.639
+    assert result.power_empirical == pytest.approx(known_power, abs=0.015)
+    assert result.power_gaussian == pytest.approx(known_power, abs=0.015)
+    assert result.power_ci_low < known_power < result.power_ci_high
+
+
+def test_empirical_threshold_is_the_interpolated_alpha_quantile_by_hand():
+    without = np.array([5.0, 1.0, 3.0, 2.0, 4.0])  # sorted 1 2 3 4 5; position (5−1)·0.25 = 1
+    with_ = np.array([0.5, 1.5, 2.5, 9.0])
+    result = power_at_alpha(with_, without, 0.25)
+    assert result.threshold_empirical == 2.0
+    assert result.power_empirical == 0.5  # 0.5 and 1.5 fall below 2
+    # Gaussian: mean 3, sample std sqrt(2.5)
+    assert result.threshold_gaussian == pytest.approx(3 + np.sqrt(2.5) * norm.ppf(0.25))
+
+
+def test_clopper_pearson_tails_hold_exactly():
+    low, high = clopper_pearson(7, 20)
+    assert binom.sf(6, 20, low) == pytest.approx(0.025, rel=1e-6)  # P[X ≥ 7 | low]
+    assert binom.cdf(7, 20, high) == pytest.approx(0.025, rel=1e-6)  # P[X ≤ 7 | high]
+    assert clopper_pearson(0, 10)[0] == 0.0 and clopper_pearson(10, 10)[1] == 1.0
+
+
+def test_error_rate_by_hand():
+    # threshold 1: with-losses 0.5 (right), 2 (wrong); without-losses 3 (right), 0.2 (wrong), 4
+    assert error_rate(np.array([0.5, 2.0]), np.array([3.0, 0.2, 4.0]), 1.0) == pytest.approx(2 / 5)
+
+
+def _mislabeled_digits(data_dir=None) -> Pool:
+    """Digits plus one record on purpose: a copy of record 0 with a wrong label, at the end."""
+    pool = load_pool("digits")
+    x = np.concatenate([pool.x, pool.x[:1]])
+    y = np.concatenate([pool.y, [(pool.y[0] + 1) % 10]])
+    return Pool("digits-mislabeled", x, y, 10)
+
+
+def _quick_config(**targets) -> SinglePointConfig:
+    return load_config(
+        None,
+        [
+            "data.name=digits-mislabeled",
+            "model.hidden=[64]",
+            "train.epochs=30",
+            "train.lr=0.005",
+            "train.batch_size=32",
+            "n_iterations=16",
+            "subset_size=300",
+            "eval_pairs=2",
+            "save_plots=false",
+            f"targets.indices={targets['indices']}",
+        ],
+        schema=SinglePointConfig,
+    )
+
+
+def test_a_mislabeled_duplicate_is_clearly_more_exposed(tmp_path, monkeypatch):
+    monkeypatch.setitem(DATASETS, "digits-mislabeled", _mislabeled_digits)
+    exposed, typical = 1797, 20
+    results = single_point.run_single_point(_quick_config(indices=[exposed, typical]), tmp_path)
+    power = {r.index: r.power.power_empirical for r in results}
+    assert results[0].index == exposed  # ranked first
+    assert power[exposed] >= 0.9
+    assert power[exposed] > power[typical] + 0.5
+    assert (tmp_path / "summary.csv").read_text().splitlines()[1].startswith("1,1797,")
+
+
+def test_interrupted_experiment_resumes_without_redoing_rounds(tmp_path, monkeypatch):
+    monkeypatch.setitem(DATASETS, "digits-mislabeled", _mislabeled_digits)
+    config = _quick_config(indices=[3])
+    calls = []
+    real = single_point._Trainer.losses
+
+    def counting(self, rows, round_seed):
+        calls.append(round_seed)
+        return real(self, rows, round_seed)
+
+    monkeypatch.setattr(single_point._Trainer, "losses", counting)
+
+    def stop_after_three(done, total):
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        single_point.run_single_point(config, tmp_path, progress=stop_after_three)
+    calls.clear()
+    resumed = single_point.run_single_point(config, tmp_path)
+    assert sorted(set(calls)) == list(range(3, 18))  # rounds 0–2 were kept
+    fresh = single_point.run_single_point(config, tmp_path / "fresh")
+    np.testing.assert_array_equal(resumed[0].losses_with, fresh[0].losses_with)
+
+
+def test_bad_targets_are_clear_errors(tmp_path):
+    result = CliRunner().invoke(
+        app, ["single-point", "--out", str(tmp_path), "--set", "targets.indices=[99999]"]
+    )
+    assert result.exit_code == 2 and "outside the pool" in result.output
+    result = CliRunner().invoke(app, ["single-point", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "no record to test" in result.output
+
+
+@pytest.mark.slow
+def test_quick_config_runs_as_the_readme_shows(tmp_path):
+    result = CliRunner().invoke(
+        app, ["single-point", "--config", "configs/single_point_quick.yaml", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert len((tmp_path / "summary.csv").read_text().splitlines()) == 5
+    assert len(list(tmp_path.glob("hist_*.png"))) == 4

@@ -14,7 +14,13 @@ from rich.console import Console
 from rich.table import Table
 
 from miakit import pipeline
-from miakit.config import AuditConfig, ExecutionConfig, format_validation_error, load_config
+from miakit.config import (
+    AuditConfig,
+    ExecutionConfig,
+    SinglePointConfig,
+    format_validation_error,
+    load_config,
+)
 from miakit.errors import MiakitError
 from miakit.evaluate.metrics import tpr_metric_name
 from miakit.store import RunDir
@@ -173,3 +179,43 @@ def evaluate(run: Path = RunArgument, attacks: str | None = AttacksOption) -> No
     cfg = pipeline.run_config(run_dir)
     metrics = pipeline.evaluate(run_dir, cfg, _attack_list(attacks))
     print_metrics(metrics, cfg)
+
+
+@app.command("single-point")
+@clear_errors
+def single_point(
+    config: Path | None = ConfigOption,
+    set_: list[str] | None = SetOption,
+    out: Path = typer.Option(Path("runs/single_point"), "--out", "-o", help="output folder"),
+) -> None:
+    """With/without experiment: how reliably can one record's membership be told? (resumes)"""
+    cfg = load_config(config, set_, schema=SinglePointConfig)
+    with pipeline.progress_bar() as bar:
+        task = bar.add_task("rounds", total=cfg.n_iterations + cfg.eval_pairs)
+        results = pipeline.run_single_point(
+            cfg, out, progress=lambda done, total: bar.update(task, completed=done)
+        )
+    table = Table(title=f"with/without test at α = {cfg.alpha:g}, {cfg.n_iterations} rounds")
+    for column in [
+        "rank",
+        "record",
+        "label",
+        "power",
+        "95% interval",
+        "Gaussian power",
+        "error rate",
+    ]:
+        table.add_column(column, justify="right")
+    for rank, r in enumerate(results, start=1):
+        p = r.power
+        table.add_row(
+            str(rank),
+            str(r.index),
+            str(r.label),
+            f"{p.power_empirical:.3f}",
+            f"[{p.power_ci_low:.2f}, {p.power_ci_high:.2f}]",
+            f"{p.power_gaussian:.3f}",
+            f"{r.error_rate:.3f}",
+        )
+    console.print(table)
+    console.print(f"summary: {out / 'summary.csv'}")

@@ -21,21 +21,41 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
-    name: str = "digits"
+    name: str = Field(default="digits", description="a registered data set, or 'user'")
     data_dir: Path | None = Field(
         default=None, description="where data files live; default: $MIAKIT_DATA or a user cache"
     )
+    path: Path | None = Field(
+        default=None, description="name 'user': an .npz (x, y[, x_test, y_test]) or class folders"
+    )
+    subsample: int | None = Field(default=None, ge=2, description="keep this many pool records")
+    subsample_seed: int | None = Field(default=None, ge=0, description="default: the run seed")
+    download: bool = Field(default=True, description="fetch missing official files")
 
 
 class SplitConfig(Section):
-    strategy: Literal["balanced"] = "balanced"
+    strategy: Literal[
+        "balanced", "paired", "class_balanced_target", "disjoint", "single_point"
+    ] = "balanced"
     num_models: int = Field(default=64, ge=2, description="M: target and reference models in all")
+    num_targets: int | None = Field(
+        default=None, ge=1, description="class_balanced_target, disjoint: targets (default 1)"
+    )
+    target_fraction: float | None = Field(
+        default=None, gt=0, lt=1, description="disjoint: the pool's share for the targets"
+    )
+    records: list[int] | None = Field(
+        default=None, description="single_point: the records the model pairs differ by"
+    )
 
 
 class ModelConfig(Section):
     arch: str = "mlp"
     hidden: list[int] = Field(default_factory=lambda: [256])
     activation: Literal["relu", "tanh"] = "relu"
+    dropout: float = Field(
+        default=0.0, ge=0, lt=1, description="dropout rate where the architecture has dropout"
+    )
 
     @field_validator("hidden")
     @classmethod
@@ -43,6 +63,19 @@ class ModelConfig(Section):
         if any(w < 1 for w in widths):
             raise ValueError("every hidden width must be a positive integer")
         return widths
+
+
+class AugmentConfig(Section):
+    """Training-time augmentation of image batches on the training device (all off by default)."""
+
+    flip: bool = Field(default=False, description="random horizontal flip")
+    crop_padding: int = Field(default=0, ge=0, description="random crop after reflect padding")
+    rotation: float = Field(default=0.0, ge=0, le=180, description="max rotation in degrees")
+    color_jitter: float = Field(
+        default=0.0, ge=0, lt=1, description="max relative change of brightness/contrast/saturation"
+    )
+    cutout: int = Field(default=0, ge=0, description="side of the square cut out (0: off)")
+    cutmix: float = Field(default=0.0, ge=0, le=1, description="probability of CutMix per batch")
 
 
 class TrainConfig(Section):
@@ -53,12 +86,39 @@ class TrainConfig(Section):
     weight_decay: float = Field(default=0.0, ge=0)
     epochs: int = Field(default=60, ge=1)
     batch_size: int = Field(default=64, ge=1)
+    schedule: Literal["constant", "cosine", "onecycle", "step"] = Field(
+        default="constant",
+        description="lr shape over training; onecycle: linear decay to 0 after the warm-up",
+    )
+    warmup_epochs: float = Field(default=0.0, ge=0, description="linear lr warm-up from 0")
+    milestones: list[int] = Field(
+        default_factory=list, description="step schedule: epochs at which lr is multiplied by gamma"
+    )
+    gamma: float = Field(default=0.1, gt=0, le=1)
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    early_stopping_patience: int | None = Field(
+        default=None, ge=1, description="stop after this many epochs without a better test accuracy"
+    )
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    record_trace: bool = Field(
+        default=False, description="store every pool record's loss per epoch (trace.npy)"
+    )
+    batched: bool = Field(
+        default=False, description="train the models of a task together, stacked (MLP, cnn)"
+    )
+    bf16: bool = Field(default=True, description="bf16 autocast on CUDA (ignored on CPU)")
+    channels_last: bool = Field(default=True, description="channels_last on CUDA (ignored on CPU)")
+    compile: bool = Field(default=False, description="torch.compile the model")
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
 class QueryConfig(Section):
-    augmentations: Literal[1] = Field(
-        default=1, description="A: query augmentations per record (1 = the record as it is)"
+    augmentations: Literal[1, 2, 18, 50] = Field(
+        default=1,
+        description="A: 1 the record as it is; 2 + flip; 18, 50 flip x shifts of up to 1, 2 px",
+    )
+    batchnorm: Literal["eval", "train"] = Field(
+        default="eval", description="train: batch statistics, as the LiRA reference inference"
     )
 
 
@@ -119,13 +179,48 @@ class AuditConfig(Section):
         """The settings that change a trained model; a model's content hash is built from these."""
         return {
             "seed": self.seed,
-            "data": self.data.model_dump(mode="json", exclude={"data_dir"}),
+            # where the files live does not matter: the pool's fingerprint covers their content
+            "data": self.data.model_dump(mode="json", exclude={"data_dir", "path", "download"}),
             "model": self.model.model_dump(mode="json"),
             "train": self.train.model_dump(mode="json", exclude={"device"}),
         }
 
     def hash(self) -> str:
         return content_hash(self.model_dump(mode="json"))
+
+
+class SinglePointTargets(Section):
+    """Which records to test; the three ways combine (union, in this order)."""
+
+    indices: list[int] = Field(default_factory=list, description="pool indices to test")
+    random: int = Field(default=0, ge=0, description="this many random pool records")
+    from_run: Path | None = Field(
+        default=None, description="an earlier run whose scores/lt-iqr.npy ranks records"
+    )
+    top_k: int = Field(default=0, ge=0, description="the k most LT-IQR-vulnerable of from_run")
+
+
+class SinglePointConfig(Section):
+    """The with/without experiment: is this one record exposed? (`miakit single-point`)."""
+
+    seed: int = Field(default=0, ge=0)
+    data: DataConfig = Field(default_factory=DataConfig)
+    num_classes: int | None = Field(
+        default=None, ge=2, description="if given, checked against the data set"
+    )
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    target_index: int | None = Field(default=None, ge=0, description="one record to test")
+    targets: SinglePointTargets = Field(default_factory=SinglePointTargets)
+    n_iterations: int = Field(default=32, ge=2, description="rounds: with/without model pairs")
+    subset_size: int = Field(default=500, ge=1, description="training records per model, x aside")
+    eval_pairs: int = Field(default=8, ge=1, description="fresh pairs for the error rate")
+    alpha: float = Field(default=0.05, gt=0, lt=1, description="false-positive rate of the test")
+    save_plots: bool = True
+
+    def target_list(self) -> list[int]:
+        explicit = [self.target_index] if self.target_index is not None else []
+        return list(dict.fromkeys([*explicit, *self.targets.indices]))
 
 
 def format_validation_error(exc: ValidationError) -> str:
@@ -157,8 +252,13 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         raise MiakitError(f"--set {key}: value {value!r} is not valid YAML ({exc})") from exc
 
 
-def load_config(path: Path | None = None, overrides: list[str] | None = None) -> AuditConfig:
-    """Read YAML (or start from the defaults), apply overrides, validate; errors name the key path."""
+def load_config(
+    path: Path | None = None,
+    overrides: list[str] | None = None,
+    schema: type[BaseModel] = AuditConfig,
+) -> Any:
+    """Read YAML (or start from the defaults), apply overrides, validate against `schema` (the
+    audit's by default); errors name the key path."""
     raw: dict[str, Any] = {}
     if path is not None:
         if not Path(path).is_file():
@@ -175,7 +275,7 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None) ->
     for assignment in overrides or []:
         apply_override(raw, assignment)
     try:
-        return AuditConfig.model_validate(raw)
+        return schema.model_validate(raw)
     except ValidationError as exc:
         raise MiakitError(format_validation_error(exc)) from exc
 

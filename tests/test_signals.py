@@ -44,3 +44,16 @@ def test_record_never_out_is_rejected():
 def test_keep_must_be_bool():
     with pytest.raises(MiakitError, match="bool"):
         make(keep=balanced_keep_matrix(4, 6).astype(int))
+
+
+def test_logsumexp_matches_scipy_with_large_and_infinite_entries():
+    from scipy.special import logsumexp as reference
+
+    from miakit.signals import logsumexp
+
+    z = np.random.default_rng(0).normal(0, 300, (4, 7, 3, 5))
+    z[0, 0, 0, 2] = -np.inf
+    np.testing.assert_allclose(logsumexp(z), reference(z, axis=-1), rtol=1e-14)
+    np.testing.assert_allclose(
+        logsumexp(z, axis=1, keepdims=True), reference(z, axis=1, keepdims=True), rtol=1e-14
+    )

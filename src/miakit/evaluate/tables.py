@@ -1,0 +1,112 @@
+"""The evaluate stage's tables for people and pandas: thresholds per target, vulnerability per
+record, precision@k of the rankings, calibration per target. Written as Parquet with CSV beside."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from miakit.evaluate.calibration import accuracy, reliability
+from miakit.evaluate.thresholds import PRIORS, calibrate
+from miakit.evaluate.vulnerability import FLAG_FPR, precision_at_k_table, record_vulnerability
+from miakit.signals import softmax
+from miakit.store import RunDir, load_npy, write_atomic
+
+#: Cheap record rankings judged by precision@k, and the attacks whose flagged members they are
+#: judged against (each alone, and their union), as in the LT-IQR paper.
+RANKINGS = ("lt-iqr", "loss")
+REFERENCES = ("lira-online", "attack-r", "rmia")
+TABLES_DIR = "tables"
+
+
+def evaluation_tables(
+    scores: Mapping[str, np.ndarray],
+    keep: np.ndarray,
+    targets: Sequence[int],
+    fprs: Sequence[float],
+    flag_fpr: float = FLAG_FPR,
+    priors: Sequence[float] = PRIORS,
+) -> dict[str, pd.DataFrame]:
+    """Tables by name from attack → scores [T, N]. Thresholds and vulnerability need two targets
+    or more (shadow calibration); precision@k needs a ranking and a reference attack."""
+    tables: dict[str, pd.DataFrame] = {}
+    if len(targets) >= 2:
+        tables["thresholds"] = pd.concat(
+            [calibrate(s, keep, targets, fprs, priors).assign(attack=a) for a, s in scores.items()],
+            ignore_index=True,
+        )
+        for name, s in scores.items():
+            tables[f"vulnerability_{name}"] = record_vulnerability(s, keep, targets, flag_fpr)
+    references = {r: scores[r] for r in REFERENCES if r in scores}
+    groups = {r: {r: s} for r, s in references.items()}
+    if len(references) > 1:
+        groups["union(" + ", ".join(references) + ")"] = references
+    parts = [
+        precision_at_k_table(scores[ranking], group, keep, targets, flag_fpr).assign(
+            ranking=ranking, reference=label
+        )
+        for ranking in RANKINGS
+        if ranking in scores
+        for label, group in groups.items()
+    ]
+    if parts:
+        tables["precision_at_k"] = pd.concat(parts, ignore_index=True)
+    return tables
+
+
+def calibration_table(
+    logits: Sequence[np.ndarray], labels: np.ndarray, keep: np.ndarray, targets: Sequence[int]
+) -> pd.DataFrame:
+    """Per target from its logits [N, A, C] (the unaugmented view, index 0): accuracy, ECE and
+    overconfidence on its members (train) and non-members (test)."""
+    rows = []
+    for m, t in zip(logits, targets, strict=True):
+        probs = softmax(np.asarray(m[:, 0, :], dtype=np.float64))
+        row: dict = {"target": t}
+        for split, mask in (("train", keep[t]), ("test", ~keep[t])):
+            diagram = reliability(probs[mask], labels[mask])
+            row[f"{split}_accuracy"] = accuracy(probs[mask], labels[mask])
+            row[f"{split}_ece"] = diagram.ece()
+            row[f"{split}_overconfidence"] = diagram.overconfidence()
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_tables(folder: Path, tables: Mapping[str, pd.DataFrame]) -> list[Path]:
+    """<name>.parquet and <name>.csv for each table; returns the Parquet paths."""
+    paths = []
+    for name, table in tables.items():
+        parquet = folder / f"{name}.parquet"
+        write_atomic(parquet, lambda tmp, t=table: t.to_parquet(tmp, index=False))
+        write_atomic(folder / f"{name}.csv", lambda tmp, t=table: t.to_csv(tmp, index=False))
+        paths.append(parquet)
+    return paths
+
+
+def write_evaluation_tables(
+    run: RunDir, scores: Mapping[str, np.ndarray], fprs: Sequence[float]
+) -> list[Path]:
+    """The evaluate stage's tables in <run>/tables/ from attack → scores [T, N] (row i is target
+    model i): thresholds, vulnerability_<attack>, precision_at_k, and calibration when the
+    targets' logits are there. A split that scores only part of the pool (eval_records.npy)
+    restricts the record-level tables to it; their `record` column keeps pool indices."""
+    keep = load_npy(run.keep)
+    targets = list(range(next(iter(scores.values())).shape[0]))
+    if run.eval_records.is_file():
+        records = np.flatnonzero(load_npy(run.eval_records))
+        keep = keep[:, records]
+        scores = {name: s[:, records] for name, s in scores.items()}
+    else:
+        records = np.arange(keep.shape[1])
+    tables = evaluation_tables(scores, keep, targets, fprs)
+    for table in tables.values():
+        if "record" in table:
+            table["record"] = records[table["record"].to_numpy()]
+    if all(run.logits(t).is_file() for t in targets):
+        logits = [load_npy(run.logits(t), mmap=True) for t in targets]
+        labels, all_keep = load_npy(run.labels), load_npy(run.keep)  # every record: held-out data
+        tables["calibration"] = calibration_table(logits, labels, all_keep, targets)
+    return write_tables(run.root / TABLES_DIR, tables)

@@ -1,0 +1,141 @@
+"""The report's figures, as matplotlib figures the HTML embeds; each answers one question a reader
+of an audit asks."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from miakit.evaluate.calibration import Reliability
+from miakit.evaluate.roc import roc_curve
+from miakit.evaluate.thresholds import PRIORS, ppv
+
+
+def png_base64(fig: Figure) -> str:
+    """The figure as a base64 PNG (closed afterwards), for an <img src="data:..."> tag."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def roc_figure(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    floor: float,
+    styles: Mapping[str, dict] | None = None,
+) -> Figure:
+    """Log-log ROC, one line per label from (scores, membership) pooled over targets: the low-FPR
+    corner, where an attack is sure, is what matters for privacy (Carlini et al. 2022). `styles`
+    gives plot keywords per label."""
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for label, (scores, members) in curves.items():
+        roc = roc_curve(scores, members)
+        style = (styles or {}).get(label, {})
+        ax.plot(roc.fpr, roc.tpr, lw=1.6, label=f"{label} (AUC {roc.auc():.3f})", **style)
+    ax.plot([floor, 1], [floor, 1], ls="--", color="gray", lw=1, label="chance")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlim=(floor, 1),
+        ylim=(floor, 1),
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+    )
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def histogram_figure(scores: Mapping[str, np.ndarray], members: np.ndarray) -> Figure:
+    """Member and non-member score densities per attack (scores [T, N], members [T, N]); the
+    range is the 0.5–99.5 percentiles so a few extreme scores do not flatten the rest."""
+    cols = min(3, len(scores))
+    rows = -(-len(scores) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    for ax, (name, s) in zip(axes.flat, scores.items(), strict=False):
+        finite = np.isfinite(s)
+        low, high = np.percentile(s[finite], [0.5, 99.5])
+        bins = np.linspace(low, high, 50) if high > low else 10
+        for mask, color, label in (
+            (members, "tab:red", "members"),
+            (~members, "tab:blue", "non-members"),
+        ):
+            density, edges = np.histogram(s[mask & finite], bins=bins, density=True)
+            ax.stairs(density, edges, fill=True, alpha=0.5, color=color, label=label)
+        ax.set(title=name, xlabel="score (higher = member)", ylabel="density")
+        ax.legend(fontsize=7)
+    for ax in axes.flat[len(scores) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def ppv_figure(thresholds: pd.DataFrame, fpr: float) -> Figure:
+    """PPV of "member" calls against the prior share of members, from the mean achieved TPR and
+    FPR over targets: solid shadow-calibrated (deployable), dashed target-calibrated (optimistic)."""
+    priors = np.logspace(-3, np.log10(0.5), 100)
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    rows = thresholds[thresholds["fpr"] == fpr]
+    for i, (attack, r) in enumerate(rows.groupby("attack", sort=False)):
+        color = f"C{i % 10}"
+        for kind, style in (("shadow", "-"), ("target", "--")):
+            tpr, fp_rate = r[f"tpr_{kind}"].mean(), r[f"fpr_{kind}"].mean()
+            label = f"{attack}" if kind == "shadow" else None
+            ax.plot(priors, [ppv(tpr, fp_rate, p) for p in priors], style, color=color, label=label)
+    for p in PRIORS:
+        ax.axvline(p, color="gray", lw=0.6, ls=":")
+    ax.plot(priors, priors, color="gray", lw=1, label="prior (guessing)")
+    ax.set(
+        xscale="log",
+        ylim=(0, 1.02),
+        xlabel="prior share of members π",
+        ylabel="PPV",
+        title=f"thresholds for FPR {fpr:g}: shadow-calibrated solid, target-calibrated dashed",
+    )
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def scatter_figure(
+    x: np.ndarray, y: np.ndarray, flagged: np.ndarray, x_label: str, y_label: str, title: str
+) -> Figure:
+    """One target's members: a cheap ranking (x) against an attack's score (y), flagged members
+    (called member at FPR 0.1%) in red."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.scatter(x[~flagged], y[~flagged], s=6, alpha=0.4, color="tab:blue", label="members")
+    ax.scatter(x[flagged], y[flagged], s=12, color="tab:red", label="flagged at FPR 0.1%")
+    ax.set(xlabel=x_label, ylabel=y_label, title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def reliability_figure(diagrams: Mapping[str, Reliability]) -> Figure:
+    """Accuracy against confidence per bin; bars below the diagonal are overconfidence."""
+    fig, axes = plt.subplots(1, len(diagrams), figsize=(4.2 * len(diagrams), 4), squeeze=False)
+    for ax, (label, d) in zip(axes.flat, diagrams.items(), strict=True):
+        centers = (d.edges[:-1] + d.edges[1:]) / 2
+        width = d.edges[1] - d.edges[0]
+        filled = d.counts > 0
+        ax.bar(centers[filled], d.accuracy[filled], width=width, edgecolor="black", alpha=0.7)
+        ax.plot([0, 1], [0, 1], ls="--", color="gray")
+        ax.set(
+            xlim=(0, 1),
+            ylim=(0, 1),
+            xlabel="confidence",
+            ylabel="accuracy",
+            title=f"{label}: ECE {d.ece():.3f}, OE {d.overconfidence():.3f}",
+        )
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,84 @@
+"""What a report reads from a run directory, loaded once and checked, with one clear error when a
+stage has not run yet."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from miakit.errors import MiakitError
+from miakit.store import RunDir, load_npy
+
+
+@dataclass(frozen=True)
+class RunData:
+    """A run's evaluated attacks: scores [T, N] per attack (row i is target model i), keep [M, N],
+    labels [N], metrics.json's per-attack figures, and the run's config and pool description."""
+
+    run: RunDir
+    keep: np.ndarray
+    labels: np.ndarray
+    scores: dict[str, np.ndarray]
+    metrics: dict[str, dict]
+    config_text: str
+    pool: dict
+
+    @property
+    def name(self) -> str:
+        return self.run.root.name
+
+    @property
+    def targets(self) -> list[int]:
+        return list(range(next(iter(self.scores.values())).shape[0]))
+
+    @property
+    def fprs(self) -> list[float]:
+        """The FPRs metrics.json reports TPR at, smallest first."""
+        figures = next(iter(self.metrics.values()))
+        return sorted(float(k.split("=")[1]) for k in figures if k.startswith("tpr@fpr="))
+
+    def target_logits(self) -> list[np.ndarray] | None:
+        """Memory-mapped logits [N, A, C] of each target, or None when some are missing."""
+        paths = [self.run.logits(t) for t in self.targets]
+        if not all(p.is_file() for p in paths):
+            return None
+        return [load_npy(p, mmap=True) for p in paths]
+
+
+def load_run(root: Path | str) -> RunData:
+    run = RunDir(root)
+    if not run.metrics_json.is_file():
+        raise MiakitError(f"{run.root} has no metrics.json; run `miakit evaluate {run.root}` first")
+    try:
+        metrics = json.loads(run.metrics_json.read_text())["attacks"]
+    except (ValueError, KeyError) as exc:
+        raise MiakitError(
+            f"{run.metrics_json} is unreadable ({exc}); rerun `miakit evaluate`"
+        ) from exc
+    if not metrics:
+        raise MiakitError(f"{run.metrics_json} holds no attacks; rerun `miakit evaluate`")
+    keep = load_npy(run.keep)
+    scores = {name: load_npy(run.scores(name)) for name in metrics}
+    for name, s in scores.items():
+        if s.ndim != 2 or s.shape[1] != keep.shape[1] or s.shape[0] > keep.shape[0]:
+            raise MiakitError(
+                f"{run.scores(name)} has shape {s.shape}, expected [T <= {keep.shape[0]}, "
+                f"{keep.shape[1]}]; rerun `miakit attack` and `miakit evaluate`"
+            )
+    labels = load_npy(run.labels)
+    if run.eval_records.is_file():  # a split that scores only part of the pool (disjoint)
+        evaluated = load_npy(run.eval_records)
+        keep, labels = keep[:, evaluated], labels[evaluated]
+        scores = {name: s[:, evaluated] for name, s in scores.items()}
+    return RunData(
+        run=run,
+        keep=keep,
+        labels=labels,
+        scores=scores,
+        metrics=metrics,
+        config_text=run.run_yaml.read_text() if run.run_yaml.is_file() else "",
+        pool=json.loads(run.pool.read_text()) if run.pool.is_file() else {},
+    )

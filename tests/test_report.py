@@ -1,0 +1,150 @@
+"""report.html and compare.html from small synthetic run directories the tests write themselves."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from miakit.errors import MiakitError
+from miakit.evaluate.metrics import long_rows, summarize
+from miakit.evaluate.tables import write_evaluation_tables
+from miakit.report.compare import compare_runs
+from miakit.report.html import TOP_RECORDS, write_report
+from miakit.store import RunDir, save_json, save_npy
+from tests.synthetic import balanced_keep_matrix
+
+MODELS, RECORDS, TARGETS, CLASSES = 6, 300, 4, 3
+ATTACKS = ("lira-online", "attack-r", "loss", "lt-iqr")
+
+
+def write_run(root: Path, seed: int = 0) -> RunDir:
+    """A run directory as the pipeline leaves it after evaluate, with scores where members score
+    higher and a few records that every attack exposes."""
+    rng = np.random.default_rng(seed)
+    run = RunDir(root)
+    keep = balanced_keep_matrix(MODELS, RECORDS, seed=1)
+    labels = rng.integers(0, CLASSES, RECORDS)
+    exposed = np.zeros(RECORDS)
+    exposed[:10] = 6.0  # records 0..9 stand out whenever they are members
+    save_npy(run.keep, keep)
+    save_npy(run.labels, labels)
+    save_json(run.pool, {"name": "synthetic", "num_records": RECORDS, "targets": [0, 1, 2, 3]})
+    run.run_yaml.write_text("seed: 0\nsplit:\n  num_models: 6\n")
+    metrics = {}
+    for k, attack in enumerate(ATTACKS):
+        signal = rng.normal(size=(TARGETS, RECORDS)) + keep[:TARGETS] * (0.5 + k * 0.3 + exposed)
+        save_npy(run.scores(attack), signal)
+        metrics[attack] = summarize(signal, keep, range(TARGETS), [0.01, 0.001], resamples=10)
+    for m in range(TARGETS):
+        logits = rng.normal(size=(RECORDS, 1, CLASSES))
+        logits[np.arange(RECORDS), 0, labels] += np.where(keep[m], 4.0, 1.0)
+        save_npy(run.logits(m), logits)
+    save_json(run.metrics_json, {"attacks": metrics})
+    pd.DataFrame(long_rows(metrics)).to_csv(run.metrics_csv, index=False)
+    return run
+
+
+def synthetic_images() -> np.ndarray:
+    rng = np.random.default_rng(5)
+    return rng.integers(0, 256, size=(RECORDS, 8, 8, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    """One rendered report, shared by the tests that only read it."""
+    run = write_run(tmp_path_factory.mktemp("report") / "run")
+    path = write_report(run.root, images=synthetic_images())
+    assert path == run.root / "report.html"
+    return path
+
+
+def test_report_is_self_contained_and_has_every_section(report):
+    page = report.read_text()
+    for heading in ("Summary", "ROC curves", "PPV", "LT-IQR", "Most vulnerable", "Calibration"):
+        assert heading in page
+    images = re.findall(r'<img [^>]*src="([^"]+)"', page)
+    assert len(images) >= 6 + TOP_RECORDS and all(
+        src.startswith("data:image/png;base64,") for src in images
+    )
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+    # the exposed records 0..9 lead the vulnerable list: rank 1..5 rows name records below 10
+    vulnerable = page[page.index("Most vulnerable") :]
+    leaders = re.findall(r"<tr>\s*<td>[1-5]</td>\s*<td>(\d+)</td>", vulnerable)
+    assert len(leaders) == 5 and all(int(r) < 10 for r in leaders)
+
+
+def test_report_without_metrics_says_what_to_run(tmp_path):
+    run = write_run(tmp_path / "run")
+    run.metrics_json.unlink()
+    with pytest.raises(MiakitError, match="miakit evaluate"):
+        write_report(run.root)
+
+
+def test_compare_puts_runs_in_one_table(tmp_path):
+    runs = [write_run(tmp_path / f"seed{s}", seed=s).root for s in range(3)]
+    page = compare_runs(runs, tmp_path / "cmp")
+    table = pd.read_parquet(tmp_path / "cmp" / "compare.parquet")
+    assert set(table["run"]) == {"seed0", "seed1", "seed2"}
+    agreement = pd.read_parquet(tmp_path / "cmp" / "agreement.parquet")
+    # three runs: combinations of 2 (three of them) and of 3 (one)
+    assert agreement.groupby("attack")["combinations"].apply(list).iloc[0] == [3, 1]
+    assert "data:image/png;base64," in page.read_text()
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    shot = tmp_path / "shot.png"
+    result = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1200,2400",
+            "--hide-scrollbars",
+            f"--screenshot={shot}",
+            "--enable-logging=stderr",
+            "--v=0",
+            report.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shot.is_file(), result.stderr[-2000:]
+    console = [line for line in result.stderr.splitlines() if "CONSOLE" in line]
+    assert not console, console
+    assert "Failed to load resource" not in result.stderr
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    # plots are on the page: plenty of non-white pixels, and a real spread of tones
+    assert (pixels < 200).mean() > 0.02 and pixels.std() > 20
+
+
+def test_evaluation_tables_are_parquet_with_csv_beside(tmp_path):
+    run = write_run(tmp_path / "run")
+    scores = {a: np.load(run.scores(a)) for a in ATTACKS}
+    paths = write_evaluation_tables(run, scores, [0.01, 0.001])
+    expected = {"thresholds", "precision_at_k", "calibration"} | {
+        f"vulnerability_{a}" for a in ATTACKS
+    }
+    assert {p.stem for p in paths} == expected
+    assert all(p.with_suffix(".csv").is_file() for p in paths)
+    vulnerable = pd.read_parquet(run.root / "tables" / "vulnerability_lira-online.parquet")
+    assert vulnerable["highly_vulnerable"].dtype == bool and len(vulnerable) == RECORDS
+    assert set(vulnerable.loc[vulnerable["rank"] <= 5, "record"]) <= set(range(10))

@@ -87,7 +87,8 @@ def audit(
     run = RunDir(out)
     metrics = pipeline.audit(cfg, run)
     print_metrics(metrics, cfg)
-    console.print(f"metrics: {run.metrics_json}  ROC plots: {run.plots}/")
+    console.print(f"metrics: {run.metrics_csv}  tables: {run.root / 'tables'}/")
+    console.print(f"report: {run.root / 'report.html'}")
 
 
 ShardOption = typer.Option(None, "--shard", help="i/n: only the i-th of n slices of the models")
@@ -181,6 +182,23 @@ def evaluate(run: Path = RunArgument, attacks: str | None = AttacksOption) -> No
     print_metrics(metrics, cfg)
 
 
+@app.command()
+@clear_errors
+def report(run: Path = RunArgument) -> None:
+    """Write the run's self-contained report.html (after `miakit evaluate`)."""
+    console.print(f"report: {pipeline.report(RunDir(run))}")
+
+
+@app.command()
+@clear_errors
+def compare(
+    runs: list[Path] = typer.Argument(..., help="two or more evaluated run directories"),
+    out: Path = typer.Option(Path("runs/compare"), "--out", "-o", help="output folder"),
+) -> None:
+    """Several runs in one table and one ROC plot (e.g. baseline vs defences)."""
+    console.print(f"comparison: {pipeline.compare([RunDir(r) for r in runs], out)}")
+
+
 @app.command("single-point")
 @clear_errors
 def single_point(
@@ -219,3 +237,39 @@ def single_point(
         )
     console.print(table)
     console.print(f"summary: {out / 'summary.csv'}")
+
+
+datasets_app = typer.Typer(help="The data sets miakit knows: list them, fetch them.")
+app.add_typer(datasets_app, name="datasets")
+DataDirOption = typer.Option(None, "--data-dir", help="where data files live")
+
+
+@datasets_app.command("list")
+@clear_errors
+def datasets_list(data_dir: Path | None = DataDirOption) -> None:
+    """Every data set: present or not, size on disk, records, classes, source."""
+    table = Table(title=f"data sets in {pipeline.resolve_data_dir(data_dir)}")
+    for column in ["name", "present", "size", "records", "test", "classes", "shape", "source"]:
+        table.add_column(column, justify="left" if column in ("name", "source") else "right")
+    for row in pipeline.list_datasets(data_dir):
+        table.add_row(
+            row.name,
+            "yes" if row.present else "no",
+            f"{row.size_bytes / 2**20:.1f} MiB",
+            str(row.records),
+            str(row.test_records),
+            str(row.num_classes),
+            "×".join(map(str, row.shape)),
+            row.source,
+        )
+    if not console.is_terminal:
+        console.width = max(console.width, 160)
+    console.print(table)
+
+
+@datasets_app.command("fetch")
+@clear_errors
+def datasets_fetch(name: str, data_dir: Path | None = DataDirOption) -> None:
+    """Download a data set's official files, verify their checksums, and load it once."""
+    folder = pipeline.fetch_dataset(name, data_dir, console=errors)
+    console.print(f"{name}: ready in {folder}")

@@ -34,9 +34,9 @@ class DataConfig(Section):
 
 
 class SplitConfig(Section):
-    strategy: Literal[
-        "balanced", "paired", "class_balanced_target", "disjoint", "single_point"
-    ] = "balanced"
+    strategy: Literal["balanced", "paired", "class_balanced_target", "disjoint", "single_point"] = (
+        "balanced"
+    )
     num_models: int = Field(default=64, ge=2, description="M: target and reference models in all")
     num_targets: int | None = Field(
         default=None, ge=1, description="class_balanced_target, disjoint: targets (default 1)"
@@ -126,7 +126,7 @@ class EvaluateConfig(Section):
     targets: int | None = Field(
         default=None, ge=1, description="T: the first T models are targets in turn; default all M"
     )
-    fprs: list[float] = Field(default_factory=lambda: [0.01, 0.001, 0.0001])
+    fprs: list[float] = Field(default_factory=lambda: [0.01, 0.001, 0.0001, 0.00001])
 
     @field_validator("fprs")
     @classmethod

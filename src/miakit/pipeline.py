@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,18 +19,25 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from miakit import jobs
 from miakit.attacks import make_attack
 from miakit.config import AuditConfig, ExecutionConfig, read_run_config
+from miakit.data import resolve_data_dir
+from miakit.data.catalog import fetch as fetch_dataset
+from miakit.data.catalog import list_datasets
 from miakit.errors import MiakitError
 from miakit.evaluate.metrics import long_rows, summarize
+from miakit.evaluate.tables import write_evaluation_tables
 from miakit.executors import Executor, LocalExecutor, ProcessExecutor
 from miakit.executors.ray import RayExecutor
 from miakit.plan import (
     Plan,
     evaluation_design,
+    load_configured_pool,
     load_plan,
     model_done,
     outdated_models,
     plan,
 )
+from miakit.report.compare import compare_runs
+from miakit.report.html import write_report
 from miakit.report.plots import plot_roc
 from miakit.signals import Signals
 from miakit.single_point import run_single_point
@@ -39,10 +47,15 @@ from miakit.train.trainer import resolve_device
 __all__ = [
     "attack",
     "audit",
+    "compare",
     "evaluate",
+    "fetch_dataset",
+    "list_datasets",
     "load_plan",
     "plan",
     "query",
+    "report",
+    "resolve_data_dir",
     "run_single_point",
     "status",
     "train",
@@ -197,18 +210,42 @@ def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = N
                 f"[{len(design.targets)} targets, {keep.shape[1]} records]; rerun `miakit attack`"
             )
         scores, members = scores[:, records], keep[:, records]
-        metrics[name] = summarize(scores, members, design.targets, config.evaluate.fprs)
+        metrics[name] = summarize(
+            scores, members, design.targets, config.evaluate.fprs, seed=config.seed
+        )
         plot_roc(run.plots / f"roc_{name}.png", name, scores, members, design.targets)
     save_json(run.metrics_json, {"attacks": metrics})
     write_atomic(
         run.metrics_csv, lambda tmp: pd.DataFrame(long_rows(metrics)).to_csv(tmp, index=False)
     )
+    all_scores = {name: load_npy(run.scores(name)) for name in metrics}
+    write_evaluation_tables(run, all_scores, config.evaluate.fprs)
     return metrics
 
 
+def report(run: RunDir) -> Path:
+    """report.html: one self-contained page (figures embedded), with the most exposed records
+    shown as images when the pool is images."""
+    images = None
+    if run.run_yaml.is_file():
+        pool = load_configured_pool(read_run_config(run.run_yaml))
+        if pool.is_image:
+            evaluated = load_npy(run.eval_records) if run.eval_records.is_file() else slice(None)
+            images = pool.x[evaluated]  # the report sees the evaluated records only
+    return write_report(run.root, images=images)
+
+
+def compare(runs: Sequence[RunDir], out: Path) -> Path:
+    """compare.html and compare.parquet/.csv over several evaluated runs."""
+    return compare_runs([r.root for r in runs], out)
+
+
 def audit(config: AuditConfig, run: RunDir) -> dict:
+    """plan → train → query → attack → evaluate → report; returns the metrics."""
     planned = plan(config, run)
     train(planned, run)
     query(planned, run)
     attack(run, config)
-    return evaluate(run, config)
+    metrics = evaluate(run, config)
+    report(run)
+    return metrics

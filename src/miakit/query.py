@@ -1,14 +1,89 @@
-"""Querying a trained model: the logits of every pool record under the query augmentations."""
+"""Querying a trained model: the logits of every pool record under the query augmentations.
+
+A ∈ {1, 2, 18, 50}, in the LiRA reference code's order (Carlini et al. 2022, inference.py): for
+each of (the image, its horizontal flip), reflect-pad by s pixels and take every crop at offset
+(dy, dx), dy and dx each running 0..2s, dy outer. A = 1 is the record as it is; 2 adds the flip
+(s = 0); 18 and 50 are s = 1 and 2. The unshifted, unflipped view is view `identity_view(A)`.
+
+BatchNorm runs in eval mode by default. `batchnorm="train"` uses batch statistics as the
+reference code does (`training=True`): each view of each chunk of CHUNK records is one batch,
+and the model's running statistics are left as they were.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
 import numpy as np
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-from miakit.train.trainer import predict_logits
+from miakit.errors import MiakitError
+from miakit.train.inputs import Normalization, is_images, model_inputs
+
+CHUNK = 5000  # records per batch, as the reference code's inference
+SHIFTS = {1: None, 2: 0, 18: 1, 50: 2}  # A → reflect shift s (None: no flip either)
 
 
-def query_logits(model: nn.Module, x: torch.Tensor) -> np.ndarray:
-    """Logits [N, A, C] with A = 1: each record as it is (the only view non-image data have)."""
-    return predict_logits(model, x)[:, None, :]
+def identity_view(augmentations: int) -> int:
+    """Index along A of the record as it is (s·(2s + 1) + s: the centre crop of the unflipped)."""
+    shift = SHIFTS[augmentations] or 0
+    return shift * (2 * shift + 1) + shift
+
+
+def views(x: Tensor, augmentations: int) -> Iterator[Tensor]:
+    """The A views of a batch of images [B, C, H, W], in the reference order."""
+    shift = SHIFTS[augmentations]
+    if shift is None:
+        yield x
+        return
+    _, _, h, w = x.shape
+    for image in (x, x.flip(3)):
+        padded = F.pad(image, (shift,) * 4, mode="reflect") if shift else image
+        for dy in range(2 * shift + 1):
+            for dx in range(2 * shift + 1):
+                yield padded[:, :, dy : dy + h, dx : dx + w]
+
+
+@contextmanager
+def batchnorm_mode(model: nn.Module, mode: Literal["eval", "train"]) -> Iterator[None]:
+    """The model in eval mode, BatchNorm layers in `mode`; running statistics restored after."""
+    model.eval()
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in norms]
+    for m in norms:
+        m.train(mode == "train")
+    try:
+        yield
+    finally:
+        for m, state in zip(norms, saved, strict=True):
+            m.load_state_dict(state)
+            m.eval()
+
+
+@torch.no_grad()
+def query_logits(
+    model: nn.Module,
+    x: Tensor,
+    augmentations: int = 1,
+    *,
+    norm: Normalization | None = None,
+    batchnorm: Literal["eval", "train"] = "eval",
+) -> np.ndarray:
+    """Logits [N, A, C] float32 of every record of x under the A query augmentations."""
+    if augmentations not in SHIFTS:
+        raise MiakitError(
+            f"query.augmentations must be one of {sorted(SHIFTS)}, not {augmentations}"
+        )
+    if augmentations > 1 and not is_images(x):
+        raise MiakitError("query.augmentations > 1 needs images; these records are features")
+    out = []
+    with batchnorm_mode(model, batchnorm):
+        for chunk in x.split(CHUNK):
+            inputs = model_inputs(chunk, norm)
+            logits = [model(view).float() for view in views(inputs, augmentations)]
+            out.append(torch.stack(logits, 1).cpu())
+    return torch.cat(out).numpy()

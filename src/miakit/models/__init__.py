@@ -2,24 +2,54 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
 from miakit.errors import MiakitError
+from miakit.models.cnn import SmallCNN
+from miakit.models.fastnet import FastNet
 from miakit.models.mlp import MLP
+from miakit.models.resnet import resnet18, resnet20
+from miakit.models.wrn import wrn28_2, wrn40_4
 
 #: name → constructor(input_shape, num_classes, **options)
-MODELS: dict[str, Callable[..., nn.Module]] = {"mlp": MLP}
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "mlp": MLP,
+    "cnn": SmallCNN,
+    "resnet20": resnet20,
+    "resnet18": resnet18,
+    "wrn28-2": wrn28_2,
+    "wrn40-4": wrn40_4,
+    "fastnet": FastNet,
+}
+
+#: architectures whose first layer is a convolution: they take images, not feature vectors
+IMAGE_MODELS = frozenset(MODELS) - {"mlp"}
 
 
 def build_model(
     arch: str, input_shape: tuple[int, ...], num_classes: int, **options: Any
 ) -> nn.Module:
+    """The model; `options` is the model config, of which each architecture takes what it has.
+
+    One config section serves every architecture, so options an architecture lacks (an MLP's
+    widths for a ResNet) are dropped; dropout asked of one without dropout is an error.
+    """
     if arch not in MODELS:
         raise MiakitError(f"model.arch: unknown architecture {arch!r}; known: {', '.join(MODELS)}")
-    return MODELS[arch](input_shape, num_classes, **options)
+    if arch in IMAGE_MODELS and len(input_shape) != 3:
+        raise MiakitError(
+            f"model.arch: {arch} takes images [H, W, C]; these records have shape {input_shape}"
+        )
+    accepted = inspect.signature(MODELS[arch]).parameters
+    if options.get("dropout") and "dropout" not in accepted:
+        raise MiakitError(f"model.dropout: {arch} has no dropout; leave model.dropout at 0")
+    return MODELS[arch](
+        input_shape, num_classes, **{k: v for k, v in options.items() if k in accepted}
+    )
 
 
-__all__ = ["MODELS", "build_model"]
+__all__ = ["IMAGE_MODELS", "MODELS", "build_model"]

@@ -1,19 +1,28 @@
-"""Training one model on its keep row: plain minibatch SGD/Adam, deterministic for fixed seeds on CPU.
+"""Training one model on its keep row, deterministic for fixed seeds on CPU.
 
-Data stay as tensors on the training device; batches are drawn by indexing with a seeded
-permutation, so no DataLoader (or its worker processes) is involved.
+Data stay as tensors on the training device (images as uint8); batches are drawn by indexing with
+a seeded permutation, so no DataLoader (or its worker processes) is involved. On CUDA the model
+runs in channels_last memory under bf16 autocast when the config asks (the default), and can be
+compiled: torch.compile caches the graph by code, so every model of a run reuses one compilation.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from miakit.config import TrainConfig
+from miakit.errors import MiakitError
+from miakit.train.augment import Augmenter
+from miakit.train.inputs import Normalization, autocast, model_inputs
+from miakit.train.schedule import lr_factor
+from miakit.train.traces import LossTrace, record_losses
 
 
 @dataclass(frozen=True)
@@ -21,14 +30,16 @@ class TrainReport:
     seconds: float
     steps: int
     final_loss: float
+    epochs: int
+    trace: np.ndarray | None = None
+    trace_seconds: float = 0.0
+    held_out_accuracy: float | None = None
 
 
 def resolve_device(requested: str) -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested == "cuda" and not torch.cuda.is_available():
-        from miakit.errors import MiakitError
-
         raise MiakitError("train.device is 'cuda' but no CUDA device is available; use 'auto'")
     return torch.device(requested)
 
@@ -45,36 +56,152 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def mixed_loss(
+    logits: Tensor, y: Tensor, y_mix: Tensor, lam: float | Tensor, label_smoothing: float
+) -> Tensor:
+    """Per-record loss, shaped like y: lam · CE(y) + (1 − lam) · CE(y_mix), lam = 1 without CutMix."""
+    flat = logits.float().flatten(0, -2)
+
+    def ce(target: Tensor) -> Tensor:
+        loss = F.cross_entropy(
+            flat, target.flatten(), reduction="none", label_smoothing=label_smoothing
+        )
+        return loss.view(target.shape)
+
+    if isinstance(lam, float) and lam == 1.0:
+        return ce(y)
+    return lam * ce(y) + (1 - lam) * ce(y_mix)
+
+
+def prepare_model(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module:
+    """The callable that trains `model` in place: channels_last and compiled where configured."""
+    if device.type == "cuda" and cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return torch.compile(model) if cfg.compile else model
+
+
 def train_model(
     model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    x: Tensor,
+    y: Tensor,
     cfg: TrainConfig,
     order_seed: int,
+    *,
+    augment_seed: int | None = None,
+    norm: Normalization | None = None,
+    trace_on: tuple[Tensor, Tensor] | None = None,
+    held_out: tuple[Tensor, Tensor] | None = None,
 ) -> TrainReport:
-    """Train `model` in place on (x, y), already on the training device, for cfg.epochs epochs."""
+    """Train `model` in place on (x, y), already on the training device.
+
+    trace_on: records (normally the whole pool) whose loss is recorded before training and after
+    every epoch; the report then carries the trace [E+1, N] float16. held_out: records whose
+    accuracy the report gives and, with train.early_stopping_patience, drives early stopping:
+    training stops after that many epochs without a new best, keeping the last weights (as the
+    LiRA reference code does), and the trace then has one row per epoch run.
+    """
+    patience = cfg.early_stopping_patience
+    if patience is not None and held_out is None:
+        raise MiakitError("train.early_stopping_patience needs held-out records (a test split)")
     start = time.perf_counter()
-    generator = torch.Generator().manual_seed(order_seed)
+    device = x.device
+    order_generator = torch.Generator().manual_seed(order_seed)
+    augmenter = Augmenter(cfg.augment, norm, device, augment_seed)
+    net = prepare_model(model, cfg, device)
     optimizer = make_optimizer(model, cfg)
-    loss_fn = nn.CrossEntropyLoss()
-    model.train()
+    steps_per_epoch = math.ceil(len(y) / cfg.batch_size)
+    trace = TraceRecorder(net, model, trace_on, norm, cfg.bf16)
+    best, best_epoch, epochs_run = -1.0, 0, 0
     steps, loss = 0, torch.tensor(float("nan"))
-    for _ in range(cfg.epochs):
-        order = torch.randperm(len(y), generator=generator).to(x.device)
-        for batch in order.split(cfg.batch_size):
+    trace.record()
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        order = torch.randperm(len(y), generator=order_generator).to(device)
+        for rows in order.split(cfg.batch_size):
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * lr_factor(cfg, steps, steps_per_epoch)
+            batch = augmenter(x[rows], y[rows])
+            with autocast(device, cfg.bf16):
+                logits = net(batch.x)
+            smoothing = cfg.label_smoothing
+            loss = mixed_loss(logits, batch.y, batch.y_mix, batch.lam, smoothing).mean()
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x[batch]), y[batch])
             loss.backward()
             optimizer.step()
             steps += 1
-    return TrainReport(time.perf_counter() - start, steps, loss.item())
+        epochs_run = epoch
+        trace.record()
+        if patience is not None:
+            accuracy_now = held_out_accuracy(net, model, held_out, norm, cfg.bf16)
+            if accuracy_now > best:
+                best, best_epoch = accuracy_now, epoch
+            elif epoch - best_epoch >= patience:
+                break
+    return TrainReport(
+        seconds=time.perf_counter() - start,
+        steps=steps,
+        final_loss=loss.item(),
+        epochs=epochs_run,
+        trace=trace.array(),
+        trace_seconds=trace.seconds,
+        held_out_accuracy=(
+            held_out_accuracy(net, model, held_out, norm, cfg.bf16) if held_out else None
+        ),
+    )
+
+
+class TraceRecorder:
+    """Adds a loss-trace row when asked, timing itself; does nothing without records to trace."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        model: nn.Module,
+        records: tuple[Tensor, Tensor] | None,
+        norm: Normalization | None,
+        bf16: bool,
+    ) -> None:
+        self.net, self.model, self.records, self.norm, self.bf16 = net, model, records, norm, bf16
+        self.trace = LossTrace() if records is not None else None
+        self.seconds = 0.0
+
+    def record(self) -> None:
+        if self.trace is None or self.records is None:
+            return
+        tick = time.perf_counter()
+        self.model.eval()
+        with autocast(self.records[0].device, self.bf16):
+            self.trace.add(record_losses(self.net, *self.records, self.norm))
+        self.seconds += time.perf_counter() - tick
+
+    def array(self) -> np.ndarray | None:
+        return self.trace.array() if self.trace is not None else None
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> np.ndarray:
+def held_out_accuracy(
+    net: nn.Module,
+    model: nn.Module,
+    records: tuple[Tensor, Tensor],
+    norm: Normalization | None,
+    bf16: bool,
+) -> float:
+    model.eval()
+    x, y = records
+    with autocast(x.device, bf16):
+        logits = torch.cat([net(model_inputs(chunk, norm)) for chunk in x.split(4096)])
+    return (logits.argmax(-1) == y).float().mean().item()
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, x: Tensor, norm: Normalization | None = None, batch_size: int = 4096
+) -> np.ndarray:
     """Logits [N, C] as float32, in eval mode."""
     model.eval()
-    return torch.cat([model(chunk).float().cpu() for chunk in x.split(batch_size)]).numpy()
+    return torch.cat(
+        [model(model_inputs(chunk, norm)).float().cpu() for chunk in x.split(batch_size)]
+    ).numpy()
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:

@@ -1,0 +1,306 @@
+"""Training many small models at once with stacked parameters (torch.func.vmap over the models).
+
+Each model keeps its own init (the modules passed in), its own records, data order and
+augmentation draws, its own learning-rate schedule, and its own optimizer state: the result
+equals training each model alone with `train_model` and the same seeds, up to float rounding
+(tested). Models may have different numbers of records, hence different batch counts per epoch:
+at each step only the models with a batch left take a step. Models without BatchNorm have their
+batches padded to one size (padded records weigh 0); with BatchNorm, whose batch statistics
+depend on the batch, models are grouped by batch size instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from miakit.config import TrainConfig
+from miakit.errors import MiakitError
+from miakit.train.augment import Augmenter
+from miakit.train.inputs import Normalization, autocast
+from miakit.train.schedule import lr_factor
+from miakit.train.traces import LossTrace, record_losses
+from miakit.train.trainer import TrainReport, mixed_loss
+
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which train_model uses
+
+
+@dataclass
+class Lane:
+    """One model's progress: its records, generators, and where it is in its epochs."""
+
+    rows: Tensor
+    order: torch.Generator
+    augmenter: Augmenter
+    steps_per_epoch: int
+    step: int = 0
+    pending: list[Tensor] = field(default_factory=list)
+    trace: LossTrace = field(default_factory=LossTrace)
+    last_loss: float = float("nan")
+
+
+class FlatParameters:
+    """Every model's parameters in one leaf [M, P], so that the optimizer updates all of them in a
+    few large operations; `views()` are the [M, ...] tensors by name that the forward pass uses
+    (their gradients land in `flat.grad`)."""
+
+    def __init__(self, models: Sequence[nn.Module]) -> None:
+        self.layout = [(name, p.shape) for name, p in models[0].named_parameters()]
+        rows = [torch.cat([p.detach().flatten() for p in m.parameters()]) for m in models]
+        self.flat = torch.stack(rows).requires_grad_()
+
+    def views(self) -> dict[str, Tensor]:
+        out, offset = {}, 0
+        for name, shape in self.layout:
+            size = math.prod(shape)
+            out[name] = self.flat[:, offset : offset + size].view(-1, *shape)
+            offset += size
+        return out
+
+
+class StackedOptimizer:
+    """SGD (momentum, Nesterov) or Adam over parameters [M, P] with torch.optim's update rules,
+    a learning rate per model, and updates only for the models that took a step."""
+
+    def __init__(self, cfg: TrainConfig, flat: Tensor) -> None:
+        self.cfg = cfg
+        self.steps = torch.zeros(flat.shape[0], 1, device=flat.device)
+        slots = {"sgd": 1 if cfg.momentum else 0, "adam": 2}[cfg.optimizer]
+        self.state = [torch.zeros_like(flat) for _ in range(slots)]
+
+    @torch.no_grad()
+    def step(self, flat: Tensor, lr: Tensor, active: list[int]) -> None:
+        """One step for models `active` (lr [M] indexed by model); gradients are in flat.grad."""
+        grad, lr = flat.grad, lr[:, None]
+        flat.grad = None
+        if len(active) == len(flat):
+            self.steps += 1
+            self._update(flat, grad, self.state, lr, self.steps)
+            return
+        index = torch.tensor(active, device=flat.device)
+        self.steps[index] += 1
+        sub, sub_state = flat[index], [s[index] for s in self.state]
+        self._update(sub, grad[index], sub_state, lr[index], self.steps[index])
+        flat[index] = sub
+        for s, new in zip(self.state, sub_state, strict=True):
+            s[index] = new
+
+    def _update(
+        self, p: Tensor, grad: Tensor, state: list[Tensor], lr: Tensor, steps: Tensor
+    ) -> None:
+        """In place, as torch.optim.SGD / Adam (default betas and eps) do for each model."""
+        cfg = self.cfg
+        if cfg.weight_decay:
+            grad = grad.add(p, alpha=cfg.weight_decay)
+        if cfg.optimizer == "sgd":
+            if state:
+                buf = state[0].mul_(cfg.momentum).add_(grad)
+                grad = grad.add(buf, alpha=cfg.momentum) if cfg.nesterov else buf
+            p.sub_(lr * grad)
+            return
+        (beta1, beta2), (first, second) = ADAM_BETAS, state
+        first.lerp_(grad, 1 - beta1)
+        second.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        denom = second.sqrt().div_((1 - beta2**steps).sqrt()).add_(ADAM_EPS)
+        p.addcdiv_(first, denom.div_(lr / (1 - beta1**steps)), value=-1)  # p -= step · m / denom
+
+
+def train_batched(
+    models: Sequence[nn.Module],
+    x: Tensor,
+    y: Tensor,
+    rows: Sequence[Tensor],
+    cfg: TrainConfig,
+    order_seeds: Sequence[int],
+    augment_seeds: Sequence[int | None] | None = None,
+    *,
+    norm: Normalization | None = None,
+    trace_on: tuple[Tensor, Tensor] | None = None,
+) -> list[TrainReport]:
+    """Train `models` (one architecture, already on x's device) in place, model m on x[rows[m]].
+
+    Same contract per model as `train_model(models[m], x[rows[m]], y[rows[m]], cfg,
+    order_seeds[m], augment_seed=augment_seeds[m], norm=norm, trace_on=trace_on)`. Early
+    stopping and dropout are not supported: both would make the models' paths diverge from
+    training alone (dropout draws cannot follow the per-model streams under vmap).
+    """
+    start = time.perf_counter()
+    augment_seeds = augment_seeds or [None] * len(models)
+    check_batchable(models, cfg)
+    device = x.device
+    base = copy.deepcopy(models[0]).to("meta")
+    flat = FlatParameters(models)
+    buffers = {
+        name: torch.stack([m.get_buffer(name) for m in models])
+        for name, _ in models[0].named_buffers()
+    }
+    exact_batches = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in base.modules())
+    optimizer = StackedOptimizer(cfg, flat.flat)
+    lanes = [
+        Lane(
+            rows=r,
+            order=torch.Generator().manual_seed(seed),
+            augmenter=Augmenter(cfg.augment, norm, device, aug_seed),
+            steps_per_epoch=math.ceil(len(r) / cfg.batch_size),
+        )
+        for r, seed, aug_seed in zip(rows, order_seeds, augment_seeds, strict=True)
+    ]
+    total = [cfg.epochs * lane.steps_per_epoch for lane in lanes]
+
+    def trace_row(m: int) -> None:
+        if trace_on is None:
+            return
+        base.eval()
+        one = (
+            {k: v[m].detach() for k, v in flat.views().items()},
+            {k: v[m] for k, v in buffers.items()},
+        )
+        with torch.no_grad(), autocast(device, cfg.bf16):
+            lanes[m].trace.add(
+                record_losses(lambda inp: functional_call(base, one, (inp,)), *trace_on, norm)
+            )
+        base.train()
+
+    def forward(p: dict[str, Tensor], b: dict[str, Tensor], inp: Tensor) -> Tensor:
+        return functional_call(base, (p, b), (inp,))
+
+    for m in range(len(lanes)):
+        trace_row(m)
+    base.train()
+    while True:
+        active = [m for m, lane in enumerate(lanes) if lane.step < total[m]]
+        if not active:
+            break
+        records = {m: next_records(lanes[m], cfg.batch_size, device) for m in active}
+        loss, params = torch.zeros((), device=device), flat.views()
+        for group in group_models(records, exact_batches):
+            batch = group_batch(group, records, lanes, x, y)
+            loss = loss + group_loss(forward, params, buffers, group, batch, cfg)
+        loss.backward()
+        rates = [cfg.lr * lr_factor(cfg, lane.step, lane.steps_per_epoch) for lane in lanes]
+        optimizer.step(flat.flat, torch.tensor(rates, device=device), active)
+        for m in active:
+            lanes[m].step += 1
+            if lanes[m].step % lanes[m].steps_per_epoch == 0:
+                trace_row(m)
+    write_back(models, flat.views(), buffers)
+    seconds = time.perf_counter() - start
+    return [
+        TrainReport(
+            seconds=seconds / len(models),
+            steps=lane.step,
+            final_loss=float("nan"),
+            epochs=cfg.epochs,
+            trace=lane.trace.array() if trace_on is not None else None,
+        )
+        for lane in lanes
+    ]
+
+
+def check_batchable(models: Sequence[nn.Module], cfg: TrainConfig) -> None:
+    if cfg.early_stopping_patience is not None:
+        raise MiakitError("train.batched does not support train.early_stopping_patience")
+    if any(isinstance(m, nn.Dropout) and m.p > 0 for m in models[0].modules()):
+        raise MiakitError("train.batched does not support dropout; set model.dropout to 0")
+    shapes = [{k: v.shape for k, v in m.state_dict().items()} for m in models]
+    if any(s != shapes[0] for s in shapes):
+        raise MiakitError("train.batched needs models of one architecture")
+
+
+def next_records(lane: Lane, batch_size: int, device: torch.device) -> Tensor:
+    """The lane's next batch of pool indices, drawing a new epoch's order when it has none left."""
+    if not lane.pending:
+        order = torch.randperm(len(lane.rows), generator=lane.order).to(device)
+        lane.pending = list(lane.rows[order].split(batch_size))
+        lane.pending.reverse()
+    return lane.pending.pop()
+
+
+def group_models(records: dict[int, Tensor], exact_batches: bool) -> list[list[int]]:
+    """Models that run in one vmap call: all of them, or those with equal batch sizes."""
+    if not exact_batches:
+        return [list(records)]
+    sizes: dict[int, list[int]] = {}
+    for m, rows in records.items():
+        sizes.setdefault(len(rows), []).append(m)
+    return list(sizes.values())
+
+
+@dataclass
+class GroupBatch:
+    """A group's batches stacked [G, B, ...], padded to one size B; `weights` 0 on padding."""
+
+    x: Tensor
+    y: Tensor
+    y_mix: Tensor
+    lam: Tensor
+    weights: Tensor
+
+
+def group_batch(
+    group: list[int], records: dict[int, Tensor], lanes: list[Lane], x: Tensor, y: Tensor
+) -> GroupBatch:
+    """Gather and augment the group's batches; each model's augmentation uses its own generator."""
+    counts = torch.tensor([len(records[m]) for m in group], device=x.device)
+    size = int(counts.max())
+    index = torch.stack([pad(records[m], size) for m in group])
+    weights = (torch.arange(size, device=x.device)[None, :] < counts[:, None]).float()
+    if not lanes[group[0]].augmenter.active:  # no random draws: convert the whole group at once
+        batch = lanes[group[0]].augmenter(x[index.flatten()], y[index.flatten()])
+        inputs = batch.x.unflatten(0, index.shape)
+        return GroupBatch(inputs, y[index], y[index], torch.ones(len(group), 1), weights)
+    batches = [lanes[m].augmenter(x[records[m]], y[records[m]]) for m in group]
+    return GroupBatch(
+        torch.stack([pad(b.x, size) for b in batches]),
+        torch.stack([pad(b.y, size) for b in batches]),
+        torch.stack([pad(b.y_mix, size) for b in batches]),
+        torch.tensor([[b.lam] for b in batches]),
+        weights,
+    )
+
+
+def group_loss(
+    forward: Callable[[dict[str, Tensor], dict[str, Tensor], Tensor], Tensor],
+    params: dict[str, Tensor],
+    buffers: dict[str, Tensor],
+    group: list[int],
+    batch: GroupBatch,
+    cfg: TrainConfig,
+) -> Tensor:
+    """Sum over the group's models of each one's mean batch loss (padded records weigh 0)."""
+    everyone = len(group) == next(iter(params.values())).shape[0]
+    index = torch.tensor(group, device=batch.x.device)
+    p = params if everyone else {k: v[index] for k, v in params.items()}
+    b = buffers if everyone else {k: v[index] for k, v in buffers.items()}
+    with autocast(batch.x.device, cfg.bf16):
+        logits = vmap(forward)(p, b, batch.x)
+    lam = 1.0 if bool((batch.lam == 1).all()) else batch.lam.to(logits.device)
+    loss = mixed_loss(logits, batch.y, batch.y_mix, lam, cfg.label_smoothing)
+    if not everyone:
+        with torch.no_grad():
+            for k, v in b.items():
+                buffers[k][index] = v
+    return ((loss * batch.weights).sum(1) / batch.weights.sum(1)).sum()
+
+
+def pad(t: Tensor, size: int) -> Tensor:
+    """Rows appended (copies of the first) up to `size`; their weight in the loss is 0."""
+    if len(t) == size:
+        return t
+    return torch.cat([t, t[:1].expand(size - len(t), *t.shape[1:])])
+
+
+@torch.no_grad()
+def write_back(
+    models: Sequence[nn.Module], params: dict[str, Tensor], buffers: dict[str, Tensor]
+) -> None:
+    for m, model in enumerate(models):
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+            tensor.copy_((params | buffers)[name][m])

@@ -1,0 +1,123 @@
+"""The one-model trainer's recipe: schedules, warm-up, label smoothing, early stopping, seeds."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from miakit.config import TrainConfig
+from miakit.errors import MiakitError
+from miakit.train.schedule import lr_factor
+from miakit.train.trainer import train_model
+
+
+def features(n: int = 60, d: int = 5, classes: int = 3, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g), torch.randint(0, classes, (n,), generator=g)
+
+
+def test_cosine_with_warmup_matches_the_formula() -> None:
+    cfg = TrainConfig(epochs=10, schedule="cosine", warmup_epochs=2)
+    spe, total = 5, 50
+    for step in [0, 3, 9, 10, 25, 49]:
+        ramp = min(1.0, (step + 1) / 10)
+        assert lr_factor(cfg, step, spe) == pytest.approx(
+            ramp * (1 + math.cos(math.pi * step / total)) / 2
+        )
+
+
+def test_step_schedule_multiplies_by_gamma_at_each_milestone() -> None:
+    cfg = TrainConfig(epochs=10, schedule="step", milestones=[3, 6], gamma=0.1)
+    assert [lr_factor(cfg, e * 4, 4) for e in (0, 2, 3, 5, 6, 9)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.01]
+    )
+
+
+def test_onecycle_rises_then_falls_linearly_to_zero() -> None:
+    cfg = TrainConfig(epochs=10, schedule="onecycle", warmup_epochs=2)
+    spe = 10  # 100 steps, 20 of warm-up
+    assert lr_factor(cfg, 0, spe) == pytest.approx(1 / 20)
+    assert lr_factor(cfg, 19, spe) == pytest.approx(1.0)
+    assert lr_factor(cfg, 60, spe) == pytest.approx(40 / 80)
+    assert lr_factor(cfg, 99, spe) == pytest.approx(1 / 80)
+
+
+def test_constant_schedule_is_flat() -> None:
+    assert {lr_factor(TrainConfig(epochs=3), s, 7) for s in range(21)} == {1.0}
+
+
+def test_full_batch_sgd_equals_a_hand_written_loop() -> None:
+    """Plain SGD, weight decay, cosine with warm-up and label smoothing, recomputed by hand."""
+    x, y = features()
+    cfg = TrainConfig(
+        optimizer="sgd",
+        lr=0.5,
+        momentum=0.0,
+        weight_decay=0.01,
+        epochs=6,
+        batch_size=len(y),
+        schedule="cosine",
+        warmup_epochs=2,
+        label_smoothing=0.2,
+    )
+    torch.manual_seed(0)
+    model = nn.Linear(5, 3)
+    w, b = (p.detach().clone().requires_grad_() for p in (model.weight, model.bias))
+    train_model(model, x, y, cfg, order_seed=1)
+    eps, classes = 0.2, 3
+    for step in range(6):
+        ramp = min(1.0, (step + 1) / 2)
+        lr = 0.5 * ramp * (1 + math.cos(math.pi * step / 6)) / 2
+        logp = torch.log_softmax(x @ w.T + b, dim=1)
+        target = torch.full_like(logp, eps / classes)
+        target[torch.arange(len(y)), y] += 1 - eps
+        loss = -(target * logp).sum(1).mean()
+        gw, gb = torch.autograd.grad(loss, (w, b))
+        with torch.no_grad():
+            w -= lr * (gw + 0.01 * w)
+            b -= lr * (gb + 0.01 * b)
+    torch.testing.assert_close(model.weight, w.detach())
+    torch.testing.assert_close(model.bias, b.detach())
+
+
+def test_same_seeds_give_the_same_model_and_another_order_another() -> None:
+    x, y = features()
+    cfg = TrainConfig(epochs=3, batch_size=8)
+
+    def run(order_seed: int) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = nn.Linear(5, 3)
+        train_model(model, x, y, cfg, order_seed)
+        return model.weight.detach()
+
+    assert torch.equal(run(1), run(1))
+    assert not torch.equal(run(1), run(2))
+
+
+def test_early_stopping_stops_when_held_out_accuracy_stalls() -> None:
+    x, y = features(n=40)
+    cfg = TrainConfig(epochs=50, batch_size=8, lr=1e-6, early_stopping_patience=2)
+    held_out = features(n=30, seed=1)
+    report = train_model(nn.Linear(5, 3), x, y, cfg, 0, trace_on=(x, y), held_out=held_out)
+    assert report.epochs < 50  # lr 1e-6: held-out accuracy cannot keep improving
+    assert report.trace.shape == (report.epochs + 1, 40)
+    assert report.held_out_accuracy is not None
+
+
+def test_early_stopping_without_held_out_records_is_an_error() -> None:
+    x, y = features()
+    with pytest.raises(MiakitError, match="held-out"):
+        train_model(nn.Linear(5, 3), x, y, TrainConfig(early_stopping_patience=3), 0)
+
+
+def test_augmentation_needs_its_seed_and_images() -> None:
+    x, y = features()
+    cfg = TrainConfig.model_validate({"augment": {"flip": True}, "epochs": 1})
+    with pytest.raises(MiakitError, match="augmentation seed"):
+        train_model(nn.Linear(5, 3), x, y, cfg, 0)
+    with pytest.raises(MiakitError, match="images"):
+        train_model(copy.deepcopy(nn.Linear(5, 3)), x, y, cfg, 0, augment_seed=1)

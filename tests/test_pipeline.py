@@ -171,3 +171,43 @@ def test_attack_refuses_a_half_retrained_run(tmp_path, tiny_config, monkeypatch)
         pipeline.audit(changed, run)
     with pytest.raises(MiakitError, match="missing or stale logits"):
         pipeline.attack(run, changed)
+
+
+def test_audit_with_loss_traces_runs_every_registered_attack(tmp_path):
+    from miakit.attacks import ATTACKS
+
+    result = CliRunner().invoke(
+        app,
+        ["audit", "--out", str(tmp_path / "run"), "--set", "split.num_models=8",
+         "--set", "model.hidden=[32]", "--set", "train.epochs=8", "--set", "train.lr=0.01",
+         "--set", "train.record_trace=true", "--set", f"attacks=[{', '.join(sorted(ATTACKS))}]"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    run = RunDir(tmp_path / "run")
+    trace = np.load(run.trace(0))
+    assert trace.shape == (9, 1797) and trace.dtype == np.float16
+    table = pd.read_csv(run.metrics_csv)
+    assert set(table.attack) == set(ATTACKS)
+    for name in ATTACKS:
+        assert name in result.output  # one table with every attack
+
+
+def test_batched_training_through_the_pipeline(tmp_path, tiny_config):
+    config = tiny_config.model_copy(deep=True)
+    config.train.batched = True
+    config.execution.models_per_task = 4
+    config.train.optimizer = "sgd"
+    config.train.lr = 0.05
+    planned = pipeline.plan(config, RunDir(tmp_path / "batched"))
+    assert sorted(pipeline.train(planned, RunDir(tmp_path / "batched"))) == list(range(8))
+    alone = config.model_copy(deep=True)
+    alone.train.batched = False
+    planned_alone = pipeline.plan(alone, RunDir(tmp_path / "alone"))
+    pipeline.train(planned_alone, RunDir(tmp_path / "alone"))
+    pipeline.query(planned, RunDir(tmp_path / "batched"))
+    pipeline.query(planned_alone, RunDir(tmp_path / "alone"))
+    np.testing.assert_allclose(
+        np.load(RunDir(tmp_path / "batched").logits(5)),
+        np.load(RunDir(tmp_path / "alone").logits(5)),
+        atol=1e-4,
+    )

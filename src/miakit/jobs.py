@@ -12,6 +12,7 @@ import os
 import socket
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from functools import lru_cache
 
 import numpy as np
@@ -20,10 +21,12 @@ from safetensors.torch import load_file, save_file
 
 from miakit.models import build_model
 from miakit.plan import Plan, load_plan, model_done
-from miakit.query import query_logits
+from miakit.query import identity_view, query_logits
 from miakit.seeding import derive_seed
 from miakit.store import RunDir, model_lock, save_json, save_npy, write_atomic
-from miakit.train.trainer import accuracy, resolve_device, train_model
+from miakit.train.batched import train_batched
+from miakit.train.inputs import Normalization
+from miakit.train.trainer import TrainReport, accuracy, resolve_device, train_model
 
 
 def new_model(plan: Plan) -> torch.nn.Module:
@@ -33,47 +36,112 @@ def new_model(plan: Plan) -> torch.nn.Module:
     )
 
 
-def train_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
-    """Train those of `models` that are not current and not locked by another worker."""
-    cfg, device = plan.config, resolve_device(plan.config.train.device)
-    x = torch.from_numpy(plan.pool.x).to(device)
-    y = torch.from_numpy(plan.pool.y).to(device)
-    trained = []
-    for m in models:
-        with model_lock(run, m) as mine:
-            if not mine or model_done(run, m, "train_hash", plan.train_hash(m)):
-                continue
-            run.meta(m).unlink(missing_ok=True)
-            run.logits(m).unlink(missing_ok=True)
-            seeds = {purpose: derive_seed(cfg.seed, purpose, m) for purpose in ("init", "order")}
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seeds["init"])
-                model = new_model(plan).to(device)
-            rows = torch.from_numpy(np.flatnonzero(plan.keep[m])).to(device)
-            report = train_model(model, x[rows], y[rows], cfg.train, seeds["order"])
-            state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-            write_atomic(run.weights(m), lambda tmp, s=state: save_file(s, str(tmp)))
-            save_json(
-                run.meta(m),
-                {
-                    "model_index": m,
-                    "train_hash": plan.train_hash(m),
-                    "seeds": seeds,
-                    "train_seconds": report.seconds,
-                    "steps": report.steps,
-                    "final_batch_loss": report.final_loss,
-                    "finished_at": time.time(),
-                    "worker": {"host": socket.gethostname(), "pid": os.getpid()},
-                },
+class _Device:
+    """The pool on the training device (images stay uint8) and how a model sees it."""
+
+    def __init__(self, plan: Plan):
+        pool = plan.pool
+        self.device = resolve_device(plan.config.train.device)
+        self.x = torch.from_numpy(pool.x).to(self.device)
+        self.y = torch.from_numpy(pool.y).to(self.device)
+        self.norm = Normalization(pool.mean, pool.std) if pool.mean is not None else None
+        self.held_out = None
+        if pool.x_test is not None and pool.y_test is not None:
+            self.held_out = (
+                torch.from_numpy(pool.x_test).to(self.device),
+                torch.from_numpy(pool.y_test).to(self.device),
             )
-            trained.append(m)
-    return trained
+
+
+def _seeds(plan: Plan, m: int) -> dict[str, int]:
+    return {p: derive_seed(plan.config.seed, p, m) for p in ("init", "order", "augment")}
+
+
+def _initialized(plan: Plan, m: int, device: torch.device) -> torch.nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_seeds(plan, m)["init"])
+        return new_model(plan).to(device)
+
+
+def train_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
+    """Train those of `models` that are not current and not locked by another worker; with
+    train.batched, those of them together as one stacked group."""
+    cfg, data = plan.config.train, _Device(plan)
+    trace_on = (data.x, data.y) if cfg.record_trace else None
+    with ExitStack() as locks:
+        todo = [
+            m
+            for m in models
+            if locks.enter_context(model_lock(run, m))
+            and not model_done(run, m, "train_hash", plan.train_hash(m))
+        ]
+        for m in todo:  # stale outputs go first: a crash never leaves them looking current
+            for path in (run.meta(m), run.logits(m), run.trace(m)):
+                path.unlink(missing_ok=True)
+        nets = [_initialized(plan, m, data.device) for m in todo]
+        rows = [torch.from_numpy(np.flatnonzero(plan.keep[m])).to(data.device) for m in todo]
+        seeds = [_seeds(plan, m) for m in todo]
+        if cfg.batched and len(todo) > 1:
+            reports = train_batched(
+                nets,
+                data.x,
+                data.y,
+                rows,
+                cfg,
+                [s["order"] for s in seeds],
+                [s["augment"] for s in seeds],
+                norm=data.norm,
+                trace_on=trace_on,
+            )
+        else:
+            reports = [
+                train_model(
+                    net,
+                    data.x[r],
+                    data.y[r],
+                    cfg,
+                    s["order"],
+                    augment_seed=s["augment"],
+                    norm=data.norm,
+                    trace_on=trace_on,
+                    held_out=data.held_out,
+                )
+                for net, r, s in zip(nets, rows, seeds, strict=True)
+            ]
+        for m, net, report, seed in zip(todo, nets, reports, seeds, strict=True):
+            _save_trained(plan, run, m, net, report, seed)
+    return todo
+
+
+def _save_trained(
+    plan: Plan, run: RunDir, m: int, net: torch.nn.Module, report: TrainReport, seeds: dict
+) -> None:
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    write_atomic(run.weights(m), lambda tmp: save_file(state, str(tmp)))
+    if report.trace is not None:
+        save_npy(run.trace(m), report.trace)
+    save_json(
+        run.meta(m),
+        {
+            "model_index": m,
+            "train_hash": plan.train_hash(m),
+            "seeds": seeds,
+            "train_seconds": report.seconds,
+            "trace_seconds": report.trace_seconds,
+            "epochs": report.epochs,
+            "steps": report.steps,
+            "final_batch_loss": report.final_loss,
+            "test_accuracy": report.held_out_accuracy,
+            "finished_at": time.time(),
+            "worker": {"host": socket.gethostname(), "pid": os.getpid()},
+        },
+    )
 
 
 def query_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
     """Write logits.npy for those of `models` whose logits are missing or stale."""
-    device = resolve_device(plan.config.train.device)
-    x = torch.from_numpy(plan.pool.x).to(device)
+    data, query = _Device(plan), plan.config.query
+    identity = identity_view(query.augmentations)
     queried = []
     for m in models:
         with model_lock(run, m) as mine:
@@ -81,17 +149,19 @@ def query_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
                 model_done(run, m, "query_hash", plan.query_hash(m)) and run.logits(m).is_file()
             ):
                 continue
-            model = new_model(plan).to(device)
-            model.load_state_dict(load_file(str(run.weights(m)), device=str(device)))
-            logits = query_logits(model, x)
+            model = new_model(plan).to(data.device)
+            model.load_state_dict(load_file(str(run.weights(m)), device=str(data.device)))
+            logits = query_logits(
+                model, data.x, query.augmentations, norm=data.norm, batchnorm=query.batchnorm
+            )
             save_npy(run.logits(m), logits)
             keep_row, labels = plan.keep[m], plan.pool.y
             meta = run.read_meta(m) or {}
             meta.update(
                 {
                     "query_hash": plan.query_hash(m),
-                    "accuracy_in": accuracy(logits[keep_row, 0], labels[keep_row]),
-                    "accuracy_out": accuracy(logits[~keep_row, 0], labels[~keep_row]),
+                    "accuracy_in": accuracy(logits[keep_row, identity], labels[keep_row]),
+                    "accuracy_out": accuracy(logits[~keep_row, identity], labels[~keep_row]),
                 }
             )
             save_json(run.meta(m), meta)

@@ -105,17 +105,21 @@ def _parse_shard(shard: str | None) -> tuple[int, int] | None:
     return int(index), int(count)
 
 
-def _planned(run: RunDir, executor: str | None, workers: int | None) -> pipeline.Plan:
-    """The run's plan with the command line's execution settings (they change no model, so they
-    may differ from run.yaml's)."""
-    planned = pipeline.load_plan(run)
+def _run_model_stage(
+    stage, run: Path, shard: str | None, executor: str | None, workers: int | None
+) -> list[int]:
+    """Run `stage` (pipeline.train or pipeline.query) on the run's plan, with the command line's
+    execution settings: they change no model, so they may differ from run.yaml's."""
+    run_dir = RunDir(run)
+    planned = pipeline.load_plan(run_dir)
     settings = planned.config.execution.model_dump()
     settings.update({k: v for k, v in {"executor": executor, "workers": workers}.items() if v})
     try:
         execution = ExecutionConfig.model_validate(settings)
     except ValidationError as exc:
         raise MiakitError(format_validation_error(exc)) from exc
-    return replace(planned, config=planned.config.model_copy(update={"execution": execution}))
+    config = planned.config.model_copy(update={"execution": execution})
+    return stage(replace(planned, config=config), run_dir, _parse_shard(shard))
 
 
 @app.command()
@@ -127,9 +131,7 @@ def train(
     workers: int | None = WorkersOption,
 ) -> None:
     """Train the planned run's models that are missing or stale."""
-    run_dir = RunDir(run)
-    planned = _planned(run_dir, executor, workers)
-    trained = pipeline.train(planned, run_dir, _parse_shard(shard))
+    trained = _run_model_stage(pipeline.train, run, shard, executor, workers)
     console.print(f"trained {len(trained)} models")
 
 
@@ -142,9 +144,7 @@ def query(
     workers: int | None = WorkersOption,
 ) -> None:
     """Write logits for the trained models whose logits are missing or stale."""
-    run_dir = RunDir(run)
-    planned = _planned(run_dir, executor, workers)
-    queried = pipeline.query(planned, run_dir, _parse_shard(shard))
+    queried = _run_model_stage(pipeline.query, run, shard, executor, workers)
     console.print(f"queried {len(queried)} models")
 
 

@@ -41,6 +41,12 @@ def roc_figure(
         roc = roc_curve(scores, members)
         style = (styles or {}).get(label, {})
         ax.plot(roc.fpr, roc.tpr, lw=1.6, label=f"{label} (AUC {roc.auc():.3f})", **style)
+    finish_log_roc(fig, ax, floor)
+    return fig
+
+
+def finish_log_roc(fig: Figure, ax: plt.Axes, floor: float, title: str | None = None) -> None:
+    """Chance line, log axes from `floor` (one record's share) to 1, labels and legend."""
     ax.plot([floor, 1], [floor, 1], ls="--", color="gray", lw=1, label="chance")
     ax.set(
         xscale="log",
@@ -50,9 +56,10 @@ def roc_figure(
         xlabel="false positive rate",
         ylabel="true positive rate",
     )
+    if title:
+        ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    return fig
 
 
 def histogram_figure(scores: Mapping[str, np.ndarray], members: np.ndarray) -> Figure:

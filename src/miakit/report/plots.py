@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from miakit.evaluate.roc import roc_curve
+from miakit.report.figures import finish_log_roc
 from miakit.store import write_atomic
 
 
@@ -34,18 +35,6 @@ def plot_roc(
         lw=2,
         label=f"all {len(targets)} targets pooled (AUC {pooled.auc():.3f})",
     )
-    floor = 1.0 / keep.shape[1]
-    ax.plot([floor, 1], [floor, 1], ls="--", color="gray", lw=1, label="chance")
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlim=(floor, 1),
-        ylim=(floor, 1),
-        xlabel="false positive rate",
-        ylabel="true positive rate",
-        title=f"ROC: {attack}",
-    )
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
+    finish_log_roc(fig, ax, 1.0 / keep.shape[1], title=f"ROC: {attack}")
     write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)

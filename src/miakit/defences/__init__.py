@@ -1,0 +1,11 @@
+"""Defences an audit can apply to the models it trains, to measure whether they reduce exposure.
+
+DP-SGD changes training (`dp.train_private`); temperature scaling and last-layer Laplace change
+only the logits queried afterwards (`temperature.temperature_scaled`, `laplace.fit_laplace`, both
+returning a module that replaces the model at query time). Submodules are imported by name, so
+Opacus is only loaded where DP-SGD is used.
+"""
+
+from miakit.defences.config import DefenceConfig, DPConfig, LaplaceConfig
+
+__all__ = ["DPConfig", "DefenceConfig", "LaplaceConfig"]

@@ -1,0 +1,81 @@
+"""Settings of the defences an audit can apply to every model it trains.
+
+A base of its own (not `miakit.config.Section`), so the audit config can embed `DefenceConfig`
+without an import cycle. Unknown keys are errors, as everywhere in miakit.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DPConfig(_Strict):
+    """DP-SGD (Abadi et al. 2016): per-example clipping, Gaussian noise, Poisson sampling."""
+
+    enabled: bool = False
+    noise_multiplier: float | None = Field(
+        default=None,
+        gt=0,
+        description="σ: noise std over the clipping norm; or give target_epsilon",
+    )
+    target_epsilon: float | None = Field(
+        default=None, gt=0, description="ε to reach after all epochs; σ is then derived from it"
+    )
+    max_grad_norm: float = Field(default=1.0, gt=0, description="per-example clipping norm C")
+    delta: float = Field(default=1e-5, gt=0, lt=1, description="δ; keep it below 1/N")
+    accountant: Literal["rdp", "prv"] = Field(
+        default="rdp", description="Opacus accountant: RDP (Mironov 2017) or PRV (Gopi et al. 2021)"
+    )
+
+    @model_validator(mode="after")
+    def _one_noise_setting(self) -> DPConfig:
+        if self.enabled and (self.noise_multiplier is None) == (self.target_epsilon is None):
+            raise ValueError("dp.enabled: give exactly one of noise_multiplier and target_epsilon")
+        return self
+
+
+class LaplaceConfig(_Strict):
+    """Last-layer KFAC Laplace approximation (Ritter et al. 2018; Kristiadi et al. 2020)."""
+
+    enabled: bool = False
+    prior_precision: float | Literal["auto"] = Field(
+        default="auto", description="τ of the N(0, 1/τ) prior; 'auto': chosen by `selection`"
+    )
+    selection: Literal["nll", "marglik"] = Field(
+        default="nll",
+        description="auto τ: min. held-out NLL on a grid, or max. Laplace evidence (needs a MAP "
+        "trained with matching weight decay; underconfident otherwise)",
+    )
+    predictive: Literal["probit", "mc"] = Field(
+        default="probit", description="probit (MacKay 1992) or Monte Carlo over logits"
+    )
+    mc_samples: int = Field(default=100, ge=1, description="predictive 'mc': samples per record")
+
+    @model_validator(mode="after")
+    def _positive_precision(self) -> LaplaceConfig:
+        if not isinstance(self.prior_precision, str) and self.prior_precision <= 0:
+            raise ValueError("laplace.prior_precision must be > 0 or 'auto'")
+        return self
+
+
+class DefenceConfig(_Strict):
+    dp: DPConfig = Field(default_factory=DPConfig)
+    temperature_scaling: bool = Field(
+        default=False, description="divide logits by one T fitted on held-out NLL (Guo et al. 2017)"
+    )
+    laplace: LaplaceConfig = Field(default_factory=LaplaceConfig)
+    apply_to: Literal["all", "targets", "references"] = Field(
+        default="all", description="which models the defences are applied to"
+    )
+
+    @model_validator(mode="after")
+    def _one_calibration(self) -> DefenceConfig:
+        if self.temperature_scaling and self.laplace.enabled:
+            raise ValueError("choose one calibration: temperature_scaling or laplace.enabled")
+        return self

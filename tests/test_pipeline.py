@@ -211,3 +211,28 @@ def test_batched_training_through_the_pipeline(tmp_path, tiny_config):
         np.load(RunDir(tmp_path / "alone").logits(5)),
         atol=1e-4,
     )
+
+
+def test_defences_are_applied_and_recorded(tmp_path, tiny_config):
+    from miakit.defences import DefenceConfig, DPConfig, LaplaceConfig
+
+    defences = DefenceConfig(
+        dp=DPConfig(enabled=True, noise_multiplier=1.0),
+        temperature_scaling=True,
+        apply_to="targets",
+    )
+    dp = tiny_config.model_copy(update={"defences": defences}, deep=True)
+    dp.evaluate.targets = 2
+    run = RunDir(tmp_path / "dp")
+    pipeline.audit(dp, run)
+    target, reference = run.read_meta(0), run.read_meta(5)
+    assert target["dp"]["epsilon"] > 0 and target["calibration"]["temperature"] > 0
+    assert reference["dp"] is None and reference["calibration"] is None
+    laplace = tiny_config.model_copy(
+        update={"defences": DefenceConfig(laplace=LaplaceConfig(enabled=True))}
+    )
+    planned = pipeline.plan(laplace, RunDir(tmp_path / "laplace"))
+    pipeline.train(planned, RunDir(tmp_path / "laplace"))
+    pipeline.query(planned, RunDir(tmp_path / "laplace"))
+    meta = RunDir(tmp_path / "laplace").read_meta(3)
+    assert meta["calibration"]["laplace_prior_precision"] > 0

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from miakit.defences.config import DefenceConfig
 from miakit.errors import MiakitError
 from miakit.store import content_hash
 
@@ -172,6 +173,7 @@ class AuditConfig(Section):
     attack_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per-attack settings, e.g. {lira-online: {center: mean}}"
     )
+    defences: DefenceConfig = Field(default_factory=DefenceConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
 
@@ -183,6 +185,7 @@ class AuditConfig(Section):
             "data": self.data.model_dump(mode="json", exclude={"data_dir", "path", "download"}),
             "model": self.model.model_dump(mode="json"),
             "train": self.train.model_dump(mode="json", exclude={"device"}),
+            "defences": self.defences.model_dump(mode="json"),
         }
 
     def hash(self) -> str:

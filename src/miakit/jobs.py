@@ -19,10 +19,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from miakit.defences.dp import train_private
+from miakit.defences.laplace import fit_laplace
+from miakit.defences.temperature import temperature_scaled
 from miakit.models import build_model
 from miakit.plan import Plan, load_plan, model_done
 from miakit.query import identity_view, query_logits
-from miakit.seeding import derive_seed
+from miakit.seeding import derive_seed, rng
 from miakit.store import RunDir, model_lock, save_json, save_npy, write_atomic
 from miakit.train.batched import train_batched
 from miakit.train.inputs import Normalization
@@ -81,7 +84,28 @@ def train_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
         nets = [_initialized(plan, m, data.device) for m in todo]
         rows = [torch.from_numpy(np.flatnonzero(plan.keep[m])).to(data.device) for m in todo]
         seeds = [_seeds(plan, m) for m in todo]
-        if cfg.batched and len(todo) > 1:
+        spent: list[dict | None] = [None] * len(todo)
+        if plan.config.defences.dp.enabled and any(plan.defended(m) for m in todo):
+            reports = []
+            for i, (m, net, r, sd) in enumerate(zip(todo, nets, rows, seeds, strict=True)):
+                if not plan.defended(m):
+                    reports.append(_train_plain(plan, data, net, r, sd, trace_on))
+                    continue
+                report, privacy = train_private(
+                    net,
+                    data.x[r],
+                    data.y[r],
+                    cfg,
+                    plan.config.defences.dp,
+                    sd["order"],
+                    augment_seed=sd["augment"],
+                    norm=data.norm,
+                    trace_on=trace_on,
+                    held_out=data.held_out,
+                )
+                reports.append(report)
+                spent[i] = privacy.as_dict()
+        elif cfg.batched and len(todo) > 1:
             reports = train_batched(
                 nets,
                 data.x,
@@ -95,26 +119,36 @@ def train_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
             )
         else:
             reports = [
-                train_model(
-                    net,
-                    data.x[r],
-                    data.y[r],
-                    cfg,
-                    s["order"],
-                    augment_seed=s["augment"],
-                    norm=data.norm,
-                    trace_on=trace_on,
-                    held_out=data.held_out,
-                )
-                for net, r, s in zip(nets, rows, seeds, strict=True)
+                _train_plain(plan, data, net, r, sd, trace_on)
+                for net, r, sd in zip(nets, rows, seeds, strict=True)
             ]
-        for m, net, report, seed in zip(todo, nets, reports, seeds, strict=True):
-            _save_trained(plan, run, m, net, report, seed)
+        for m, net, report, seed, privacy in zip(todo, nets, reports, seeds, spent, strict=True):
+            _save_trained(plan, run, m, net, report, seed, privacy)
     return todo
 
 
+def _train_plain(plan: Plan, data: _Device, net, rows, seeds: dict, trace_on) -> TrainReport:
+    return train_model(
+        net,
+        data.x[rows],
+        data.y[rows],
+        plan.config.train,
+        seeds["order"],
+        augment_seed=seeds["augment"],
+        norm=data.norm,
+        trace_on=trace_on,
+        held_out=data.held_out,
+    )
+
+
 def _save_trained(
-    plan: Plan, run: RunDir, m: int, net: torch.nn.Module, report: TrainReport, seeds: dict
+    plan: Plan,
+    run: RunDir,
+    m: int,
+    net: torch.nn.Module,
+    report: TrainReport,
+    seeds: dict,
+    privacy: dict | None,
 ) -> None:
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     write_atomic(run.weights(m), lambda tmp: save_file(state, str(tmp)))
@@ -134,6 +168,7 @@ def _save_trained(
             "test_accuracy": report.held_out_accuracy,
             "finished_at": time.time(),
             "worker": {"host": socket.gethostname(), "pid": os.getpid()},
+            "dp": privacy,
         },
     )
 
@@ -151,6 +186,7 @@ def query_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
                 continue
             model = new_model(plan).to(data.device)
             model.load_state_dict(load_file(str(run.weights(m)), device=str(data.device)))
+            model, calibration = _calibrated(plan, data, m, model)
             logits = query_logits(
                 model, data.x, query.augmentations, norm=data.norm, batchnorm=query.batchnorm
             )
@@ -162,11 +198,49 @@ def query_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
                     "query_hash": plan.query_hash(m),
                     "accuracy_in": accuracy(logits[keep_row, identity], labels[keep_row]),
                     "accuracy_out": accuracy(logits[~keep_row, identity], labels[~keep_row]),
+                    "calibration": calibration,
                 }
             )
             save_json(run.meta(m), meta)
             queried.append(m)
     return queried
+
+
+#: Held-out records for fitting a calibration when the pool has no test split: a seeded subset
+#: of the model's own OUT records (one scalar is fitted on them, so they leak next to nothing).
+CALIBRATION_RECORDS = 1000
+
+
+def _calibrated(
+    plan: Plan, data: _Device, m: int, model: torch.nn.Module
+) -> tuple[torch.nn.Module, dict | None]:
+    """The model as queried: wrapped by temperature scaling or last-layer Laplace where the
+    defences ask for it, and what was fitted (for meta.json)."""
+    defences = plan.config.defences
+    if not plan.defended(m) or not (defences.temperature_scaling or defences.laplace.enabled):
+        return model, None
+    if data.held_out is not None:
+        held_x, held_y = data.held_out
+    else:
+        out = np.flatnonzero(~plan.keep[m])
+        pick = rng(plan.config.seed, "calibration", m).permutation(out)[:CALIBRATION_RECORDS]
+        index = torch.from_numpy(np.sort(pick)).to(data.device)
+        held_x, held_y = data.x[index], data.y[index]
+    if defences.temperature_scaling:
+        held_logits = query_logits(model, held_x, 1, norm=data.norm)[:, 0]
+        scaled = temperature_scaled(model, held_logits, held_y.cpu().numpy())
+        return scaled, {"temperature": scaled.temperature}
+    rows = torch.from_numpy(np.flatnonzero(plan.keep[m])).to(data.device)
+    laplace = fit_laplace(
+        model,
+        data.x[rows],
+        data.y[rows],
+        defences.laplace,
+        held_out=(held_x, held_y),
+        norm=data.norm,
+        seed=derive_seed(plan.config.seed, "laplace", m),
+    )
+    return laplace, {"laplace_prior_precision": laplace.prior_precision}
 
 
 @lru_cache(maxsize=2)

@@ -20,6 +20,12 @@ class Plan:
     pool: Pool
     keep: np.ndarray
     fingerprint: str
+    targets: tuple[int, ...]  # the models attacked in turn; the others are references only
+
+    def defended(self, m: int) -> bool:
+        """Whether the configured defences apply to model m (defences.apply_to)."""
+        apply_to = self.config.defences.apply_to
+        return apply_to == "all" or (m in self.targets) == (apply_to == "targets")
 
     def train_hash(self, m: int) -> str:
         return train_hash(self.config, self.fingerprint, self.keep[m], m)
@@ -88,7 +94,7 @@ def plan(config: AuditConfig, run: RunDir) -> Plan:
             "targets": targets,
         },
     )
-    return Plan(config, pool, split.keep, fingerprint)
+    return Plan(config, pool, split.keep, fingerprint, tuple(targets))
 
 
 @dataclass(frozen=True)
@@ -125,7 +131,8 @@ def load_plan(run: RunDir) -> Plan:
             f"the data set {pool.name!r} differs from the one {run.root} was planned on; "
             "plan the run again with `miakit audit`"
         )
-    return Plan(config, pool, load_npy(run.keep), fingerprint)
+    targets = json.loads(run.split.read_text())["targets"] if run.split.is_file() else []
+    return Plan(config, pool, load_npy(run.keep), fingerprint, tuple(targets))
 
 
 def _recorded_fingerprint(run: RunDir) -> str:

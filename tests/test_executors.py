@@ -32,10 +32,12 @@ def die_on_two(task):
 
 @pytest.mark.parametrize("executor", [LocalExecutor(), ProcessExecutor(workers=2)])
 def test_one_failed_task_does_not_stop_the_others(executor):
-    results = {}
-    failures = executor.run(fail_on_two, [0, 1, 2, 3], lambda t, r: results.update({t: r}))
+    results, reported = {}, []
+    failures = executor.run(
+        fail_on_two, [0, 1, 2, 3], lambda t, r: results.update({t: r}), reported.append
+    )
     assert results == {0: 0, 1: 10, 3: 30}
-    assert [f.task for f in failures] == [2]
+    assert [f.task for f in failures] == [2] and reported == failures
     assert "task two is bad" in failures[0].error
 
 
@@ -145,3 +147,24 @@ def test_ray_executor_trains_a_run(tmp_path, tiny_config):
     assert sorted(pipeline.query(planned, run)) == list(range(8))
     assert np.load(run.logits(7)).shape == (1797, 1, 10)
     assert Path(run.meta(0)).is_file()
+
+
+def test_a_failed_model_does_not_stop_the_others_and_is_redone(tmp_path, tiny_config, monkeypatch):
+    from miakit import jobs
+    from miakit.errors import MiakitError
+
+    real, calls = jobs.train_model, []
+
+    def third_fails(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise ValueError("out of memory, say")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "train_model", third_fails)
+    run = RunDir(tmp_path / "run")
+    planned = plan(tiny_config, run)
+    with pytest.raises(MiakitError, match=r"1 models failed \(models \[2\]\).*out of memory"):
+        pipeline.train(planned, run)
+    assert sorted(_metas(run, 8)) == [0, 1, 3, 4, 5, 6, 7]
+    assert pipeline.train(planned, run) == [2]

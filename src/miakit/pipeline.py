@@ -25,7 +25,7 @@ from miakit.data.catalog import list_datasets
 from miakit.errors import MiakitError
 from miakit.evaluate.metrics import long_rows, summarize
 from miakit.evaluate.tables import write_evaluation_tables
-from miakit.executors import Executor, LocalExecutor, ProcessExecutor
+from miakit.executors import Executor, LocalExecutor, ProcessExecutor, TaskFailure
 from miakit.executors.ray import RayExecutor
 from miakit.plan import (
     Plan,
@@ -112,7 +112,11 @@ def _run_model_jobs(
             done.extend(result)
             bar.advance(task, len(group))
 
-        failures = make_executor(settings).run(fn, groups, on_result)
+        def on_failure(failure: TaskFailure) -> None:
+            bar.console.print(f"[red]{stage} failed for models {failure.task}:[/] {failure.error}")
+            bar.advance(task, len(failure.task))
+
+        failures = make_executor(settings).run(fn, groups, on_result, on_failure)
     if failures:
         failed = [m for f in failures for m in f.task]
         raise MiakitError(

@@ -14,6 +14,19 @@ class TaskFailure:
     error: str
 
 
+OnFailure = Callable[[TaskFailure], None] | None
+
+
+def record_failure(
+    failures: list[TaskFailure], on_failure: OnFailure, task: Any, error: str
+) -> None:
+    """Keep the failure for the caller's summary and report it at once."""
+    failure = TaskFailure(task, error)
+    failures.append(failure)
+    if on_failure is not None:
+        on_failure(failure)
+
+
 class Executor(ABC):
     @abstractmethod
     def run(
@@ -21,6 +34,8 @@ class Executor(ABC):
         fn: Callable[[Any], Any],
         tasks: Sequence[Any],
         on_result: Callable[[Any, Any], None],
+        on_failure: OnFailure = None,
     ) -> list[TaskFailure]:
-        """Run fn(task) for every task; call on_result(task, result) as each finishes (in this
-        process); return the tasks that failed, after every other task has had its chance."""
+        """Run fn(task) for every task; call on_result(task, result) or on_failure(failure) as
+        each finishes (in this process); return the failures once every task has had its
+        chance."""

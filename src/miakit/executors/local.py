@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from miakit.executors.base import Executor, TaskFailure
+from miakit.executors.base import Executor, OnFailure, TaskFailure, record_failure
 
 
 class LocalExecutor(Executor):
@@ -14,13 +14,14 @@ class LocalExecutor(Executor):
         fn: Callable[[Any], Any],
         tasks: Sequence[Any],
         on_result: Callable[[Any, Any], None],
+        on_failure: OnFailure = None,
     ) -> list[TaskFailure]:
         failures = []
         for task in tasks:
             try:
                 result = fn(task)
             except Exception as exc:  # one failed model must not stop the others
-                failures.append(TaskFailure(task, f"{type(exc).__name__}: {exc}"))
+                record_failure(failures, on_failure, task, f"{type(exc).__name__}: {exc}")
             else:
                 on_result(task, result)
         return failures

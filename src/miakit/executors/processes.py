@@ -14,7 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from miakit.executors.base import Executor, TaskFailure
+from miakit.executors.base import Executor, OnFailure, TaskFailure, record_failure
 
 
 def _limit_threads(threads: int) -> None:
@@ -35,6 +35,7 @@ class ProcessExecutor(Executor):
         fn: Callable[[Any], Any],
         tasks: Sequence[Any],
         on_result: Callable[[Any, Any], None],
+        on_failure: OnFailure = None,
     ) -> list[TaskFailure]:
         failures: list[TaskFailure] = []
         attempts = dict.fromkeys(range(len(tasks)), 0)
@@ -58,13 +59,13 @@ class ProcessExecutor(Executor):
                         except BrokenProcessPool:
                             crashed.append(i)
                         except Exception as exc:
-                            failures.append(TaskFailure(tasks[i], f"{type(exc).__name__}: {exc}"))
+                            record_failure(
+                                failures, on_failure, tasks[i], f"{type(exc).__name__}: {exc}"
+                            )
                         else:
                             on_result(tasks[i], result)
             pending = [i for i in crashed if attempts[i] <= self.retries]
-            failures += [
-                TaskFailure(tasks[i], "its worker process died")
-                for i in crashed
-                if attempts[i] > self.retries
-            ]
+            for i in crashed:
+                if attempts[i] > self.retries:
+                    record_failure(failures, on_failure, tasks[i], "its worker process died")
         return failures

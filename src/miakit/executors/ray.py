@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from miakit.errors import MiakitError
-from miakit.executors.base import Executor, TaskFailure
+from miakit.executors.base import Executor, OnFailure, TaskFailure, record_failure
 
 
 def _call(fn: Callable[[Any], Any], task: Any) -> Any:
@@ -35,6 +35,7 @@ class RayExecutor(Executor):
         fn: Callable[[Any], Any],
         tasks: Sequence[Any],
         on_result: Callable[[Any, Any], None],
+        on_failure: OnFailure = None,
     ) -> list[TaskFailure]:
         try:
             import ray
@@ -59,7 +60,7 @@ class RayExecutor(Executor):
                 try:
                     result = ray.get(ready[0])
                 except Exception as exc:  # RayTaskError wraps the task's own exception
-                    failures.append(TaskFailure(task, f"{type(exc).__name__}: {exc}"))
+                    record_failure(failures, on_failure, task, f"{type(exc).__name__}: {exc}")
                 else:
                     on_result(task, result)
             return failures

@@ -30,6 +30,7 @@ from miakit.models import build_model
 from miakit.report.single_point_plot import plot_with_without
 from miakit.seeding import derive_seed, rng
 from miakit.store import content_hash, load_npy, save_json, save_text, write_atomic
+from miakit.train.inputs import Normalization, model_inputs
 from miakit.train.trainer import resolve_device, train_model
 
 
@@ -87,6 +88,7 @@ class _Trainer:
         self.x = torch.from_numpy(pool.x).to(self.device)
         self.y = torch.from_numpy(pool.y).to(self.device)
         self.targets = torch.tensor(targets, device=self.device)
+        self.norm = Normalization(pool.mean, pool.std) if pool.mean is not None else None
 
     def losses(self, rows: np.ndarray, round_seed: int) -> np.ndarray:
         cfg = self.config
@@ -100,10 +102,19 @@ class _Trainer:
             ).to(self.device)
         index = torch.from_numpy(rows).to(self.device)
         order_seed = derive_seed(cfg.seed, "single-point-order", round_seed)
-        train_model(model, self.x[index], self.y[index], cfg.train, order_seed)
+        augment_seed = derive_seed(cfg.seed, "single-point-augment", round_seed)
+        train_model(
+            model,
+            self.x[index],
+            self.y[index],
+            cfg.train,
+            order_seed,
+            augment_seed=augment_seed,
+            norm=self.norm,
+        )
         model.eval()
         with torch.no_grad():
-            logits = model(self.x[self.targets]).double()
+            logits = model(model_inputs(self.x[self.targets], self.norm)).double()
             loss = nn.functional.cross_entropy(logits, self.y[self.targets], reduction="none")
         return loss.cpu().numpy()
 

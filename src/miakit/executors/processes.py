@@ -1,8 +1,10 @@
 """Tasks in several local worker processes (e.g. one per GPU, or one per pair of CPU cores).
 
 Workers are started with `spawn`, so they share nothing with the parent but what is pickled. A
-worker that dies (killed, out of memory) breaks Python's process pool; the tasks it took down with
-it are retried in a fresh pool, up to `retries` times each, before they count as failed.
+worker that dies (killed, out of memory) breaks Python's process pool and takes every task in
+flight down with it, the innocent ones too. Those tasks are retried one at a time, each in a
+fresh single-worker pool (up to `retries` times), so only a task that kills its worker again
+counts as failed.
 """
 
 from __future__ import annotations
@@ -38,34 +40,43 @@ class ProcessExecutor(Executor):
         on_failure: OnFailure = None,
     ) -> list[TaskFailure]:
         failures: list[TaskFailure] = []
-        attempts = dict.fromkeys(range(len(tasks)), 0)
-        pending = list(range(len(tasks)))
-        while pending:
-            crashed = []
-            with ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_limit_threads,
-                initargs=(self.threads_per_worker,),
-            ) as pool:
-                futures = {pool.submit(fn, tasks[i]): i for i in pending}
-                while futures:
-                    done, _ = wait(futures, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        i = futures.pop(future)
-                        attempts[i] += 1
-                        try:
-                            result = future.result()
-                        except BrokenProcessPool:
-                            crashed.append(i)
-                        except Exception as exc:
-                            record_failure(
-                                failures, on_failure, tasks[i], f"{type(exc).__name__}: {exc}"
-                            )
-                        else:
-                            on_result(tasks[i], result)
-            pending = [i for i in crashed if attempts[i] <= self.retries]
-            for i in crashed:
-                if attempts[i] > self.retries:
-                    record_failure(failures, on_failure, tasks[i], "its worker process died")
+        crashed = self._round(fn, tasks, self.workers, on_result, on_failure, failures)
+        for task in crashed:
+            for _ in range(self.retries):
+                if not self._round(fn, [task], 1, on_result, on_failure, failures):
+                    break
+            else:
+                record_failure(failures, on_failure, task, "its worker process died")
         return failures
+
+    def _round(
+        self,
+        fn: Callable[[Any], Any],
+        tasks: Sequence[Any],
+        workers: int,
+        on_result: Callable[[Any, Any], None],
+        on_failure: OnFailure,
+        failures: list[TaskFailure],
+    ) -> list[Any]:
+        """Run `tasks` in one pool; returns those lost to a dead worker."""
+        crashed = []
+        with ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_limit_threads,
+            initargs=(self.threads_per_worker,),
+        ) as pool:
+            futures = {pool.submit(fn, task): task for task in tasks}
+            while futures:
+                done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for future in done:
+                    task = futures.pop(future)
+                    try:
+                        result = future.result()
+                    except BrokenProcessPool:
+                        crashed.append(task)
+                    except Exception as exc:
+                        record_failure(failures, on_failure, task, f"{type(exc).__name__}: {exc}")
+                    else:
+                        on_result(task, result)
+        return crashed

@@ -148,3 +148,66 @@ def test_evaluation_tables_are_parquet_with_csv_beside(tmp_path):
     vulnerable = pd.read_parquet(run.root / "tables" / "vulnerability_lira-online.parquet")
     assert vulnerable["highly_vulnerable"].dtype == bool and len(vulnerable) == RECORDS
     assert set(vulnerable.loc[vulnerable["rank"] <= 5, "record"]) <= set(range(10))
+
+
+def write_meta(run: RunDir, epsilon: float | None, temperature: float | None = None) -> None:
+    for m in range(MODELS):
+        dp = {"epsilon": epsilon + m, "delta": 1e-5, "noise_multiplier": 1.1} if epsilon else None
+        calibration = {"temperature": temperature} if temperature else None
+        save_json(
+            run.meta(m),
+            {"test_accuracy": 0.5 + m / 100, "train_seconds": 1.0, "dp": dp,
+             "calibration": calibration},
+        )  # fmt: skip
+
+
+def test_report_shows_defences_and_epsilon_per_model(tmp_path):
+    run = write_run(tmp_path / "run")
+    write_meta(run, epsilon=2.0, temperature=1.7)
+    page = write_report(run.root).read_text()
+    section = page[page.index("Training and defences") : page.index("<h2>Run")]
+    assert "DP-SGD (σ = 1.1), temperature scaling" in section
+    # ε: the largest over the 4 targets (2 + 3); test accuracy: their mean
+    assert "<td>5</td>" in section
+    assert "51.50%" in section
+
+
+def test_compare_gives_the_privacy_utility_table(tmp_path):
+    baseline, private = write_run(tmp_path / "baseline"), write_run(tmp_path / "dp", seed=1)
+    write_meta(baseline, epsilon=None)
+    write_meta(private, epsilon=3.0)
+    compare_runs([baseline.root, private.root], tmp_path / "cmp")
+    table = pd.read_parquet(tmp_path / "cmp" / "privacy_utility.parquet").set_index("run")
+    assert np.isnan(table.loc["baseline", "epsilon"]) and table.loc["dp", "epsilon"] == 6.0
+    assert table.loc["baseline", "defences"] == "none"
+    assert table.loc["dp", "test_accuracy"] == pytest.approx(0.515)
+    # ECE of the targets on their non-members, from their logits, as the calibration table has it
+    assert 0 < table.loc["dp", "ece"] < 1
+
+
+def test_report_includes_single_point_results(tmp_path):
+    run = write_run(tmp_path / "run")
+    folder = run.root / "single_point"
+    rows = [{"rank": 1, "index": 17, "label": 2, "power_empirical": 0.8}]
+    save_json(folder / "summary.json", {"config": {"alpha": 0.05}, "records": rows})
+    Image.new("RGB", (4, 4)).save(folder / "hist_17.png")
+    page = write_report(run.root).read_text()
+    section = page[page.index("Single-point audit") :]
+    assert "α = 0.05" in section and "<td>17</td>" in section
+    assert section.count("data:image/png;base64,") >= 1
+    with pytest.raises(MiakitError, match="miakit single-point"):
+        write_report(run.root, single_point=[tmp_path / "nowhere"])
+
+
+def test_report_of_a_partly_scored_pool_names_pool_records(tmp_path):
+    """A disjoint split scores some records only: the report's records are pool indices."""
+    run = write_run(tmp_path / "run")
+    evaluated = np.zeros(RECORDS, dtype=bool)
+    evaluated[::2] = True  # records 0, 2, 4, … are scored; the exposed ones are 0..9
+    save_npy(run.eval_records, evaluated)
+    page = write_report(run.root, images=synthetic_images()[evaluated]).read_text()
+    vulnerable = page[page.index("Most vulnerable") :]
+    leaders = re.findall(r"<tr>\s*<td>[1-5]</td>\s*<td>(\d+)</td>", vulnerable)
+    # local (evaluated-record) indices would be of either parity; pool indices are even
+    assert len(leaders) == 5 and all(int(r) % 2 == 0 for r in leaders)
+    assert sum(int(r) < 10 for r in leaders) >= 3

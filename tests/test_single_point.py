@@ -1,6 +1,8 @@
 """The with/without experiment: statistics against independent computations, and a record that
 is exposed on purpose."""
 
+import json
+
 import numpy as np
 import pytest
 from scipy.stats import binom, norm
@@ -10,6 +12,7 @@ from miakit import single_point
 from miakit.cli import app
 from miakit.config import SinglePointConfig, load_config
 from miakit.data import DATASETS, Pool, load_pool
+from miakit.errors import MiakitError
 from miakit.evaluate.single_point import clopper_pearson, error_rate, power_at_alpha
 
 
@@ -104,8 +107,13 @@ def test_interrupted_experiment_resumes_without_redoing_rounds(tmp_path, monkeyp
         if done == 3:
             raise KeyboardInterrupt
 
+    epochs = []
     with pytest.raises(KeyboardInterrupt):
-        single_point.run_single_point(config, tmp_path, progress=stop_after_three)
+        single_point.run_single_point(
+            config, tmp_path, on_round=stop_after_three, on_epoch=lambda *e: epochs.append(e)
+        )
+    # three rounds of two models each, every epoch of each reported
+    assert epochs == [(e, 30) for e in range(1, 31)] * 6
     calls.clear()
     resumed = single_point.run_single_point(config, tmp_path)
     assert sorted(set(calls)) == list(range(3, 18))  # rounds 0–2 were kept
@@ -130,3 +138,24 @@ def test_quick_config_runs_as_the_readme_shows(tmp_path):
     assert result.exit_code == 0, result.output
     assert len((tmp_path / "summary.csv").read_text().splitlines()) == 5
     assert len(list(tmp_path.glob("hist_*.png"))) == 4
+
+
+def test_top_k_records_come_from_an_earlier_runs_lt_iqr_scores(tmp_path):
+    """targets.from_run: the k records with the highest mean LT-IQR score over the run's targets,
+    after the explicit indices, skipping those already chosen."""
+    pool = load_pool("digits")
+    run = tmp_path / "run"
+    (run / "scores").mkdir(parents=True)
+    (run / "pool.json").write_text(json.dumps({"fingerprint": pool.fingerprint()}))
+    scores = np.zeros((2, pool.num_records))
+    scores[:, [40, 7, 900, 12]] = [[9.0, 8.0, 7.0, 1.0], [9.0, 8.0, 7.0, 30.0]]  # means 9 8 7 15.5
+    np.save(run / "scores" / "lt-iqr.npy", scores)
+    config = load_config(
+        None,
+        ["targets.indices=[40]", "targets.top_k=3", f"targets.from_run={run}"],
+        schema=SinglePointConfig,
+    )
+    assert single_point.choose_targets(config, pool) == [40, 12, 7, 900]
+    other = Pool("digits-shifted", pool.x + 1, pool.y, 10)
+    with pytest.raises(MiakitError, match="other data"):
+        single_point.choose_targets(config, other)

@@ -184,9 +184,17 @@ def evaluate(run: Path = RunArgument, attacks: str | None = AttacksOption) -> No
 
 @app.command()
 @clear_errors
-def report(run: Path = RunArgument) -> None:
+def report(
+    run: Path = RunArgument,
+    single_point: list[Path] | None = typer.Option(
+        None,
+        "--single-point",
+        help="output folder of `miakit single-point` to include (repeatable); "
+        "RUN/single_point is included when present",
+    ),
+) -> None:
     """Write the run's self-contained report.html (after `miakit evaluate`)."""
-    console.print(f"report: {pipeline.report(RunDir(run))}")
+    console.print(f"report: {pipeline.report(RunDir(run), single_point or [])}")
 
 
 @app.command()
@@ -209,9 +217,13 @@ def single_point(
     """With/without experiment: how reliably can one record's membership be told? (resumes)"""
     cfg = load_config(config, set_, schema=SinglePointConfig)
     with pipeline.progress_bar() as bar:
-        task = bar.add_task("rounds", total=cfg.n_iterations + cfg.eval_pairs)
+        rounds = bar.add_task("rounds", total=cfg.n_iterations + cfg.eval_pairs)
+        epochs = bar.add_task("epochs of the model in training", total=cfg.train.epochs)
         results = pipeline.run_single_point(
-            cfg, out, progress=lambda done, total: bar.update(task, completed=done)
+            cfg,
+            out,
+            on_round=lambda done, total: bar.update(rounds, completed=done),
+            on_epoch=lambda done, total: bar.update(epochs, completed=done, total=total),
         )
     table = Table(title=f"with/without test at α = {cfg.alpha:g}, {cfg.n_iterations} rounds")
     for column in [

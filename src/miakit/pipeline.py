@@ -227,16 +227,17 @@ def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = N
     return metrics
 
 
-def report(run: RunDir) -> Path:
+def report(run: RunDir, single_point: Sequence[Path] = ()) -> Path:
     """report.html: one self-contained page (figures embedded), with the most exposed records
-    shown as images when the pool is images."""
+    shown as images when the pool is images, and the with/without experiments in `single_point`
+    (output folders of `miakit single-point`)."""
     images = None
     if run.run_yaml.is_file():
         pool = load_configured_pool(read_run_config(run.run_yaml))
         if pool.is_image:
             evaluated = load_npy(run.eval_records) if run.eval_records.is_file() else slice(None)
             images = pool.x[evaluated]  # the report sees the evaluated records only
-    return write_report(run.root, images=images)
+    return write_report(run.root, images=images, single_point=single_point)
 
 
 def compare(runs: Sequence[RunDir], out: Path) -> Path:

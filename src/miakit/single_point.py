@@ -14,6 +14,7 @@ an interrupted experiment resumes where it stopped; a changed config starts afre
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,8 +83,14 @@ def _most_vulnerable(config: SinglePointConfig, pool: Pool, taken: set[int]) -> 
 class _Trainer:
     """Trains one model of a round on given pool rows and returns its losses on the targets."""
 
-    def __init__(self, config: SinglePointConfig, pool: Pool, targets: list[int]):
-        self.config, self.pool = config, pool
+    def __init__(
+        self,
+        config: SinglePointConfig,
+        pool: Pool,
+        targets: list[int],
+        on_epoch: Callable[[int, int], None] | None = None,
+    ):
+        self.config, self.pool, self.on_epoch = config, pool, on_epoch
         self.device = resolve_device(config.train.device)
         self.x = torch.from_numpy(pool.x).to(self.device)
         self.y = torch.from_numpy(pool.y).to(self.device)
@@ -111,6 +118,7 @@ class _Trainer:
             order_seed,
             augment_seed=augment_seed,
             norm=self.norm,
+            on_epoch=self.on_epoch,
         )
         model.eval()
         with torch.no_grad():
@@ -130,8 +138,14 @@ def _base_rows(config: SinglePointConfig, pool: Pool, targets: list[int], round_
     return np.sort(draw.choice(candidates, config.subset_size, replace=False))
 
 
-def run_single_point(config: SinglePointConfig, out: Path, progress=None) -> list[RecordExposure]:
-    """Run (or resume) the experiment; write summary.json, summary.csv, losses.npz, histograms."""
+def run_single_point(
+    config: SinglePointConfig,
+    out: Path,
+    on_round: Callable[[int, int], None] | None = None,
+    on_epoch: Callable[[int, int], None] | None = None,
+) -> list[RecordExposure]:
+    """Run (or resume) the experiment; write summary.json, summary.csv, losses.npz, histograms.
+    on_round(done, total) and on_epoch(done, total) report progress (of each model's training)."""
     pool = load_pool(config.data.name, config.data.data_dir)
     if config.num_classes is not None and config.num_classes != pool.num_classes:
         raise MiakitError(
@@ -140,11 +154,11 @@ def run_single_point(config: SinglePointConfig, out: Path, progress=None) -> lis
     targets = choose_targets(config, pool)
     rounds = config.n_iterations + config.eval_pairs
     state = _State.open(out, content_hash(config.model_dump(mode="json")), len(targets), rounds)
-    trainer = _Trainer(config, pool, targets)
+    trainer = _Trainer(config, pool, targets, on_epoch)
     for r in range(rounds):
         if state.done[r]:
-            if progress:
-                progress(r + 1, rounds)
+            if on_round:
+                on_round(r + 1, rounds)
             continue
         base = _base_rows(config, pool, targets, r)
         state.without[:, r] = trainer.losses(base, r)
@@ -152,8 +166,8 @@ def run_single_point(config: SinglePointConfig, out: Path, progress=None) -> lis
             state.with_[k, r] = trainer.losses(np.append(base, x), r)[k]
         state.done[r] = True
         state.save()
-        if progress:
-            progress(r + 1, rounds)
+        if on_round:
+            on_round(r + 1, rounds)
     results = _summarize(config, pool, targets, state)
     _write_outputs(config, out, results)
     return results

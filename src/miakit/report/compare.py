@@ -18,6 +18,7 @@ from miakit.evaluate.vulnerability import record_vulnerability
 from miakit.report.figures import roc_figure
 from miakit.report.html import decimal, figure_tag, flag_fpr, pct, render, table_tag
 from miakit.report.runs import RunData, load_run
+from miakit.report.training import privacy_utility
 from miakit.store import save_text
 
 #: ROC line style per attack; colour per run
@@ -34,15 +35,41 @@ def common_attacks(runs: Sequence[RunData]) -> list[str]:
     return [a for a in runs[0].scores if all(a in r.scores for r in runs[1:])]
 
 
-def summary_table(runs: Sequence[RunData], labels: Sequence[str]) -> pd.DataFrame:
+def privacy_utility_table(runs: Sequence[RunData], labels: Sequence[str]) -> pd.DataFrame:
+    """One row per run: its defences, the targets' utility (held-out test accuracy, or accuracy
+    on non-members when the pool has no test split), ECE on non-members, and ε."""
     rows = []
     for data, label in zip(runs, labels, strict=True):
+        figures = privacy_utility(data)
+        test = figures["test_accuracy"]
+        rows.append(
+            {
+                "run": label,
+                "defences": figures["defences"],
+                "test_accuracy": figures.get("pool_test_accuracy") if test is None else test,
+                "ece": figures.get("pool_test_ece"),
+                "epsilon": figures["epsilon"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def summary_table(runs: Sequence[RunData], labels: Sequence[str]) -> pd.DataFrame:
+    """Per attack and run: the privacy/utility figures next to AUC and TPR at low FPR."""
+    utility = privacy_utility_table(runs, labels).set_index("run")
+    rows = []
+    for data, label in zip(runs, labels, strict=True):
+        own = utility.loc[label]
         for attack, figures in data.metrics.items():
             row = {"attack": attack, "run": label, "AUC": decimal(figures["auc"]["mean"])}
             for x in data.fprs:
                 row[f"TPR@FPR {x:g}"] = pct(figures[f"tpr@fpr={x:g}"]["mean"])
             shadow = figures.get(f"shadow_tpr@fpr={flag_fpr(data):g}")
             row["shadow TPR′"] = pct(shadow["mean"]) if shadow else "–"
+            row["test accuracy"] = pct(own["test_accuracy"])
+            row["ECE"] = "–" if pd.isna(own["ece"]) else decimal(own["ece"])
+            row["ε"] = "–" if pd.isna(own["epsilon"]) else f"{own['epsilon']:.3g}"
+            row["defences"] = own["defences"]
             rows.append(row)
     return pd.DataFrame(rows).sort_values(["attack", "run"], kind="stable")
 
@@ -94,7 +121,7 @@ def compare_runs(run_dirs: Sequence[Path | str], out: Path | str) -> Path:
         ],
         ignore_index=True,
     )
-    tables = {"compare": long}
+    tables = {"compare": long, "privacy_utility": privacy_utility_table(runs, labels)}
     attacks = common_attacks(runs)
     curves, styles = {}, {}
     for a, attack in enumerate(attacks):

@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
@@ -28,6 +30,7 @@ from miakit.report.figures import (
     scatter_figure,
 )
 from miakit.report.runs import RunData, load_run
+from miakit.report.training import model_table, privacy_utility
 from miakit.signals import softmax
 from miakit.store import save_text
 
@@ -183,10 +186,11 @@ def image_png_base64(image: np.ndarray, size: int = 72) -> str:
 
 
 def records_grid(images: np.ndarray, top: pd.DataFrame) -> str:
-    """The records' images in rank order, each captioned with its record index, label, TP and FP."""
+    """The records' images in rank order, each captioned with its pool index, label, TP and FP.
+    `images` are the evaluated records' (top's `row` indexes them)."""
     cells = "".join(
         f'<figure><img alt="record {r.record}" '
-        f'src="data:image/png;base64,{image_png_base64(images[r.record])}">'
+        f'src="data:image/png;base64,{image_png_base64(images[r.row])}">'
         f"<figcaption>#{r.record} y={r.label}<br>TP {r.tp} FP {r.fp}</figcaption></figure>"
         for r in top.itertuples()
     )
@@ -200,8 +204,10 @@ def vulnerable_section(
         return '<p class="note">Needs two targets or more.</p>'
     attack = most_exposing_attack(tables, list(data.scores))
     table = tables[f"vulnerability_{attack}"]
-    top = (
-        table.sort_values("rank").head(TOP_RECORDS).assign(label=lambda t: data.labels[t["record"]])
+    top = table.sort_values("rank").head(TOP_RECORDS).rename(columns={"record": "row"})
+    top = top.assign(
+        label=data.labels[top["row"]],
+        record=top["row"] if data.evaluated is None else data.evaluated[top["row"]],
     )
     columns = [
         "rank",
@@ -215,7 +221,7 @@ def vulnerable_section(
     ]
     parts = [
         f"<p>By {attack}, the attack exposing most records, under its shadow-calibrated "
-        f"threshold at FPR {flag_fpr(data):g}.</p>"
+        f"threshold at FPR {flag_fpr(data):g}. Record: the index in the pool.</p>"
     ]
     if images is not None:
         if len(images) != data.keep.shape[1]:
@@ -241,6 +247,35 @@ def calibration_section(data: RunData) -> str:
     return figure_tag(reliability_figure(diagrams), "reliability diagram") + table_tag(means)
 
 
+def training_section(data: RunData) -> str:
+    """Defences and utility of the targets, and per-model training facts from meta.json."""
+    models = model_table(data)
+    if models.empty:
+        return '<p class="note">No meta.json: the models were brought in.</p>'
+    figures = privacy_utility(data)
+    facts = {
+        "defences": figures["defences"],
+        "ε of DP-SGD (largest over the targets)": (
+            "–" if figures["epsilon"] is None else f"{figures['epsilon']:.3g}"
+        ),
+        "held-out test accuracy (targets' mean)": pct(figures["test_accuracy"]),
+        "pool accuracy, members / non-members": (
+            f"{pct(figures.get('pool_train_accuracy'))} / {pct(figures.get('pool_test_accuracy'))}"
+        ),
+        "ECE on non-members": (
+            "–" if "pool_test_ece" not in figures else decimal(figures["pool_test_ece"])
+        ),
+    }
+    rows = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in facts.items()
+    )
+    shown = models.dropna(axis=1, how="all").head(TOP_RECORDS)
+    more = len(models) - len(shown)
+    note = f'<p class="note">First {len(shown)} of {len(models)} models.</p>' if more else ""
+    return f"<table>{rows}</table>" + table_tag(shown) + note
+
+
 def metadata_section(data: RunData) -> str:
     pool = {k: v for k, v in data.pool.items() if k != "targets"}
     facts = {
@@ -260,6 +295,31 @@ def metadata_section(data: RunData) -> str:
     return f"<table>{rows}</table><h3>Config (run.yaml)</h3><pre>{config}</pre>"
 
 
+def single_point_section(folder: Path) -> str:
+    """A with/without experiment's ranking (summary.json) with its loss histograms embedded."""
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+        records = pd.DataFrame(summary["records"])
+        alpha = summary["config"]["alpha"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise MiakitError(
+            f"{folder} holds no readable single-point summary.json ({exc}); run "
+            f"`miakit single-point --out {folder}` first"
+        ) from exc
+    pictures = "".join(
+        f'<figure><img alt="record {i}" src="data:image/png;base64,'
+        f'{base64.b64encode(path.read_bytes()).decode("ascii")}"></figure>'
+        for i in records["index"]
+        if (path := folder / f"hist_{i}.png").is_file()
+    )
+    return (
+        f"<p>{html.escape(str(folder))}: {len(records)} records ranked by the power of the "
+        f"with/without test at α = {alpha:g}.</p>"
+        + table_tag(records)
+        + f'<div class="records">{pictures}</div>'
+    )
+
+
 def render(title: str, sections: list[tuple[str, str]]) -> str:
     body = "".join(f"<h2>{html.escape(name)}</h2>{content}" for name, content in sections)
     return (
@@ -269,10 +329,20 @@ def render(title: str, sections: list[tuple[str, str]]) -> str:
     )
 
 
-def write_report(run_dir: Path | str, images: np.ndarray | None = None) -> Path:
+def write_report(
+    run_dir: Path | str,
+    images: np.ndarray | None = None,
+    single_point: Sequence[Path] = (),
+) -> Path:
     """Write <run>/report.html from the run's scores and metrics.json; `images` (the pool's uint8
-    images, [N, H, W, C]) show the most vulnerable records. Returns the path."""
+    images, [N, H, W, C]) show the most vulnerable records; `single_point` are output folders of
+    with/without experiments to include (<run>/single_point is included when it exists).
+    Returns the path."""
     data = load_run(run_dir)
+    own = data.run.root / "single_point"
+    folders = list(
+        dict.fromkeys([*single_point, *([own] if (own / "summary.json").is_file() else [])])
+    )
     tables = evaluation_tables(data.scores, data.keep, data.targets, data.fprs, flag_fpr(data))
     sections = [
         ("Summary", summary_section(data, tables)),
@@ -282,6 +352,8 @@ def write_report(run_dir: Path | str, images: np.ndarray | None = None) -> Path:
         ("Record rankings: LT-IQR and precision@k", ranking_section(data, tables)),
         ("Most vulnerable records", vulnerable_section(data, tables, images)),
         ("Calibration of the targets", calibration_section(data)),
+        ("Training and defences", training_section(data)),
+        *[(f"Single-point audit: {f.name}", single_point_section(Path(f))) for f in folders],
         ("Run", metadata_section(data)),
     ]
     path = data.run.root / "report.html"

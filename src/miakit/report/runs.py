@@ -16,7 +16,11 @@ from miakit.store import RunDir, load_npy
 @dataclass(frozen=True)
 class RunData:
     """A run's evaluated attacks: scores [T, N] per attack (row i is target model i), keep [M, N],
-    labels [N], metrics.json's per-attack figures, and the run's config and pool description."""
+    labels [N], metrics.json's per-attack figures, and the run's config and pool description.
+
+    Where the split scores only part of the pool (disjoint), N counts the evaluated records only:
+    `evaluated` holds their pool indices, and every per-record array here is restricted to them.
+    """
 
     run: RunDir
     keep: np.ndarray
@@ -25,6 +29,7 @@ class RunData:
     metrics: dict[str, dict]
     config_text: str
     pool: dict
+    evaluated: np.ndarray | None = None
 
     @property
     def name(self) -> str:
@@ -41,11 +46,13 @@ class RunData:
         return sorted(float(k.split("=")[1]) for k in figures if k.startswith("tpr@fpr="))
 
     def target_logits(self) -> list[np.ndarray] | None:
-        """Memory-mapped logits [N, A, C] of each target, or None when some are missing."""
+        """Logits [N, A, C] of each target on the evaluated records (memory-mapped when they are
+        the whole pool), or None when some are missing."""
         paths = [self.run.logits(t) for t in self.targets]
         if not all(p.is_file() for p in paths):
             return None
-        return [load_npy(p, mmap=True) for p in paths]
+        logits = [load_npy(p, mmap=True) for p in paths]
+        return logits if self.evaluated is None else [m[self.evaluated] for m in logits]
 
 
 def load_run(root: Path | str) -> RunData:
@@ -69,8 +76,9 @@ def load_run(root: Path | str) -> RunData:
                 f"{keep.shape[1]}]; rerun `miakit attack` and `miakit evaluate`"
             )
     labels = load_npy(run.labels)
+    evaluated = None
     if run.eval_records.is_file():  # a split that scores only part of the pool (disjoint)
-        evaluated = load_npy(run.eval_records)
+        evaluated = np.flatnonzero(load_npy(run.eval_records))
         keep, labels = keep[:, evaluated], labels[evaluated]
         scores = {name: s[:, evaluated] for name, s in scores.items()}
     return RunData(
@@ -81,4 +89,5 @@ def load_run(root: Path | str) -> RunData:
         metrics=metrics,
         config_text=run.run_yaml.read_text() if run.run_yaml.is_file() else "",
         pool=json.loads(run.pool.read_text()) if run.pool.is_file() else {},
+        evaluated=evaluated,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,6 +92,7 @@ def train_model(
     norm: Normalization | None = None,
     trace_on: tuple[Tensor, Tensor] | None = None,
     held_out: tuple[Tensor, Tensor] | None = None,
+    on_epoch: Callable[[int, int], None] | None = None,
 ) -> TrainReport:
     """Train `model` in place on (x, y), already on the training device.
 
@@ -98,7 +100,8 @@ def train_model(
     every epoch; the report then carries the trace [E+1, N] float16. held_out: records whose
     accuracy the report gives and, with train.early_stopping_patience, drives early stopping:
     training stops after that many epochs without a new best, keeping the last weights (as the
-    LiRA reference code does), and the trace then has one row per epoch run.
+    LiRA reference code does), and the trace then has one row per epoch run. on_epoch(done,
+    total) is called after every epoch, for progress bars.
     """
     patience = cfg.early_stopping_patience
     if patience is not None and held_out is None:
@@ -131,6 +134,8 @@ def train_model(
             steps += 1
         epochs_run = epoch
         trace.record()
+        if on_epoch is not None:
+            on_epoch(epoch, cfg.epochs)
         if patience is not None:
             accuracy_now = held_out_accuracy(net, model, held_out, norm, cfg.bf16)
             if accuracy_now > best:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from miakit.defences.config import DefenceConfig
 from miakit.errors import MiakitError
@@ -123,11 +123,46 @@ class QueryConfig(Section):
     )
 
 
+class OODConfig(Section):
+    """One out-of-distribution set whose records every model is queried on, to measure how often
+    attacks call records no model trained on "member" (kinds: see miakit.data.ood)."""
+
+    kind: Literal["dataset", "permuted", "scaled", "noise"]
+    source: str | None = Field(default=None, description="kind 'dataset': the data set's name")
+    count: int = Field(default=1000, ge=1, description="records in the set")
+    factor: float = Field(default=0.5, ge=0, description="kind 'scaled': intensity factor")
+
+    @model_validator(mode="after")
+    def _source_for_datasets(self) -> OODConfig:
+        if (self.kind == "dataset") != (self.source is not None):
+            raise ValueError("source: give it for kind 'dataset', and only then")
+        return self
+
+    @property
+    def label(self) -> str:
+        """Its name in metrics and file names, e.g. `noise` or `dataset-fashion-mnist`."""
+        if self.kind == "dataset":
+            return f"dataset-{self.source}"
+        return f"scaled-{self.factor:g}" if self.kind == "scaled" else self.kind
+
+
 class EvaluateConfig(Section):
     targets: int | None = Field(
         default=None, ge=1, description="T: the first T models are targets in turn; default all M"
     )
     fprs: list[float] = Field(default_factory=lambda: [0.01, 0.001, 0.0001, 0.00001])
+    ood: list[OODConfig] = Field(
+        default_factory=list,
+        description="out-of-distribution sets for the false-positive study (none by default)",
+    )
+
+    @field_validator("ood")
+    @classmethod
+    def _distinct_ood_sets(cls, sets: list[OODConfig]) -> list[OODConfig]:
+        labels = [s.label for s in sets]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"ood: two sets of the same kind and source: {labels}")
+        return sets
 
     @field_validator("fprs")
     @classmethod
@@ -185,8 +220,14 @@ class AuditConfig(Section):
             "data": self.data.model_dump(mode="json", exclude={"data_dir", "path", "download"}),
             "model": self.model.model_dump(mode="json"),
             "train": self.train.model_dump(mode="json", exclude={"device"}),
-            "defences": self.defences.model_dump(mode="json"),
+            "defences": self.defences.model_dump(mode="json", exclude={"transfer"})
+            | self._transfer_inputs(),
         }
+
+    def _transfer_inputs(self) -> dict[str, Any]:
+        # only with transfer on, so that the content hashes of other runs stay as they were
+        transfer = self.defences.transfer
+        return {"transfer": transfer.hash_inputs()} if transfer.enabled else {}
 
     def hash(self) -> str:
         return content_hash(self.model_dump(mode="json"))

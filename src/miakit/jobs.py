@@ -30,9 +30,14 @@ from miakit.store import RunDir, model_lock, save_json, save_npy, write_atomic
 from miakit.train.batched import train_batched
 from miakit.train.inputs import Normalization
 from miakit.train.trainer import TrainReport, accuracy, resolve_device, train_model
+from miakit.transfer import SharedFeatures, shared_features
 
 
-def new_model(plan: Plan) -> torch.nn.Module:
+def new_model(plan: Plan, data: _Device) -> torch.nn.Module:
+    """A fresh model.arch network; in transfer mode only its trained part (head, or last block
+    and head) on the shared features."""
+    if data.transfer is not None:
+        return data.transfer.new_trainable(plan.config, plan.pool.num_classes)
     options = plan.config.model.model_dump(exclude={"arch"})
     return build_model(
         plan.config.model.arch, plan.pool.x.shape[1:], plan.pool.num_classes, **options
@@ -40,18 +45,26 @@ def new_model(plan: Plan) -> torch.nn.Module:
 
 
 class _Device:
-    """The pool on the training device (images stay uint8) and how a model sees it."""
+    """The pool on the training device (images stay uint8) and how a model sees it; in transfer
+    mode, the shared features of the pool (the records as they are) and of the test split."""
 
-    def __init__(self, plan: Plan):
+    def __init__(self, plan: Plan, run: RunDir):
         pool = plan.pool
         self.device = resolve_device(plan.config.train.device)
-        self.x = torch.from_numpy(pool.x).to(self.device)
-        self.y = torch.from_numpy(pool.y).to(self.device)
+        self.transfer: SharedFeatures | None = None
         self.norm = Normalization(pool.mean, pool.std) if pool.mean is not None else None
+        x, x_test = pool.x, pool.x_test
+        if plan.config.defences.transfer.enabled:
+            self.transfer = shared_features(plan, run)
+            self.norm = None
+            x = self.transfer.identity(plan.config.query.augmentations)
+            x_test = self.transfer.test_features
+        self.x = torch.from_numpy(x).to(self.device)
+        self.y = torch.from_numpy(pool.y).to(self.device)
         self.held_out = None
-        if pool.x_test is not None and pool.y_test is not None:
+        if x_test is not None and pool.y_test is not None:
             self.held_out = (
-                torch.from_numpy(pool.x_test).to(self.device),
+                torch.from_numpy(np.array(x_test)).to(self.device),
                 torch.from_numpy(pool.y_test).to(self.device),
             )
 
@@ -60,17 +73,16 @@ def _seeds(plan: Plan, m: int) -> dict[str, int]:
     return {p: derive_seed(plan.config.seed, p, m) for p in ("init", "order", "augment")}
 
 
-def _initialized(plan: Plan, m: int, device: torch.device) -> torch.nn.Module:
+def _initialized(plan: Plan, m: int, data: _Device) -> torch.nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_seeds(plan, m)["init"])
-        return new_model(plan).to(device)
+        return new_model(plan, data).to(data.device)
 
 
 def train_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
     """Train those of `models` that are not current and not locked by another worker; with
     train.batched, those of them together as one stacked group."""
-    cfg, data = plan.config.train, _Device(plan)
-    trace_on = (data.x, data.y) if cfg.record_trace else None
+    cfg = plan.config.train
     with ExitStack() as locks:
         todo = [
             m
@@ -78,10 +90,14 @@ def train_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
             if locks.enter_context(model_lock(run, m))
             and not model_done(run, m, "train_hash", plan.train_hash(m))
         ]
+        if not todo:
+            return []
         for m in todo:  # stale outputs go first: a crash never leaves them looking current
             for path in (run.meta(m), run.logits(m), run.trace(m)):
                 path.unlink(missing_ok=True)
-        nets = [_initialized(plan, m, data.device) for m in todo]
+        data = _Device(plan, run)
+        trace_on = (data.x, data.y) if cfg.record_trace else None
+        nets = [_initialized(plan, m, data) for m in todo]
         rows = [torch.from_numpy(np.flatnonzero(plan.keep[m])).to(data.device) for m in todo]
         seeds = [_seeds(plan, m) for m in todo]
         spent: list[dict | None] = [None] * len(todo)
@@ -122,8 +138,9 @@ def train_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
                 _train_plain(plan, data, net, r, sd, trace_on)
                 for net, r, sd in zip(nets, rows, seeds, strict=True)
             ]
+        transfer = data.transfer.describe(plan.config) if data.transfer is not None else None
         for m, net, report, seed, privacy in zip(todo, nets, reports, seeds, spent, strict=True):
-            _save_trained(plan, run, m, net, report, seed, privacy)
+            _save_trained(plan, run, m, net, report, seed, privacy, transfer)
     return todo
 
 
@@ -149,6 +166,7 @@ def _save_trained(
     report: TrainReport,
     seeds: dict,
     privacy: dict | None,
+    transfer: dict | None,
 ) -> None:
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     write_atomic(run.weights(m), lambda tmp: save_file(state, str(tmp)))
@@ -169,14 +187,16 @@ def _save_trained(
             "finished_at": time.time(),
             "worker": {"host": socket.gethostname(), "pid": os.getpid()},
             "dp": privacy,
+            "transfer": transfer,
         },
     )
 
 
 def query_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
     """Write logits.npy for those of `models` whose logits are missing or stale."""
-    data, query = _Device(plan), plan.config.query
+    query = plan.config.query
     identity = identity_view(query.augmentations)
+    data: _Device | None = None
     queried = []
     for m in models:
         with model_lock(run, m) as mine:
@@ -184,12 +204,16 @@ def query_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
                 model_done(run, m, "query_hash", plan.query_hash(m)) and run.logits(m).is_file()
             ):
                 continue
-            model = new_model(plan).to(data.device)
+            data = data or _Device(plan, run)
+            model = new_model(plan, data).to(data.device)
             model.load_state_dict(load_file(str(run.weights(m)), device=str(data.device)))
             model, calibration = _calibrated(plan, data, m, model)
-            logits = query_logits(
-                model, data.x, query.augmentations, norm=data.norm, batchnorm=query.batchnorm
-            )
+            if data.transfer is not None:
+                logits = data.transfer.query(model, data.device, query.batchnorm)
+            else:
+                logits = query_logits(
+                    model, data.x, query.augmentations, norm=data.norm, batchnorm=query.batchnorm
+                )
             save_npy(run.logits(m), logits)
             keep_row, labels = plan.keep[m], plan.pool.y
             meta = run.read_meta(m) or {}
@@ -241,6 +265,30 @@ def _calibrated(
         seed=derive_seed(plan.config.seed, "laplace", m),
     )
     return laplace, {"laplace_prior_precision": laplace.prior_precision}
+
+
+def query_all(plan: Plan, run: RunDir, x: np.ndarray) -> np.ndarray:
+    """Every model's logits [M, K, A, C] on records x shaped like the pool's (the
+    out-of-distribution study), exactly as the query stage queries the pool: same views,
+    BatchNorm mode and calibration."""
+    data, query = _Device(plan, run), plan.config.query
+    records = torch.from_numpy(x).to(data.device)
+    norm = Normalization(plan.pool.mean, plan.pool.std) if plan.pool.mean is not None else None
+    out = []
+    for m in range(len(plan.keep)):
+        model = new_model(plan, data).to(data.device)
+        model.load_state_dict(load_file(str(run.weights(m)), device=str(data.device)))
+        model, _ = _calibrated(plan, data, m, model)
+        if data.transfer is not None:
+            logits = data.transfer.query_records(
+                model, records, query.augmentations, norm, query.batchnorm
+            )
+        else:
+            logits = query_logits(
+                model, records, query.augmentations, norm=norm, batchnorm=query.batchnorm
+            )
+        out.append(logits)
+    return np.stack(out)
 
 
 @lru_cache(maxsize=2)

@@ -23,10 +23,11 @@ from miakit.data import resolve_data_dir
 from miakit.data.catalog import fetch as fetch_dataset
 from miakit.data.catalog import list_datasets
 from miakit.errors import MiakitError
-from miakit.evaluate.metrics import long_rows, summarize
+from miakit.evaluate.metrics import aggregate, long_rows, summarize
 from miakit.evaluate.tables import write_evaluation_tables
 from miakit.executors import Executor, LocalExecutor, ProcessExecutor, TaskFailure
 from miakit.executors.ray import RayExecutor
+from miakit.ood_study import ood_study
 from miakit.plan import (
     Plan,
     evaluation_design,
@@ -43,6 +44,7 @@ from miakit.signals import Signals
 from miakit.single_point import run_single_point
 from miakit.store import RunDir, load_npy, save_json, save_npy, write_atomic
 from miakit.train.trainer import resolve_device
+from miakit.transfer import shared_features
 
 __all__ = [
     "attack",
@@ -133,6 +135,8 @@ def train(plan: Plan, run: RunDir, shard: tuple[int, int] | None = None) -> list
         for m in shard_models(len(plan.keep), shard)
         if not model_done(run, m, "train_hash", plan.train_hash(m))
     ]
+    if todo and plan.config.defences.transfer.enabled:
+        shared_features(plan, run)  # built once here: a bad setting is one error, not one a task
     return _run_model_jobs(plan, run, "training", todo, jobs.train_models, jobs.train_task)
 
 
@@ -186,12 +190,7 @@ def attack(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = Non
     with progress_bar() as bar:
         task = bar.add_task("attacking", total=len(names))
         for name, instance in instances.items():
-            if design.references is None:
-                scores = instance.score_leave_one_out(signals, design.targets)
-            else:
-                scores = np.stack(
-                    [instance.score(signals, t, design.references) for t in design.targets]
-                )
+            scores = instance.score_targets(signals, design.targets, design.references)
             save_npy(run.scores(name), scores)
             bar.advance(task)
     return names
@@ -218,7 +217,12 @@ def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = N
             scores, members, design.targets, config.evaluate.fprs, seed=config.seed
         )
         plot_roc(run.plots / f"roc_{name}.png", name, scores, members, design.targets)
-    save_json(run.metrics_json, {"attacks": metrics})
+    skipped: dict[str, str] = {}
+    if config.evaluate.ood and run.run_yaml.is_file():
+        ood, skipped = ood_study(load_plan(run), run, config, list(metrics), jobs.query_all)
+        for name, figures in ood.items():
+            metrics[name] |= {key: aggregate(values) for key, values in figures.items()}
+    save_json(run.metrics_json, {"attacks": metrics, "ood_skipped": skipped})
     write_atomic(
         run.metrics_csv, lambda tmp: pd.DataFrame(long_rows(metrics)).to_csv(tmp, index=False)
     )

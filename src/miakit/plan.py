@@ -36,15 +36,19 @@ class Plan:
 
 def load_configured_pool(config: AuditConfig) -> Pool:
     data = config.data
-    seed = config.seed if data.subsample_seed is None else data.subsample_seed
     return load_pool(
         data.name,
         data.data_dir,
         path=data.path,
         subsample=data.subsample,
-        seed=seed,
+        seed=subsample_seed(config),
         download=data.download,
     )
+
+
+def subsample_seed(config: AuditConfig) -> int:
+    """The seed of the draw of data.subsample's records."""
+    return config.seed if config.data.subsample_seed is None else config.data.subsample_seed
 
 
 def plan(config: AuditConfig, run: RunDir) -> Plan:

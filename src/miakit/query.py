@@ -34,6 +34,16 @@ def identity_view(augmentations: int) -> int:
     return shift * (2 * shift + 1) + shift
 
 
+def check_views(x: Tensor, augmentations: int) -> None:
+    """Stop unless the A views can be taken of the stored records x."""
+    if augmentations not in SHIFTS:
+        raise MiakitError(
+            f"query.augmentations must be one of {sorted(SHIFTS)}, not {augmentations}"
+        )
+    if augmentations > 1 and not is_images(x):
+        raise MiakitError("query.augmentations > 1 needs images; these records are features")
+
+
 def views(x: Tensor, augmentations: int) -> Iterator[Tensor]:
     """The A views of a batch of images [B, C, H, W], in the reference order."""
     shift = SHIFTS[augmentations]
@@ -74,12 +84,7 @@ def query_logits(
     batchnorm: Literal["eval", "train"] = "eval",
 ) -> np.ndarray:
     """Logits [N, A, C] float32 of every record of x under the A query augmentations."""
-    if augmentations not in SHIFTS:
-        raise MiakitError(
-            f"query.augmentations must be one of {sorted(SHIFTS)}, not {augmentations}"
-        )
-    if augmentations > 1 and not is_images(x):
-        raise MiakitError("query.augmentations > 1 needs images; these records are features")
+    check_views(x, augmentations)
     out = []
     with batchnorm_mode(model, batchnorm):
         for chunk in x.split(CHUNK):

@@ -169,12 +169,18 @@ class Signals:
 
     logits: M arrays of shape [N, A, C] (memory-mapped when loaded from a run), labels: int [N],
     keep: bool [M, N] (model m trained on record n), traces: optional M arrays [E+1, N].
+
+    queries: the last `queries` records are scored but never learnt from (out-of-distribution
+    studies append them): no model trained on them, and an attack fits nothing on them (no
+    population, threshold, training pair or pooled statistic), so the other records' scores are
+    exactly what they are without them. Record chunks never mix the two kinds.
     """
 
     logits: Sequence[np.ndarray]
     labels: np.ndarray
     keep: np.ndarray
     traces: Sequence[np.ndarray] | None = None
+    queries: int = 0
 
     def __post_init__(self) -> None:
         validate(self)
@@ -186,6 +192,11 @@ class Signals:
     @property
     def num_records(self) -> int:
         return self.keep.shape[1]
+
+    @property
+    def num_fit(self) -> int:
+        """Records an attack may learn from: all but the trailing query-only records."""
+        return self.num_records - self.queries
 
     @property
     def num_augmentations(self) -> int:
@@ -202,9 +213,26 @@ class Signals:
         labels: np.ndarray,
         keep: np.ndarray,
         traces: np.ndarray | None = None,
+        queries: int = 0,
     ) -> Signals:
         """From in-memory arrays: logits [M, N, A, C], traces [M, E+1, N]."""
-        return cls(list(logits), np.asarray(labels), np.asarray(keep), traces)
+        return cls(list(logits), np.asarray(labels), np.asarray(keep), traces, queries)
+
+    def with_queries(self, logits: Sequence[np.ndarray], labels: np.ndarray) -> Signals:
+        """These signals plus K query-only records: logits M arrays [K, A, C], labels [K]. The
+        pool's logits stay memory-mapped; traces are dropped (nobody trained on the queries)."""
+        if len(logits) != self.num_models:
+            raise MiakitError(f"query logits for {len(logits)} models, expected {self.num_models}")
+        if self.queries:
+            raise MiakitError("these signals hold query-only records already")
+        count = len(labels)
+        keep = np.concatenate([self.keep, np.zeros((self.num_models, count), dtype=bool)], axis=1)
+        return Signals(
+            [_Appended(own, more) for own, more in zip(self.logits, logits, strict=True)],
+            np.concatenate([self.labels, np.asarray(labels, dtype=self.labels.dtype)]),
+            keep,
+            queries=count,
+        )
 
     @classmethod
     def from_run(cls, run: RunDir) -> Signals:
@@ -226,12 +254,14 @@ class Signals:
         return cls(logits, labels, keep, traces)
 
     def record_chunks(self, num_models: int | None = None) -> Iterator[slice]:
-        """Slices of records small enough that their float64 logits for all models fit CHUNK_BYTES."""
+        """Slices of records small enough that their float64 logits for all models fit CHUNK_BYTES;
+        the query-only records come in chunks of their own."""
         models = num_models or self.num_models
         per_record = 8 * models * self.num_augmentations * self.num_classes
         size = max(1, CHUNK_BYTES // per_record)
-        for start in range(0, self.num_records, size):
-            yield slice(start, min(start + size, self.num_records))
+        for first, end in ((0, self.num_fit), (self.num_fit, self.num_records)):
+            for start in range(first, end, size):
+                yield slice(start, min(start + size, end))
 
     def read_logits(self, models: Sequence[int], records: slice = slice(None)) -> np.ndarray:
         """Logits [len(models), n, A, C] as float64; stops on NaN or infinity, naming where."""
@@ -250,6 +280,32 @@ class Signals:
     ) -> np.ndarray:
         """A transform of the logits, [len(models), n, A]."""
         return TRANSFORMS[kind](self.read_logits(models, records), self.labels[records])
+
+
+class _Appended:
+    """Two record arrays [N, A, C] and [K, A, C] read as one [N + K, A, C] by record slices,
+    without copying the first (often memory-mapped) one."""
+
+    def __init__(self, first: np.ndarray, second: np.ndarray):
+        if first.shape[1:] != second.shape[1:]:
+            raise MiakitError(
+                f"query logits have shape {second.shape}, expected [K, {first.shape[1]}, "
+                f"{first.shape[2]}] like the pool's"
+            )
+        self.first, self.second = first, np.asarray(second)
+        self.shape = (len(first) + len(second), *first.shape[1:])
+        self.ndim, self.dtype = first.ndim, first.dtype
+
+    def __getitem__(self, records: slice) -> np.ndarray:
+        start, stop, step = records.indices(self.shape[0])
+        if step != 1:
+            raise IndexError("appended logits are read by contiguous record slices")
+        n = len(self.first)
+        parts = [
+            self.first[start : min(stop, n)],
+            self.second[max(start - n, 0) : max(stop - n, 0)],
+        ]
+        return np.concatenate([np.asarray(p) for p in parts if len(p)] or [self.first[:0]])
 
 
 def validate(signals: Signals) -> None:
@@ -279,6 +335,10 @@ def validate(signals: Signals) -> None:
             f"labels must lie in [0, {expected[2]}) for logits with {expected[2]} classes, "
             f"got range [{labels.min()}, {labels.max()}]"
         )
+    if not 0 <= signals.queries < num_records:
+        raise MiakitError(f"queries must lie in [0, {num_records}), got {signals.queries}")
+    if signals.queries and keep[:, num_records - signals.queries :].any():
+        raise MiakitError("query-only records must be OUT for every model")
     never_out = np.flatnonzero(keep.all(axis=0))
     if never_out.size:
         raise MiakitError(

@@ -1,7 +1,8 @@
 """The run directory: where every stage reads and writes, with atomic writes and content hashes.
 
 Layout (see DESIGN.md): run.yaml, keep.npy, labels.npy, pool.json, models/<mmmm>/{weights.safetensors,
-trace.npy, logits.npy, meta.json}, scores/<attack>.npy, metrics.json, metrics.csv, plots/.
+trace.npy, logits.npy, meta.json}, transfer/ (transfer learning only), scores/<attack>.npy,
+metrics.json, metrics.csv, plots/.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,21 @@ def content_hash(obj: Any) -> str:
     """SHA-256 of the canonical JSON of `obj` (dict keys sorted), as hex."""
     canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def file_hash(path: Path) -> str:
+    """SHA-256 of a file's bytes, as hex; cached while its size and modification time stay."""
+    stat = path.stat()
+    return _file_hash(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=16)
+def _file_hash(path: str, _size: int, _mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def array_hash(array: np.ndarray) -> str:
@@ -120,6 +137,14 @@ class RunDir:
     def lock(self, m: int) -> Path:
         return self.model_dir(m) / ".lock"
 
+    # transfer learning: the frozen extractor and its features, shared by every model of the run
+    transfer_dir = property(lambda self: self.root / "transfer")
+    transfer_extractor = property(lambda self: self.transfer_dir / "extractor.safetensors")
+    transfer_features = property(lambda self: self.transfer_dir / "features.npy")
+    transfer_test_features = property(lambda self: self.transfer_dir / "test_features.npy")
+    transfer_json = property(lambda self: self.transfer_dir / "transfer.json")
+    transfer_lock = property(lambda self: self.transfer_dir / ".lock")
+
     def read_meta(self, m: int) -> dict[str, Any] | None:
         """The model's meta.json, or None when it is absent or unreadable (then it is not done)."""
         try:
@@ -149,14 +174,18 @@ def _lock_abandoned(path: Path) -> bool:
     return False
 
 
+def model_lock(run: RunDir, m: int) -> AbstractContextManager[bool]:
+    """Hold model m's lock while working on it; yields False when a live worker holds it."""
+    return file_lock(run.lock(m))
+
+
 @contextmanager
-def model_lock(run: RunDir, m: int) -> Iterator[bool]:
-    """Hold model m's lock while working on it; yields False when a live worker holds it.
+def file_lock(path: Path) -> Iterator[bool]:
+    """Hold the lock at `path` while working; yields False when a live worker holds it.
 
     The lock is a file created with O_EXCL, so two workers (processes, Ray tasks, shards on other
-    machines sharing the run directory) never write the same model at once.
+    machines sharing the run directory) never write the same thing at once.
     """
-    path = run.lock(m)
     path.parent.mkdir(parents=True, exist_ok=True)
     owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()})
     for _ in range(2):

@@ -42,6 +42,14 @@ class Attack(ABC):
             [self.score(signals, t, [m for m in all_models if m != t]) for t in targets]
         )
 
+    def score_targets(
+        self, signals: Signals, targets: Sequence[int], references: Sequence[int] | None
+    ) -> np.ndarray:
+        """Scores [T, N] of each target with the given references, or leave-one-out (None)."""
+        if references is None:
+            return self.score_leave_one_out(signals, targets)
+        return np.stack([self.score(signals, t, references) for t in targets])
+
 
 ATTACKS: dict[str, type[Attack]] = {}
 

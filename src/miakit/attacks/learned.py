@@ -113,7 +113,10 @@ class LearnedAttack(Attack):
         if not shadows:
             raise MiakitError(f"{self.name} needs at least one reference (shadow) model")
         groups = self._groups(signals)
-        draws = [self._draw(len(shadows), records, g) for g, records in enumerate(groups)]
+        draws = [
+            self._draw(len(shadows), records[records < signals.num_fit], g)
+            for g, records in enumerate(groups)
+        ]
         target_features, shadow_features = self._read(signals, target, shadows, draws)
         out = np.empty(signals.num_records)
         for g, (records, (model, record)) in enumerate(zip(groups, draws, strict=True)):

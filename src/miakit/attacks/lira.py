@@ -19,11 +19,15 @@ Differences from the reference code (`plot.py` of the LiRA release), each on pur
   is the default; `offline_tail: two-sided` reproduces the reference code.
 - Fixed variance follows the reference exactly: online uses the std of all IN φ values for both
   Gaussians (only a global scale, so rankings do not depend on it), offline the std of all OUT φ.
+- Query-only records (out-of-distribution studies; see `Signals.queries`) have no IN reference, so
+  online LiRA cannot score them as the paper does: their IN Gaussian is their OUT one shifted by
+  the references' mean μ_in − μ_out over the pool, with the pool's mean σ_in (`_Pooled`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -73,6 +77,35 @@ def _global_std(phi: np.ndarray, member: np.ndarray) -> float:
     return std if std > 0 else 1.0
 
 
+@dataclass(frozen=True)
+class _Pooled:
+    """What the references show over all records an attack may learn from, for query-only records
+    (out-of-distribution studies), which have no IN reference: their IN Gaussian is their OUT one
+    shifted by the mean μ_in − μ_out, with the mean σ_in; fixed variance uses the global stds."""
+
+    shift: float
+    sd_in: float
+    std_in: float
+    std_out: float
+
+
+class _Moments:
+    def __init__(self) -> None:
+        self.count, self.total, self.squares = 0, 0.0, 0.0
+
+    def add(self, values: np.ndarray) -> None:
+        self.count += values.size
+        self.total += float(values.sum())
+        self.squares += float((values**2).sum())
+
+    def mean(self) -> float:
+        return self.total / self.count
+
+    def std(self) -> float:
+        variance = max(self.squares / self.count - self.mean() ** 2, 0.0)
+        return float(np.sqrt(variance)) or 1.0
+
+
 class Lira(Attack):
     """Base of the five registered variants, which differ only in `mode` and `fixed_variance`."""
 
@@ -81,16 +114,24 @@ class Lira(Attack):
     fixed_variance: ClassVar[bool] = False
 
     def score(self, signals: Signals, target: int, reference: Sequence[int]) -> np.ndarray:
+        reference = list(reference)
+        pooled = None
+        if signals.queries and self.mode != "global":
+            pooled = self._pooled(signals, target, reference)
         out = np.empty(signals.num_records)
         for records in signals.record_chunks(len(reference) + 1):
             phi = signals.signal("log_odds", [target, *reference], records)
+            query = (records.start or 0) >= signals.num_fit
             out[records] = self._score_chunk(
-                phi[0], phi[1:], signals.keep[list(reference), records]
+                phi[0], phi[1:], signals.keep[reference, records], pooled if query else None
             )
         return out
 
     def score_leave_one_out(self, signals: Signals, targets: Sequence[int]) -> np.ndarray:
-        """Reads each chunk of φ once for all models, then scores every target from it."""
+        """Reads each chunk of φ once for all models, then scores every target from it (with
+        query-only records, target by target: their pooled statistics are per target)."""
+        if signals.queries:
+            return super().score_leave_one_out(signals, targets)
         out = np.empty((len(targets), signals.num_records))
         models = np.arange(signals.num_models)
         for records in signals.record_chunks():
@@ -101,20 +142,60 @@ class Lira(Attack):
                 out[i, records] = self._score_chunk(phi[t], phi[ref], keep[ref])
         return out
 
+    def _pooled(self, signals: Signals, target: int, reference: list[int]) -> _Pooled:
+        """A pass over the records an attack may learn from (not the query-only ones)."""
+        center = self.config.center
+        shift, sd_in, values_in, values_out = _Moments(), _Moments(), _Moments(), _Moments()
+        for records in signals.record_chunks(len(reference) + 1):
+            if (records.start or 0) >= signals.num_fit:
+                break
+            phi = signals.signal("log_odds", reference, records)
+            keep = signals.keep[reference, records]
+            values_in.add(phi[keep])
+            values_out.add(phi[~keep])
+            if self.mode == "online" and not self.fixed_variance:
+                mu_in, sigma_in = _side_stats(phi, keep, center, None, "IN")
+                mu_out, _ = _side_stats(phi, ~keep, center, None, "OUT")
+                shift.add(mu_in - mu_out)
+                sd_in.add(sigma_in)
+            elif self.mode == "online":
+                mu_in, _ = _side_stats(phi, keep, center, 1.0, "IN")
+                mu_out, _ = _side_stats(phi, ~keep, center, 1.0, "OUT")
+                shift.add(mu_in - mu_out)
+        return _Pooled(
+            shift=shift.mean() if shift.count else 0.0,
+            sd_in=sd_in.mean() if sd_in.count else values_in.std(),
+            std_in=values_in.std(),
+            std_out=values_out.std(),
+        )
+
     def _score_chunk(
-        self, phi_t: np.ndarray, phi_ref: np.ndarray, keep_ref: np.ndarray
+        self,
+        phi_t: np.ndarray,
+        phi_ref: np.ndarray,
+        keep_ref: np.ndarray,
+        pooled: _Pooled | None = None,
     ) -> np.ndarray:
-        """φ of the target [n, A], of the references [R, n, A], their keep rows [R, n] → [n]."""
+        """φ of the target [n, A], of the references [R, n, A], their keep rows [R, n] → [n];
+        `pooled` for a chunk of query-only records."""
         cfg = self.config
         if self.mode == "global":
             return phi_t.mean(axis=-1)
         if self.mode == "online":
-            fixed = _global_std(phi_ref, keep_ref) if self.fixed_variance else None
-            mu_in, sd_in = _side_stats(phi_ref, keep_ref, cfg.center, fixed, "IN")
-            mu_out, sd_out = _side_stats(phi_ref, ~keep_ref, cfg.center, fixed, "OUT")
+            if pooled is not None:
+                fixed = pooled.std_in if self.fixed_variance else None
+                mu_out, sd_out = _side_stats(phi_ref, ~keep_ref, cfg.center, fixed, "OUT")
+                mu_in = mu_out + pooled.shift
+                sd_in = sd_out if self.fixed_variance else np.full_like(mu_out, pooled.sd_in)
+            else:
+                fixed = _global_std(phi_ref, keep_ref) if self.fixed_variance else None
+                mu_in, sd_in = _side_stats(phi_ref, keep_ref, cfg.center, fixed, "IN")
+                mu_out, sd_out = _side_stats(phi_ref, ~keep_ref, cfg.center, fixed, "OUT")
             llr = _log_normal_pdf(phi_t, mu_in, sd_in) - _log_normal_pdf(phi_t, mu_out, sd_out)
             return llr.mean(axis=-1)
-        fixed = _global_std(phi_ref, ~keep_ref) if self.fixed_variance else None
+        fixed = None
+        if self.fixed_variance:
+            fixed = pooled.std_out if pooled is not None else _global_std(phi_ref, ~keep_ref)
         mu_out, sd_out = _side_stats(phi_ref, ~keep_ref, cfg.center, fixed, "OUT")
         if cfg.offline_tail == "one-sided":
             return log_ndtr((phi_t - mu_out) / sd_out).mean(axis=-1)

@@ -25,10 +25,10 @@ class PopulationConfig(AttackConfig):
 
 
 def population_indices(signals: Signals, target: int, population: str | list[int]) -> np.ndarray:
-    """Sorted pool indices of Z for this target; at least two records."""
-    n = signals.num_records
+    """Sorted pool indices of Z for this target; at least two records, none query-only."""
+    n = signals.num_fit
     if population == "target-nonmembers":
-        index = np.flatnonzero(~signals.keep[target])
+        index = np.flatnonzero(~signals.keep[target, :n])
     elif population == "all":
         index = np.arange(n)
     else:

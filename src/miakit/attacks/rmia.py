@@ -215,7 +215,8 @@ class Rmia(Attack):
         best_a, best_auc = 0.0, -1.0
         for a in np.round(np.arange(0.0, 1.01, 0.1), 1):
             scores = self._relative(signals, paired, s / ((1 + a) / 2 * p_out + (1 - a) / 2))
-            auc = _auc(scores, signals.keep[paired])
+            fit = slice(0, signals.num_fit)
+            auc = _auc(scores[fit], signals.keep[paired, fit])
             if auc > best_auc:
                 best_a, best_auc = float(a), auc
         return best_a

@@ -81,13 +81,14 @@ class ThresholdAttack(Attack):
                 f"{len(reference)}; use a smaller shadow index"
             )
         shadow = reference[self.config.shadow]
-        members = signals.keep[shadow]
+        fit = slice(0, signals.num_fit)
+        members = signals.keep[shadow, fit]
         if members.all() or not members.any():
             raise MiakitError(
                 f"shadow model {shadow} must have both IN and OUT pool records to set a threshold"
             )
         values = signals.signal(self.kind, [shadow, target]).mean(axis=-1)
-        return self._decide(values[0], members, values[1]).astype(np.float64)
+        return self._decide(values[0, fit], members, values[1]).astype(np.float64)
 
     @abstractmethod
     def _decide(self, shadow: np.ndarray, members: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -84,9 +84,13 @@ def load_pool(
 
 
 def subsample_pool(pool: Pool, size: int, seed: int) -> Pool:
+    return pool.take(subsample_indices(pool, size, seed))
+
+
+def subsample_indices(pool: Pool, size: int, seed: int) -> np.ndarray:
+    """The sorted indices of the records `data.subsample` keeps (the others are the "rest")."""
     if not 2 <= size <= pool.num_records:
         raise MiakitError(
             f"data.subsample: must lie in [2, {pool.num_records}] for {pool.name}, got {size}"
         )
-    chosen = rng(seed, "subsample").choice(pool.num_records, size, replace=False)
-    return pool.take(np.sort(chosen))
+    return np.sort(rng(seed, "subsample").choice(pool.num_records, size, replace=False))

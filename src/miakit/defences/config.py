@@ -6,9 +6,13 @@ without an import cycle. Unknown keys are errors, as everywhere in miakit.
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from miakit.errors import MiakitError
+from miakit.store import file_hash
 
 
 class _Strict(BaseModel):
@@ -64,6 +68,57 @@ class LaplaceConfig(_Strict):
         return self
 
 
+class TransferConfig(_Strict):
+    """Transfer learning: model.arch's network, frozen up to a cut, with a trained head on top.
+
+    The frozen part (the extractor) is loaded from `weights` or pretrained by miakit on records
+    disjoint from the pool; its outputs are computed once per run and shared by every model.
+    """
+
+    enabled: bool = False
+    weights: Path | None = Field(
+        default=None,
+        description="a safetensors state dict of model.arch (its classifier may have any number "
+        "of classes); default: pretrain the extractor on pretrain_data",
+    )
+    pretrain_data: str = Field(
+        default="rest",
+        description="'rest': the records data.subsample left out of the pool; or a registered "
+        "data set whose records have the pool's shape",
+    )
+    pretrain_epochs: int = Field(default=10, ge=1, description="pretraining epochs (train recipe)")
+    pretrain_records: int | None = Field(
+        default=None, ge=1, description="pretrain on at most this many records (seeded draw)"
+    )
+    head: Literal["linear", "mlp"] = Field(
+        default="linear", description="what is trained on the features: a linear layer or an MLP"
+    )
+    head_hidden: int = Field(default=256, ge=1, description="head 'mlp': its hidden width")
+    fine_tune: Literal["none", "last_block"] = Field(
+        default="none", description="last_block: also train the extractor's last block"
+    )
+
+    @property
+    def cut(self) -> Literal["features", "before_last_block"]:
+        """Where the network is split into its frozen and trained parts (miakit.models.split)."""
+        return "features" if self.fine_tune == "none" else "before_last_block"
+
+    def hash_inputs(self) -> dict[str, Any]:
+        """What of this section changes a trained model: the weights file's content, not its path;
+        the pretraining settings only where the extractor is pretrained."""
+        if self.weights is None:
+            return self.model_dump(mode="json", exclude={"weights"})
+        if not Path(self.weights).is_file():
+            raise MiakitError(
+                f"defences.transfer.weights: {self.weights} does not exist; give the path of a "
+                "safetensors file, or leave it unset to pretrain the extractor"
+            )
+        inputs = self.model_dump(
+            mode="json", exclude={"weights", "pretrain_data", "pretrain_epochs", "pretrain_records"}
+        )
+        return {**inputs, "weights_sha256": file_hash(Path(self.weights))}
+
+
 class DefenceConfig(_Strict):
     dp: DPConfig = Field(default_factory=DPConfig)
     temperature_scaling: bool = Field(
@@ -73,9 +128,19 @@ class DefenceConfig(_Strict):
     apply_to: Literal["all", "targets", "references"] = Field(
         default="all", description="which models the defences are applied to"
     )
+    transfer: TransferConfig = Field(default_factory=TransferConfig)
 
     @model_validator(mode="after")
     def _one_calibration(self) -> DefenceConfig:
         if self.temperature_scaling and self.laplace.enabled:
             raise ValueError("choose one calibration: temperature_scaling or laplace.enabled")
+        return self
+
+    @model_validator(mode="after")
+    def _transfer_for_all(self) -> DefenceConfig:
+        # shadows of another model family than the targets' would make a different study
+        if self.transfer.enabled and self.apply_to != "all":
+            raise ValueError(
+                "transfer.enabled changes every model of the run: leave apply_to at 'all'"
+            )
         return self

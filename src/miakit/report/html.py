@@ -276,6 +276,28 @@ def training_section(data: RunData) -> str:
     return f"<table>{rows}</table>" + table_tag(shown) + note
 
 
+def ood_section(data: RunData) -> str:
+    """Per attack and out-of-distribution set, the share of its records called member at the
+    threshold that gives FPR x on the target's own non-members (mean over targets)."""
+    rows: dict[tuple[str, str], dict[str, str]] = {}
+    for attack, figures in data.metrics.items():
+        for name, f in figures.items():
+            if name.startswith("ood_fpr@"):
+                fpr, ood_set = (part.split("=")[1] for part in name[len("ood_fpr@") :].split(","))
+                rows.setdefault((attack, ood_set), {})[f"OOD FPR at FPR {fpr}"] = pct(f["mean"])
+    if not rows:
+        return (
+            '<p class="note">Not run: list out-of-distribution sets under evaluate.ood (e.g. '
+            "<code>{kind: noise}</code>, <code>{kind: dataset, source: fashion-mnist}</code>).</p>"
+        )
+    table = pd.DataFrame([{"attack": a, "set": o, **v} for (a, o), v in rows.items()])
+    return table_tag(table) + (
+        '<p class="note">Records no model trained on, far from the pool. A sound attack calls at '
+        "most the share x of them member at the threshold that gives FPR x on the target's own "
+        "non-members; more means it flags what is unusual rather than what was trained on.</p>"
+    )
+
+
 def metadata_section(data: RunData) -> str:
     pool = {k: v for k, v in data.pool.items() if k != "targets"}
     facts = {
@@ -352,6 +374,7 @@ def write_report(
         ("Record rankings: LT-IQR and precision@k", ranking_section(data, tables)),
         ("Most vulnerable records", vulnerable_section(data, tables, images)),
         ("Calibration of the targets", calibration_section(data)),
+        ("Out-of-distribution false positives", ood_section(data)),
         ("Training and defences", training_section(data)),
         *[(f"Single-point audit: {f.name}", single_point_section(Path(f))) for f in folders],
         ("Run", metadata_section(data)),

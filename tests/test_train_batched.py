@@ -69,12 +69,29 @@ def test_sgd_nesterov_mlps_of_different_sizes_equal_training_alone() -> None:
         assert b.steps == r.steps
 
 
-def test_adam_mlps_equal_training_alone() -> None:
+@pytest.mark.parametrize(
+    ("sizes", "schedule", "decay_on"),
+    [
+        ([60, 50, 70], "constant", "all"),  # models drop out early: the per-model update path
+        ([60, 60, 60], "cosine", "all"),  # every model at every step: torch's fused Adam kernel
+        ([60, 60, 60], "lira-cosine", "weights"),  # fused, in two groups: decayed and not
+        ([60, 50, 70], "cosine-epoch", "weights"),
+    ],
+)
+def test_adam_mlps_equal_training_alone(sizes, schedule, decay_on) -> None:
     """Adam divides by the gradient's running RMS, so rounding-level differences in a gradient
     that nearly cancels become steps of up to lr: parameters agree to about lr, logits closely."""
     x, y = data()
-    rows = keep_rows(120, [60, 50, 70])
-    cfg = TrainConfig(optimizer="adam", lr=1e-3, weight_decay=1e-4, epochs=3, batch_size=16)
+    rows = keep_rows(120, sizes)
+    cfg = TrainConfig(
+        optimizer="adam",
+        lr=1e-3,
+        weight_decay=1e-2,
+        weight_decay_on=decay_on,
+        epochs=3,
+        batch_size=16,
+        schedule=schedule,
+    )
     alone, stacked, _, _ = both_ways(
         lambda: build_model("mlp", (12,), 4, hidden=[32]), x, y, rows, cfg
     )

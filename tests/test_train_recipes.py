@@ -30,6 +30,47 @@ def test_cosine_with_warmup_matches_the_formula() -> None:
         )
 
 
+def test_lira_cosine_is_the_reference_codes_formula() -> None:
+    """LiRA's train.py: lr · cos(progress · 7π / 16) · clip(100 · progress, 0, 1)."""
+    cfg = TrainConfig(epochs=100, schedule="lira-cosine")
+    spe, total = 4, 400
+    for step, expected in [(0, 0.0), (2, 0.5 * math.cos(2 / 400 * 7 * math.pi / 16))]:
+        assert lr_factor(cfg, step, spe) == pytest.approx(expected)
+    for step in [4, 100, 399]:  # past the 1% warm-up
+        assert lr_factor(cfg, step, spe) == pytest.approx(math.cos(step / total * 7 * math.pi / 16))
+
+
+def test_cosine_epoch_is_constant_within_an_epoch() -> None:
+    cfg = TrainConfig(epochs=4, schedule="cosine-epoch")
+    factors = [lr_factor(cfg, s, 3) for s in range(12)]
+    expected = [(1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)]
+    assert factors == pytest.approx([f for f in expected for _ in range(3)])
+
+
+def test_weight_decay_on_weights_spares_biases_and_batchnorm() -> None:
+    """One SGD step on a zero loss: only the decay moves parameters, w ← w − lr · wd · w."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Linear(4, 3))
+    before = copy.deepcopy(model.state_dict())
+    cfg = TrainConfig(
+        optimizer="sgd", lr=0.5, momentum=0.0, weight_decay=0.1, weight_decay_on="weights",
+        epochs=1, batch_size=60,
+    )  # fmt: skip
+    x, y = features()
+    zero_loss = nn.Sequential(model, _Zero())
+    train_model(zero_loss, x, y, cfg, order_seed=1)
+    for name, value in model.named_parameters():
+        factor = 1 - 0.5 * 0.1 if name.endswith("weight") and value.ndim == 2 else 1.0
+        torch.testing.assert_close(value, before[name] * factor, msg=name)
+
+
+class _Zero(nn.Module):
+    """Logits that keep the graph but carry no gradient to the model: 0 · input."""
+
+    def forward(self, x):
+        return x * 0.0
+
+
 def test_step_schedule_multiplies_by_gamma_at_each_milestone() -> None:
     cfg = TrainConfig(epochs=10, schedule="step", milestones=[3, 6], gamma=0.1)
     assert [lr_factor(cfg, e * 4, 4) for e in (0, 2, 3, 5, 6, 9)] == pytest.approx(

@@ -85,11 +85,20 @@ class TrainConfig(Section):
     momentum: float = Field(default=0.9, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: float = Field(default=0.0, ge=0)
+    weight_decay_on: Literal["all", "weights"] = Field(
+        default="all",
+        description="all parameters (torch.optim), or conv and linear weights only (the LiRA "
+        "code's objax loss decays the `.w` variables: no biases, no BatchNorm)",
+    )
     epochs: int = Field(default=60, ge=1)
     batch_size: int = Field(default=64, ge=1)
-    schedule: Literal["constant", "cosine", "onecycle", "step"] = Field(
-        default="constant",
-        description="lr shape over training; onecycle: linear decay to 0 after the warm-up",
+    schedule: Literal["constant", "cosine", "cosine-epoch", "lira-cosine", "onecycle", "step"] = (
+        Field(
+            default="constant",
+            description="lr shape over training; cosine-epoch: cosine stepped once an epoch; "
+            "lira-cosine: the LiRA code's cos(7πt/16) with its 1% warm-up; onecycle: linear "
+            "decay to 0 after the warm-up",
+        )
     )
     warmup_epochs: float = Field(default=0.0, ge=0, description="linear lr warm-up from 0")
     milestones: list[int] = Field(

@@ -27,7 +27,7 @@ from miakit.train.augment import Augmenter
 from miakit.train.inputs import Normalization, autocast
 from miakit.train.schedule import lr_factor
 from miakit.train.traces import LossTrace, record_losses
-from miakit.train.trainer import TrainReport, mixed_loss
+from miakit.train.trainer import TrainReport, decays, mixed_loss
 
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which train_model uses
 
@@ -46,59 +46,93 @@ class Lane:
     last_loss: float = float("nan")
 
 
-class FlatParameters:
-    """Every model's parameters in one leaf [M, P], so that the optimizer updates all of them in a
-    few large operations; `views()` are the [M, ...] tensors by name that the forward pass uses
-    (their gradients land in `flat.grad`)."""
+class StackedParameters:
+    """Every model's parameters stacked by name, one leaf [M, ...] per parameter of the
+    architecture: the forward pass uses them as they are (vmap over the first axis), and the
+    optimizer updates all models in a few large operations."""
 
     def __init__(self, models: Sequence[nn.Module]) -> None:
-        self.layout = [(name, p.shape) for name, p in models[0].named_parameters()]
-        rows = [torch.cat([p.detach().flatten() for p in m.parameters()]) for m in models]
-        self.flat = torch.stack(rows).requires_grad_()
+        named = [dict(m.named_parameters()) for m in models]
+        self.tensors = {
+            name: torch.stack([n[name].detach() for n in named]).requires_grad_()
+            for name in named[0]
+        }
 
-    def views(self) -> dict[str, Tensor]:
-        out, offset = {}, 0
-        for name, shape in self.layout:
-            size = math.prod(shape)
-            out[name] = self.flat[:, offset : offset + size].view(-1, *shape)
-            offset += size
-        return out
+    def leaves(self) -> list[Tensor]:
+        return list(self.tensors.values())
 
 
 class StackedOptimizer:
-    """SGD (momentum, Nesterov) or Adam over parameters [M, P] with torch.optim's update rules,
-    a learning rate per model, and updates only for the models that took a step."""
+    """SGD (momentum, Nesterov) or Adam over stacked parameters [M, ...] with torch.optim's update
+    rules, a learning rate per model, and updates only for the models that took a step."""
 
-    def __init__(self, cfg: TrainConfig, flat: Tensor) -> None:
+    def __init__(self, cfg: TrainConfig, params: list[Tensor]) -> None:
         self.cfg = cfg
-        self.steps = torch.zeros(flat.shape[0], 1, device=flat.device)
+        self.decay = [cfg.weight_decay if decays(cfg, p[0]) else 0.0 for p in params]
+        self.steps = torch.zeros(params[0].shape[0], device=params[0].device)
         slots = {"sgd": 1 if cfg.momentum else 0, "adam": 2}[cfg.optimizer]
-        self.state = [torch.zeros_like(flat) for _ in range(slots)]
+        self.state = [[torch.zeros_like(p) for p in params] for _ in range(slots)]
 
     @torch.no_grad()
-    def step(self, flat: Tensor, lr: Tensor, active: list[int]) -> None:
-        """One step for models `active` (lr [M] indexed by model); gradients are in flat.grad."""
-        grad, lr = flat.grad, lr[:, None]
-        flat.grad = None
-        if len(active) == len(flat):
+    def step(self, params: list[Tensor], lr: Tensor, active: list[int]) -> None:
+        """One step for models `active` (lr [M] indexed by model); gradients are in p.grad."""
+        grads = [p.grad for p in params]
+        for p in params:
+            p.grad = None
+        if len(active) == len(self.steps):
             self.steps += 1
-            self._update(flat, grad, self.state, lr, self.steps)
+            if self.cfg.optimizer == "adam" and bool((lr == lr[0]).all()):
+                self._fused_adam(params, grads, float(lr[0]))
+                return
+            for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+                state = [s[i] for s in self.state]
+                self._update(p, g, state, _per_model(lr, p), self.steps, self.decay[i])
             return
-        index = torch.tensor(active, device=flat.device)
+        index = torch.tensor(active, device=lr.device)
         self.steps[index] += 1
-        sub, sub_state = flat[index], [s[index] for s in self.state]
-        self._update(sub, grad[index], sub_state, lr[index], self.steps[index])
-        flat[index] = sub
-        for s, new in zip(self.state, sub_state, strict=True):
-            s[index] = new
+        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+            sub, sub_state = p[index], [s[i][index] for s in self.state]
+            rate, steps = _per_model(lr[index], p), self.steps[index]
+            self._update(sub, g[index], sub_state, rate, steps, self.decay[i])
+            p[index] = sub
+            for s, new in zip(self.state, sub_state, strict=True):
+                s[i][index] = new
+
+    def _fused_adam(self, params: list[Tensor], grads: list[Tensor], lr: float) -> None:
+        """Every model at the same step with the same rate (the common case: equal keep rows):
+        torch's fused Adam kernel, the one torch.optim.Adam(fused=True) runs, in one pass."""
+        (beta1, beta2), (first, second) = ADAM_BETAS, self.state
+        for decay in set(self.decay):
+            group = [i for i, d in enumerate(self.decay) if d == decay]
+            torch._fused_adam_(
+                [params[i] for i in group],
+                [grads[i] for i in group],
+                [first[i] for i in group],
+                [second[i] for i in group],
+                [],
+                [self.steps[0].clone() for _ in group],
+                lr=lr,
+                beta1=beta1,
+                beta2=beta2,
+                weight_decay=decay,
+                eps=ADAM_EPS,
+                amsgrad=False,
+                maximize=False,
+            )
 
     def _update(
-        self, p: Tensor, grad: Tensor, state: list[Tensor], lr: Tensor, steps: Tensor
+        self,
+        p: Tensor,
+        grad: Tensor,
+        state: list[Tensor],
+        lr: Tensor,
+        steps: Tensor,
+        weight_decay: float,
     ) -> None:
         """In place, as torch.optim.SGD / Adam (default betas and eps) do for each model."""
         cfg = self.cfg
-        if cfg.weight_decay:
-            grad = grad.add(p, alpha=cfg.weight_decay)
+        if weight_decay:
+            grad = grad.add(p, alpha=weight_decay)
         if cfg.optimizer == "sgd":
             if state:
                 buf = state[0].mul_(cfg.momentum).add_(grad)
@@ -106,10 +140,16 @@ class StackedOptimizer:
             p.sub_(lr * grad)
             return
         (beta1, beta2), (first, second) = ADAM_BETAS, state
+        steps = _per_model(steps, p)
         first.lerp_(grad, 1 - beta1)
         second.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         denom = second.sqrt().div_((1 - beta2**steps).sqrt()).add_(ADAM_EPS)
         p.addcdiv_(first, denom.div_(lr / (1 - beta1**steps)), value=-1)  # p -= step · m / denom
+
+
+def _per_model(values: Tensor, like: Tensor) -> Tensor:
+    """Values [M] shaped to broadcast over stacked parameters [M, ...]."""
+    return values.view(-1, *[1] * (like.ndim - 1))
 
 
 def train_batched(
@@ -136,13 +176,13 @@ def train_batched(
     check_batchable(models, cfg)
     device = x.device
     base = copy.deepcopy(models[0]).to("meta")
-    flat = FlatParameters(models)
+    stacked = StackedParameters(models)
     buffers = {
         name: torch.stack([m.get_buffer(name) for m in models])
         for name, _ in models[0].named_buffers()
     }
     exact_batches = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in base.modules())
-    optimizer = StackedOptimizer(cfg, flat.flat)
+    optimizer = StackedOptimizer(cfg, stacked.leaves())
     lanes = [
         Lane(
             rows=r,
@@ -159,7 +199,7 @@ def train_batched(
             return
         base.eval()
         one = (
-            {k: v[m].detach() for k, v in flat.views().items()},
+            {k: v[m].detach() for k, v in stacked.tensors.items()},
             {k: v[m] for k, v in buffers.items()},
         )
         with torch.no_grad(), autocast(device, cfg.bf16):
@@ -179,18 +219,18 @@ def train_batched(
         if not active:
             break
         records = {m: next_records(lanes[m], cfg.batch_size, device) for m in active}
-        loss, params = torch.zeros((), device=device), flat.views()
+        loss, params = torch.zeros((), device=device), stacked.tensors
         for group in group_models(records, exact_batches):
             batch = group_batch(group, records, lanes, x, y)
             loss = loss + group_loss(forward, params, buffers, group, batch, cfg)
         loss.backward()
         rates = [cfg.lr * lr_factor(cfg, lane.step, lane.steps_per_epoch) for lane in lanes]
-        optimizer.step(flat.flat, torch.tensor(rates, device=device), active)
+        optimizer.step(stacked.leaves(), torch.tensor(rates, device=device), active)
         for m in active:
             lanes[m].step += 1
             if lanes[m].step % lanes[m].steps_per_epoch == 0:
                 trace_row(m)
-    write_back(models, flat.views(), buffers)
+    write_back(models, stacked.tensors, buffers)
     seconds = time.perf_counter() - start
     return [
         TrainReport(

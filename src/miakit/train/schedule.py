@@ -14,15 +14,22 @@ from miakit.config import TrainConfig
 def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     """Factor for optimizer step `step` (0-based) of a run of cfg.epochs × steps_per_epoch steps.
 
-    cosine: ½(1 + cos πt) over the whole run; onecycle: after the warm-up, linear decay to zero;
-    step: × gamma at each milestone epoch; constant: 1. The warm-up ramps linearly from
-    1/warmup_steps to 1 over cfg.warmup_epochs epochs.
+    With t = step / total steps: cosine: ½(1 + cos πt), per step; cosine-epoch: ½(1 + cos πe/E)
+    with e the epoch, as torch's CosineAnnealingLR stepped once an epoch; lira-cosine: the LiRA
+    reference code's cos(7πt/16) · min(100t, 1) (its own 1% warm-up, from 0 at step 0);
+    onecycle: after the warm-up, linear decay to zero; step: × gamma at each milestone epoch;
+    constant: 1. The warm-up (cfg.warmup_epochs) ramps linearly from 1/warmup_steps to 1.
     """
     total = cfg.epochs * steps_per_epoch
     warmup = cfg.warmup_epochs * steps_per_epoch
     ramp = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
     if cfg.schedule == "cosine":
         shape = 0.5 * (1 + math.cos(math.pi * step / total))
+    elif cfg.schedule == "cosine-epoch":
+        shape = 0.5 * (1 + math.cos(math.pi * (step // steps_per_epoch) / cfg.epochs))
+    elif cfg.schedule == "lira-cosine":
+        t = step / total
+        shape = math.cos(t * 7 * math.pi / 16) * min(100 * t, 1.0)
     elif cfg.schedule == "onecycle":
         shape = min(1.0, (total - step) / max(total - warmup, 1))
     elif cfg.schedule == "step":

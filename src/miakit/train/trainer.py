@@ -45,16 +45,22 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def decays(cfg: TrainConfig, parameter: Tensor) -> bool:
+    """Whether weight decay applies to a parameter (its shape per model): every one, or with
+    weight_decay_on 'weights' those of conv and linear layers only (two or more dimensions)."""
+    return cfg.weight_decay_on == "all" or parameter.ndim >= 2
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if decays(cfg, p)], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if not decays(cfg, p)], "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(),
-            lr=cfg.lr,
-            momentum=cfg.momentum,
-            nesterov=cfg.nesterov,
-            weight_decay=cfg.weight_decay,
-        )
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return torch.optim.Adam(groups, lr=cfg.lr)
 
 
 def mixed_loss(

@@ -73,6 +73,7 @@ def test_every_attack_and_set_is_reported(study):
     page = (run.root / "report.html").read_text()
     section = page[page.index("Out-of-distribution false positives") :]
     assert "lira-online" in section and "permuted" in section
+    assert section.index("OOD FPR at FPR 0.05") < section.index("OOD FPR at FPR 0.01")
 
 
 def test_models_are_queried_once_and_again_when_retrained(study, monkeypatch):

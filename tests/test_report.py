@@ -150,23 +150,25 @@ def test_evaluation_tables_are_parquet_with_csv_beside(tmp_path):
     assert set(vulnerable.loc[vulnerable["rank"] <= 5, "record"]) <= set(range(10))
 
 
-def write_meta(run: RunDir, epsilon: float | None, temperature: float | None = None) -> None:
+def write_meta(
+    run: RunDir, epsilon: float | None, temperature: float | None = None, transfer: bool = False
+) -> None:
     for m in range(MODELS):
         dp = {"epsilon": epsilon + m, "delta": 1e-5, "noise_multiplier": 1.1} if epsilon else None
         calibration = {"temperature": temperature} if temperature else None
         save_json(
             run.meta(m),
             {"test_accuracy": 0.5 + m / 100, "train_seconds": 1.0, "dp": dp,
-             "calibration": calibration},
+             "calibration": calibration, "transfer": {"arch": "cnn"} if transfer else None},
         )  # fmt: skip
 
 
 def test_report_shows_defences_and_epsilon_per_model(tmp_path):
     run = write_run(tmp_path / "run")
-    write_meta(run, epsilon=2.0, temperature=1.7)
+    write_meta(run, epsilon=2.0, temperature=1.7, transfer=True)
     page = write_report(run.root).read_text()
     section = page[page.index("Training and defences") : page.index("<h2>Run")]
-    assert "DP-SGD (σ = 1.1), temperature scaling" in section
+    assert "DP-SGD (σ = 1.1), temperature scaling, transfer learning (cnn features)" in section
     # ε: the largest over the 4 targets (2 + 3); test accuracy: their mean
     assert "<td>5</td>" in section
     assert "51.50%" in section

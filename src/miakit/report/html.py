@@ -284,13 +284,20 @@ def ood_section(data: RunData) -> str:
         for name, f in figures.items():
             if name.startswith("ood_fpr@"):
                 fpr, ood_set = (part.split("=")[1] for part in name[len("ood_fpr@") :].split(","))
-                rows.setdefault((attack, ood_set), {})[f"OOD FPR at FPR {fpr}"] = pct(f["mean"])
+                rows.setdefault((attack, ood_set), {})[fpr] = pct(f["mean"])
+    fprs = sorted({float(x) for row in rows.values() for x in row}, reverse=True)
+    columns = {f"{x:g}": f"OOD FPR at FPR {x:g}" for x in fprs}
     if not rows:
         return (
             '<p class="note">Not run: list out-of-distribution sets under evaluate.ood (e.g. '
             "<code>{kind: noise}</code>, <code>{kind: dataset, source: fashion-mnist}</code>).</p>"
         )
-    table = pd.DataFrame([{"attack": a, "set": o, **v} for (a, o), v in rows.items()])
+    table = pd.DataFrame(
+        [
+            {"attack": a, "set": o, **{label: v.get(x, "–") for x, label in columns.items()}}
+            for (a, o), v in rows.items()
+        ]
+    )
     return table_tag(table) + (
         '<p class="note">Records no model trained on, far from the pool. A sound attack calls at '
         "most the share x of them member at the threshold that gives FPR x on the target's own "

@@ -35,7 +35,7 @@ def model_table(data: RunData) -> pd.DataFrame:
                 "noise_multiplier": dp.get("noise_multiplier"),
                 "temperature": calibration.get("temperature"),
                 "laplace_prior_precision": calibration.get("laplace_prior_precision"),
-                "extractor": transfer.get("extractor"),
+                "extractor": transfer.get("arch"),
             }
         )
     return pd.DataFrame(rows)

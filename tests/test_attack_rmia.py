@@ -37,8 +37,11 @@ def direct_taylor_soft_margin(z, y, temperature=2.0, margin=0.6, order=4):
     return terms[y] / sum(terms)
 
 
-def brute_force(logits, labels, keep, target, refs, offline_a=None, gamma=2.0, signal="taylor"):
-    """The paper's RMIA in loops: trimmed mean p(x), ratios, pairwise majority votes."""
+def brute_force(
+    logits, labels, keep, target, refs, offline_a=None, gamma=2.0, signal="taylor", population=None
+):
+    """The paper's RMIA in loops: trimmed mean p(x), ratios, pairwise majority votes; Z is the
+    target's non-members unless `population` names it."""
     models, records, augs, _ = logits.shape
     s = np.zeros((models, records, augs))
     for m, n, a in np.ndindex(models, records, augs):
@@ -52,7 +55,27 @@ def brute_force(logits, labels, keep, target, refs, offline_a=None, gamma=2.0, s
         p[n, a] = trim_mean([s[r, n, a] for r in use], 0.2)
         if offline_a is not None:
             p[n, a] = (1 + offline_a) / 2 * p[n, a] + (1 - offline_a) / 2
-    return pairwise(s[target] / p, np.flatnonzero(~keep[target]), gamma)
+    z = np.flatnonzero(~keep[target]) if population is None else population
+    return pairwise(s[target] / p, z, gamma)
+
+
+@pytest.mark.parametrize("offline", [False, True])
+def test_query_only_records_are_scored_against_the_pools_population(offline):
+    """Out-of-distribution queries: p(x) from all references (they are OUT everywhere), and Z
+    the target's non-members among the pool records only."""
+    signals, logits, labels, keep = random_signals(models=6, records=30, augmentations=2)
+    rng = np.random.default_rng(3)
+    q_logits, q_labels = rng.normal(0, 3, (6, 7, 2, 4)), rng.integers(0, 4, 7)
+    extended = signals.with_queries(list(q_logits), q_labels)
+    name, options = ("rmia-offline", {"offline_a": 0.3}) if offline else ("rmia", {})
+    got = make_attack(name, options).score(extended, 0, [1, 2, 3, 4, 5])
+    all_logits = np.concatenate([logits, q_logits], axis=1)
+    all_keep = np.concatenate([keep, np.zeros((6, 7), bool)], axis=1)
+    expected = brute_force(
+        all_logits, np.r_[labels, q_labels], all_keep, 0, [1, 2, 3, 4, 5],
+        offline_a=0.3 if offline else None, population=np.flatnonzero(~keep[0]),
+    )  # fmt: skip
+    np.testing.assert_allclose(got, expected)
 
 
 @pytest.mark.parametrize("augmentations", [1, 2, 3, 18])

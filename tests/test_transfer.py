@@ -19,7 +19,7 @@ from miakit.models import MODELS, build_model
 from miakit.models.split import SPLITTERS, split_model
 from miakit.query import identity_view, views
 from miakit.seeding import derive_seed
-from miakit.store import RunDir, file_lock
+from miakit.store import RunDir, file_lock, path_fingerprint
 from miakit.train.inputs import Normalization, model_inputs
 from miakit.train.trainer import train_model
 
@@ -330,3 +330,44 @@ def test_batched_and_private_heads_train_on_the_features(tmp_path):
     run = RunDir(tmp_path / "dp")
     trained(private, run)
     assert run.read_meta(0)["dp"]["epsilon"] > 0
+
+
+def test_changing_only_the_left_out_user_records_makes_models_stale(tmp_path):
+    """Pretraining on the rest of a user file: the pool's fingerprint does not cover the rest,
+    the file's content does."""
+    config = image_config(tmp_path)
+    run = RunDir(tmp_path / "run")
+    planned = trained(config, run)
+    old_hash, old_extractor = planned.train_hash(0), load_file(str(run.transfer_extractor))
+    path = tmp_path / "images.npz"
+    with np.load(path) as saved:
+        arrays = dict(saved)
+    rest = np.setdiff1d(np.arange(60), pool_rows(arrays["x"], planned.pool.x))
+    assert len(rest) == 12
+    arrays["x"][rest] = 255 - arrays["x"][rest]
+    np.savez(path, **arrays)
+    replanned = pipeline.plan(config, run)
+    assert replanned.fingerprint == planned.fingerprint  # the pool itself did not change
+    assert replanned.train_hash(0) != old_hash
+    assert sorted(pipeline.train(replanned, run)) == [0, 1, 2, 3]
+    new_extractor = load_file(str(run.transfer_extractor))
+    assert any(not torch.equal(new_extractor[k], v) for k, v in old_extractor.items())
+
+
+def pool_rows(all_x: np.ndarray, pool_x: np.ndarray) -> np.ndarray:
+    """Indices into all_x of the records the pool holds."""
+    flat = {r.tobytes(): i for i, r in enumerate(all_x)}
+    return np.array([flat[r.tobytes()] for r in pool_x])
+
+
+def test_path_fingerprint_of_a_folder_follows_its_files(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "0.png").write_bytes(b"one")
+    first = path_fingerprint(tmp_path)
+    assert path_fingerprint(tmp_path) == first
+    (tmp_path / "a" / "1.png").write_bytes(b"two")
+    second = path_fingerprint(tmp_path)
+    (tmp_path / "a" / "1.png").write_bytes(b"three")  # other size
+    assert len({first, second, path_fingerprint(tmp_path)}) == 3
+    with pytest.raises(MiakitError, match="does not exist"):
+        path_fingerprint(tmp_path / "missing")

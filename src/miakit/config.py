@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from miakit.defences.config import DefenceConfig
 from miakit.errors import MiakitError
-from miakit.store import content_hash
+from miakit.store import content_hash, path_fingerprint
 
 
 class Section(BaseModel):
@@ -236,7 +236,14 @@ class AuditConfig(Section):
     def _transfer_inputs(self) -> dict[str, Any]:
         # only with transfer on, so that the content hashes of other runs stay as they were
         transfer = self.defences.transfer
-        return {"transfer": transfer.hash_inputs()} if transfer.enabled else {}
+        if not transfer.enabled:
+            return {}
+        inputs = transfer.hash_inputs()
+        if transfer.weights is None and transfer.pretrain_data == "rest" and self.data.path:
+            # the pool's fingerprint covers the pool only: the rest, which the extractor learns
+            # from, is covered by the user file's (or folder's) content
+            inputs["rest_content"] = path_fingerprint(Path(self.data.path))
+        return {"transfer": inputs}
 
     def hash(self) -> str:
         return content_hash(self.model_dump(mode="json"))

@@ -80,6 +80,21 @@ def _file_hash(path: str, _size: int, _mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
+def path_fingerprint(path: Path) -> str:
+    """A file's content hash; for a folder, a hash of every file's relative path, size and
+    modification time (reading every image of a large folder would cost more than it saves)."""
+    if path.is_file():
+        return file_hash(path)
+    if not path.is_dir():
+        raise MiakitError(f"{path} does not exist")
+    listing = sorted(
+        (str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns)
+        for f in path.rglob("*")
+        if f.is_file()
+    )
+    return content_hash(listing)
+
+
 def array_hash(array: np.ndarray) -> str:
     contiguous = np.ascontiguousarray(array)
     header = f"{contiguous.dtype.str}{contiguous.shape}".encode()

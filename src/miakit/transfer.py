@@ -150,15 +150,14 @@ def check_config(config: AuditConfig) -> None:
 
 def extractor_hash(config: AuditConfig) -> str:
     """Everything the extractor's weights depend on (not the cut: one extractor serves both)."""
-    transfer = config.defences.transfer
-    settings = transfer.hash_inputs()
+    training = config.training_inputs()
+    settings = training["defences"]["transfer"]
     inputs: dict[str, Any] = {"model": config.model.model_dump(mode="json")}
-    if transfer.weights is not None:
+    if config.defences.transfer.weights is not None:
         inputs["weights_sha256"] = settings["weights_sha256"]
     else:
-        training = config.training_inputs()
-        pretraining = ("pretrain_data", "pretrain_epochs", "pretrain_records")
-        inputs |= {k: settings[k] for k in pretraining}
+        pretraining = ("pretrain_data", "pretrain_epochs", "pretrain_records", "rest_content")
+        inputs |= {k: settings[k] for k in pretraining if k in settings}
         inputs |= {k: training[k] for k in ("seed", "data", "train")}
     return content_hash(inputs)
 

@@ -32,7 +32,9 @@ from miakit.store import RunDir, content_hash, load_npy, save_json, save_npy
 QueryAll = Callable[[Plan, RunDir, np.ndarray], np.ndarray]
 
 
-def ood_logits(plan: Plan, run: RunDir, spec: OODConfig, query_all: QueryAll) -> tuple:
+def ood_logits(
+    plan: Plan, run: RunDir, spec: OODConfig, query_all: QueryAll
+) -> tuple[np.ndarray, np.ndarray]:
     """The set's labels [K] and every model's logits on it [M, K, A, C], queried once."""
     ood = make_ood(
         spec.kind,
@@ -56,7 +58,8 @@ def ood_logits(plan: Plan, run: RunDir, spec: OODConfig, query_all: QueryAll) ->
     except (OSError, ValueError, KeyError):
         current = False
     if not current:
-        (folder / "ood.json").unlink(missing_ok=True)  # written last: never stale but current
+        # removed first, written last: a crash never leaves old logits that look current
+        (folder / "ood.json").unlink(missing_ok=True)
         save_npy(folder / "logits.npy", query_all(plan, run, ood.x))
         save_json(folder / "ood.json", {"hash": expected, "name": ood.name, "count": len(ood.y)})
     return ood.y, load_npy(folder / "logits.npy", mmap=True)

@@ -46,13 +46,16 @@ def new_model(plan: Plan, data: _Device) -> torch.nn.Module:
 
 class _Device:
     """The pool on the training device (images stay uint8) and how a model sees it; in transfer
-    mode, the shared features of the pool (the records as they are) and of the test split."""
+    mode, the shared features of the pool (the records as they are) and of the test split.
+    `image_norm` normalizes raw records; `norm` is what the trained models' inputs need (none
+    for shared features)."""
 
     def __init__(self, plan: Plan, run: RunDir):
         pool = plan.pool
         self.device = resolve_device(plan.config.train.device)
         self.transfer: SharedFeatures | None = None
-        self.norm = Normalization(pool.mean, pool.std) if pool.mean is not None else None
+        self.image_norm = Normalization(pool.mean, pool.std) if pool.mean is not None else None
+        self.norm = self.image_norm
         x, x_test = pool.x, pool.x_test
         if plan.config.defences.transfer.enabled:
             self.transfer = shared_features(plan, run)
@@ -205,9 +208,7 @@ def query_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
             ):
                 continue
             data = data or _Device(plan, run)
-            model = new_model(plan, data).to(data.device)
-            model.load_state_dict(load_file(str(run.weights(m)), device=str(data.device)))
-            model, calibration = _calibrated(plan, data, m, model)
+            model, calibration = _queryable(plan, run, data, m)
             if data.transfer is not None:
                 logits = data.transfer.query(model, data.device, query.batchnorm)
             else:
@@ -228,6 +229,16 @@ def query_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
             save_json(run.meta(m), meta)
             queried.append(m)
     return queried
+
+
+def _queryable(
+    plan: Plan, run: RunDir, data: _Device, m: int
+) -> tuple[torch.nn.Module, dict | None]:
+    """Model m as the query stage asks it: its trained weights, wrapped by the calibration its
+    defences ask for, and what was fitted (for meta.json)."""
+    model = new_model(plan, data).to(data.device)
+    model.load_state_dict(load_file(str(run.weights(m)), device=str(data.device)))
+    return _calibrated(plan, data, m, model)
 
 
 #: Held-out records for fitting a calibration when the pool has no test split: a seeded subset
@@ -273,19 +284,16 @@ def query_all(plan: Plan, run: RunDir, x: np.ndarray) -> np.ndarray:
     BatchNorm mode and calibration."""
     data, query = _Device(plan, run), plan.config.query
     records = torch.from_numpy(x).to(data.device)
-    norm = Normalization(plan.pool.mean, plan.pool.std) if plan.pool.mean is not None else None
     out = []
     for m in range(len(plan.keep)):
-        model = new_model(plan, data).to(data.device)
-        model.load_state_dict(load_file(str(run.weights(m)), device=str(data.device)))
-        model, _ = _calibrated(plan, data, m, model)
+        model, _ = _queryable(plan, run, data, m)
         if data.transfer is not None:
             logits = data.transfer.query_records(
-                model, records, query.augmentations, norm, query.batchnorm
+                model, records, query.augmentations, data.image_norm, query.batchnorm
             )
         else:
             logits = query_logits(
-                model, records, query.augmentations, norm=norm, batchnorm=query.batchnorm
+                model, records, query.augmentations, norm=data.norm, batchnorm=query.batchnorm
             )
         out.append(logits)
     return np.stack(out)

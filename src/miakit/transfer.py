@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,12 +112,10 @@ class SharedFeatures:
     ) -> np.ndarray:
         """Logits [K, A, C] of records other than the pool's (the out-of-distribution study):
         the frozen part on each view, as the stored features were made, then the trained part."""
-        check_views(x, augmentations)
         frozen = split_model(self.extractor, self.info["cut"]).frozen.eval()
         per_view: list[list[Tensor]] = [[] for _ in range(augmentations)]
-        for chunk in x.split(CHUNK):
-            for a, view in enumerate(views(model_inputs(chunk, norm), augmentations)):
-                per_view[a].append(frozen(view).float())
+        for _, a, outputs in _frozen_outputs(frozen, x, augmentations, norm):
+            per_view[a].append(outputs)
         return np.concatenate(
             [query_logits(model, torch.cat(v), batchnorm=batchnorm) for v in per_view], axis=1
         )
@@ -286,22 +285,31 @@ def _stored_extractor(plan: Plan, run: RunDir) -> tuple[nn.Module, dict[str, Any
     return extractor.to(device).eval().requires_grad_(False), about
 
 
+def _frozen_outputs(
+    frozen: nn.Module, x: Tensor, augmentations: int, norm: Normalization | None
+) -> Iterator[tuple[int, int, Tensor]]:
+    """(first record, view, float outputs) of the frozen part over x, chunk by chunk: the one
+    way the shared features and the features of other records are made."""
+    check_views(x, augmentations)
+    start = 0
+    for chunk in x.split(CHUNK):
+        for a, view in enumerate(views(model_inputs(chunk, norm), augmentations)):
+            yield start, a, frozen(view).float()
+        start += len(chunk)
+
+
 @torch.no_grad()
 def _write_features(
     path: Path, frozen: nn.Module, x: Tensor, augmentations: int, norm: Normalization | None
 ) -> tuple[int, ...]:
     """Write the frozen part's outputs [A, N, ...] chunk by chunk (they may exceed memory)."""
-    check_views(x, augmentations)
     shape = tuple(frozen(model_inputs(x[:1], norm)).shape[1:])
     with atomic_path(path) as tmp:
         out = np.lib.format.open_memmap(
             tmp, mode="w+", dtype=np.float32, shape=(augmentations, len(x), *shape)
         )
-        start = 0
-        for chunk in x.split(CHUNK):
-            for a, view in enumerate(views(model_inputs(chunk, norm), augmentations)):
-                out[a, start : start + len(chunk)] = frozen(view).float().cpu().numpy()
-            start += len(chunk)
+        for start, a, outputs in _frozen_outputs(frozen, x, augmentations, norm):
+            out[a, start : start + len(outputs)] = outputs.cpu().numpy()
         out.flush()
         del out
     return shape

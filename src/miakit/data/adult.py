@@ -108,11 +108,9 @@ def load_adult(data_dir: Path) -> Pool:
     train = read_adult(folder / "adult.data", skip_first_line=False)
     test = read_adult(folder / "adult.test", skip_first_line=True)
     categories = {c: sorted(set(train[c])) for c in CATEGORICAL}
-    return Pool(
-        info.name,
+    return info.pool(
         encode(train, categories, str(folder / "adult.data")),
         labels_of(train, str(folder / "adult.data")),
-        info.num_classes,
         encode(test, categories, str(folder / "adult.test")),
         labels_of(test, str(folder / "adult.test")),
         class_names=("<=50K", ">50K"),

@@ -114,9 +114,7 @@ def _load(
         n.decode() if isinstance(n, bytes) else str(n)
         for n in _field(batches[meta], names_key, f"{path}:{meta}")
     )
-    return Pool(
-        info.name, x, y, info.num_classes, x_test, y_test, info.mean, info.std, class_names=names
-    )
+    return info.pool(x, y, x_test, y_test, class_names=names)
 
 
 def load_cifar10(data_dir: Path) -> Pool:

@@ -80,14 +80,4 @@ def load_gtsrb(data_dir: Path) -> Pool:
         x_test, y_test = _test(test, truth)
         return {"x": x, "y": y, "x_test": x_test, "y_test": y_test}
 
-    arrays = cached_arrays(info.name, [_FORMAT_VERSION, *digests], build)
-    return Pool(
-        info.name,
-        arrays["x"],
-        arrays["y"],
-        info.num_classes,
-        arrays["x_test"],
-        arrays["y_test"],
-        info.mean,
-        info.std,
-    )
+    return info.pool(**cached_arrays(info.name, [_FORMAT_VERSION, *digests], build))

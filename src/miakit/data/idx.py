@@ -54,7 +54,7 @@ def load_idx_pool(info: DatasetInfo, data_dir: Path) -> Pool:
     folder = dataset_folder(info, data_dir)
     x, y = _split(folder, info, "train")
     x_test, y_test = _split(folder, info, "t10k")
-    return Pool(info.name, x, y, info.num_classes, x_test, y_test, mean=info.mean, std=info.std)
+    return info.pool(x, y, x_test, y_test)
 
 
 def load_mnist(data_dir: Path) -> Pool:

@@ -19,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 
 from miakit.data.cache import cached_arrays
 from miakit.data.pool import Pool
-from miakit.data.sources import SOURCES, DatasetInfo
+from miakit.data.sources import SOURCES
 from miakit.data.verify import checked_labels, checked_md5, dataset_folder
 from miakit.errors import MiakitError
 
@@ -134,7 +134,8 @@ def load_cinic10(data_dir: Path) -> Pool:
             arrays[prefix], arrays["y" + prefix[1:]] = x, y
         return arrays
 
-    return _cifar_like_pool(info, cached_arrays(info.name, [_FORMAT_VERSION, digest], build))
+    arrays = cached_arrays(info.name, [_FORMAT_VERSION, digest], build)
+    return info.pool(**arrays, class_names=CIFAR10_CLASSES)
 
 
 def restore_order(
@@ -186,18 +187,5 @@ def load_cifar10_jpeg(data_dir: Path) -> Pool:
             "y_test": labels["test"],
         }
 
-    return _cifar_like_pool(info, cached_arrays(info.name, [_FORMAT_VERSION, *digests], build))
-
-
-def _cifar_like_pool(info: DatasetInfo, arrays: dict[str, np.ndarray]) -> Pool:
-    return Pool(
-        info.name,
-        arrays["x"],
-        arrays["y"],
-        info.num_classes,
-        arrays["x_test"],
-        arrays["y_test"],
-        info.mean,
-        info.std,
-        CIFAR10_CLASSES,
-    )
+    arrays = cached_arrays(info.name, [_FORMAT_VERSION, *digests], build)
+    return info.pool(**arrays, class_names=CIFAR10_CLASSES)

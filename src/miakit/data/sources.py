@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
+from miakit.data.pool import Pool
+
 
 @dataclass(frozen=True)
 class RemoteFile:
@@ -39,6 +43,20 @@ class DatasetInfo:
     shape: tuple[int, ...]
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+
+    def pool(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        x_test: np.ndarray | None = None,
+        y_test: np.ndarray | None = None,
+        class_names: tuple[str, ...] = (),
+    ) -> Pool:
+        """The pool of these records, with this data set's name, classes and published
+        normalization constants."""
+        return Pool(
+            self.name, x, y, self.num_classes, x_test, y_test, self.mean, self.std, class_names
+        )
 
 
 def _idx_files(base_urls: tuple[str, ...], sums: dict[str, tuple[str, str]]) -> tuple:

@@ -75,7 +75,7 @@ def _load(info: DatasetInfo, data_dir: Path, build) -> Pool:
     path = dataset_folder(info, data_dir) / info.files[0].name
     digest = checked_md5(path, info.files[0], info)
     arrays = cached_arrays(info.name, [_FORMAT_VERSION, digest], lambda: build(info, path))
-    return Pool(info.name, arrays["x"], arrays["y"], info.num_classes)
+    return info.pool(**arrays)
 
 
 def load_purchase100(data_dir: Path) -> Pool:

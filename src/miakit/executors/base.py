@@ -18,9 +18,12 @@ OnFailure = Callable[[TaskFailure], None] | None
 
 
 def record_failure(
-    failures: list[TaskFailure], on_failure: OnFailure, task: Any, error: str
+    failures: list[TaskFailure], on_failure: OnFailure, task: Any, error: str | Exception
 ) -> None:
-    """Keep the failure for the caller's summary and report it at once."""
+    """Keep the failure for the caller's summary and report it at once; an exception is
+    described as `Type: message`."""
+    if isinstance(error, Exception):
+        error = f"{type(error).__name__}: {error}"
     failure = TaskFailure(task, error)
     failures.append(failure)
     if on_failure is not None:

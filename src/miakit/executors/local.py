@@ -21,7 +21,7 @@ class LocalExecutor(Executor):
             try:
                 result = fn(task)
             except Exception as exc:  # one failed model must not stop the others
-                record_failure(failures, on_failure, task, f"{type(exc).__name__}: {exc}")
+                record_failure(failures, on_failure, task, exc)
             else:
                 on_result(task, result)
         return failures

@@ -76,7 +76,7 @@ class ProcessExecutor(Executor):
                     except BrokenProcessPool:
                         crashed.append(task)
                     except Exception as exc:
-                        record_failure(failures, on_failure, task, f"{type(exc).__name__}: {exc}")
+                        record_failure(failures, on_failure, task, exc)
                     else:
                         on_result(task, result)
         return crashed

@@ -60,7 +60,7 @@ class RayExecutor(Executor):
                 try:
                     result = ray.get(ready[0])
                 except Exception as exc:  # RayTaskError wraps the task's own exception
-                    record_failure(failures, on_failure, task, f"{type(exc).__name__}: {exc}")
+                    record_failure(failures, on_failure, task, exc)
                 else:
                     on_result(task, result)
             return failures

@@ -54,9 +54,12 @@ def privacy_utility_table(runs: Sequence[RunData], labels: Sequence[str]) -> pd.
     return pd.DataFrame(rows)
 
 
-def summary_table(runs: Sequence[RunData], labels: Sequence[str]) -> pd.DataFrame:
-    """Per attack and run: the privacy/utility figures next to AUC and TPR at low FPR."""
-    utility = privacy_utility_table(runs, labels).set_index("run")
+def summary_table(
+    runs: Sequence[RunData], labels: Sequence[str], privacy: pd.DataFrame
+) -> pd.DataFrame:
+    """Per attack and run: the privacy/utility figures (`privacy_utility_table`) next to AUC and
+    TPR at low FPR."""
+    utility = privacy.set_index("run")
     rows = []
     for data, label in zip(runs, labels, strict=True):
         own = utility.loc[label]
@@ -130,7 +133,7 @@ def compare_runs(run_dirs: Sequence[Path | str], out: Path | str) -> Path:
             curves[key] = (data.scores[attack].ravel(), data.keep[data.targets].ravel())
             styles[key] = {"color": f"C{r % 10}", "ls": LINESTYLES[a % len(LINESTYLES)]}
     sections = [
-        ("Summary", table_tag(summary_table(runs, labels))),
+        ("Summary", table_tag(summary_table(runs, labels, tables["privacy_utility"]))),
         (
             "ROC curves (log-log, targets pooled)",
             figure_tag(roc_figure(curves, 1 / min(r.keep.shape[1] for r in runs), styles), "ROC"),

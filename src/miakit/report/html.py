@@ -252,7 +252,7 @@ def training_section(data: RunData) -> str:
     models = model_table(data)
     if models.empty:
         return '<p class="note">No meta.json: the models were brought in.</p>'
-    figures = privacy_utility(data)
+    figures = privacy_utility(data, models)
     facts = {
         "defences": figures["defences"],
         "ε of DP-SGD (largest over the targets)": (

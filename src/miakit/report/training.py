@@ -47,11 +47,14 @@ def _mean(frame: pd.DataFrame, column: str) -> float | None:
     return float(frame[column].astype(float).mean())
 
 
-def privacy_utility(data: RunData) -> dict[str, float | str | None]:
+def privacy_utility(
+    data: RunData, models: pd.DataFrame | None = None
+) -> dict[str, float | str | None]:
     """The targets' figures that decide whether a defence is worth it, None where unknown:
     train/test accuracy and ECE from their logits (non-members as test), held-out test accuracy,
-    ε (the largest any target spent), and which defences were applied."""
-    models = model_table(data)
+    ε (the largest any target spent), and which defences were applied. `models`: the run's
+    model_table, when the caller has read it already."""
+    models = model_table(data) if models is None else models
     targets = models[models["target"]] if len(models) else models
     logits = data.target_logits()
     figures: dict[str, float | str | None] = {

@@ -19,7 +19,7 @@ from PIL import Image
 
 from miakit.errors import MiakitError
 from miakit.evaluate.calibration import reliability
-from miakit.evaluate.tables import calibration_table, evaluation_tables
+from miakit.evaluate.tables import evaluation_tables
 from miakit.evaluate.vulnerability import FLAG_FPR, flagged_members
 from miakit.report.figures import (
     histogram_figure,
@@ -233,10 +233,9 @@ def vulnerable_section(
 
 
 def calibration_section(data: RunData) -> str:
-    logits = data.target_logits()
-    if logits is None:
+    table, logits = data.calibration, data.target_logits()
+    if table is None or logits is None:
         return '<p class="note">No logits.npy for the targets: calibration needs them.</p>'
-    table = calibration_table(logits, data.labels, data.keep, data.targets)
     probs = softmax(np.asarray(logits[0][:, 0, :], dtype=np.float64))
     members = data.keep[0]
     diagrams = {

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from miakit.errors import MiakitError
+from miakit.evaluate.tables import calibration_table
 from miakit.store import RunDir, load_npy
 
 
@@ -44,6 +47,16 @@ class RunData:
         """The FPRs metrics.json reports TPR at, smallest first."""
         figures = next(iter(self.metrics.values()))
         return sorted(float(k.split("=")[1]) for k in figures if k.startswith("tpr@fpr="))
+
+    @cached_property
+    def calibration(self) -> pd.DataFrame | None:
+        """Accuracy, ECE and overconfidence of each target on its members and non-members
+        (`calibration_table`), computed once for every section that shows it; None without
+        logits."""
+        logits = self.target_logits()
+        if logits is None:
+            return None
+        return calibration_table(logits, self.labels, self.keep, self.targets)
 
     def target_logits(self) -> list[np.ndarray] | None:
         """Logits [N, A, C] of each target on the evaluated records (memory-mapped when they are

@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from miakit.evaluate.tables import calibration_table
 from miakit.report.runs import RunData
 
 
@@ -56,7 +55,6 @@ def privacy_utility(
     model_table, when the caller has read it already."""
     models = model_table(data) if models is None else models
     targets = models[models["target"]] if len(models) else models
-    logits = data.target_logits()
     figures: dict[str, float | str | None] = {
         "defences": defences_applied(models),
         "test_accuracy": _mean(targets, "test_accuracy"),
@@ -66,10 +64,9 @@ def privacy_utility(
             else None
         ),
     }
-    if logits is not None:
-        table = calibration_table(logits, data.labels, data.keep, data.targets)
+    if data.calibration is not None:
         for column in ("train_accuracy", "test_accuracy", "test_ece", "test_overconfidence"):
-            figures[f"pool_{column}"] = float(np.nanmean(table[column]))
+            figures[f"pool_{column}"] = float(np.nanmean(data.calibration[column]))
     return figures
 
 

@@ -1,10 +1,11 @@
-"""Shared fixtures: a tiny, fast audit config."""
+"""Shared fixtures: a tiny, fast audit config; one torch thread for small models."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
 
 from miakit.config import AuditConfig, load_config
 
@@ -24,3 +25,12 @@ def tiny_config() -> AuditConfig:
             "attacks=[loss, lira-online, lira-offline]",
         ],
     )
+
+
+@pytest.fixture
+def one_thread():
+    """Small models train faster on one thread than on two contended ones."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -26,13 +26,7 @@ from miakit.train.trainer import predict_logits, train_model
 ORDERS = [1 + k / 10.0 for k in range(1, 100)] + list(range(12, 64))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models train faster on one thread than on two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -27,13 +27,7 @@ from miakit.evaluate.calibration import reliability
 from miakit.models import build_model
 from miakit.train.trainer import predict_logits, train_model
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_net_and_data(seed: int = 0) -> tuple[nn.Module, torch.Tensor]:

@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from contextlib import nullcontext
-from datetime import date
 from pathlib import Path
 
 import numpy as np
+from machine import header
 from scipy.stats import rankdata
 
 from miakit.attacks import make_attack
@@ -122,10 +120,7 @@ def main() -> None:
         if not (run.keep.is_file() and run.logits(args.models - 1).is_file()):
             write_run(run, *shape)
         written = time.perf_counter() - start
-        print(
-            f"# bench/attacks.py  {date.today()}  {platform.processor() or platform.machine()}, "
-            f"{os.cpu_count()} cores"
-        )
+        print(header("attacks.py"))
         print(f"M={shape[0]} N={shape[1]} A={shape[2]} C={shape[3]}, target 0 vs {shape[0] - 1}")
         print(f"synthetic logits written or found in {written:.1f} s")
         print(f"{'attack':>20} {'seconds':>9} {'peak MiB':>9} {'AUC':>6}")

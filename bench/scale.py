@@ -9,13 +9,11 @@ Usage: python bench/scale.py [--models 16] [--epochs 60]
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
 import time
-from datetime import date
 
 import torch
+from machine import header
 
 from miakit import pipeline
 from miakit.config import load_config
@@ -51,10 +49,7 @@ def main() -> None:
             "execution.executor=ray",
             f"execution.gpus_per_task={1 / args.gpu_pack}",
         ]
-    print(
-        f"# bench/scale.py  {date.today()}  {platform.machine()}, {os.cpu_count()} cores, "
-        f"torch {torch.__version__}; {args.models} digits MLPs, {args.epochs} epochs"
-    )
+    print(f"{header('scale.py')}; {args.models} digits MLPs, {args.epochs} epochs")
     rates = {name: models_per_hour(base + extra, args.models) for name, extra in setups.items()}
     reference = rates["in-process"]
     for name, rate in rates.items():

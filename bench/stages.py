@@ -7,13 +7,10 @@ shows up as a ratio, whatever the machine. Usage: python bench/stages.py [--set 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
 import time
-from datetime import date
 
-import torch
+from machine import header
 
 from miakit import pipeline
 from miakit.config import load_config
@@ -41,10 +38,7 @@ def main() -> None:
         timed("attack", pipeline.attack, run, config)
         metrics = timed("evaluate", pipeline.evaluate, run, config)
     total = sum(timings.values())
-    print(
-        f"# bench/stages.py  {date.today()}  {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
-    )
+    print(header("stages.py"))
     print(
         f"config: {config.split.num_models} models, {config.train.epochs} epochs, "
         f"{len(config.attacks)} attacks, overrides {args.overrides or 'none'}"

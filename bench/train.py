@@ -11,13 +11,11 @@ Usage: python bench/train.py [--models 64] [--epochs 60] [--threads N]
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
-from datetime import date
 
 import numpy as np
 import torch
+from machine import header
 from torch.utils.flop_counter import FlopCounterMode
 
 from miakit.config import AuditConfig, TrainConfig
@@ -173,11 +171,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(
-        f"# bench/train.py  {date.today()}  {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-        f"load average {os.getloadavg()[0]:.1f}"
-    )
+    print(header("train.py"))
     cpu_batched_vs_one_by_one(args.models, args.epochs)
     if not torch.cuda.is_available():
         print("GPU: no CUDA device here; the CIFAR-10 GPU figures were not measured")

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 import torch
+from machine import header
 
 from miakit import jobs
 from miakit.config import AuditConfig, load_config
@@ -67,11 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(
-        f"# bench/transfer.py  {date.today()}  {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-        f"load average {os.getloadavg()[0]:.1f}"
-    )
+    print(header("transfer.py"))
     with tempfile.TemporaryDirectory() as scratch:
         data, name = data_settings(args.data_dir, args.records, Path(scratch))
         common = [

@@ -20,11 +20,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from miakit.config import AuditConfig, TrainConfig
 from miakit.data import balanced_keep, load_pool
+from miakit.errors import MiakitError
 from miakit.models import build_model
+from miakit.query import identity_view, query_logits
 from miakit.seeding import derive_seed, rng
 from miakit.train.batched import train_batched
 from miakit.train.inputs import Normalization, model_inputs
-from miakit.train.trainer import accuracy, predict_logits, train_model
+from miakit.train.trainer import accuracy, resolve_device, train_model
 
 
 def digits_models(config: AuditConfig, count: int, device: torch.device) -> list[torch.nn.Module]:
@@ -98,17 +100,24 @@ def make(label: str, device: torch.device) -> torch.nn.Module:
     return build_model(arch, shape, classes, **options).to(device)
 
 
-def bf16_matmul_rate(device: torch.device) -> float:
-    """Measured dense bf16 matmul FLOP/s: the floor's denominator."""
-    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_rate(device: torch.device) -> float:
+    """Measured dense matmul FLOP/s (bf16 on CUDA, float32 on CPU): the floor's denominator."""
+    size = 8192 if device.type == "cuda" else 2048
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a = torch.randn(size, size, device=device, dtype=dtype)
     for _ in range(3):
         a @ a
-    torch.cuda.synchronize()
+    synchronize(device)
     start, reps = time.perf_counter(), 20
     for _ in range(reps):
         a @ a
-    torch.cuda.synchronize()
-    return 2 * 8192**3 * reps / (time.perf_counter() - start)
+    synchronize(device)
+    return 2 * size**3 * reps / (time.perf_counter() - start)
 
 
 def training_flops(label: str, num_records: int, epochs: int, device: torch.device) -> float:
@@ -119,10 +128,57 @@ def training_flops(label: str, num_records: int, epochs: int, device: torch.devi
     return 3 * counter.get_total_flops() * num_records * epochs
 
 
-def gpu_cifar(label: str, cfg: TrainConfig, timed_epochs: int) -> None:
-    """Train one CIFAR-10 model; epochs beyond `timed_epochs` are extrapolated (said so)."""
-    device = torch.device("cuda")
-    pool = load_pool("cifar10")
+def test_accuracies(
+    model: torch.nn.Module, x_test, y_test: np.ndarray, norm
+) -> tuple[float, float]:
+    """Test accuracy of the image alone and of the mean logits of it and its flip (A = 2)."""
+    logits = query_logits(model, x_test, 2, norm=norm)
+    plain = accuracy(logits[:, identity_view(2)], y_test)
+    return plain, accuracy(logits.mean(axis=1), y_test)
+
+
+class EpochClock:
+    """Seconds of training per epoch, with the test accuracy taken between epochs left out."""
+
+    def __init__(self, model, x_test, y_test: np.ndarray, norm, device: torch.device) -> None:
+        self.model, self.x_test, self.y_test, self.norm, self.device = (
+            model,
+            x_test,
+            y_test,
+            norm,
+            device,
+        )
+        self.seconds: list[float] = []
+        self.accuracies = (float("nan"), float("nan"))
+        self.start = time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        synchronize(self.device)
+        self.seconds.append(time.perf_counter() - self.start)
+        self.accuracies = test_accuracies(self.model, self.x_test, self.y_test, self.norm)
+        plain, flipped = self.accuracies
+        print(
+            f"  epoch {done:3d}/{total}: {self.seconds[-1]:7.1f} s, test accuracy {plain:.4f} "
+            f"({flipped:.4f} averaged with the flip)",
+            flush=True,
+        )
+        self.start = time.perf_counter()
+
+
+def cifar(
+    label: str,
+    cfg: TrainConfig,
+    timed_epochs: int,
+    dataset: str,
+    device: torch.device,
+    trace_models: int,
+) -> None:
+    """Train one model on the full CIFAR-10 training split, then time loss traces while training
+    `trace_models` models on random halves of it (as shadow models train), the whole split traced.
+
+    Epochs beyond `timed_epochs` are extrapolated from the timed ones (the output says so).
+    """
+    pool = load_pool(dataset, download=False)
     norm = Normalization(pool.mean, pool.std)
     x, y = torch.from_numpy(pool.x).to(device), torch.from_numpy(pool.y).to(device)
     x_test = torch.from_numpy(pool.x_test).to(device)
@@ -130,20 +186,27 @@ def gpu_cifar(label: str, cfg: TrainConfig, timed_epochs: int) -> None:
     torch.manual_seed(0)
     model = make(label, device)
     model(model_inputs(x[:8], norm))  # CUDA context and kernels warmed outside the timing
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    train_model(model, x, y, run_cfg, 1, augment_seed=2, norm=norm)
-    torch.cuda.synchronize()
-    seconds = (time.perf_counter() - start) * cfg.epochs / timed_epochs
-    test_acc = accuracy(predict_logits(model, x_test, norm), pool.y_test)
-    floor = training_flops(label, len(y), cfg.epochs, device) / bf16_matmul_rate(device)
+    where = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
+    print(f"{where}: {label} on {dataset}, {cfg.epochs} epochs on {len(y):,} images", flush=True)
+    clock = EpochClock(model, x_test, pool.y_test, norm, device)
+    train_model(model, x, y, run_cfg, 1, augment_seed=2, norm=norm, on_epoch=clock)
+    seconds = sum(clock.seconds) * cfg.epochs / timed_epochs
+    floor = training_flops(label, len(y), cfg.epochs, device) / matmul_rate(device)
     note = "" if timed_epochs == cfg.epochs else f" (from {timed_epochs} timed epochs)"
-    print(f"GPU {torch.cuda.get_device_name()}: {label}, {cfg.epochs} epochs on 50,000 images")
-    print(f"  seconds per model: {seconds:.1f}{note}; models per GPU-hour: {3600 / seconds:.0f}")
-    print(f"  test accuracy after {timed_epochs} epochs: {test_acc:.4f}")
-    print(f"  ratio to the FLOP floor ({floor:.1f} s): {seconds / floor:.1f}x")
-    rows = [torch.randperm(len(y), device=device)[: len(y) // 2] for _ in range(2)]
-    trace_overhead(x, y, rows, run_cfg, [1, 2], device, norm, label)
+    plain, flipped = clock.accuracies
+    print(f"  seconds per model: {seconds:.1f}{note}; models per hour: {3600 / seconds:.1f}")
+    print(f"  test accuracy after {timed_epochs} epochs: {plain:.4f} ({flipped:.4f} with flip)")
+    kind = "bf16" if device.type == "cuda" else "float32"
+    print(
+        f"  ratio to the FLOP floor ({floor:.1f} s at the {kind} matmul rate): {seconds / floor:.1f}x"
+    )
+    if trace_models:
+        generator = torch.Generator().manual_seed(0)
+        rows = [
+            torch.randperm(len(y), generator=generator)[: len(y) // 2].to(device)
+            for _ in range(trace_models)
+        ]
+        trace_overhead(x, y, rows, run_cfg, list(range(trace_models)), device, norm, label)
 
 
 FASTNET = TrainConfig.model_validate(
@@ -164,20 +227,51 @@ WRN_LIRA = TrainConfig.model_validate(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--models", type=int, default=64)
+    parser.add_argument("--models", type=int, default=64, help="digits MLPs (0: skip the CPU part)")
     parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--wrn-timed-epochs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument(
+        "--cifar",
+        choices=["auto", "none", "fastnet", "wrn28-2", "both"],
+        default="auto",
+        help="CIFAR-10 models to train (auto: both where CUDA is present, none elsewhere)",
+    )
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        help="cifar10 or cifar10-jpeg (default: cifar10 where its files are, else cifar10-jpeg)",
+    )
+    parser.add_argument("--wrn-timed-epochs", type=int, default=5)
+    parser.add_argument("--trace-models", type=int, default=2)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(header("train.py"))
-    cpu_batched_vs_one_by_one(args.models, args.epochs)
-    if not torch.cuda.is_available():
-        print("GPU: no CUDA device here; the CIFAR-10 GPU figures were not measured")
-        return
-    gpu_cifar("fastnet", FASTNET, FASTNET.epochs)
-    gpu_cifar("wrn28-2", WRN_LIRA, args.wrn_timed_epochs)
+    if args.models:
+        cpu_batched_vs_one_by_one(args.models, args.epochs)
+    device = resolve_device(args.device)
+    labels = {
+        "auto": ["fastnet", "wrn28-2"] if device.type == "cuda" else [],
+        "none": [], "fastnet": ["fastnet"], "wrn28-2": ["wrn28-2"], "both": ["fastnet", "wrn28-2"],
+    }[args.cifar]  # fmt: skip
+    if not labels:
+        print("CIFAR-10: not measured (no CUDA device here; --cifar fastnet runs it on the CPU)")
+    dataset = args.dataset or ("cifar10" if cifar10_present() else "cifar10-jpeg")
+    for label in labels:
+        cfg, timed = (
+            (FASTNET, FASTNET.epochs) if label == "fastnet" else (WRN_LIRA, args.wrn_timed_epochs)
+        )
+        cifar(label, cfg, timed, dataset, device, args.trace_models)
+
+
+def cifar10_present() -> bool:
+    """Whether the exact CIFAR-10 files are in the data directory already (no download here)."""
+    try:
+        load_pool("cifar10", download=False)
+    except MiakitError:
+        return False
+    return True
 
 
 if __name__ == "__main__":

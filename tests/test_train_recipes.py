@@ -162,3 +162,32 @@ def test_augmentation_needs_its_seed_and_images() -> None:
         train_model(nn.Linear(5, 3), x, y, cfg, 0)
     with pytest.raises(MiakitError, match="images"):
         train_model(copy.deepcopy(nn.Linear(5, 3)), x, y, cfg, 0, augment_seed=1)
+
+
+@pytest.mark.slow
+def test_compiled_training_equals_eager_and_compiles_once_per_run(one_thread) -> None:
+    """train.compile: the same model as eager training, and the models after the first of a run
+    reuse its compiled graph (torch.compile caches by code; parameters are graph inputs)."""
+    from torch._dynamo.utils import counters
+
+    from miakit.models import build_model
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (64, 8, 8, 3), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, 10, (64,), generator=g)
+    cfg = TrainConfig(optimizer="sgd", lr=0.1, epochs=2, batch_size=32)
+
+    def trained(seed: int, compiled: bool) -> nn.Module:
+        torch.manual_seed(seed)
+        model = build_model("cnn", (8, 8, 3), 10)
+        train_model(model, x, y, cfg.model_copy(update={"compile": compiled}), seed)
+        return model
+
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = [trained(seed, True) for seed in range(3)]
+    assert counters["stats"]["unique_graphs"] == 1
+    for seed, model in enumerate(compiled):
+        eager = trained(seed, False)
+        for a, b in zip(model.state_dict().values(), eager.state_dict().values(), strict=True):
+            torch.testing.assert_close(a.float(), b.float(), rtol=1e-4, atol=1e-5)

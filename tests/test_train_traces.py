@@ -67,3 +67,57 @@ def test_image_traces_use_the_records_as_they_are_not_augmented() -> None:
         torch.from_numpy(report.trace[-1]).float(), direct, rtol=1e-3, atol=1e-4
     )
     assert report.trace_seconds > 0
+
+
+def mlp_for_traces(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 4))
+
+
+def test_trace_every_keeps_the_due_rows_of_the_full_trace_in_every_trainer() -> None:
+    """trace_every = 2 over 5 epochs keeps epochs 0, 2, 4 and the last, 5: the same rows as the
+    full trace (tracing does not change the training path), in the plain, batched and DP-SGD
+    trainers."""
+    from miakit.defences.config import DPConfig
+    from miakit.defences.dp import train_private
+    from miakit.train.batched import train_batched
+
+    x, y = pool()
+    rows = [torch.arange(0, 50, 2), torch.arange(1, 50, 2)]
+    full = TrainConfig(epochs=5, batch_size=8, lr=0.05, optimizer="sgd")
+    sparse = full.model_copy(update={"trace_every": 2})
+    kept = [0, 2, 4, 5]
+
+    def plain(cfg):
+        return train_model(mlp_for_traces(), x[rows[0]], y[rows[0]], cfg, 3, trace_on=(x, y))
+
+    def batched(cfg):
+        models = [mlp_for_traces(m) for m in range(2)]
+        return train_batched(models, x, y, rows, cfg, [3, 4], trace_on=(x, y))
+
+    def private(cfg):
+        dp = DPConfig(enabled=True, noise_multiplier=1.0)
+        model = mlp_for_traces()
+        return train_private(model, x[rows[0]], y[rows[0]], cfg, dp, seed=0, trace_on=(x, y))[0]
+
+    assert plain(full).trace_epochs == [0, 1, 2, 3, 4, 5]
+    for dense_report, sparse_report in [
+        (plain(full), plain(sparse)),
+        *zip(batched(full), batched(sparse), strict=True),
+        (private(full), private(sparse)),
+    ]:
+        assert sparse_report.trace_epochs == kept
+        np.testing.assert_array_equal(sparse_report.trace, dense_report.trace[kept])
+
+
+def test_a_trace_thinned_by_trace_every_still_ends_at_the_epoch_stopped_at() -> None:
+    """Early stopping after epoch 2 (accuracy cannot improve at a vanishing rate) with a row due
+    only every 5 epochs: rows before training and at the stop."""
+    x, y = pool()
+    cfg = TrainConfig(
+        epochs=10, batch_size=8, lr=1e-12, optimizer="sgd", trace_every=5,
+        early_stopping_patience=1,
+    )  # fmt: skip
+    report = train_model(mlp_for_traces(), x[:25], y[:25], cfg, 3, trace_on=(x, y), held_out=(x, y))
+    assert report.epochs == 2
+    assert report.trace_epochs == [0, 2] and report.trace.shape == (2, 50)

@@ -113,6 +113,11 @@ class TrainConfig(Section):
     record_trace: bool = Field(
         default=False, description="store every pool record's loss per epoch (trace.npy)"
     )
+    trace_every: int = Field(
+        default=1,
+        ge=1,
+        description="with record_trace: a row every this many epochs (and the last)",
+    )
     batched: bool = Field(
         default=False, description="train the models of a task together, stacked (MLP, cnn)"
     )

@@ -183,6 +183,7 @@ def _save_trained(
             "seeds": seeds,
             "train_seconds": report.seconds,
             "trace_seconds": report.trace_seconds,
+            "trace_epochs": report.trace_epochs,
             "epochs": report.epochs,
             "steps": report.steps,
             "final_batch_loss": report.final_loss,

@@ -139,9 +139,9 @@ def train_private(
     )
     accountant = create_accountant(dp.accountant)
     augmenter = Augmenter(cfg.augment, norm, device, augment_seed)
-    trace = TraceRecorder(model, model, trace_on, norm, bf16=False)
+    trace = TraceRecorder(model, model, trace_on, norm, cfg, bf16=False)
     loss = torch.tensor(float("nan"))
-    trace.record()
+    trace.record(0)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=HOOK_WARNING, category=UserWarning)
         try:
@@ -159,7 +159,7 @@ def train_private(
                 optimizer.step()
                 accountant.step(noise_multiplier=sigma, sample_rate=sample_rate)
                 if (step + 1) % steps_per_epoch == 0:
-                    trace.record()
+                    trace.record((step + 1) // steps_per_epoch)
         finally:
             optimizer.zero_grad(set_to_none=True)
             net.to_standard_module()  # removes Opacus' hooks: the model is a plain module again
@@ -169,6 +169,7 @@ def train_private(
         final_loss=loss.item(),
         epochs=cfg.epochs,
         trace=trace.array(),
+        trace_epochs=trace.epochs(),
         trace_seconds=trace.seconds,
         held_out_accuracy=(
             held_out_accuracy(model, model, held_out, norm, False) if held_out else None

@@ -40,9 +40,9 @@ class Lane:
     order: torch.Generator
     augmenter: Augmenter
     steps_per_epoch: int
+    trace: LossTrace
     step: int = 0
     pending: list[Tensor] = field(default_factory=list)
-    trace: LossTrace = field(default_factory=LossTrace)
     last_loss: float = float("nan")
 
 
@@ -189,13 +189,15 @@ def train_batched(
             order=torch.Generator().manual_seed(seed),
             augmenter=Augmenter(cfg.augment, norm, device, aug_seed),
             steps_per_epoch=math.ceil(len(r) / cfg.batch_size),
+            trace=LossTrace(cfg.trace_every, cfg.epochs),
         )
         for r, seed, aug_seed in zip(rows, order_seeds, augment_seeds, strict=True)
     ]
     total = [cfg.epochs * lane.steps_per_epoch for lane in lanes]
 
     def trace_row(m: int) -> None:
-        if trace_on is None:
+        epoch = lanes[m].step // lanes[m].steps_per_epoch
+        if trace_on is None or not lanes[m].trace.due(epoch):
             return
         base.eval()
         one = (
@@ -204,7 +206,8 @@ def train_batched(
         )
         with torch.no_grad(), autocast(device, cfg.bf16):
             lanes[m].trace.add(
-                record_losses(lambda inp: functional_call(base, one, (inp,)), *trace_on, norm)
+                epoch,
+                record_losses(lambda inp: functional_call(base, one, (inp,)), *trace_on, norm),
             )
         base.train()
 
@@ -239,6 +242,7 @@ def train_batched(
             final_loss=float("nan"),
             epochs=cfg.epochs,
             trace=lane.trace.array() if trace_on is not None else None,
+            trace_epochs=lane.trace.epochs if trace_on is not None else None,
         )
         for lane in lanes
     ]

@@ -1,6 +1,10 @@
 """Loss traces (the LT-IQR paper's artifact): every pool record's loss before training and after
 each epoch, members and non-members alike, stored as float16 [E+1, N].
 
+Tracing costs one forward pass over the whole pool per recorded epoch; with train.trace_every = k
+a row is kept before training, after every k-th epoch and after the last epoch run, so the cost
+drops k-fold and the trace has fewer rows (the epochs are in the model's meta.json).
+
 Losses are of the records as they are (no augmentation), with the model in eval mode and plain
 cross-entropy (no label smoothing), so a trace row equals the loss of the model saved at that epoch.
 """
@@ -35,13 +39,21 @@ def record_losses(
 
 
 class LossTrace:
-    """Rows collected on the device during training; `array()` is the [E+1, N] float16 result."""
+    """Rows collected on the device during training; `array()` is the [rows, N] float16 result,
+    row r taken after epoch `epochs[r]` (0: before training)."""
 
-    def __init__(self) -> None:
+    def __init__(self, every: int = 1, last_epoch: int | None = None) -> None:
+        self.every, self.last_epoch = every, last_epoch
         self.rows: list[Tensor] = []
+        self.epochs: list[int] = []
 
-    def add(self, losses: Tensor) -> None:
+    def due(self, epoch: int, stopping: bool = False) -> bool:
+        """Whether a row is kept after `epoch`: every `every`-th, the last, one stopped early at."""
+        return epoch % self.every == 0 or epoch == self.last_epoch or stopping
+
+    def add(self, epoch: int, losses: Tensor) -> None:
         self.rows.append(losses.to(torch.float16))
+        self.epochs.append(epoch)
 
     def array(self) -> np.ndarray:
         return torch.stack(self.rows).cpu().numpy()

@@ -33,6 +33,7 @@ class TrainReport:
     final_loss: float
     epochs: int
     trace: np.ndarray | None = None
+    trace_epochs: list[int] | None = None
     trace_seconds: float = 0.0
     held_out_accuracy: float | None = None
 
@@ -103,10 +104,11 @@ def train_model(
     """Train `model` in place on (x, y), already on the training device.
 
     trace_on: records (normally the whole pool) whose loss is recorded before training and after
-    every epoch; the report then carries the trace [E+1, N] float16. held_out: records whose
-    accuracy the report gives and, with train.early_stopping_patience, drives early stopping:
-    training stops after that many epochs without a new best, keeping the last weights (as the
-    LiRA reference code does), and the trace then has one row per epoch run. on_epoch(done,
+    every epoch (every train.trace_every-th); the report then carries the trace [rows, N] float16
+    and its epochs. held_out: records whose accuracy the report gives and, with
+    train.early_stopping_patience, drives early stopping: training stops after that many epochs
+    without a new best, keeping the last weights (as the LiRA reference code does), and the trace
+    then ends at the epoch stopped at. on_epoch(done,
     total) is called after every epoch, for progress bars.
     """
     patience = cfg.early_stopping_patience
@@ -119,10 +121,10 @@ def train_model(
     net = prepare_model(model, cfg, device)
     optimizer = make_optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(y) / cfg.batch_size)
-    trace = TraceRecorder(net, model, trace_on, norm, cfg.bf16)
+    trace = TraceRecorder(net, model, trace_on, norm, cfg)
     best, best_epoch, epochs_run = -1.0, 0, 0
     steps, loss = 0, torch.tensor(float("nan"))
-    trace.record()
+    trace.record(0)
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         order = torch.randperm(len(y), generator=order_generator).to(device)
@@ -139,21 +141,24 @@ def train_model(
             optimizer.step()
             steps += 1
         epochs_run = epoch
-        trace.record()
-        if on_epoch is not None:
-            on_epoch(epoch, cfg.epochs)
+        stopping = False
         if patience is not None:
             accuracy_now = held_out_accuracy(net, model, held_out, norm, cfg.bf16)
             if accuracy_now > best:
                 best, best_epoch = accuracy_now, epoch
-            elif epoch - best_epoch >= patience:
-                break
+            stopping = epoch - best_epoch >= patience
+        trace.record(epoch, stopping)
+        if on_epoch is not None:
+            on_epoch(epoch, cfg.epochs)
+        if stopping:
+            break
     return TrainReport(
         seconds=time.perf_counter() - start,
         steps=steps,
         final_loss=loss.item(),
         epochs=epochs_run,
         trace=trace.array(),
+        trace_epochs=trace.epochs(),
         trace_seconds=trace.seconds,
         held_out_accuracy=(
             held_out_accuracy(net, model, held_out, norm, cfg.bf16) if held_out else None
@@ -162,7 +167,7 @@ def train_model(
 
 
 class TraceRecorder:
-    """Adds a loss-trace row when asked, timing itself; does nothing without records to trace."""
+    """Adds a loss-trace row when one is due, timing itself; does nothing without records."""
 
     def __init__(
         self,
@@ -170,23 +175,29 @@ class TraceRecorder:
         model: nn.Module,
         records: tuple[Tensor, Tensor] | None,
         norm: Normalization | None,
-        bf16: bool,
+        cfg: TrainConfig,
+        bf16: bool | None = None,
     ) -> None:
-        self.net, self.model, self.records, self.norm, self.bf16 = net, model, records, norm, bf16
-        self.trace = LossTrace() if records is not None else None
+        self.net, self.model, self.records, self.norm = net, model, records, norm
+        self.bf16 = cfg.bf16 if bf16 is None else bf16
+        self.trace = LossTrace(cfg.trace_every, cfg.epochs) if records is not None else None
         self.seconds = 0.0
 
-    def record(self) -> None:
-        if self.trace is None or self.records is None:
+    def record(self, epoch: int, stopping: bool = False) -> None:
+        """The row after `epoch` (0: before training), if due; `stopping`: the last one run."""
+        if self.trace is None or self.records is None or not self.trace.due(epoch, stopping):
             return
         tick = time.perf_counter()
         self.model.eval()
         with autocast(self.records[0].device, self.bf16):
-            self.trace.add(record_losses(self.net, *self.records, self.norm))
+            self.trace.add(epoch, record_losses(self.net, *self.records, self.norm))
         self.seconds += time.perf_counter() - tick
 
     def array(self) -> np.ndarray | None:
         return self.trace.array() if self.trace is not None else None
+
+    def epochs(self) -> list[int] | None:
+        return self.trace.epochs if self.trace is not None else None
 
 
 @torch.no_grad()

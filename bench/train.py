@@ -1,11 +1,15 @@
 """Training speed, measured as ratios in one run so that they hold whatever the machine's load.
 
-CPU (always): the default digits audit's 64 MLPs (Adam, 60 epochs) trained one by one and then
-batched (train.batched), and the overhead of recording loss traces. CUDA (when present): seconds
-per CIFAR-10 model and models per GPU-hour for the fast net and WideResNet-28-2, test accuracy,
-the ratio to the FLOP floor (training FLOPs over the measured bf16 matmul rate), and the trace
-overhead at CIFAR scale.
-Usage: python bench/train.py [--models 64] [--epochs 60] [--threads N]
+CPU part (--models > 0): the default digits audit's 64 MLPs (Adam, 60 epochs) trained one by one
+and then batched (train.batched), and the overhead of recording loss traces.
+CIFAR-10 part (by default where CUDA is present; --cifar fastnet --device cpu runs it on a CPU):
+one model trained on the full training split with the fast net's recipe and with the LiRA
+WideResNet-28-2 recipe (its epochs beyond --wrn-timed-epochs extrapolated), test accuracy after
+every epoch, seconds per model, models per hour, the ratio to the FLOP floor (training FLOPs over
+the measured bf16 matmul rate on CUDA, float32 on CPU), and the loss-trace overhead of models
+trained on random halves with the whole split traced. Data: the exact cifar10 files where they
+are, else the lossy JPEG copy (cifar10-jpeg). On the device tool's GPU: bench/gpu_prepare.sh.
+Usage: python bench/train.py [--models 64] [--epochs 60] [--threads N] [--cifar ...]
 """
 
 from __future__ import annotations
@@ -187,7 +191,8 @@ def cifar(
     model = make(label, device)
     model(model_inputs(x[:8], norm))  # CUDA context and kernels warmed outside the timing
     where = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
-    print(f"{where}: {label} on {dataset}, {cfg.epochs} epochs on {len(y):,} images", flush=True)
+    compiled = ", compiled" if cfg.compile else ""
+    print(f"{where}: {label}{compiled} on {dataset}, {cfg.epochs} epochs on {len(y):,} images")
     clock = EpochClock(model, x_test, pool.y_test, norm, device)
     train_model(model, x, y, run_cfg, 1, augment_seed=2, norm=norm, on_epoch=clock)
     seconds = sum(clock.seconds) * cfg.epochs / timed_epochs
@@ -244,6 +249,7 @@ def main() -> None:
     )
     parser.add_argument("--wrn-timed-epochs", type=int, default=5)
     parser.add_argument("--trace-models", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="train.compile for the CIFAR models")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -262,6 +268,7 @@ def main() -> None:
         cfg, timed = (
             (FASTNET, FASTNET.epochs) if label == "fastnet" else (WRN_LIRA, args.wrn_timed_epochs)
         )
+        cfg = cfg.model_copy(update={"compile": args.compile})
         cifar(label, cfg, timed, dataset, device, args.trace_models)
 
 

@@ -70,3 +70,37 @@ def test_unknown_architecture_and_features_for_an_image_model_are_errors() -> No
         build_model("vgg", CIFAR, 10)
     with pytest.raises(MiakitError, match="takes images"):
         build_model("wrn28-2", (64,), 10)
+
+
+def test_fast_net_stem_whitens_the_patches_of_its_training_images() -> None:
+    """On the images it was set from, the stem's outputs before GELU have zero mean and identity
+    covariance (up to λ / (λ + eps)), the second half negates the first; checked against numpy's
+    covariance of the 2×2 patches, taken independently of the model's code."""
+    import numpy as np
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(64, 3, 12, 12, generator=g)
+    images = base + 0.5 * base.roll(1, dims=2)  # correlated neighbours and channels
+    images[:, 1] += 0.3 * images[:, 0]
+    model = build_model("fastnet", (12, 12, 3), 10)
+    model.init_from_data(images)
+    out = model.stem[0](images).permute(0, 2, 3, 1).reshape(-1, 24).double().numpy()
+    np.testing.assert_allclose(out[:, 12:], -out[:, :12], atol=1e-5)
+    np.testing.assert_allclose(out.mean(0), 0, atol=1e-4)
+    patches = np.stack(
+        [images[:, c, dy : dy + 11, dx : dx + 11].numpy() for c in range(3) for dy in (0, 1)
+         for dx in (0, 1)], axis=-1,
+    ).reshape(-1, 12)  # fmt: skip
+    eigenvalues = np.linalg.eigvalsh(np.cov(patches, rowvar=False, bias=True))
+    expected = np.sort(eigenvalues / (eigenvalues + 5e-4))
+    cov = np.cov(out[:, :12], rowvar=False, bias=True)
+    np.testing.assert_allclose(cov, np.diag(np.diag(cov)), atol=1e-4)
+    np.testing.assert_allclose(np.sort(np.diag(cov)), expected, rtol=1e-4)
+    assert not model.stem[0].weight.requires_grad and not model.stem[0].bias.requires_grad
+
+
+def test_fast_net_stem_width_follows_the_input_channels() -> None:
+    model = build_model("fastnet", (28, 28, 1), 10)
+    assert model.stem[0].out_channels == 8
+    model.init_from_data(torch.rand(5, 1, 28, 28))
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)

@@ -27,7 +27,7 @@ from miakit.train.augment import Augmenter
 from miakit.train.inputs import Normalization, autocast
 from miakit.train.schedule import lr_factor
 from miakit.train.traces import LossTrace, record_losses
-from miakit.train.trainer import TrainReport, decays, mixed_loss
+from miakit.train.trainer import TrainReport, decays, init_from_data, mixed_loss
 
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which train_model uses
 
@@ -54,12 +54,13 @@ class StackedParameters:
     def __init__(self, models: Sequence[nn.Module]) -> None:
         named = [dict(m.named_parameters()) for m in models]
         self.tensors = {
-            name: torch.stack([n[name].detach() for n in named]).requires_grad_()
-            for name in named[0]
+            name: torch.stack([n[name].detach() for n in named]).requires_grad_(p.requires_grad)
+            for name, p in named[0].items()
         }
 
     def leaves(self) -> list[Tensor]:
-        return list(self.tensors.values())
+        """The parameters that train (a frozen one, like the fast net's stem, is left out)."""
+        return [t for t in self.tensors.values() if t.requires_grad]
 
 
 class StackedOptimizer:
@@ -176,6 +177,8 @@ def train_batched(
     check_batchable(models, cfg)
     device = x.device
     base = copy.deepcopy(models[0]).to("meta")
+    for model, r in zip(models, rows, strict=True):
+        init_from_data(model, x[r], norm)
     stacked = StackedParameters(models)
     buffers = {
         name: torch.stack([m.get_buffer(name) for m in models])

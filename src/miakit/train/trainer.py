@@ -81,6 +81,18 @@ def mixed_loss(
     return lam * ce(y) + (1 - lam) * ce(y_mix)
 
 
+DATA_INIT_RECORDS = 5000
+
+
+@torch.no_grad()
+def init_from_data(model: nn.Module, x: Tensor, norm: Normalization | None) -> None:
+    """Models that initialize a layer from their training records (the fast net's whitened stem)
+    do so from the first DATA_INIT_RECORDS of them, before the first step."""
+    init = getattr(model, "init_from_data", None)
+    if init is not None:
+        init(model_inputs(x[:DATA_INIT_RECORDS], norm).float())
+
+
 def prepare_model(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module:
     """The callable that trains `model` in place: channels_last and compiled where configured."""
     if device.type == "cuda" and cfg.channels_last:
@@ -118,6 +130,7 @@ def train_model(
     device = x.device
     order_generator = torch.Generator().manual_seed(order_seed)
     augmenter = Augmenter(cfg.augment, norm, device, augment_seed)
+    init_from_data(model, x, norm)
     net = prepare_model(model, cfg, device)
     optimizer = make_optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(y) / cfg.batch_size)

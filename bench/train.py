@@ -144,14 +144,9 @@ def test_accuracies(
 class EpochClock:
     """Seconds of training per epoch, with the test accuracy taken between epochs left out."""
 
-    def __init__(self, model, x_test, y_test: np.ndarray, norm, device: torch.device) -> None:
-        self.model, self.x_test, self.y_test, self.norm, self.device = (
-            model,
-            x_test,
-            y_test,
-            norm,
-            device,
-        )
+    def __init__(self, model, x_test, y_test: np.ndarray, norm, device, every: int) -> None:
+        self.model, self.x_test, self.y_test, self.norm = model, x_test, y_test, norm
+        self.device, self.every = device, every
         self.seconds: list[float] = []
         self.accuracies = (float("nan"), float("nan"))
         self.start = time.perf_counter()
@@ -159,6 +154,10 @@ class EpochClock:
     def __call__(self, done: int, total: int) -> None:
         synchronize(self.device)
         self.seconds.append(time.perf_counter() - self.start)
+        if done % self.every and done != total:
+            print(f"  epoch {done:3d}/{total}: {self.seconds[-1]:7.1f} s", flush=True)
+            self.start = time.perf_counter()
+            return
         self.accuracies = test_accuracies(self.model, self.x_test, self.y_test, self.norm)
         plain, flipped = self.accuracies
         print(
@@ -176,6 +175,7 @@ def cifar(
     dataset: str,
     device: torch.device,
     trace_models: int,
+    eval_every: int = 1,
 ) -> None:
     """Train one model on the full CIFAR-10 training split, then time loss traces while training
     `trace_models` models on random halves of it (as shadow models train), the whole split traced.
@@ -193,7 +193,7 @@ def cifar(
     where = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     compiled = ", compiled" if cfg.compile else ""
     print(f"{where}: {label}{compiled} on {dataset}, {cfg.epochs} epochs on {len(y):,} images")
-    clock = EpochClock(model, x_test, pool.y_test, norm, device)
+    clock = EpochClock(model, x_test, pool.y_test, norm, device, eval_every)
     train_model(model, x, y, run_cfg, 1, augment_seed=2, norm=norm, on_epoch=clock)
     seconds = sum(clock.seconds) * cfg.epochs / timed_epochs
     floor = training_flops(label, len(y), cfg.epochs, device) / matmul_rate(device)
@@ -216,8 +216,8 @@ def cifar(
 
 FASTNET = TrainConfig.model_validate(
     {
-        "optimizer": "sgd", "lr": 0.2, "momentum": 0.85, "nesterov": True, "weight_decay": 5e-4,
-        "batch_size": 1024, "epochs": 10, "schedule": "onecycle", "warmup_epochs": 2,
+        "optimizer": "sgd", "lr": 0.6, "momentum": 0.85, "nesterov": True, "weight_decay": 5e-4,
+        "batch_size": 1024, "epochs": 12, "schedule": "onecycle", "warmup_epochs": 2,
         "label_smoothing": 0.2, "augment": {"flip": True, "crop_padding": 2},
     }
 )  # fmt: skip
@@ -249,6 +249,7 @@ def main() -> None:
     )
     parser.add_argument("--wrn-timed-epochs", type=int, default=5)
     parser.add_argument("--trace-models", type=int, default=2)
+    parser.add_argument("--eval-every", type=int, default=1, help="test accuracy every k epochs")
     parser.add_argument("--compile", action="store_true", help="train.compile for the CIFAR models")
     args = parser.parse_args()
     if args.threads:
@@ -269,7 +270,7 @@ def main() -> None:
             (FASTNET, FASTNET.epochs) if label == "fastnet" else (WRN_LIRA, args.wrn_timed_epochs)
         )
         cfg = cfg.model_copy(update={"compile": args.compile})
-        cifar(label, cfg, timed, dataset, device, args.trace_models)
+        cifar(label, cfg, timed, dataset, device, args.trace_models, args.eval_every)
 
 
 def cifar10_present() -> bool:

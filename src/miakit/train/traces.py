@@ -42,7 +42,7 @@ class LossTrace:
     """Rows collected on the device during training; `array()` is the [rows, N] float16 result,
     row r taken after epoch `epochs[r]` (0: before training)."""
 
-    def __init__(self, every: int = 1, last_epoch: int | None = None) -> None:
+    def __init__(self, every: int, last_epoch: int) -> None:
         self.every, self.last_epoch = every, last_epoch
         self.rows: list[Tensor] = []
         self.epochs: list[int] = []

@@ -25,6 +25,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from miakit.config import AuditConfig, TrainConfig, load_config
 from miakit.data import balanced_keep, load_pool
+from miakit.data.registry import resolve_data_dir
+from miakit.data.sources import SOURCES
+from miakit.data.verify import dataset_folder
 from miakit.errors import MiakitError
 from miakit.models import build_model
 from miakit.query import identity_view, query_logits
@@ -156,17 +159,12 @@ class EpochClock:
     def __call__(self, done: int, total: int) -> None:
         synchronize(self.device)
         self.seconds.append(time.perf_counter() - self.start)
-        if done % self.every and done != total:
-            print(f"  epoch {done:3d}/{total}: {self.seconds[-1]:7.1f} s", flush=True)
-            self.start = time.perf_counter()
-            return
-        self.accuracies = test_accuracies(self.model, self.x_test, self.y_test, self.norm)
-        plain, flipped = self.accuracies
-        print(
-            f"  epoch {done:3d}/{total}: {self.seconds[-1]:7.1f} s, test accuracy {plain:.4f} "
-            f"({flipped:.4f} averaged with the flip)",
-            flush=True,
-        )
+        line = f"  epoch {done:3d}/{total}: {self.seconds[-1]:7.1f} s"
+        if done % self.every == 0 or done == total:
+            self.accuracies = test_accuracies(self.model, self.x_test, self.y_test, self.norm)
+            plain, flipped = self.accuracies
+            line += f", test accuracy {plain:.4f} ({flipped:.4f} averaged with the flip)"
+        print(line, flush=True)
         self.start = time.perf_counter()
 
 
@@ -281,9 +279,9 @@ def main() -> None:
 
 
 def cifar10_present() -> bool:
-    """Whether the exact CIFAR-10 files are in the data directory already (no download here)."""
+    """Whether the exact CIFAR-10 files are in the data directory (checked, not loaded)."""
     try:
-        load_pool("cifar10", download=False)
+        dataset_folder(SOURCES["cifar10"], resolve_data_dir())
     except MiakitError:
         return False
     return True

@@ -139,7 +139,8 @@ def train_private(
     )
     accountant = create_accountant(dp.accountant)
     augmenter = Augmenter(cfg.augment, norm, device, augment_seed)
-    trace = TraceRecorder(model, model, trace_on, norm, cfg, bf16=False)
+    full_precision = cfg.model_copy(update={"bf16": False})
+    trace = TraceRecorder(model, model, trace_on, norm, full_precision)
     loss = torch.tensor(float("nan"))
     trace.record(0)
     with warnings.catch_warnings():

@@ -189,10 +189,9 @@ class TraceRecorder:
         records: tuple[Tensor, Tensor] | None,
         norm: Normalization | None,
         cfg: TrainConfig,
-        bf16: bool | None = None,
     ) -> None:
         self.net, self.model, self.records, self.norm = net, model, records, norm
-        self.bf16 = cfg.bf16 if bf16 is None else bf16
+        self.bf16 = cfg.bf16
         self.trace = LossTrace(cfg.trace_every, cfg.epochs) if records is not None else None
         self.seconds = 0.0
 

@@ -89,6 +89,16 @@ def test_batchnorm_model_is_refused(digits):
         train_private(model, x, y, TrainConfig(epochs=1), dp, seed=0)
 
 
+@pytest.mark.parametrize(
+    "settings", [{"lookahead": True}, {"early_stopping_patience": 2}, {"batched": True}]
+)
+def test_settings_dp_sgd_does_not_support_are_refused(digits, settings):
+    x, y = digits
+    dp = DPConfig(enabled=True, noise_multiplier=1.0)
+    with pytest.raises(MiakitError, match="not supported"):
+        train_private(mlp(0), x, y, TrainConfig(epochs=1, **settings), dp, seed=0)
+
+
 def loss_auc(model: nn.Module, x: torch.Tensor, y: np.ndarray, keep: np.ndarray) -> float:
     """LOSS attack (Yeom et al. 2018): lower loss → member; AUC of members against the rest."""
     log_probs = log_softmax(predict_logits(model, x).astype(np.float64), axis=1)

@@ -104,3 +104,13 @@ def test_fast_net_stem_width_follows_the_input_channels() -> None:
     assert model.stem[0].out_channels == 8
     model.init_from_data(torch.rand(5, 1, 28, 28))
     assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_fast_net_convs_start_as_the_identity_and_its_batchnorms_only_shift() -> None:
+    model = build_model("fastnet", (16, 16, 3), 10)
+    conv = model.groups[1][0]  # 64 → 256 channels
+    x = torch.randn(2, 64, 8, 8)
+    torch.testing.assert_close(conv(x)[:, :64], x)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == 6
+    assert all(m.weight is None and m.bias.requires_grad for m in norms)

@@ -138,15 +138,21 @@ def test_unsupported_settings_are_errors() -> None:
     models = [build_model("mlp", (12,), 4, hidden=[8]) for _ in rows]
     with pytest.raises(MiakitError, match="early_stopping"):
         train_batched(models, x, y, rows, TrainConfig(early_stopping_patience=2), [0, 1])
+    with pytest.raises(MiakitError, match="lookahead"):
+        train_batched(models, x, y, rows, TrainConfig(lookahead=True), [0, 1])
 
 
 def test_fast_nets_with_their_frozen_whitened_stems_equal_training_alone() -> None:
-    """Each fast net whitens its stem from its own records and keeps it frozen, batched or not."""
+    """Each fast net whitens its stem from its own records and keeps it frozen, batched or not;
+    its BatchNorm shifts take the scaled learning rate in both trainers."""
     g = torch.Generator().manual_seed(0)
     x = (torch.rand(48, 16, 16, 3, generator=g) * 255).to(torch.uint8)
     y = torch.randint(0, 3, (48,), generator=g)
     rows = keep_rows(48, [24, 24])
-    cfg = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, epochs=1, batch_size=8)
+    cfg = TrainConfig(
+        optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-3, norm_bias_lr_scale=4.0,
+        epochs=1, batch_size=8,
+    )  # fmt: skip
     norm = Normalization((0.5,) * 3, (0.25,) * 3)
     alone, stacked, _, _ = both_ways(
         lambda: build_model("fastnet", (16, 16, 3), 3), x, y, rows, cfg, norm

@@ -125,6 +125,56 @@ def test_full_batch_sgd_equals_a_hand_written_loop() -> None:
     torch.testing.assert_close(model.bias, b.detach())
 
 
+def test_lookahead_equals_a_hand_written_loop() -> None:
+    """Full-batch SGD with lookahead: every 5 steps slow ← d·slow + (1 − d)·w and w ← slow,
+    d = 0.95⁵ (t / T)³; the model ends on the slow weights (here those of step 10 of 12)."""
+    x, y = features()
+    cfg = TrainConfig(
+        optimizer="sgd", lr=0.3, momentum=0.0, epochs=12, batch_size=len(y), lookahead=True
+    )
+    torch.manual_seed(0)
+    model = nn.Linear(5, 3)
+    w, b = (p.detach().clone().double().requires_grad_() for p in (model.weight, model.bias))
+    slow = [w.detach().clone(), b.detach().clone()]
+    train_model(model, x, y, cfg, order_seed=1)
+    for step in range(1, 13):
+        loss = nn.functional.cross_entropy(x.double() @ w.T + b, y)
+        grads = torch.autograd.grad(loss, (w, b))
+        with torch.no_grad():
+            for p, g in zip((w, b), grads, strict=True):
+                p -= 0.3 * g
+            if step % 5 == 0:
+                decay = 0.95**5 * (step / 12) ** 3
+                for p, s in zip((w, b), slow, strict=True):
+                    s.mul_(decay).add_((1 - decay) * p)
+                    p.copy_(s)
+    torch.testing.assert_close(model.weight.double(), slow[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model.bias.double(), slow[1], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(model.weight.double(), w.detach(), atol=1e-3)  # steps 11, 12 dropped
+
+
+def test_norm_bias_lr_scale_multiplies_their_step_and_keeps_their_decay_per_step() -> None:
+    """One full-batch SGD step: BatchNorm biases move by s·lr·g + lr·wd·b, the rest by
+    lr·(g + wd·p); gradients recomputed independently with autograd."""
+    x, y = features()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Linear(4, 3))
+    nn.init.normal_(model[1].bias)  # not 0, so that its decay shows
+    reference = copy.deepcopy(model)
+    cfg = TrainConfig(
+        optimizer="sgd", lr=0.2, momentum=0.0, weight_decay=0.1, epochs=1, batch_size=len(y),
+        norm_bias_lr_scale=8.0,
+    )  # fmt: skip
+    train_model(model, x, y, cfg, order_seed=1)
+    loss = nn.functional.cross_entropy(reference(x), y)
+    names, params = zip(*reference.named_parameters(), strict=True)
+    grads = dict(zip(names, torch.autograd.grad(loss, params), strict=True))
+    for name, before in reference.named_parameters():
+        g, p = grads[name], before.detach()
+        expected = p - 0.2 * 8 * g - 0.2 * 0.1 * p if name == "1.bias" else p - 0.2 * (g + 0.1 * p)
+        torch.testing.assert_close(model.get_parameter(name), expected, msg=name)
+
+
 def test_same_seeds_give_the_same_model_and_another_order_another() -> None:
     x, y = features()
     cfg = TrainConfig(epochs=3, batch_size=8)

@@ -90,6 +90,17 @@ class TrainConfig(Section):
         description="all parameters (torch.optim), or conv and linear weights only (the LiRA "
         "code's objax loss decays the `.w` variables: no biases, no BatchNorm)",
     )
+    norm_bias_lr_scale: float = Field(
+        default=1.0,
+        gt=0,
+        description="lr multiplier for the biases (shifts) of normalization layers, their weight "
+        "decay per step unchanged (the fast-net recipe: 64)",
+    )
+    lookahead: bool = Field(
+        default=False,
+        description="every 5 steps pull the weights to slow weights with the speed records' "
+        "schedule (0.95^5 · t³), and end on the slow weights",
+    )
     epochs: int = Field(default=60, ge=1)
     batch_size: int = Field(default=64, ge=1)
     schedule: Literal["constant", "cosine", "cosine-epoch", "lira-cosine", "onecycle", "step"] = (

@@ -40,6 +40,7 @@ from miakit.train.trainer import (
     held_out_accuracy,
     make_optimizer,
     mixed_loss,
+    set_lr,
 )
 
 #: Opacus' backward hooks on a first layer whose input needs no gradient warn; harmless here
@@ -98,8 +99,10 @@ def check_trainable(model: nn.Module, cfg: TrainConfig) -> None:
         )
     if cfg.augment.cutmix:
         raise MiakitError("dp: train.augment.cutmix mixes records, which DP-SGD cannot account for")
-    if cfg.early_stopping_patience is not None or cfg.batched:
-        raise MiakitError("dp: train.early_stopping_patience and train.batched are not supported")
+    if cfg.early_stopping_patience is not None or cfg.batched or cfg.lookahead:
+        raise MiakitError(
+            "dp: train.early_stopping_patience, train.batched and train.lookahead are not supported"
+        )
 
 
 def train_private(
@@ -150,8 +153,7 @@ def train_private(
                 model.train()
                 draw = torch.rand(len(y), generator=sampler, device=device) < sample_rate
                 rows = torch.nonzero(draw).flatten()
-                for group in optimizer.param_groups:
-                    group["lr"] = cfg.lr * lr_factor(cfg, step, steps_per_epoch)
+                set_lr(optimizer, cfg.lr * lr_factor(cfg, step, steps_per_epoch))
                 batch = augmenter(x[rows], y[rows])
                 per_record = mixed_loss(net(batch.x), batch.y, batch.y, 1.0, cfg.label_smoothing)
                 loss = per_record.sum() / max(len(rows), 1)  # the mean; 0 if no record drawn

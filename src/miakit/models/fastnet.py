@@ -1,16 +1,19 @@
 """A fast CIFAR network in the style of the CIFAR-10 training-speed records (airbench-like).
 
-A 2×2 stem conv (24 channels), then three conv groups of widths 64, 256, 256, each
+A 2×2 stem conv (8·C channels), then three conv groups of widths 64, 256, 256, each
 conv → max-pool → BN → GELU → conv → BN → GELU, then a 3×3 max-pool and a bias-free linear head
-scaled by 1/9. About 1.9M parameters. The records reach ~94% on CIFAR-10 in about ten epochs with
-this layout and further tricks not ported here (weight averaging, translation test-time
-augmentation, their tuned rates); configs/fastnet_cifar10.yaml's recipe measured 88.3% after 12
-epochs on the JPEG copy of CIFAR-10 (bench/RESULTS.md).
+scaled by 1/9. About 1.9M parameters. As in the records: the BatchNorm layers learn a shift but no
+scale (a scale before GELU only rescales what the next BN normalizes again), keep running
+statistics with momentum 0.4 (torch's convention) and eps 1e-12, and each 3×3 conv starts as the
+identity on its first c_in output channels (Dirac), the rest drawn as torch's default.
 
-As in the records, the stem starts as the patch-whitening of the model's own training images and
-stays frozen (`init_from_data`, which the trainers call before the first step): its filters are
-the principal directions of the 2×2×C patches, each scaled to unit variance and paired with its
-negative, so that the GELU after it sees decorrelated inputs of both signs from the first step.
+The stem starts as the patch-whitening of the model's own training images and stays frozen
+(`init_from_data`, which the trainers call before the first step): its filters are the principal
+directions of the 2×2×C patches, each scaled to unit variance and paired with its negative, so
+that the GELU after it sees decorrelated inputs of both signs from the first step.
+
+The records' training recipe (lookahead weights, a 64× learning rate on the BN shifts, lr and
+weight decay) is configs/fastnet_cifar10.yaml's; bench/RESULTS.md has its measured accuracy.
 """
 
 from __future__ import annotations
@@ -21,14 +24,30 @@ from torch import Tensor, nn
 WHITENING_EPS = 5e-4  # added to each eigenvalue: bounds the gain of near-constant directions
 
 
+class ShiftBatchNorm(nn.BatchNorm2d):
+    """BatchNorm2d with a learned shift (`bias`) and no learned scale."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels, eps=1e-12, momentum=0.4, affine=False)
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+
+def dirac_conv(c_in: int, c_out: int) -> nn.Conv2d:
+    """A bias-free 3×3 conv whose first min(c_in, c_out) filters pass their channel through."""
+    conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+    with torch.no_grad():
+        nn.init.dirac_(conv.weight[: min(c_in, c_out)])
+    return conv
+
+
 def conv_group(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        dirac_conv(c_in, c_out),
         nn.MaxPool2d(2),
-        nn.BatchNorm2d(c_out),
+        ShiftBatchNorm(c_out),
         nn.GELU(),
-        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
+        dirac_conv(c_out, c_out),
+        ShiftBatchNorm(c_out),
         nn.GELU(),
     )
 

@@ -27,7 +27,13 @@ from miakit.train.augment import Augmenter
 from miakit.train.inputs import Normalization, autocast
 from miakit.train.schedule import lr_factor
 from miakit.train.traces import LossTrace, record_losses
-from miakit.train.trainer import TrainReport, decays, init_from_data, mixed_loss
+from miakit.train.trainer import (
+    TrainReport,
+    init_from_data,
+    mixed_loss,
+    norm_bias_names,
+    rate_and_decay,
+)
 
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which train_model uses
 
@@ -62,14 +68,21 @@ class StackedParameters:
         """The parameters that train (a frozen one, like the fast net's stem, is left out)."""
         return [t for t in self.tensors.values() if t.requires_grad]
 
+    def leaf_names(self) -> list[str]:
+        return [name for name, t in self.tensors.items() if t.requires_grad]
+
 
 class StackedOptimizer:
     """SGD (momentum, Nesterov) or Adam over stacked parameters [M, ...] with torch.optim's update
-    rules, a learning rate per model, and updates only for the models that took a step."""
+    rules, a learning rate per model, and updates only for the models that took a step.
+    `rates_and_decays`: each parameter's lr scale and weight decay (trainer.rate_and_decay)."""
 
-    def __init__(self, cfg: TrainConfig, params: list[Tensor]) -> None:
+    def __init__(
+        self, cfg: TrainConfig, params: list[Tensor], rates_and_decays: list[tuple[float, float]]
+    ) -> None:
         self.cfg = cfg
-        self.decay = [cfg.weight_decay if decays(cfg, p[0]) else 0.0 for p in params]
+        self.scale = [scale for scale, _ in rates_and_decays]
+        self.decay = [decay for _, decay in rates_and_decays]
         self.steps = torch.zeros(params[0].shape[0], device=params[0].device)
         slots = {"sgd": 1 if cfg.momentum else 0, "adam": 2}[cfg.optimizer]
         self.state = [[torch.zeros_like(p) for p in params] for _ in range(slots)]
@@ -82,18 +95,23 @@ class StackedOptimizer:
             p.grad = None
         if len(active) == len(self.steps):
             self.steps += 1
-            if self.cfg.optimizer == "adam" and bool((lr == lr[0]).all()):
+            if (
+                self.cfg.optimizer == "adam"
+                and set(self.scale) == {1.0}
+                and bool((lr == lr[0]).all())
+            ):
                 self._fused_adam(params, grads, float(lr[0]))
                 return
             for i, (p, g) in enumerate(zip(params, grads, strict=True)):
                 state = [s[i] for s in self.state]
-                self._update(p, g, state, _per_model(lr, p), self.steps, self.decay[i])
+                rate = _per_model(lr, p) * self.scale[i]
+                self._update(p, g, state, rate, self.steps, self.decay[i])
             return
         index = torch.tensor(active, device=lr.device)
         self.steps[index] += 1
         for i, (p, g) in enumerate(zip(params, grads, strict=True)):
             sub, sub_state = p[index], [s[i][index] for s in self.state]
-            rate, steps = _per_model(lr[index], p), self.steps[index]
+            rate, steps = _per_model(lr[index], p) * self.scale[i], self.steps[index]
             self._update(sub, g[index], sub_state, rate, steps, self.decay[i])
             p[index] = sub
             for s, new in zip(self.state, sub_state, strict=True):
@@ -170,7 +188,8 @@ def train_batched(
     Same contract per model as `train_model(models[m], x[rows[m]], y[rows[m]], cfg,
     order_seeds[m], augment_seed=augment_seeds[m], norm=norm, trace_on=trace_on)`. Early
     stopping and dropout are not supported: both would make the models' paths diverge from
-    training alone (dropout draws cannot follow the per-model streams under vmap).
+    training alone (dropout draws cannot follow the per-model streams under vmap); nor is
+    lookahead, which the fast net's recipe (not a batched one) uses.
     """
     start = time.perf_counter()
     augment_seeds = augment_seeds or [None] * len(models)
@@ -185,7 +204,15 @@ def train_batched(
         for name, _ in models[0].named_buffers()
     }
     exact_batches = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in base.modules())
-    optimizer = StackedOptimizer(cfg, stacked.leaves())
+    norm_biases = norm_bias_names(base)
+    optimizer = StackedOptimizer(
+        cfg,
+        stacked.leaves(),
+        [
+            rate_and_decay(cfg, name, base.get_parameter(name), norm_biases)
+            for name in stacked.leaf_names()
+        ],
+    )
     lanes = [
         Lane(
             rows=r,
@@ -254,6 +281,8 @@ def train_batched(
 def check_batchable(models: Sequence[nn.Module], cfg: TrainConfig) -> None:
     if cfg.early_stopping_patience is not None:
         raise MiakitError("train.batched does not support train.early_stopping_patience")
+    if cfg.lookahead:
+        raise MiakitError("train.batched does not support train.lookahead")
     if any(isinstance(m, nn.Dropout) and m.p > 0 for m in models[0].modules()):
         raise MiakitError("train.batched does not support dropout; set model.dropout to 0")
     shapes = [{k: v.shape for k, v in m.state_dict().items()} for m in models]

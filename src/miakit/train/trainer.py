@@ -22,6 +22,7 @@ from miakit.config import TrainConfig
 from miakit.errors import MiakitError
 from miakit.train.augment import Augmenter
 from miakit.train.inputs import Normalization, autocast, model_inputs
+from miakit.train.lookahead import Lookahead
 from miakit.train.schedule import lr_factor
 from miakit.train.traces import LossTrace, record_losses
 
@@ -52,16 +53,51 @@ def decays(cfg: TrainConfig, parameter: Tensor) -> bool:
     return cfg.weight_decay_on == "all" or parameter.ndim >= 2
 
 
+NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+
+
+def norm_bias_names(model: nn.Module) -> set[str]:
+    """Names of the parameters that are normalization layers' biases (train.norm_bias_lr_scale)."""
+    return {
+        f"{name}.bias" if name else "bias"
+        for name, module in model.named_modules()
+        if isinstance(module, NORMS) and isinstance(module.bias, nn.Parameter)
+    }
+
+
+def rate_and_decay(
+    cfg: TrainConfig, name: str, parameter: Tensor, norm_biases: set[str]
+) -> tuple[float, float]:
+    """(lr scale, weight decay) of one parameter: normalization biases take the lr ×
+    norm_bias_lr_scale and the weight decay ÷ it, so that their decay per step is unchanged."""
+    decay = cfg.weight_decay if decays(cfg, parameter) else 0.0
+    scale = cfg.norm_bias_lr_scale if name in norm_biases else 1.0
+    return scale, decay / scale
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if decays(cfg, p)], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if not decays(cfg, p)], "weight_decay": 0.0},
+    """torch.optim's SGD or Adam; each parameter group's `lr_scale` multiplies the scheduled lr
+    (set_lr)."""
+    norm_biases = norm_bias_names(model)
+    groups: dict[tuple[float, float], list[Tensor]] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups.setdefault(rate_and_decay(cfg, name, p, norm_biases), []).append(p)
+    param_groups = [
+        {"params": params, "lr_scale": scale, "weight_decay": decay}
+        for (scale, decay), params in groups.items()
     ]
-    groups = [g for g in groups if g["params"]]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    return torch.optim.Adam(groups, lr=cfg.lr)
+        return torch.optim.SGD(
+            param_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov
+        )
+    return torch.optim.Adam(param_groups, lr=cfg.lr)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, rate: float) -> None:
+    """The scheduled lr for the next step, times each group's scale."""
+    for group in optimizer.param_groups:
+        group["lr"] = rate * group["lr_scale"]
 
 
 def mixed_loss(
@@ -135,6 +171,7 @@ def train_model(
     optimizer = make_optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(y) / cfg.batch_size)
     trace = TraceRecorder(net, model, trace_on, norm, cfg)
+    lookahead = Lookahead(model, cfg.epochs * steps_per_epoch) if cfg.lookahead else None
     best, best_epoch, epochs_run = -1.0, 0, 0
     steps, loss = 0, torch.tensor(float("nan"))
     trace.record(0)
@@ -142,8 +179,7 @@ def train_model(
         model.train()
         order = torch.randperm(len(y), generator=order_generator).to(device)
         for rows in order.split(cfg.batch_size):
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * lr_factor(cfg, steps, steps_per_epoch)
+            set_lr(optimizer, cfg.lr * lr_factor(cfg, steps, steps_per_epoch))
             batch = augmenter(x[rows], y[rows])
             with autocast(device, cfg.bf16):
                 logits = net(batch.x)
@@ -153,6 +189,8 @@ def train_model(
             loss.backward()
             optimizer.step()
             steps += 1
+            if lookahead is not None:
+                lookahead.after_step(steps)
         epochs_run = epoch
         stopping = False
         if patience is not None:
@@ -160,6 +198,8 @@ def train_model(
             if accuracy_now > best:
                 best, best_epoch = accuracy_now, epoch
             stopping = epoch - best_epoch >= patience
+        if lookahead is not None and (stopping or epoch == cfg.epochs):
+            lookahead.finish()  # before the last trace row, which is the final model's
         trace.record(epoch, stopping)
         if on_epoch is not None:
             on_epoch(epoch, cfg.epochs)

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+import miakit.config
 from miakit import jobs, pipeline, transfer
 from miakit.config import AuditConfig, load_config
 from miakit.errors import MiakitError
@@ -352,6 +353,17 @@ def test_changing_only_the_left_out_user_records_makes_models_stale(tmp_path):
     assert sorted(pipeline.train(replanned, run)) == [0, 1, 2, 3]
     new_extractor = load_file(str(run.transfer_extractor))
     assert any(not torch.equal(new_extractor[k], v) for k, v in old_extractor.items())
+
+
+def test_a_plan_reads_the_user_files_content_once_for_all_its_hashes(tmp_path, monkeypatch):
+    config = image_config(tmp_path)
+    planned = pipeline.plan(config, RunDir(tmp_path / "run"))
+    calls = []
+    monkeypatch.setattr(
+        miakit.config, "path_fingerprint", lambda path: calls.append(path) or str(path)
+    )
+    hashes = {planned.train_hash(m) for m in range(4)} | {planned.query_hash(m) for m in range(4)}
+    assert len(hashes) == 8 and len(calls) <= 1  # not once per hash
 
 
 def pool_rows(all_x: np.ndarray, pool_x: np.ndarray) -> np.ndarray:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -27,11 +29,16 @@ class Plan:
         apply_to = self.config.defences.apply_to
         return apply_to == "all" or (m in self.targets) == (apply_to == "targets")
 
+    @cached_property
+    def training_inputs(self) -> dict[str, Any]:
+        """Computed once per plan: with a user folder it lists the folder."""
+        return self.config.training_inputs()
+
     def train_hash(self, m: int) -> str:
-        return train_hash(self.config, self.fingerprint, self.keep[m], m)
+        return train_hash(self.training_inputs, self.fingerprint, self.keep[m], m)
 
     def query_hash(self, m: int) -> str:
-        return query_hash(self.config, self.fingerprint, self.keep[m], m)
+        return query_hash(self.training_inputs, self.config, self.fingerprint, self.keep[m], m)
 
 
 def load_configured_pool(config: AuditConfig) -> Pool:
@@ -146,11 +153,14 @@ def _recorded_fingerprint(run: RunDir) -> str:
         raise MiakitError(f"{run.pool} is missing or unreadable; plan the run again") from exc
 
 
-def train_hash(config: AuditConfig, fingerprint: str, keep_row: np.ndarray, m: int) -> str:
-    """Everything that determines model m's weights: anything else changed means retrain."""
+def train_hash(
+    training_inputs: dict[str, Any], fingerprint: str, keep_row: np.ndarray, m: int
+) -> str:
+    """Everything that determines model m's weights (`training_inputs`: the config's
+    training_inputs()): anything else changed means retrain."""
     return content_hash(
         {
-            **config.training_inputs(),
+            **training_inputs,
             "pool": fingerprint,
             "keep_row": array_hash(keep_row),
             "model_index": m,
@@ -158,20 +168,26 @@ def train_hash(config: AuditConfig, fingerprint: str, keep_row: np.ndarray, m: i
     )
 
 
-def query_hash(config: AuditConfig, fingerprint: str, keep_row: np.ndarray, m: int) -> str:
-    train = train_hash(config, fingerprint, keep_row, m)
+def query_hash(
+    training_inputs: dict[str, Any],
+    config: AuditConfig,
+    fingerprint: str,
+    keep_row: np.ndarray,
+    m: int,
+) -> str:
+    train = train_hash(training_inputs, fingerprint, keep_row, m)
     return content_hash({"train": train, **config.query.model_dump(mode="json")})
 
 
 def outdated_models(run: RunDir) -> list[int]:
     """Models of a planned run whose logits are missing or do not match the current plan."""
     config, fingerprint = read_run_config(run.run_yaml), _recorded_fingerprint(run)
-    keep = load_npy(run.keep)
+    keep, inputs = load_npy(run.keep), config.training_inputs()
     return [
         m
         for m in range(len(keep))
         if not (
-            model_done(run, m, "query_hash", query_hash(config, fingerprint, keep[m], m))
+            model_done(run, m, "query_hash", query_hash(inputs, config, fingerprint, keep[m], m))
             and run.logits(m).is_file()
         )
     ]

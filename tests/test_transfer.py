@@ -322,6 +322,26 @@ def test_audit_on_digits_in_transfer_mode(tmp_path):
     assert np.load(run.trace(5)).shape == (5, 600)
 
 
+def test_fine_tuned_batchnorm_blocks_train_the_same_batched_or_one_by_one(tmp_path):
+    """ResNet-20's last block (BatchNorm) fine-tuned with a new head: stacked training equals
+    training each model alone, running statistics included."""
+    settings = [
+        "model.arch=resnet20",
+        "defences.transfer.fine_tune=last_block",
+        "train.optimizer=sgd",  # Adam would magnify rounding on near-zero gradients
+        "train.lr=0.05",
+    ]
+    alone, stacked = RunDir(tmp_path / "alone"), RunDir(tmp_path / "stacked")
+    trained(image_config(tmp_path, *settings), alone)
+    batched = ["train.batched=true", "execution.models_per_task=4"]
+    trained(image_config(tmp_path, *settings, *batched), stacked)
+    for m in range(4):
+        one, other = load_file(str(alone.weights(m))), load_file(str(stacked.weights(m)))
+        assert any("running_mean" in k for k in one) and one.keys() == other.keys()
+        for key, value in one.items():
+            torch.testing.assert_close(other[key], value, atol=1e-5, rtol=1e-4, msg=key)
+
+
 def test_batched_and_private_heads_train_on_the_features(tmp_path):
     batched = digits_config("train.batched=true", "execution.models_per_task=4")
     trained(batched, RunDir(tmp_path / "batched"))

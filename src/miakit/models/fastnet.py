@@ -3,9 +3,9 @@
 A 2×2 stem conv (8·C channels), then three conv groups of widths 64, 256, 256, each
 conv → max-pool → BN → GELU → conv → BN → GELU, then a 3×3 max-pool and a bias-free linear head
 scaled by 1/9. About 1.9M parameters. As in the records: the BatchNorm layers learn a shift but no
-scale (a scale before GELU only rescales what the next BN normalizes again), keep running
-statistics with momentum 0.4 (torch's convention) and eps 1e-12, and each 3×3 conv starts as the
-identity on its first c_in output channels (Dirac), the rest drawn as torch's default.
+scale (their weight stays 1), keep running statistics with momentum 0.4 (torch's convention) and
+eps 1e-12, and each 3×3 conv starts as the identity on its first c_in output channels (Dirac),
+the rest drawn as torch's default.
 
 The stem starts as the patch-whitening of the model's own training images and stays frozen
 (`init_from_data`, which the trainers call before the first step): its filters are the principal

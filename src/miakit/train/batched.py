@@ -83,6 +83,8 @@ class StackedOptimizer:
         self.cfg = cfg
         self.scale = [scale for scale, _ in rates_and_decays]
         self.decay = [decay for _, decay in rates_and_decays]
+        #: torch's fused Adam takes one rate for every parameter: no per-parameter scales
+        self.fusable = cfg.optimizer == "adam" and all(scale == 1.0 for scale in self.scale)
         self.steps = torch.zeros(params[0].shape[0], device=params[0].device)
         slots = {"sgd": 1 if cfg.momentum else 0, "adam": 2}[cfg.optimizer]
         self.state = [[torch.zeros_like(p) for p in params] for _ in range(slots)]
@@ -95,11 +97,7 @@ class StackedOptimizer:
             p.grad = None
         if len(active) == len(self.steps):
             self.steps += 1
-            if (
-                self.cfg.optimizer == "adam"
-                and set(self.scale) == {1.0}
-                and bool((lr == lr[0]).all())
-            ):
+            if self.fusable and bool((lr == lr[0]).all()):
                 self._fused_adam(params, grads, float(lr[0]))
                 return
             for i, (p, g) in enumerate(zip(params, grads, strict=True)):

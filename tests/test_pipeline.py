@@ -11,6 +11,7 @@ from miakit import jobs, pipeline
 from miakit.cli import app
 from miakit.config import load_config
 from miakit.errors import MiakitError
+from miakit.models import REVISIONS
 from miakit.store import RunDir
 
 from .synthetic import balanced_keep_matrix
@@ -111,6 +112,11 @@ def test_changed_training_setting_retrains_and_other_changes_do_not(
     changed.train.lr = 2e-3
     pipeline.audit(changed, run)
     assert counter.calls == 8
+
+    # new code for the architecture (its revision bumped): the stored models are stale
+    monkeypatch.setitem(REVISIONS, changed.model.arch, REVISIONS[changed.model.arch] + 1)
+    pipeline.audit(changed, run)
+    assert counter.calls == 16
 
 
 def test_brought_in_models_attack_and_evaluate_from_the_cli(tmp_path):

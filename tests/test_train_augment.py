@@ -36,6 +36,29 @@ def test_flip_mirrors_some_images_and_leaves_the_others() -> None:
     assert 10 < sum(mirrored) < 54
 
 
+def test_alternating_flip_mirrors_each_record_in_every_other_epoch() -> None:
+    x = (torch.rand(40, 6, 7, 3, generator=gen()) * 255).to(torch.uint8)
+    y = torch.zeros(40, dtype=torch.long)
+    augmenter = Augmenter(AugmentConfig(flip="alternate"), None, torch.device("cpu"), 5, len(x))
+    unit = x.numpy().transpose(0, 3, 1, 2) / 255  # [B, C, H, W] as numpy
+
+    def mirrored_in(epoch: int) -> np.ndarray:
+        """Whether each record came out mirrored, its batches in a fresh random order."""
+        out = np.empty(len(x), dtype=bool)
+        for positions in torch.randperm(len(x), generator=gen(epoch)).split(7):
+            batch = augmenter(x[positions], y[positions], positions, epoch).x.numpy()
+            for p, image in zip(positions.tolist(), batch, strict=True):
+                mirrored = np.allclose(image, unit[p][:, :, ::-1])
+                assert mirrored or np.allclose(image, unit[p])
+                out[p] = mirrored
+        return out
+
+    first = mirrored_in(0)
+    assert 10 < first.sum() < 30
+    for epoch in (1, 2, 3):
+        assert np.array_equal(mirrored_in(epoch), first ^ (epoch % 2 == 1))
+
+
 def test_random_crop_is_a_window_of_the_reflect_padded_image() -> None:
     x, p = images(32), 3
     out = random_crop(x, p, gen()).numpy()
@@ -100,11 +123,11 @@ def test_augmenter_is_deterministic_per_seed_and_normalizes_after_augmenting() -
     y = torch.arange(8)
 
     def run(seed: int) -> torch.Tensor:
-        return Augmenter(cfg, norm, torch.device("cpu"), seed)(x, y).x
+        return Augmenter(cfg, norm, torch.device("cpu"), seed, len(x))(x, y).x
 
     assert torch.equal(run(1), run(1))
     assert not torch.equal(run(1), run(2))
-    plain = Augmenter(AugmentConfig(), norm, torch.device("cpu"), None)(x, y).x
+    plain = Augmenter(AugmentConfig(), norm, torch.device("cpu"), None, len(x))(x, y).x
     expected = (x.permute(0, 3, 1, 2).float() / 255 - 0.4) / 0.2
     expected[:, 0] = (x[..., 0].float() / 255 - 0.5) / 0.2
     expected[:, 2] = (x[..., 2].float() / 255 - 0.3) / 0.2

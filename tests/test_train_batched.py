@@ -100,7 +100,8 @@ def test_adam_mlps_equal_training_alone(sizes, schedule, decay_on) -> None:
         torch.testing.assert_close(b(x), a(x), atol=2e-3, rtol=1e-3)
 
 
-def test_augmented_cnns_equal_training_alone() -> None:
+@pytest.mark.parametrize("flip", [True, "alternate"])
+def test_augmented_cnns_equal_training_alone(flip) -> None:
     g = torch.Generator().manual_seed(0)
     x = (torch.rand(40, 8, 8, 3, generator=g) * 255).to(torch.uint8)
     y = torch.randint(0, 3, (40,), generator=g)
@@ -108,7 +109,7 @@ def test_augmented_cnns_equal_training_alone() -> None:
     cfg = TrainConfig.model_validate(
         {
             "optimizer": "sgd", "lr": 0.05, "epochs": 2, "batch_size": 8,
-            "augment": {"flip": True, "crop_padding": 2, "cutout": 3, "cutmix": 0.5},
+            "augment": {"flip": flip, "crop_padding": 2, "cutout": 3, "cutmix": 0.5},
         }
     )  # fmt: skip
     norm = Normalization((0.5,) * 3, (0.25,) * 3)

@@ -87,6 +87,15 @@ def test_onecycle_rises_then_falls_linearly_to_zero() -> None:
     assert lr_factor(cfg, 99, spe) == pytest.approx(1 / 80)
 
 
+def test_warmup_from_starts_the_ramp_there() -> None:
+    cfg = TrainConfig(epochs=10, schedule="onecycle", warmup_epochs=2, warmup_from=0.2)
+    spe = 10  # 100 steps, 20 of warm-up: 0.2 + 0.8 · (s + 1) / 20
+    assert lr_factor(cfg, 0, spe) == pytest.approx(0.24)
+    assert lr_factor(cfg, 9, spe) == pytest.approx(0.6)
+    assert lr_factor(cfg, 19, spe) == pytest.approx(1.0)
+    assert lr_factor(cfg, 60, spe) == pytest.approx(40 / 80)
+
+
 def test_constant_schedule_is_flat() -> None:
     assert {lr_factor(TrainConfig(epochs=3), s, 7) for s in range(21)} == {1.0}
 

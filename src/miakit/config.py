@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from miakit.defences.config import DefenceConfig
 from miakit.errors import MiakitError
+from miakit.models import REVISIONS
 from miakit.store import content_hash, path_fingerprint
 
 
@@ -65,11 +66,19 @@ class ModelConfig(Section):
             raise ValueError("every hidden width must be a positive integer")
         return widths
 
+    def hash_inputs(self) -> dict[str, Any]:
+        """The settings and the architecture's code revision: what a model's weights depend on."""
+        return self.model_dump(mode="json") | {"revision": REVISIONS.get(self.arch, 0)}
+
 
 class AugmentConfig(Section):
     """Training-time augmentation of image batches on the training device (all off by default)."""
 
-    flip: bool = Field(default=False, description="random horizontal flip")
+    flip: bool | Literal["alternate"] = Field(
+        default=False,
+        description="horizontal flip: true, random per image and batch; alternate, each image "
+        "in a random orientation in even epochs and mirrored in odd ones (the speed records')",
+    )
     crop_padding: int = Field(default=0, ge=0, description="random crop after reflect padding")
     rotation: float = Field(default=0.0, ge=0, le=180, description="max rotation in degrees")
     color_jitter: float = Field(
@@ -111,7 +120,13 @@ class TrainConfig(Section):
             "decay to 0 after the warm-up",
         )
     )
-    warmup_epochs: float = Field(default=0.0, ge=0, description="linear lr warm-up from 0")
+    warmup_epochs: float = Field(default=0.0, ge=0, description="linear lr warm-up")
+    warmup_from: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="the lr factor the warm-up starts from (the fast-net recipe: 0.2)",
+    )
     milestones: list[int] = Field(
         default_factory=list, description="step schedule: epochs at which lr is multiplied by gamma"
     )
@@ -243,7 +258,7 @@ class AuditConfig(Section):
             "seed": self.seed,
             # where the files live does not matter: the pool's fingerprint covers their content
             "data": self.data.model_dump(mode="json", exclude={"data_dir", "path", "download"}),
-            "model": self.model.model_dump(mode="json"),
+            "model": self.model.hash_inputs(),
             "train": self.train.model_dump(mode="json", exclude={"device"}),
             "defences": self.defences.model_dump(mode="json", exclude={"transfer"})
             | self._transfer_inputs(),

@@ -141,7 +141,7 @@ def train_private(
         generator=noise,
     )
     accountant = create_accountant(dp.accountant)
-    augmenter = Augmenter(cfg.augment, norm, device, augment_seed)
+    augmenter = Augmenter(cfg.augment, norm, device, augment_seed, len(y))
     full_precision = cfg.model_copy(update={"bf16": False})
     trace = TraceRecorder(model, model, trace_on, norm, full_precision)
     loss = torch.tensor(float("nan"))
@@ -154,7 +154,7 @@ def train_private(
                 draw = torch.rand(len(y), generator=sampler, device=device) < sample_rate
                 rows = torch.nonzero(draw).flatten()
                 set_lr(optimizer, cfg.lr * lr_factor(cfg, step, steps_per_epoch))
-                batch = augmenter(x[rows], y[rows])
+                batch = augmenter(x[rows], y[rows], rows, step // steps_per_epoch)
                 per_record = mixed_loss(net(batch.x), batch.y, batch.y, 1.0, cfg.label_smoothing)
                 loss = per_record.sum() / max(len(rows), 1)  # the mean; 0 if no record drawn
                 optimizer.zero_grad(set_to_none=True)

@@ -26,6 +26,10 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "fastnet": FastNet,
 }
 
+#: Part of every model's content hash: bump an architecture's number whenever what it computes
+#: changes (layers, init), so that resumed runs retrain its models instead of reusing them.
+REVISIONS: dict[str, int] = {name: 1 for name in MODELS}
+
 #: architectures whose first layer is a convolution: they take images, not feature vectors
 IMAGE_MODELS = frozenset(MODELS) - {"mlp"}
 
@@ -52,4 +56,4 @@ def build_model(
     )
 
 
-__all__ = ["IMAGE_MODELS", "MODELS", "build_model"]
+__all__ = ["IMAGE_MODELS", "MODELS", "REVISIONS", "build_model"]

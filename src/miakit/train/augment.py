@@ -5,6 +5,11 @@ pad and crop), rotation, color jitter, all on images in [0, 1]; then normalizati
 (the cut square is 0 after normalization, i.e. the data set's mean color) and CutMix. Every
 draw comes from the model's own augmentation generator, so a model's augmented batches are the
 same whether it trains alone or stacked with others.
+
+The flip is random per image and batch, or alternating (the speed records'): each record gets a
+random orientation once, for the even epochs, and the mirrored one in the odd epochs, so that
+every pair of epochs shows both; that needs each record's position among the model's records and
+the epoch.
 """
 
 from __future__ import annotations
@@ -32,7 +37,11 @@ class Batch:
 
 
 def flip(x: Tensor, g: torch.Generator) -> Tensor:
-    mask = torch.rand(len(x), generator=g, device=x.device) < 0.5
+    return flip_where(x, torch.rand(len(x), generator=g, device=x.device) < 0.5)
+
+
+def flip_where(x: Tensor, mask: Tensor) -> Tensor:
+    """The images with mask True mirrored left to right."""
     return torch.where(mask[:, None, None, None], x.flip(3), x)
 
 
@@ -115,7 +124,10 @@ class Augmenter:
         norm: Normalization | None,
         device: torch.device,
         seed: int | None,
+        records: int,
     ) -> None:
+        """`records`: how many records the model trains on (the alternating flip draws each
+        one's orientation here, before any batch)."""
         self.cfg, self.norm = cfg, norm
         self.active = any(cfg.model_dump().values())
         if self.active and seed is None:
@@ -123,15 +135,28 @@ class Augmenter:
         self.generator = torch.Generator(device=device)
         if seed is not None:
             self.generator.manual_seed(seed)
+        self.even_epoch_flips = (
+            torch.rand(records, generator=self.generator, device=device) < 0.5
+            if cfg.flip == "alternate"
+            else None
+        )
 
-    def __call__(self, x: Tensor, y: Tensor) -> Batch:
+    def __call__(
+        self, x: Tensor, y: Tensor, positions: Tensor | None = None, epoch: int = 0
+    ) -> Batch:
+        """Model inputs for records x with labels y; `positions` (their indices among the
+        model's records) and `epoch` (0-based) matter to the alternating flip only."""
         if x.dtype != torch.uint8:
             if self.active:
                 raise MiakitError("train.augment works on images; these records are features")
             return Batch(x, y, y, 1.0)
         cfg, g = self.cfg, self.generator
         images = unit_images(x)
-        if cfg.flip:
+        if self.even_epoch_flips is not None:
+            if positions is None:
+                raise ValueError("the alternating flip needs the records' positions")
+            images = flip_where(images, self.even_epoch_flips[positions] ^ (epoch % 2 == 1))
+        elif cfg.flip:
             images = flip(images, g)
         if cfg.crop_padding:
             images = random_crop(images, cfg.crop_padding, g)

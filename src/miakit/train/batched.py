@@ -215,7 +215,7 @@ def train_batched(
         Lane(
             rows=r,
             order=torch.Generator().manual_seed(seed),
-            augmenter=Augmenter(cfg.augment, norm, device, aug_seed),
+            augmenter=Augmenter(cfg.augment, norm, device, aug_seed, len(r)),
             steps_per_epoch=math.ceil(len(r) / cfg.batch_size),
             trace=LossTrace(cfg.trace_every, cfg.epochs),
         )
@@ -249,10 +249,11 @@ def train_batched(
         active = [m for m, lane in enumerate(lanes) if lane.step < total[m]]
         if not active:
             break
-        records = {m: next_records(lanes[m], cfg.batch_size, device) for m in active}
+        positions = {m: next_positions(lanes[m], cfg.batch_size, device) for m in active}
+        records = {m: lanes[m].rows[p] for m, p in positions.items()}
         loss, params = torch.zeros((), device=device), stacked.tensors
         for group in group_models(records, exact_batches):
-            batch = group_batch(group, records, lanes, x, y)
+            batch = group_batch(group, records, positions, lanes, x, y)
             loss = loss + group_loss(forward, params, buffers, group, batch, cfg)
         loss.backward()
         rates = [cfg.lr * lr_factor(cfg, lane.step, lane.steps_per_epoch) for lane in lanes]
@@ -288,11 +289,12 @@ def check_batchable(models: Sequence[nn.Module], cfg: TrainConfig) -> None:
         raise MiakitError("train.batched needs models of one architecture")
 
 
-def next_records(lane: Lane, batch_size: int, device: torch.device) -> Tensor:
-    """The lane's next batch of pool indices, drawing a new epoch's order when it has none left."""
+def next_positions(lane: Lane, batch_size: int, device: torch.device) -> Tensor:
+    """The lane's next batch as indices into its rows, drawing a new epoch's order when it has
+    none left."""
     if not lane.pending:
         order = torch.randperm(len(lane.rows), generator=lane.order).to(device)
-        lane.pending = list(lane.rows[order].split(batch_size))
+        lane.pending = list(order.split(batch_size))
         lane.pending.reverse()
     return lane.pending.pop()
 
@@ -319,9 +321,15 @@ class GroupBatch:
 
 
 def group_batch(
-    group: list[int], records: dict[int, Tensor], lanes: list[Lane], x: Tensor, y: Tensor
+    group: list[int],
+    records: dict[int, Tensor],
+    positions: dict[int, Tensor],
+    lanes: list[Lane],
+    x: Tensor,
+    y: Tensor,
 ) -> GroupBatch:
-    """Gather and augment the group's batches; each model's augmentation uses its own generator."""
+    """Gather and augment the group's batches (records: pool indices; positions: the same
+    records' indices into their lane's rows); each model's augmentation uses its own generator."""
     counts = torch.tensor([len(records[m]) for m in group], device=x.device)
     size = int(counts.max())
     index = torch.stack([pad(records[m], size) for m in group])
@@ -330,7 +338,12 @@ def group_batch(
         batch = lanes[group[0]].augmenter(x[index.flatten()], y[index.flatten()])
         inputs = batch.x.unflatten(0, index.shape)
         return GroupBatch(inputs, y[index], y[index], torch.ones(len(group), 1), weights)
-    batches = [lanes[m].augmenter(x[records[m]], y[records[m]]) for m in group]
+    batches = [
+        lanes[m].augmenter(
+            x[records[m]], y[records[m]], positions[m], lanes[m].step // lanes[m].steps_per_epoch
+        )
+        for m in group
+    ]
     return GroupBatch(
         torch.stack([pad(b.x, size) for b in batches]),
         torch.stack([pad(b.y, size) for b in batches]),

@@ -18,11 +18,13 @@ def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     with e the epoch, as torch's CosineAnnealingLR stepped once an epoch; lira-cosine: the LiRA
     reference code's cos(7πt/16) · min(100t, 1) (its own 1% warm-up, from 0 at step 0);
     onecycle: after the warm-up, linear decay to zero; step: × gamma at each milestone epoch;
-    constant: 1. The warm-up (cfg.warmup_epochs) ramps linearly from 1/warmup_steps to 1.
+    constant: 1. The warm-up (cfg.warmup_epochs) ramps linearly from f + (1 − f)/warmup_steps
+    to 1, f = cfg.warmup_from.
     """
     total = cfg.epochs * steps_per_epoch
     warmup = cfg.warmup_epochs * steps_per_epoch
     ramp = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+    ramp = cfg.warmup_from + (1 - cfg.warmup_from) * ramp
     if cfg.schedule == "cosine":
         shape = 0.5 * (1 + math.cos(math.pi * step / total))
     elif cfg.schedule == "cosine-epoch":

@@ -165,7 +165,7 @@ def train_model(
     start = time.perf_counter()
     device = x.device
     order_generator = torch.Generator().manual_seed(order_seed)
-    augmenter = Augmenter(cfg.augment, norm, device, augment_seed)
+    augmenter = Augmenter(cfg.augment, norm, device, augment_seed, len(y))
     init_from_data(model, x, norm)
     net = prepare_model(model, cfg, device)
     optimizer = make_optimizer(model, cfg)
@@ -180,7 +180,7 @@ def train_model(
         order = torch.randperm(len(y), generator=order_generator).to(device)
         for rows in order.split(cfg.batch_size):
             set_lr(optimizer, cfg.lr * lr_factor(cfg, steps, steps_per_epoch))
-            batch = augmenter(x[rows], y[rows])
+            batch = augmenter(x[rows], y[rows], rows, epoch - 1)
             with autocast(device, cfg.bf16):
                 logits = net(batch.x)
             smoothing = cfg.label_smoothing

@@ -151,7 +151,7 @@ def extractor_hash(config: AuditConfig) -> str:
     """Everything the extractor's weights depend on (not the cut: one extractor serves both)."""
     training = config.training_inputs()
     settings = training["defences"]["transfer"]
-    inputs: dict[str, Any] = {"model": config.model.hash_inputs()}
+    inputs: dict[str, Any] = {"model": training["model"]}
     if config.defences.transfer.weights is not None:
         inputs["weights_sha256"] = settings["weights_sha256"]
     else:

@@ -250,10 +250,9 @@ def train_batched(
         if not active:
             break
         positions = {m: next_positions(lanes[m], cfg.batch_size, device) for m in active}
-        records = {m: lanes[m].rows[p] for m, p in positions.items()}
         loss, params = torch.zeros((), device=device), stacked.tensors
-        for group in group_models(records, exact_batches):
-            batch = group_batch(group, records, positions, lanes, x, y)
+        for group in group_models(positions, exact_batches):
+            batch = group_batch(group, positions, lanes, x, y)
             loss = loss + group_loss(forward, params, buffers, group, batch, cfg)
         loss.backward()
         rates = [cfg.lr * lr_factor(cfg, lane.step, lane.steps_per_epoch) for lane in lanes]
@@ -299,13 +298,13 @@ def next_positions(lane: Lane, batch_size: int, device: torch.device) -> Tensor:
     return lane.pending.pop()
 
 
-def group_models(records: dict[int, Tensor], exact_batches: bool) -> list[list[int]]:
+def group_models(batches: dict[int, Tensor], exact_batches: bool) -> list[list[int]]:
     """Models that run in one vmap call: all of them, or those with equal batch sizes."""
     if not exact_batches:
-        return [list(records)]
+        return [list(batches)]
     sizes: dict[int, list[int]] = {}
-    for m, rows in records.items():
-        sizes.setdefault(len(rows), []).append(m)
+    for m, batch in batches.items():
+        sizes.setdefault(len(batch), []).append(m)
     return list(sizes.values())
 
 
@@ -321,15 +320,11 @@ class GroupBatch:
 
 
 def group_batch(
-    group: list[int],
-    records: dict[int, Tensor],
-    positions: dict[int, Tensor],
-    lanes: list[Lane],
-    x: Tensor,
-    y: Tensor,
+    group: list[int], positions: dict[int, Tensor], lanes: list[Lane], x: Tensor, y: Tensor
 ) -> GroupBatch:
-    """Gather and augment the group's batches (records: pool indices; positions: the same
-    records' indices into their lane's rows); each model's augmentation uses its own generator."""
+    """Gather and augment the group's batches (`positions`: each model's batch as indices into
+    its lane's rows); each model's augmentation uses its own generator."""
+    records = {m: lanes[m].rows[positions[m]] for m in group}
     counts = torch.tensor([len(records[m]) for m in group], device=x.device)
     size = int(counts.max())
     index = torch.stack([pad(records[m], size) for m in group])

@@ -28,7 +28,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 #: Part of every model's content hash: bump an architecture's number whenever what it computes
 #: changes (layers, init), so that resumed runs retrain its models instead of reusing them.
-REVISIONS: dict[str, int] = {name: 1 for name in MODELS}
+REVISIONS: dict[str, int] = {name: 1 for name in MODELS} | {"fastnet": 2}  # 2: frozen BN scale
 
 #: architectures whose first layer is a convolution: they take images, not feature vectors
 IMAGE_MODELS = frozenset(MODELS) - {"mlp"}

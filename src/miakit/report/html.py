@@ -10,13 +10,13 @@ import io
 import json
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
+import miakit
 from miakit.errors import MiakitError
 from miakit.evaluate.calibration import reliability
 from miakit.evaluate.tables import evaluation_tables
@@ -312,7 +312,7 @@ def metadata_section(data: RunData) -> str:
         "targets": len(data.targets),
         "records": data.keep.shape[1],
         **{f"pool {k}": v for k, v in pool.items()},
-        "miakit": version("miakit"),
+        "miakit": miakit.__version__,  # also when run from a source tree
         "report written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
     rows = "".join(

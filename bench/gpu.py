@@ -184,7 +184,9 @@ class LiraRun:
     """16 fast nets trained and queried by miakit's pipeline in this process (the compiled graph
     reused), the five LiRA variants scored in parallel processes, every model a target."""
 
-    def __init__(self, dataset: str, work: Path, smoke: bool, extra: list[str]) -> None:
+    def __init__(
+        self, data: Cifar, dataset: str, work: Path, smoke: bool, extra: list[str]
+    ) -> None:
         overrides = [
             f"data.name={dataset}",
             "split.num_models=16",
@@ -192,8 +194,13 @@ class LiraRun:
             "query.augmentations=2",
             f"attacks=[{', '.join(LIRA_VARIANTS)}]",
         ]
-        if smoke:
-            overrides += ["data.subsample=200", "split.num_models=4", "train.epochs=1"]
+        if smoke:  # the toy pool and test split as the user's own data, 4 models, 1 epoch
+            toy = work / "smoke.npz"
+            toy.parent.mkdir(parents=True, exist_ok=True)
+            arrays = {"x": data.x, "y": data.y, "x_test": data.x_test}
+            np.savez(toy, **{k: v.cpu().numpy() for k, v in arrays.items()}, y_test=data.y_test)
+            overrides += ["data.name=user", f"data.path={toy}", "split.num_models=4"]
+            overrides += ["train.epochs=1"]
         if not torch.cuda.is_available():
             overrides.append("train.compile=false")
         self.config = load_config(CONFIGS / "fastnet_cifar10.yaml", [*overrides, *extra])
@@ -372,7 +379,7 @@ def main() -> None:
     if 2 in chosen and budget.allows("2. loss-trace overhead", 2.5 * per_model):
         run_phase("2. loss-trace overhead", lambda: trace_figures(data, cfg))
     if 3 in chosen and budget.allows("3. LiRA, 16 fast nets", 8 * per_model + 100):
-        lira = LiraRun(args.dataset, args.work, args.smoke, args.lira_set)
+        lira = LiraRun(data, args.dataset, args.work, args.smoke, args.lira_set)
         run_phase("3. LiRA, 16 fast nets", lambda: lira.figures(args.out))
     if 4 in chosen and budget.allows("4. batched packing", 90):
         run_phase("4. batched packing", lambda: packing(data, device, args.smoke))

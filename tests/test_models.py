@@ -114,3 +114,10 @@ def test_fast_net_convs_start_as_the_identity_and_its_batchnorms_only_shift() ->
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert len(norms) == 6
     assert all(m.weight is None and m.bias.requires_grad for m in norms)
+
+
+def test_every_architecture_has_a_revision_the_config_reads_without_torch() -> None:
+    from miakit.architectures import ARCHITECTURES, REVISIONS
+
+    assert tuple(MODELS) == ARCHITECTURES
+    assert set(REVISIONS) == set(MODELS)

@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from miakit import jobs
 from miakit.attacks import make_attack
 from miakit.config import AuditConfig, ExecutionConfig, read_run_config
 from miakit.data import resolve_data_dir
@@ -26,7 +25,6 @@ from miakit.errors import MiakitError
 from miakit.evaluate.metrics import aggregate, long_rows, summarize
 from miakit.evaluate.tables import write_evaluation_tables
 from miakit.executors import Executor, LocalExecutor, ProcessExecutor, TaskFailure
-from miakit.executors.ray import RayExecutor
 from miakit.ood_study import ood_study
 from miakit.plan import (
     Plan,
@@ -37,14 +35,12 @@ from miakit.plan import (
     outdated_models,
     plan,
 )
-from miakit.report.compare import compare_runs
-from miakit.report.html import write_report
-from miakit.report.plots import plot_roc
 from miakit.signals import Signals
-from miakit.single_point import run_single_point
 from miakit.store import RunDir, load_npy, save_json, save_npy, write_atomic
-from miakit.train.trainer import resolve_device
-from miakit.transfer import shared_features
+
+# Modules that import torch, opacus or matplotlib are imported in the stages that use them, so
+# that commands which train nothing (status, attack, report, --help) start in a fraction of the
+# time (tests/test_cli_imports.py holds this).
 
 __all__ = [
     "attack",
@@ -90,6 +86,8 @@ def make_executor(settings: ExecutionConfig) -> Executor:
     if settings.executor == "processes":
         return ProcessExecutor(settings.workers, settings.threads_per_worker, settings.retries)
     if settings.executor == "ray":
+        from miakit.executors.ray import RayExecutor
+
         return RayExecutor(
             settings.ray_address, settings.cpus_per_task, settings.gpus_per_task, settings.retries
         )
@@ -100,6 +98,8 @@ def _run_model_jobs(
     plan: Plan, run: RunDir, stage: str, models: list[int], in_process, task_fn
 ) -> list[int]:
     """Run a stage's model jobs on the configured executor, groups of models per task."""
+    from miakit.train.trainer import resolve_device
+
     settings = plan.config.execution
     resolve_device(plan.config.train.device)  # a bad device is one error, not one per model
     size = settings.models_per_task
@@ -130,6 +130,9 @@ def _run_model_jobs(
 
 def train(plan: Plan, run: RunDir, shard: tuple[int, int] | None = None) -> list[int]:
     """Train every model (of the shard) whose meta.json does not match its training inputs."""
+    from miakit import jobs
+    from miakit.transfer import shared_features
+
     todo = [
         m
         for m in shard_models(len(plan.keep), shard)
@@ -142,6 +145,8 @@ def train(plan: Plan, run: RunDir, shard: tuple[int, int] | None = None) -> list
 
 def query(plan: Plan, run: RunDir, shard: tuple[int, int] | None = None) -> list[int]:
     """Write logits.npy for every trained model (of the shard) whose logits are missing or stale."""
+    from miakit import jobs
+
     todo = []
     for m in shard_models(len(plan.keep), shard):
         if not model_done(run, m, "train_hash", plan.train_hash(m)):
@@ -199,6 +204,8 @@ def attack(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = Non
 def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = None) -> dict:
     """metrics.json, metrics.csv and a log-log ROC plot per attack, from the stored scores
     (restricted to the split's evaluation records, where it has them)."""
+    from miakit.report.plots import plot_roc
+
     keep = load_npy(run.keep)
     design = evaluation_design(run, config, len(keep))
     records = slice(None) if design.eval_records is None else design.eval_records
@@ -219,6 +226,8 @@ def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = N
         plot_roc(run.plots / f"roc_{name}.png", name, scores, members, design.targets)
     skipped: dict[str, str] = {}
     if config.evaluate.ood and run.run_yaml.is_file():
+        from miakit import jobs
+
         ood, skipped = ood_study(load_plan(run), run, config, list(metrics), jobs.query_all)
         for name, figures in ood.items():
             metrics[name] |= {key: aggregate(values) for key, values in figures.items()}
@@ -235,6 +244,8 @@ def report(run: RunDir, single_point: Sequence[Path] = ()) -> Path:
     """report.html: one self-contained page (figures embedded), with the most exposed records
     shown as images when the pool is images, and the with/without experiments in `single_point`
     (output folders of `miakit single-point`)."""
+    from miakit.report.html import write_report
+
     images = None
     if run.run_yaml.is_file():
         pool = load_configured_pool(read_run_config(run.run_yaml))
@@ -246,7 +257,16 @@ def report(run: RunDir, single_point: Sequence[Path] = ()) -> Path:
 
 def compare(runs: Sequence[RunDir], out: Path) -> Path:
     """compare.html and compare.parquet/.csv over several evaluated runs."""
+    from miakit.report.compare import compare_runs
+
     return compare_runs([r.root for r in runs], out)
+
+
+def run_single_point(config, out: Path, **callbacks):
+    """`miakit.single_point.run_single_point` (imported when called: it needs torch)."""
+    from miakit.single_point import run_single_point as run
+
+    return run(config, out, **callbacks)
 
 
 def audit(config: AuditConfig, run: RunDir) -> dict:

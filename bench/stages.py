@@ -1,7 +1,8 @@
 """Time each stage of the README's main job (the default digits audit) in one run.
 
 Prints seconds per stage and each stage's share of the whole, so a change that slows one stage
-shows up as a ratio, whatever the machine. Usage: python bench/stages.py [--set key=value ...]
+shows up as a ratio, whatever the machine.
+Usage: python bench/stages.py [--config configs/digits.yaml] [--set key=value ...]
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from miakit.store import RunDir
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", default=None, help="YAML config (default: the defaults)")
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     args = parser.parse_args()
-    config = load_config(None, args.overrides)
+    config = load_config(args.config, args.overrides)
     timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as root:
         run = RunDir(root)
@@ -37,11 +39,13 @@ def main() -> None:
         timed("query", pipeline.query, planned, run)
         timed("attack", pipeline.attack, run, config)
         metrics = timed("evaluate", pipeline.evaluate, run, config)
+        timed("report", pipeline.report, run)
     total = sum(timings.values())
     print(header("stages.py"))
     print(
         f"config: {config.split.num_models} models, {config.train.epochs} epochs, "
-        f"{len(config.attacks)} attacks, overrides {args.overrides or 'none'}"
+        f"{len(config.attacks)} attacks, config {args.config or 'defaults'}, "
+        f"overrides {args.overrides or 'none'}"
     )
     for stage, seconds in timings.items():
         print(f"{stage:>9}: {seconds:8.2f} s  {100 * seconds / total:5.1f}%")

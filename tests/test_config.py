@@ -64,8 +64,21 @@ def test_top_level_must_be_mapping(tmp_path):
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
 
-def test_digits_config_is_the_default_audit():
-    assert load_config(CONFIGS[0].parent / "digits.yaml") == load_config()
+def test_digits_config_is_the_default_audit_with_traces_lt_iqr_and_batched_training():
+    demo = load_config(CONFIGS[0].parent / "digits.yaml")
+    assert demo.attacks == [*load_config().attacks, "lt-iqr"]
+    assert demo.train.record_trace and demo.train.batched
+    assert demo.execution.models_per_task > 1  # batched training stacks a task's models
+    defaults = load_config(
+        None,
+        [
+            f"attacks={demo.attacks}",
+            "train.record_trace=true",
+            "train.batched=true",
+            f"execution.models_per_task={demo.execution.models_per_task}",
+        ],
+    )
+    assert demo == defaults
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

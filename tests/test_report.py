@@ -67,8 +67,9 @@ def report(tmp_path_factory) -> Path:
 
 def test_report_is_self_contained_and_has_every_section(report):
     page = report.read_text()
-    for heading in ("Summary", "ROC curves", "PPV", "LT-IQR", "Most vulnerable", "Calibration"):
+    for heading in ("Verdict", "Attacks", "ROC curves", "PPV", "LT-IQR", "Most vulnerable"):
         assert heading in page
+    assert page.index("Verdict") < page.index("Attacks") < page.index("Calibration")
     images = re.findall(r'<img [^>]*src="([^"]+)"', page)
     assert len(images) >= 6 + TOP_RECORDS and all(
         src.startswith("data:image/png;base64,") for src in images
@@ -89,7 +90,7 @@ def test_report_without_metrics_says_what_to_run(tmp_path):
 
 def test_compare_puts_runs_in_one_table(tmp_path):
     runs = [write_run(tmp_path / f"seed{s}", seed=s).root for s in range(3)]
-    page = compare_runs(runs, tmp_path / "cmp")
+    page = compare_runs(runs, tmp_path / "cmp").path
     table = pd.read_parquet(tmp_path / "cmp" / "compare.parquet")
     assert set(table["run"]) == {"seed0", "seed1", "seed2"}
     agreement = pd.read_parquet(tmp_path / "cmp" / "agreement.parquet")
@@ -182,7 +183,14 @@ def test_compare_gives_the_privacy_utility_table(tmp_path):
     table = pd.read_parquet(tmp_path / "cmp" / "privacy_utility.parquet").set_index("run")
     assert np.isnan(table.loc["baseline", "epsilon"]) and table.loc["dp", "epsilon"] == 6.0
     assert table.loc["baseline", "defences"] == "none"
-    assert table.loc["dp", "test_accuracy"] == pytest.approx(0.515)
+    assert table.loc["dp", "test_split_accuracy"] == pytest.approx(0.515)
+    # test accuracy: on the targets' non-members, from their logits
+    logits, keep = [np.load(private.logits(t))[:, 0] for t in range(TARGETS)], np.load(private.keep)
+    on_non_members = [
+        np.mean(np.argmax(z[~keep[t]], axis=1) == np.load(private.labels)[~keep[t]])
+        for t, z in enumerate(logits)
+    ]
+    assert table.loc["dp", "test_accuracy"] == pytest.approx(np.mean(on_non_members))
     # ECE of the targets on their non-members, from their logits, as the calibration table has it
     assert 0 < table.loc["dp", "ece"] < 1
 

@@ -243,6 +243,8 @@ DEFAULT_ATTACKS = [
     "lira-offline",
     "lira-offline-fixed",
     "lira-global",
+    "rmia",
+    "attack-r",
 ]
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import Progress
 
 from miakit.attacks import make_attack
 from miakit.config import AuditConfig, ExecutionConfig, read_run_config
@@ -35,6 +35,7 @@ from miakit.plan import (
     outdated_models,
     plan,
 )
+from miakit.progress import ProgressLines, progress
 from miakit.signals import Signals
 from miakit.store import RunDir, load_npy, save_json, save_npy, write_atomic
 
@@ -61,14 +62,9 @@ __all__ = [
 
 
 @contextmanager
-def progress_bar() -> Iterator[Progress]:
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, transient=False) as bar:
+def progress_bar() -> Iterator[Progress | ProgressLines]:
+    """A live bar on a terminal; lines with rate and time left in a pipe or a log."""
+    with progress() as bar:
         yield bar
 
 
@@ -172,6 +168,43 @@ def status(run: RunDir) -> dict[str, list[int]]:
     return states
 
 
+def trained_models(run: RunDir) -> tuple[int, int]:
+    """(models trained and current, models planned) of a planned run: what an interrupted
+    `miakit audit` or `miakit train` has saved."""
+    planned = load_plan(run)
+    done = sum(
+        model_done(run, m, "train_hash", planned.train_hash(m)) for m in range(len(planned.keep))
+    )
+    return done, len(planned.keep)
+
+
+def brought_in_status(run: RunDir) -> dict[str, str]:
+    """What a run of brought-in models (keep.npy, no run.yaml) holds, and the command that
+    makes each missing part: models with logits and loss traces, scores, metrics, report."""
+    if not run.keep.is_file():
+        raise MiakitError(
+            f"{run.root} is no run: it has neither run.yaml (plan one with `miakit audit --out "
+            f"{run.root}`) nor keep.npy (bring your own models: see the README)"
+        )
+    keep = load_npy(run.keep, mmap=True)
+    count = keep.shape[0]
+    logits = [m for m in range(count) if run.logits(m).is_file()]
+    traces = sum(run.trace(m).is_file() for m in range(count))
+    scores = sorted(p.stem for p in run.scores_dir.glob("*.npy"))
+    missing = sorted(set(range(count)) - set(logits))
+    return {
+        "models": f"{count} in keep.npy, over {keep.shape[1]} records (brought in: no run.yaml)",
+        "with logits": f"{len(logits)} of {count}"
+        + (f" (missing, e.g. model {missing[0]})" if missing else ""),
+        "with loss traces": f"{traces} of {count}",
+        "scores": ", ".join(scores) or "none: run `miakit attack`",
+        "metrics": "metrics.json" if run.metrics_json.is_file() else "none: run `miakit evaluate`",
+        "report": "report.html"
+        if (run.root / "report.html").is_file()
+        else "none: run `miakit report`",
+    }
+
+
 def run_config(run: RunDir) -> AuditConfig:
     """The run's config, or the defaults for a run of brought-in models (no run.yaml)."""
     return read_run_config(run.run_yaml) if run.run_yaml.is_file() else AuditConfig()
@@ -242,21 +275,33 @@ def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = N
 
 def report(run: RunDir, single_point: Sequence[Path] = ()) -> Path:
     """report.html: one self-contained page (figures embedded), with the most exposed records
-    shown as images when the pool is images, and the with/without experiments in `single_point`
+    shown as pictures where the records are pictures (else as feature rows), and the with/without experiments in `single_point`
     (output folders of `miakit single-point`)."""
     from miakit.report.html import write_report
 
-    images = None
+    images = features = None
     if run.run_yaml.is_file():
         pool = load_configured_pool(read_run_config(run.run_yaml))
-        if pool.is_image:
-            evaluated = load_npy(run.eval_records) if run.eval_records.is_file() else slice(None)
-            images = pool.x[evaluated]  # the report sees the evaluated records only
-    return write_report(run.root, images=images, single_point=single_point)
+        evaluated = load_npy(run.eval_records) if run.eval_records.is_file() else slice(None)
+        pictures = pool.pictures()  # the report sees the evaluated records only
+        if pictures is not None:
+            images = pictures[evaluated]
+        else:
+            features = pool.x[evaluated]
+    return write_report(run.root, images=images, features=features, single_point=single_point)
 
 
-def compare(runs: Sequence[RunDir], out: Path) -> Path:
-    """compare.html and compare.parquet/.csv over several evaluated runs."""
+def verdict(run: RunDir):
+    """The evaluated run's verdict (`miakit.report.verdict`): what the CLI prints first."""
+    from miakit.report.runs import load_run
+    from miakit.report.verdict import verdict as run_verdict
+
+    return run_verdict(load_run(run.root))
+
+
+def compare(runs: Sequence[RunDir], out: Path):
+    """compare.html and compare.parquet/.csv over several evaluated runs (a
+    `report.compare.Comparison`); runs on different data sets are an error."""
     from miakit.report.compare import compare_runs
 
     return compare_runs([r.root for r in runs], out)

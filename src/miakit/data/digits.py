@@ -15,4 +15,6 @@ def load_digits_pool(data_dir: Path | None = None) -> Pool:
 
     bunch = load_digits()
     x = (bunch.data / 16.0).astype(np.float32)
-    return Pool(name="digits", x=x, y=bunch.target.astype(np.int64), num_classes=10)
+    return Pool(
+        name="digits", x=x, y=bunch.target.astype(np.int64), num_classes=10, picture_shape=(8, 8)
+    )

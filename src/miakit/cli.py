@@ -73,19 +73,17 @@ def print_metrics(metrics: dict, config: AuditConfig, strongest: str | None = No
     table.add_column("attack", no_wrap=True)
     table.add_column("AUC", justify="right", no_wrap=True)
     for x in fprs:
-        table.add_column(f"TPR@{100 * x:g}%", justify="right", no_wrap=True)
+        table.add_column(f"TPR at\n{100 * x:g}%", justify="right", no_wrap=True)
     for attack, figures in metrics.items():
         auc = figures["auc"]
         cells = [f"{auc['mean']:.3f}±{auc['std']:.3f}"]
         for x in fprs:
             f = figures[tpr_metric_name(x)]
             cells.append(f"{100 * f['mean']:.1f}±{100 * f['std']:.1f}")
-        style = "bold" if attack == strongest else None
-        name = f"{attack} *" if attack == strongest else attack
-        table.add_row(name, *cells, style=style)
+        table.add_row(attack, *cells, style="bold" if attack == strongest else None)
     console.print(table)
-    if strongest is not None:
-        console.print("TPR in %. *: the strongest attack (highest TPR at FPR 0.1%).")
+    note = f"; strongest attack (highest TPR at FPR 0.1%): {strongest}" if strongest else ""
+    console.print(f"TPR in % of members, at each FPR{note}.", highlight=False)
 
 
 def print_verdict(found) -> None:
@@ -115,16 +113,14 @@ def resumable(run: Path) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        saved = ""
+        saved = "nothing is planned yet."
         try:
             done, total = pipeline.trained_models(RunDir(run))
-            saved = f"{done} of {total} models are trained and saved; "
+            saved = f"{done} of {total} models are trained and saved."
         except MiakitError:  # interrupted before the plan was written
             pass
-        errors.print(
-            f"\n[bold]interrupted:[/] {saved}rerun the same command to resume from there.",
-            highlight=False,
-        )
+        errors.print(f"\n[bold]interrupted:[/] {saved}", highlight=False)
+        errors.print("Rerun the same command to resume from there.", highlight=False)
         raise typer.Exit(130) from None
 
 

@@ -242,7 +242,6 @@ DEFAULT_ATTACKS = [
     "lira-online-fixed",
     "lira-offline",
     "lira-offline-fixed",
-    "lira-global",
     "rmia",
     "attack-r",
 ]

@@ -36,7 +36,7 @@ class _Task:
     description: str
     total: float | None
     completed: float = 0.0
-    start: float = field(default_factory=time.monotonic)
+    start: float = field(default_factory=lambda: time.monotonic())
     printed: float = 0.0  # when the last line was printed
 
 

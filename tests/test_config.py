@@ -1,5 +1,6 @@
 """Config loading: errors name the key path and what was expected."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,9 @@ def test_digits_config_is_the_default_audit_with_traces_lt_iqr_and_batched_train
 def test_every_shipped_config_validates(path):
     schema = SinglePointConfig if path.name.startswith("single_point") else AuditConfig
     load_config(path, schema=schema)
+
+
+def test_readme_lists_every_ready_config():
+    readme = (CONFIGS[0].parents[1] / "README.md").read_text()
+    listed = set(re.findall(r"`([a-z0-9_]+\.yaml)`", readme))
+    assert {p.name for p in CONFIGS} <= listed

@@ -132,9 +132,25 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     console = [line for line in result.stderr.splitlines() if "CONSOLE" in line]
     assert not console, console
     assert "Failed to load resource" not in result.stderr
-    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    rgb = np.asarray(Image.open(shot).convert("RGB"), dtype=int)
+    pixels = rgb.mean(axis=2)
     # plots are on the page: plenty of non-white pixels, and a real spread of tones
     assert (pixels < 200).mean() > 0.02 and pixels.std() > 20
+
+    def rows_of(colour: tuple[int, int, int]) -> np.ndarray:
+        """Screenshot rows (y) holding pixels of the report's CSS colour."""
+        return np.flatnonzero((np.abs(rgb - colour) <= 2).all(axis=2).any(axis=1))
+
+    verdict = rows_of((255, 243, 205))  # .verdict background
+    thumbnails = rows_of((192, 57, 43))  # the exposed records' frames
+    roc = rows_of((44, 123, 229))  # the ROC figure's frame
+    assert len(verdict) > 100, "the verdict box is not drawn"
+    assert verdict.min() < 300, "the verdict is not at the top of the page"
+    # the exposed records' pictures sit inside the verdict box, each framed, at least 30 px high
+    inside = thumbnails[(thumbnails >= verdict.min()) & (thumbnails <= verdict.max())]
+    assert inside.max() - inside.min() >= 30, "no exposed-record pictures in the verdict"
+    # the ROC figure is drawn below the verdict, about as high as its PNG (520 px)
+    assert roc.min() > verdict.max() and roc.max() - roc.min() > 400, "no ROC figure"
 
 
 def test_evaluation_tables_are_parquet_with_csv_beside(tmp_path):
@@ -221,3 +237,20 @@ def test_report_of_a_partly_scored_pool_names_pool_records(tmp_path):
     # local (evaluated-record) indices would be of either parity; pool indices are even
     assert len(leaders) == 5 and all(int(r) % 2 == 0 for r in leaders)
     assert sum(int(r) < 10 for r in leaders) >= 3
+
+
+def test_histogram_scales_spread_loss_and_heavy_tailed_scores():
+    from miakit.report.figures import histogram_scale
+
+    p = np.array([0.5, 0.9, 0.999, 1.0])
+    phi, axis = histogram_scale("loss", np.log(p))
+    assert axis.startswith("φ")
+    assert phi[:3] == pytest.approx(np.log(p[:3] / (1 - p[:3])))
+    assert np.isfinite(phi[3])  # p_y = 1 stays on the plot
+    rng = np.random.default_rng(0)
+    gaussian = rng.normal(size=10_000)
+    assert histogram_scale("lira-offline", gaussian)[1] == "score"
+    heavy = rng.standard_cauchy(size=10_000)
+    scaled, axis = histogram_scale("lira-online", heavy)
+    assert "log10" in axis
+    assert scaled == pytest.approx(np.sign(heavy) * np.log10(1 + np.abs(heavy)))

@@ -82,11 +82,17 @@ def finish_log_roc(fig: Figure, ax: plt.Axes, floor: float, title: str | None = 
     fig.tight_layout()
 
 
+#: A score whose 0.5–99.5 percentile range exceeds this many interquartile ranges (a Gaussian's:
+#: 3.8) is drawn on a signed log scale.
+HEAVY_TAILS = 10
+
+
 def histogram_scale(name: str, scores: np.ndarray) -> tuple[np.ndarray, str]:
     """The scale on which an attack's scores spread out: LOSS (−cross-entropy, crowded just
     below 0 for every record a model fits) as the log-odds φ = log p_y − log(1 − p_y) of the
-    true-class probability it implies (Carlini et al. 2022); scores spanning several orders of
-    magnitude (likelihood ratios) as sign · log10(1 + |s|); others as they are."""
+    true-class probability it implies (Carlini et al. 2022); heavy-tailed scores (likelihood
+    ratios: range over HEAVY_TAILS interquartile ranges) as sign · log10(1 + |s|); others as
+    they are."""
     finite = scores[np.isfinite(scores)]
     if name == "loss":
         # 1 − p_y, kept above 1e-30 so that a record fitted to p_y = 1 stays on the plot
@@ -94,7 +100,7 @@ def histogram_scale(name: str, scores: np.ndarray) -> tuple[np.ndarray, str]:
         return scores - np.log(rest), "φ = log p_y − log(1 − p_y)"
     if finite.size:
         low, q1, q3, high = np.percentile(finite, [0.5, 25, 75, 99.5])
-        if max(abs(low), abs(high)) > 100 * max(q3 - q1, 1e-12):
+        if high - low > HEAVY_TAILS * max(q3 - q1, 1e-12):
             return np.sign(scores) * np.log10(1 + np.abs(scores)), "sign · log10(1 + |score|)"
     return scores, "score"
 

@@ -20,6 +20,7 @@ from PIL import Image
 from miakit.errors import MiakitError
 from miakit.evaluate.calibration import reliability
 from miakit.evaluate.tables import evaluation_tables
+from miakit.evaluate.thresholds import ppv
 from miakit.evaluate.vulnerability import FLAG_FPR, flagged_members
 from miakit.report.figures import (
     histogram_figure,
@@ -31,7 +32,7 @@ from miakit.report.figures import (
 )
 from miakit.report.runs import RunData, load_run
 from miakit.report.training import model_table, privacy_utility
-from miakit.report.verdict import Verdict, verdict
+from miakit.report.verdict import VERDICT_PRIORS, Verdict, verdict
 from miakit.signals import softmax
 from miakit.store import save_text
 
@@ -175,8 +176,13 @@ def summary_section(data: RunData, found: Verdict) -> str:
         row[f"shadow threshold for FPR {fpr_label(x)}: TPR / FPR achieved"] = (
             f"{cell(f'shadow_tpr@fpr={x:g}')} / {cell(f'shadow_fpr@fpr={x:g}')}"
         )
-        row["PPV at 1% members"] = cell(f"shadow_ppv@fpr={x:g},prior=0.01")
-        row["PPV at 10% members"] = cell(f"shadow_ppv@fpr={x:g},prior=0.1")
+        shadow_tpr, shadow_fpr = (figures.get(f"shadow_{k}@fpr={x:g}") for k in ("tpr", "fpr"))
+        for prior in VERDICT_PRIORS:
+            row[f"PPV at {100 * prior:g}% members"] = (
+                pct(ppv(shadow_tpr["mean"], shadow_fpr["mean"], prior))
+                if shadow_tpr and shadow_fpr
+                else "–"
+            )
         rows.append(row)
     strongest = list(data.metrics).index(found.attack)
     return rows_table(rows, highlight=strongest) + (
@@ -184,8 +190,9 @@ def summary_section(data: RunData, found: Verdict) -> str:
         "interval of the mean (records resampled). False positives: the mean count of "
         "non-members behind the TPR. Shadow threshold: the median of the other targets' "
         "thresholds, as an attacker without the target's membership would set it, and the TPR "
-        "and FPR it achieves on the target. PPV: the share of member calls (at that threshold) "
-        "that are right when 1% or 10% of the records an attacker tests are members.</p>"
+        "and FPR it achieves on the target. PPV: the share of member calls (at that threshold, "
+        "from those mean TPR and FPR) that are right when 1% or 10% of the records an attacker "
+        "tests are members.</p>"
     )
 
 

@@ -105,7 +105,7 @@ class Verdict:
                 f"member calls are right (PPV) {' and '.join(ppvs)}."
             )
         lines.append(
-            f"{self.exposed} of {self.records} training records are exposed (called member by a "
+            f"{self.exposed:,} of {self.records:,} training records are exposed (called member by a "
             f"target that trained on them and by none that did not, at FPR "
             f"{100 * self.ppv_fpr:g}%; chance alone would expose about "
             f"{self.exposed_by_chance:.0f}); {self.exposed_in_most} of them by most of the "

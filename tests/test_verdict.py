@@ -100,3 +100,12 @@ def test_exposed_by_chance_matches_a_simulation():
         counts.append(np.sum((tp > 0) & (fp == 0)))
     simulated = np.mean(counts)
     assert exposed_by_chance(keep, fpr) == pytest.approx(simulated, rel=0.03)
+
+
+def test_one_target_gives_a_verdict_without_record_level_claims(tmp_path):
+    run = write_run(tmp_path / "run")
+    for attack in ATTACKS:
+        np.save(run.scores(attack), np.load(run.scores(attack))[:1])
+    found = verdict(load_run(run.root))
+    assert found.exposed is None and found.top.empty
+    assert "needs two target models" in " ".join(found.sentences())

@@ -70,7 +70,7 @@ class Verdict:
     ppv_fpr: float  # the FPR of the shadow threshold PPV and exposure are quoted at
     ppv: dict[float, float | None]  # prior → PPV of the shadow-calibrated threshold
     records: int  # evaluated records
-    exposed: int
+    exposed: int | None  # None with one target: shadow thresholds need two
     exposed_by_chance: float  # expected count for an attack without signal
     exposed_in_most: int  # exposed records caught by more than half their member targets
     top: pd.DataFrame  # the most exposed: row, record, label, tp, n_member, exposure
@@ -104,13 +104,16 @@ class Verdict:
                 f"With its threshold set on shadow models for FPR {100 * self.ppv_fpr:g}%, its "
                 f"member calls are right (PPV) {' and '.join(ppvs)}."
             )
-        lines.append(
-            f"{self.exposed:,} of {self.records:,} training records are exposed (called member by a "
-            f"target that trained on them and by none that did not, at FPR "
-            f"{100 * self.ppv_fpr:g}%; chance alone would expose about "
-            f"{self.exposed_by_chance:.0f}); {self.exposed_in_most} of them by most of the "
-            "targets that trained on them."
-        )
+        if self.exposed is None:
+            lines.append("Which records are exposed needs two target models or more.")
+        else:
+            lines.append(
+                f"{self.exposed:,} of {self.records:,} training records are exposed (called "
+                "member by a target that trained on them and by none that did not, at FPR "
+                f"{100 * self.ppv_fpr:g}%; chance alone would expose about "
+                f"{self.exposed_by_chance:.0f}); {self.exposed_in_most} of them by most of the "
+                "targets that trained on them."
+            )
         if self.gap is not None:
             lines.append(
                 f"Train accuracy {100 * self.train_accuracy:.1f}%, test accuracy (records the "
@@ -180,8 +183,11 @@ def verdict(data: RunData) -> Verdict:
     attack = strongest_attack(data.metrics, data.fprs)
     figures = data.metrics[attack]
     x = FLAG_FPR if FLAG_FPR in data.fprs else min(data.fprs)
-    table = record_vulnerability(data.scores[attack], data.keep, data.targets, x)
-    exposed = table[table["highly_vulnerable"]]
+    if len(data.targets) >= 2:
+        table = record_vulnerability(data.scores[attack], data.keep, data.targets, x)
+        exposed = table[table["highly_vulnerable"]]
+    else:  # shadow thresholds need another target: no record-level verdict
+        exposed = pd.DataFrame(columns=["record", "tp", "n_member", "rank"])
     top = exposed.sort_values("rank").head(SHOWN_RECORDS).rename(columns={"record": "row"})
     top = top.assign(
         record=top["row"] if data.evaluated is None else data.evaluated[top["row"]],
@@ -203,7 +209,7 @@ def verdict(data: RunData) -> Verdict:
     chance = exposed_by_chance(
         data.keep[data.targets], x if shadow_fpr is None else shadow_fpr.mean
     )
-    leaks_records = len(exposed) > 2 * chance + 2
+    leaks_records = len(data.targets) >= 2 and len(exposed) > 2 * chance + 2
     return Verdict(
         attack=attack,
         auc=Figure.of(figures, "auc"),
@@ -211,7 +217,7 @@ def verdict(data: RunData) -> Verdict:
         ppv_fpr=x,
         ppv=ppvs,
         records=data.keep.shape[1],
-        exposed=len(exposed),
+        exposed=len(exposed) if len(data.targets) >= 2 else None,
         exposed_by_chance=chance,
         exposed_in_most=int((exposed["tp"] > exposed["n_member"] / 2).sum()),
         top=top.reset_index(drop=True),

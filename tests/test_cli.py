@@ -42,6 +42,7 @@ def test_audit_in_a_pipe_prints_progress_lines(audited):
     assert "training: 0/4 (0%)" in output
     assert "training: 4/4 (100%)" in output and "done in" in output
     assert "querying: 4/4 (100%)" in output
+    assert "evaluating: 4/4 (100%)" in output
 
 
 def test_results_table_fits_80_columns_with_every_figure(audited):

@@ -35,7 +35,7 @@ from miakit.plan import (
     outdated_models,
     plan,
 )
-from miakit.progress import ProgressLines, progress
+from miakit.progress import ProgressLines, progress, tracked
 from miakit.signals import Signals
 from miakit.store import RunDir, load_npy, save_json, save_npy, write_atomic
 
@@ -243,7 +243,7 @@ def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = N
     design = evaluation_design(run, config, len(keep))
     records = slice(None) if design.eval_records is None else design.eval_records
     metrics = {}
-    for name in attacks or config.attacks:
+    for name in tracked(attacks or config.attacks, "evaluating"):
         if not run.scores(name).is_file():
             raise MiakitError(f"no scores for {name!r} in {run.root}; run `miakit attack` first")
         scores = load_npy(run.scores(name))

@@ -10,7 +10,7 @@ left`.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -107,3 +107,13 @@ def progress(console: Console | None = None) -> Iterator[Progress | ProgressLine
     )
     with Progress(*columns, console=console, transient=False) as bar:
         yield bar
+
+
+def tracked(items: Iterable, description: str) -> Iterator:
+    """Yield `items`, showing progress (`progress`) as each one's work ends."""
+    items = list(items)
+    with progress() as bar:
+        task = bar.add_task(description, total=len(items))
+        for item in items:
+            yield item
+            bar.advance(task)

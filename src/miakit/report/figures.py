@@ -83,7 +83,7 @@ def finish_log_roc(fig: Figure, ax: plt.Axes, floor: float, title: str | None = 
 
 
 #: A score whose 0.5–99.5 percentile range exceeds this many interquartile ranges (a Gaussian's:
-#: 3.8) is drawn on a signed log scale.
+#: 3.8) is heavy-tailed: drawn on an asinh scale.
 HEAVY_TAILS = 10
 
 
@@ -91,17 +91,19 @@ def histogram_scale(name: str, scores: np.ndarray) -> tuple[np.ndarray, str]:
     """The scale on which an attack's scores spread out: LOSS (−cross-entropy, crowded just
     below 0 for every record a model fits) as the log-odds φ = log p_y − log(1 − p_y) of the
     true-class probability it implies (Carlini et al. 2022); heavy-tailed scores (likelihood
-    ratios: range over HEAVY_TAILS interquartile ranges) as sign · log10(1 + |s|); others as
-    they are."""
-    finite = scores[np.isfinite(scores)]
+    ratios, crowded at their median with long tails) as asinh((s − median) / IQR), linear
+    within an interquartile range of the median and logarithmic beyond; others as they are."""
     if name == "loss":
         # 1 − p_y, kept above 1e-30 so that a record fitted to p_y = 1 stays on the plot
         rest = np.maximum(-np.expm1(np.minimum(scores, 0.0)), 1e-30)
         return scores - np.log(rest), "φ = log p_y − log(1 − p_y)"
+    finite = scores[np.isfinite(scores)]
     if finite.size:
-        low, q1, q3, high = np.percentile(finite, [0.5, 25, 75, 99.5])
-        if high - low > HEAVY_TAILS * max(q3 - q1, 1e-12):
-            return np.sign(scores) * np.log10(1 + np.abs(scores)), "sign · log10(1 + |score|)"
+        low, q1, median, q3, high = np.percentile(finite, [0.5, 25, 50, 75, 99.5])
+        iqr = q3 - q1
+        if iqr > 0 and high - low > HEAVY_TAILS * iqr:
+            scaled = np.arcsinh((scores - median) / iqr)
+            return scaled, f"asinh((score − {median:.3g}) / {iqr:.3g})"
     return scores, "score"
 
 

@@ -214,15 +214,19 @@ def roc_section(data: RunData, found: Verdict) -> str:
 def ppv_section(data: RunData, tables: dict[str, pd.DataFrame]) -> str:
     if "thresholds" not in tables:
         return '<p class="note">Needs two targets or more.</p>'
-    return "".join(figure_tag(ppv_figure(tables["thresholds"], x), "PPV") for x in data.fprs)
+    return "".join(
+        figure_tag(ppv_figure(tables["thresholds"], x), "PPV")
+        for x in sorted(data.fprs, reverse=True)
+    )
 
 
 def histogram_section(data: RunData) -> str:
     members = members_matrix(data)
     return figure_tag(histogram_figure(data.scores, members), "score histograms") + (
         '<p class="note">Each attack on the scale that spreads its scores: LOSS as the '
-        "log-odds φ = log p_y − log(1 − p_y) its loss implies; scores spanning several orders "
-        "of magnitude on a signed log scale.</p>"
+        "log-odds φ = log p_y − log(1 − p_y) its loss implies; heavy-tailed scores (most "
+        "records near the median, a few far out) as asinh((score − median) / IQR), linear near "
+        "the median and logarithmic in the tails.</p>"
     )
 
 

@@ -29,4 +29,4 @@ test: lint
 	$(BIN)/pytest
 
 bench: $(INSTALLED_DEV)
-	$(BIN)/python bench/stages.py
+	$(BIN)/python bench/stages.py --config configs/digits.yaml

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,10 @@ from miakit.plan import (
 from miakit.progress import ProgressLines, progress, tracked
 from miakit.signals import Signals
 from miakit.store import RunDir, load_npy, save_json, save_npy, write_atomic
+
+if TYPE_CHECKING:
+    from miakit.report.compare import Comparison
+    from miakit.report.verdict import Verdict
 
 # Modules that import torch, opacus or matplotlib are imported in the stages that use them, so
 # that commands which train nothing (status, attack, report, --help) start in a fraction of the
@@ -291,7 +296,7 @@ def report(run: RunDir, single_point: Sequence[Path] = ()) -> Path:
     return write_report(run.root, images=images, features=features, single_point=single_point)
 
 
-def verdict(run: RunDir):
+def verdict(run: RunDir) -> Verdict:
     """The evaluated run's verdict (`miakit.report.verdict`): what the CLI prints first."""
     from miakit.report.runs import load_run
     from miakit.report.verdict import verdict as run_verdict
@@ -299,7 +304,7 @@ def verdict(run: RunDir):
     return run_verdict(load_run(run.root))
 
 
-def compare(runs: Sequence[RunDir], out: Path):
+def compare(runs: Sequence[RunDir], out: Path) -> Comparison:
     """compare.html and compare.parquet/.csv over several evaluated runs (a
     `report.compare.Comparison`); runs on different data sets are an error."""
     from miakit.report.compare import compare_runs

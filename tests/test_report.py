@@ -256,3 +256,31 @@ def test_histogram_scales_spread_loss_and_heavy_tailed_scores():
     iqr = np.subtract(*np.percentile(heavy, [75, 25]))
     assert axis.startswith("asinh")
     assert scaled == pytest.approx(np.arcsinh((heavy - median) / iqr))
+
+
+def test_verdict_shows_tabular_records_as_feature_rows(tmp_path):
+    run = write_run(tmp_path / "run")
+    features = np.random.default_rng(2).normal(size=(RECORDS, 20)).round(2)
+    page = write_report(run.root, features=features).read_text()
+    verdict = page[page.index("Verdict") : page.index("Attacks: mean over targets")]
+    rows = re.findall(
+        r"<tr><td>(\d+)</td><td>(\d+)</td><td>caught by [^<]+</td><td>([^<]+)</td>", verdict
+    )
+    assert rows, "no feature rows in the verdict"
+    labels = np.load(run.labels)
+    for record, label, shown in rows:
+        assert int(label) == labels[int(record)]
+        first = [float(v) for v in shown.split(" …")[0].split(", ")]
+        assert first == pytest.approx(features[int(record)][: len(first)], abs=5e-3)
+        assert "(20 features)" in shown
+
+
+def test_digits_records_are_drawn_as_8_by_8_pictures():
+    from miakit.data import load_pool
+
+    pool = load_pool("digits")
+    pictures = pool.pictures()
+    assert pictures.shape == (pool.num_records, 8, 8, 1) and pictures.dtype == np.uint8
+    first = pool.x[0].reshape(8, 8)
+    assert pictures[0, :, :, 0] == pytest.approx(np.floor(first * 255 + 0.5), abs=0)
+    assert pool.take(np.arange(3)).pictures().shape == (3, 8, 8, 1)

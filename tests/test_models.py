@@ -140,7 +140,6 @@ def test_fast_net_batchnorm_normalizes_then_shifts_and_trains_only_the_shift() -
     assert norm.weight.grad is None and torch.equal(norm.weight, torch.ones(3, dtype=torch.float64))
 
 
-
 def test_every_architecture_has_a_revision_the_config_reads_without_torch() -> None:
     from miakit.architectures import ARCHITECTURES, REVISIONS
 

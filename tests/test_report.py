@@ -41,7 +41,7 @@ def write_run(root: Path, seed: int = 0) -> RunDir:
     for k, attack in enumerate(ATTACKS):
         signal = rng.normal(size=(TARGETS, RECORDS)) + keep[:TARGETS] * (0.5 + k * 0.3 + exposed)
         save_npy(run.scores(attack), signal)
-        metrics[attack] = summarize(signal, keep, range(TARGETS), [0.01, 0.001], resamples=10)
+        metrics[attack] = summarize(signal, keep, range(TARGETS), [0.01, 0.001])
     for m in range(TARGETS):
         logits = rng.normal(size=(RECORDS, 1, CLASSES))
         logits[np.arange(RECORDS), 0, labels] += np.where(keep[m], 4.0, 1.0)

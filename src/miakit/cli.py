@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import replace
 from functools import wraps
@@ -57,20 +58,37 @@ def _attack_list(attacks: str | None) -> list[str] | None:
     return [a.strip() for a in attacks.split(",") if a.strip()] if attacks else None
 
 
-def print_metrics(metrics: dict, config: AuditConfig) -> None:
+def print_metrics(run: RunDir, config: AuditConfig) -> None:
+    """The evaluated figures of metrics.json as a table: mean ± std over targets, "not measurable"
+    where the data cannot resolve the FPR, and each attack's caveat next to its AUC."""
+    stored = json.loads(run.metrics_json.read_text())
+    warnings = stored.get("warnings", {})
     headers = {"auc": "AUC", "balanced_accuracy": "bal. acc"}
     headers.update({tpr_metric_name(x): f"TPR@{100 * x:g}%" for x in config.evaluate.fprs})
     table = Table(title="membership inference: mean ± std over targets")
     table.add_column("attack", no_wrap=True)
     for header in headers.values():
         table.add_column(header, justify="right", no_wrap=True)
-    for attack, figures in metrics.items():
-        table.add_row(
-            attack, *(f"{figures[c]['mean']:.3f}±{figures[c]['std']:.3f}" for c in headers)
-        )
+    reasons = set()
+    for attack, figures in stored["attacks"].items():
+        cells = []
+        for name in headers:
+            f = figures[name]
+            if "not_measurable" in f:
+                reasons.add(f["not_measurable"])
+                cells.append("not measurable")
+            else:
+                cells.append(f"{f['mean']:.3f}±{f['std']:.3f}")
+        if attack in warnings:
+            cells[0] += " ⚠ few models"
+        table.add_row(attack, *cells)
     if not console.is_terminal:  # logs and pipes get the whole table, not a wrapped one
         console.width = max(console.width, 110)
     console.print(table)
+    for attack, warning in warnings.items():
+        console.print(f"⚠ {attack}: {warning}")
+    for reason in sorted(reasons):
+        console.print(f"TPR {reason}")
 
 
 @app.command()
@@ -85,8 +103,8 @@ def audit(
     overrides = [*(set_ or []), *([f"data.data_dir={data_dir}"] if data_dir else [])]
     cfg = load_config(config, overrides)
     run = RunDir(out)
-    metrics = pipeline.audit(cfg, run)
-    print_metrics(metrics, cfg)
+    pipeline.audit(cfg, run)
+    print_metrics(run, cfg)
     console.print(f"metrics: {run.metrics_csv}  tables: {run.root / 'tables'}/")
     console.print(f"report: {run.root / 'report.html'}")
 
@@ -178,8 +196,8 @@ def evaluate(run: Path = RunArgument, attacks: str | None = AttacksOption) -> No
     """Compute metrics and ROC plots from the stored scores."""
     run_dir = RunDir(run)
     cfg = pipeline.run_config(run_dir)
-    metrics = pipeline.evaluate(run_dir, cfg, _attack_list(attacks))
-    print_metrics(metrics, cfg)
+    pipeline.evaluate(run_dir, cfg, _attack_list(attacks))
+    print_metrics(run_dir, cfg)
 
 
 @app.command()

@@ -80,26 +80,36 @@ def flag_fpr(data: RunData) -> float:
     return FLAG_FPR if FLAG_FPR in data.fprs else data.fprs[0]
 
 
+def measurable(figure: dict | None) -> bool:
+    return figure is not None and "not_measurable" not in figure
+
+
 def summary_section(data: RunData, tables: dict[str, pd.DataFrame]) -> str:
     x = flag_fpr(data)
     rows = []
+    reasons: set[str] = set()
     for attack, figures in data.metrics.items():
 
         def cell(name: str, figures: dict = figures, fmt=pct) -> str:
             f = figures.get(name)
+            if f is not None and "not_measurable" in f:
+                reasons.add(f["not_measurable"])
+                return "not measurable"
             if f is None or f["mean"] is None:
                 return "–"
             ci = f" [{fmt(f['ci_low'])}, {fmt(f['ci_high'])}]" if "ci_low" in f else ""
             return fmt(f["mean"]) + ci
 
+        warning = data.warnings.get(attack)
         row = {
             "attack": attack,
-            "AUC": cell("auc", fmt=decimal),
+            "AUC": cell("auc", fmt=decimal) + (f" ⚠ {warning}" if warning else ""),
             "balanced accuracy": cell("balanced_accuracy", fmt=decimal),
         }
         for fpr in data.fprs:
-            fp = figures[f"fp@fpr={fpr:g}"]["mean"]
-            row[f"TPR@FPR {fpr:g}"] = f"{cell(f'tpr@fpr={fpr:g}')} (mean FP {fp:.1f})"
+            fp = figures[f"fp@fpr={fpr:g}"]
+            count = f" (mean FP {fp['mean']:.1f})" if measurable(fp) else ""
+            row[f"TPR@FPR {fpr:g}"] = cell(f"tpr@fpr={fpr:g}") + count
         row[f"shadow TPR′ / FPR′ at {x:g}"] = (
             f"{cell(f'shadow_tpr@fpr={x:g}')} / {cell(f'shadow_fpr@fpr={x:g}')}"
         )
@@ -108,10 +118,12 @@ def summary_section(data: RunData, tables: dict[str, pd.DataFrame]) -> str:
         if vulnerability is not None:
             row["highly vulnerable records"] = str(int(vulnerability["highly_vulnerable"].sum()))
         rows.append(row)
+    intervals = html.escape(data.interval_note or "95% interval")
+    unmeasured = "".join(f" {html.escape(r[0].upper() + r[1:])}." for r in sorted(reasons))
     return (
         table_tag(pd.DataFrame(rows))
-        + f'<p class="note">Mean over {len(data.targets)} target models; brackets: 95% bootstrap '
-        "interval of the mean (records resampled). FP: false positives behind the TPR. Shadow: "
+        + f'<p class="note">Mean over {len(data.targets)} target models; brackets: {intervals}.'
+        f"{unmeasured} FP: false positives behind the TPR. Shadow: "
         "the threshold is the median of the other targets' thresholds, as an attacker without the "
         "target's membership would set it; TPR′ and FPR′ are what it achieves on the target. "
         "Highly vulnerable: called member by some target that trained on it and by none that did "
@@ -133,7 +145,18 @@ def roc_section(data: RunData) -> str:
 def ppv_section(data: RunData, tables: dict[str, pd.DataFrame]) -> str:
     if "thresholds" not in tables:
         return '<p class="note">Needs two targets or more.</p>'
-    return "".join(figure_tag(ppv_figure(tables["thresholds"], x), "PPV") for x in data.fprs)
+    figures = next(iter(data.metrics.values()))
+    shown = [x for x in data.fprs if measurable(figures.get(f"tpr@fpr={x:g}"))]
+    skipped = [x for x in data.fprs if x not in shown]
+    note = (
+        '<p class="note">Not shown, not measurable with this many non-members per target: FPR '
+        + ", ".join(f"{x:g}" for x in skipped)
+        + ".</p>"
+        if skipped
+        else ""
+    )
+    panels = "".join(figure_tag(ppv_figure(tables["thresholds"], x), "PPV") for x in shown)
+    return panels + note
 
 
 def histogram_section(data: RunData) -> str:

@@ -83,7 +83,7 @@ def print_metrics(run: RunDir, config: AuditConfig) -> None:
             cells[0] += " ⚠ few models"
         table.add_row(attack, *cells)
     if not console.is_terminal:  # logs and pipes get the whole table, not a wrapped one
-        console.width = max(console.width, 110)
+        console.width = max(console.width, 160)
     console.print(table)
     for attack, warning in warnings.items():
         console.print(f"⚠ {attack}: {warning}")

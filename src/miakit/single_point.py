@@ -212,7 +212,9 @@ def _summarize(
     held_out = slice(config.n_iterations, None)
     results = []
     for k, x in enumerate(targets):
-        power = power_at_alpha(state.with_[k, fit], state.without[k, fit], config.alpha)
+        power = power_at_alpha(
+            state.with_[k, fit], state.without[k, fit], config.alpha, config.gaussian_fit
+        )
         results.append(
             RecordExposure(
                 index=x,

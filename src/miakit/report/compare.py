@@ -16,7 +16,15 @@ from miakit.evaluate.reproducibility import rank_stability, set_agreement
 from miakit.evaluate.tables import write_tables
 from miakit.evaluate.vulnerability import record_vulnerability
 from miakit.report.figures import roc_figure
-from miakit.report.html import decimal, figure_tag, flag_fpr, pct, render, table_tag
+from miakit.report.html import (
+    decimal,
+    figure_tag,
+    figure_text,
+    flag_fpr,
+    pct,
+    render,
+    table_tag,
+)
 from miakit.report.runs import RunData, load_run
 from miakit.report.training import privacy_utility
 from miakit.store import save_text
@@ -66,9 +74,8 @@ def summary_table(
         for attack, figures in data.metrics.items():
             row = {"attack": attack, "run": label, "AUC": decimal(figures["auc"]["mean"])}
             for x in data.fprs:
-                row[f"TPR@FPR {x:g}"] = pct(figures[f"tpr@fpr={x:g}"]["mean"])
-            shadow = figures.get(f"shadow_tpr@fpr={flag_fpr(data):g}")
-            row["shadow TPR′"] = pct(shadow["mean"]) if shadow else "–"
+                row[f"TPR@FPR {x:g}"] = figure_text(figures[f"tpr@fpr={x:g}"])
+            row["shadow TPR′"] = figure_text(figures.get(f"shadow_tpr@fpr={flag_fpr(data):g}"))
             row["test accuracy"] = pct(own["test_accuracy"])
             row["ECE"] = "–" if pd.isna(own["ece"]) else decimal(own["ece"])
             row["ε"] = "–" if pd.isna(own["epsilon"]) else f"{own['epsilon']:.3g}"

@@ -53,6 +53,13 @@ img { max-width: 100%; } pre { background: #f6f6f6; padding: 1em; overflow-x: au
 """
 
 
+def figure_text(figure: dict | None, fmt=None) -> str:
+    """A metrics.json figure's mean as text: "not measurable" where the data cannot resolve it."""
+    if figure is not None and "not_measurable" in figure:
+        return "not measurable"
+    return (fmt or pct)(None if figure is None else figure["mean"])
+
+
 def pct(value: float | None) -> str:
     return "–" if value is None or np.isnan(value) else f"{100 * value:.2f}%"
 
@@ -306,7 +313,7 @@ def ood_section(data: RunData) -> str:
         for name, f in figures.items():
             if name.startswith("ood_fpr@"):
                 fpr, ood_set = (part.split("=")[1] for part in name[len("ood_fpr@") :].split(","))
-                rows.setdefault((attack, ood_set), {})[fpr] = pct(f["mean"])
+                rows.setdefault((attack, ood_set), {})[fpr] = figure_text(f)
     fprs = sorted({float(x) for row in rows.values() for x in row}, reverse=True)
     columns = {f"{x:g}": f"OOD FPR at FPR {x:g}" for x in fprs}
     if not rows:

@@ -226,7 +226,8 @@ def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = N
     skipped: dict[str, str] = {}
     if config.evaluate.ood and run.run_yaml.is_file():
         ood, skipped = ood_study(load_plan(run), run, config, list(metrics), jobs.query_all)
-        non_members = int(min((~members[t]).sum() for t in design.targets))
+        evaluated = keep[:, records]
+        non_members = int(min((~evaluated[t]).sum() for t in design.targets))
         reasons = unmeasurable(config.evaluate.fprs, non_members)
         for name, figures in ood.items():
             ood_summary = {key: aggregate(values) for key, values in figures.items()}

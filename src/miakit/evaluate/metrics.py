@@ -156,7 +156,7 @@ def small_m_warning(attack: str, num_models: int, leave_one_out: bool) -> str | 
 
 
 def long_rows(metrics: dict[str, dict[str, dict]]) -> list[dict]:
-    """metrics.csv rows (attack, metric, mean, not_measurable, std, n_targets, ci_low, ci_high)
+    """metrics.csv rows (attack, metric, mean, std, n_targets, ci_low, ci_high, not_measurable)
     from {attack: summarize(...)}; figures without an interval leave ci_low and ci_high empty,
     measurable ones leave not_measurable empty."""
     return [
@@ -164,11 +164,11 @@ def long_rows(metrics: dict[str, dict[str, dict]]) -> list[dict]:
             "attack": attack,
             "metric": name,
             "mean": f["mean"],
-            "not_measurable": f.get("not_measurable"),
             "std": f["std"],
             "n_targets": f["n_targets"],
             "ci_low": f.get("ci_low"),
             "ci_high": f.get("ci_high"),
+            "not_measurable": f.get("not_measurable"),
         }
         for attack, figures in metrics.items()
         for name, f in figures.items()

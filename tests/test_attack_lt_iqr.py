@@ -37,7 +37,7 @@ def loop_statistic(trace, statistic):
         return -statistics.fmean(trace)
     if statistic == "slope":
         return -statistics.linear_regression(range(len(trace)), trace).slope
-    mid, end = trace[(len(trace) - 1) // 2], trace[-1]
+    mid, end = trace[len(trace) // 2], trace[-1]  # the loss-traces code: window point L // 2
     if statistic == "mid-end":
         return mid - end
     if statistic == "1-end/mid":
@@ -52,7 +52,7 @@ STATISTICS = ["iqr", "mean", "slope", "mid-end", "1-end/mid", "l1", "l2", "l3", 
 
 
 @pytest.mark.parametrize("statistic", STATISTICS)
-@pytest.mark.parametrize("epochs", [None, (2, 7)])
+@pytest.mark.parametrize("epochs", [None, (2, 7), (2, 8)])
 def test_statistics_match_loops(statistic, epochs):
     traces = make_traces()
     signals = with_traces(traces)
@@ -61,6 +61,13 @@ def test_statistics_match_loops(statistic, epochs):
     start, stop = epochs or (0, traces.shape[1])
     expected = [loop_statistic(list(traces[1, start:stop, n]), statistic) for n in range(40)]
     np.testing.assert_allclose(got, expected, rtol=1e-10)
+
+
+def test_mid_end_of_an_even_window_takes_point_l_over_2():
+    traces = np.ones((2, 4, 1))
+    traces[0, :, 0] = [4.0, 3.0, 2.0, 1.0]  # L = 4: the middle point is index 2 (loss 2), not 1
+    got = make_attack("lt-iqr", {"statistic": "mid-end"}).score(with_traces(traces), 0, [])
+    assert got[0] == 2.0 - 1.0
 
 
 def test_iqr_with_ties_and_flat_traces():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from miakit.errors import MiakitError
-from miakit.evaluate.metrics import long_rows, summarize
+from miakit.evaluate.metrics import long_rows, realistic_figures, summarize
 from miakit.evaluate.roc import roc_curve
 from miakit.evaluate.thresholds import calibrate, ppv, shadow_thresholds
 
@@ -63,21 +63,32 @@ def test_calibrate_target_against_shadow_by_hand():
     np.testing.assert_allclose(table["ppv_shadow@prior=0.5"], [np.nan, 0, np.nan])
 
 
-def test_summarize_adds_false_positives_realistic_figures_and_standard_json():
-    summary = summarize(SCORES, KEEP, [0, 1, 2], [0.1, 0.4], priors=[0.5], resamples=0)
-    # at FPR 0.4 target 1 reaches TPR 1 past its top-scoring non-member
-    assert summary["fp@fpr=0.4"]["per_target"] == [1, 1, 0]
+def test_realistic_figures_by_hand():
+    summary = realistic_figures(SCORES, KEEP, [0, 1, 2], [0.1], priors=[0.5])
     assert summary["shadow_fpr@fpr=0.1"]["mean"] == pytest.approx(1 / 9)
     # PPV is undefined where nothing is called member: left out of the mean, stored as None
     assert summary["ppv@fpr=0.1,prior=0.5"]["per_target"] == [1.0, None, 1.0]
     assert summary["ppv@fpr=0.1,prior=0.5"]["n_targets"] == 2
     assert summary["shadow_ppv@fpr=0.1,prior=0.5"]["mean"] == 0.0
+
+
+def test_summarize_adds_false_positives_realistic_figures_and_standard_json():
+    summary = summarize(SCORES, KEEP, [0, 1, 2], [0.1, 0.4], priors=[0.5], intervals=False)
+    # at FPR 0.4 target 1 reaches TPR 1 past its top-scoring non-member
+    assert summary["fp@fpr=0.4"]["per_target"] == [1, 1, 0]
+    assert summary["shadow_fpr@fpr=0.4"]["n_targets"] == 3
+    # three non-members per target cannot resolve FPR 0.1 (it needs ten): every figure at it says so
+    at_01 = [k for k in summary if "fpr=0.1" in k]
+    assert len(at_01) == 6 and all(
+        "needs at least 10" in summary[k]["not_measurable"] for k in at_01
+    )
+    assert all(summary[k]["mean"] is None for k in at_01)
     json.dumps(summary, allow_nan=False)
     rows = long_rows({"a": summary})
     assert {r["metric"] for r in rows} >= {"auc", "tpr@fpr=0.1", "shadow_tpr@fpr=0.4"}
-    assert all(r["ci_low"] is None for r in rows)  # no resamples, no intervals
+    assert all(r["ci_low"] is None for r in rows)  # intervals off: none
 
 
 def test_one_target_has_no_shadow_figures():
-    summary = summarize(SCORES[:1], KEEP, [0], [0.1], resamples=0)
+    summary = summarize(SCORES[:1], KEEP, [0], [0.1], intervals=False)
     assert "auc" in summary and not any(k.startswith("shadow") for k in summary)

@@ -138,6 +138,20 @@ def test_brought_in_models_attack_and_evaluate_from_the_cli(tmp_path):
     result = runner.invoke(app, ["evaluate", str(run.root), "--attacks", "loss,lira-online"])
     assert result.exit_code == 0, result.output
     assert "lira-online" in result.output
+    # 16 models, leave-one-out: online LiRA's figure carries the small-M caveat beside it
+    lines = result.output.splitlines()
+    row = next(line for line in lines if line.lstrip().startswith("lira-online"))
+    words = " ".join(result.output.split())  # the console wraps long lines at 80 columns
+    assert "⚠" in row and "⚠ lira-online: only 16 models (< 32)" in words
+    loss_row = next(line for line in lines if line.lstrip().startswith("loss"))
+    assert "⚠" not in loss_row
+    # about 20 non-members per target cannot resolve FPR 1% (it needs 100): no number is printed
+    assert loss_row.count("n/m") == 4  # every default FPR: 1%, 0.1%, 0.01%, 0.001%
+    fewest = min(40 - int(keep[m].sum()) for m in range(16))
+    assert f"needs at least 100 non-members per target, the smallest target has {fewest}" in words
+    stored = json.loads(run.metrics_json.read_text())
+    assert set(stored["warnings"]) == {"lira-online"} and "DeLong" in stored["intervals"]
+    assert stored["attacks"]["loss"]["tpr@fpr=0.01"]["mean"] is None
     table = pd.read_csv(run.metrics_csv)
     assert set(table.attack) == {"loss", "lira-online"}
     assert table.loc[table.metric == "auc", "mean"].min() > 0.7

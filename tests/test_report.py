@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from miakit.errors import MiakitError
-from miakit.evaluate.metrics import long_rows, summarize
+from miakit.evaluate.intervals import INTERVAL_NOTE
+from miakit.evaluate.metrics import long_rows, small_m_warning, summarize
 from miakit.evaluate.tables import write_evaluation_tables
 from miakit.report.compare import compare_runs
 from miakit.report.html import TOP_RECORDS, write_report
@@ -41,12 +42,16 @@ def write_run(root: Path, seed: int = 0) -> RunDir:
     for k, attack in enumerate(ATTACKS):
         signal = rng.normal(size=(TARGETS, RECORDS)) + keep[:TARGETS] * (0.5 + k * 0.3 + exposed)
         save_npy(run.scores(attack), signal)
-        metrics[attack] = summarize(signal, keep, range(TARGETS), [0.01, 0.001], resamples=10)
+        metrics[attack] = summarize(signal, keep, range(TARGETS), [0.01, 0.001])
     for m in range(TARGETS):
         logits = rng.normal(size=(RECORDS, 1, CLASSES))
         logits[np.arange(RECORDS), 0, labels] += np.where(keep[m], 4.0, 1.0)
         save_npy(run.logits(m), logits)
-    save_json(run.metrics_json, {"attacks": metrics})
+    warning = small_m_warning("lira-online", MODELS, leave_one_out=True)
+    save_json(
+        run.metrics_json,
+        {"attacks": metrics, "intervals": INTERVAL_NOTE, "warnings": {"lira-online": warning}},
+    )
     pd.DataFrame(long_rows(metrics)).to_csv(run.metrics_csv, index=False)
     return run
 
@@ -71,7 +76,7 @@ def test_report_is_self_contained_and_has_every_section(report):
         assert heading in page
     assert page.index("Verdict") < page.index("Attacks") < page.index("Calibration")
     images = re.findall(r'<img [^>]*src="([^"]+)"', page)
-    assert len(images) >= 6 + TOP_RECORDS and all(
+    assert len(images) >= 5 + TOP_RECORDS and all(  # no PPV panel at the unmeasurable 0.1%
         src.startswith("data:image/png;base64,") for src in images
     )
     assert "<script" not in page and "http://" not in page and "https://" not in page
@@ -79,6 +84,21 @@ def test_report_is_self_contained_and_has_every_section(report):
     vulnerable = page[page.index("Most vulnerable") :]
     leaders = re.findall(r"<tr>\s*<td>[1-5]</td>\s*<td>(\d+)</td>", vulnerable)
     assert len(leaders) == 5 and all(int(r) < 10 for r in leaders)
+
+
+def test_report_says_what_is_not_measurable_what_intervals_are_and_small_m(report):
+    page = report.read_text()
+    summary = page[page.index("Attacks: mean over targets") : page.index("ROC curves")]
+    pattern = r"<tr[^>]*>\s*<td>([a-z-]+)(?: \(strongest\))?</td>(.*?)</tr>"
+    rows = {r[0]: r for r in re.findall(pattern, summary, re.S)}
+    # ~150 non-members per target: FPR 1% is measured, FPR 0.1% (needs 1000) is not
+    assert all("not measurable" in rows[a][1] for a in ATTACKS)
+    assert "needs at least 1000 non-members per target" in summary
+    assert "DeLong" in summary and "averaged over targets" in summary
+    assert "only 6 models (&lt; 32)" in rows["lira-online"][1]
+    assert "models (&lt; 32)" not in rows["loss"][1]
+    ppv = page[page.index("PPV") :]
+    assert "Not shown, not measurable with this many non-members per target: FPR 0.001" in ppv
 
 
 def test_report_without_metrics_says_what_to_run(tmp_path):

@@ -20,7 +20,7 @@ def test_thresholds_and_power_on_normals_with_known_power():
     rng = np.random.default_rng(0)
     mu_with, mu_without, alpha = 0.0, 2.0, 0.05
     result = power_at_alpha(
-        rng.normal(mu_with, 1, 40_000), rng.normal(mu_without, 1, 40_000), alpha
+        rng.normal(mu_with, 1, 40_000), rng.normal(mu_without, 1, 40_000), alpha, "loss"
     )
     threshold = mu_without + norm.ppf(alpha)  # 2 − 1.645
     assert result.threshold_gaussian == pytest.approx(threshold, abs=0.02)
@@ -34,11 +34,39 @@ def test_thresholds_and_power_on_normals_with_known_power():
 def test_empirical_threshold_is_the_interpolated_alpha_quantile_by_hand():
     without = np.array([5.0, 1.0, 3.0, 2.0, 4.0])  # sorted 1 2 3 4 5; position (5−1)·0.25 = 1
     with_ = np.array([0.5, 1.5, 2.5, 9.0])
-    result = power_at_alpha(with_, without, 0.25)
+    result = power_at_alpha(with_, without, 0.25, "loss")
     assert result.threshold_empirical == 2.0
     assert result.power_empirical == 0.5  # 0.5 and 1.5 fall below 2
     # Gaussian: mean 3, sample std sqrt(2.5)
     assert result.threshold_gaussian == pytest.approx(3 + np.sqrt(2.5) * norm.ppf(0.25))
+
+
+def test_logit_fit_thresholds_phi_and_maps_back_to_a_nonnegative_loss():
+    """Issue 17, item 7: φ of with/without ~ N(6, 1.5²) and N(3, 1.5²); the losses softplus(−φ)
+    are skewed, the raw-loss Gaussian puts its threshold below 0 (power 0), the φ fit does not."""
+    rng = np.random.default_rng(4)
+    alpha, n = 0.05, 20_000
+    phi_with, phi_without = rng.normal(6, 1.5, n), rng.normal(3, 1.5, n)
+    with_ = np.log1p(np.exp(-phi_with))  # the loss −log p of p = 1 / (1 + e^−φ)
+    without = np.log1p(np.exp(-phi_without))
+    raw = power_at_alpha(with_, without, alpha, "loss")
+    assert raw.threshold_gaussian < 0 and raw.power_gaussian < 0.01
+    fit = power_at_alpha(with_, without, alpha)
+    t_phi = phi_without.mean() + phi_without.std(ddof=1) * norm.ppf(1 - alpha)
+    assert fit.threshold_gaussian == pytest.approx(np.log1p(np.exp(-t_phi)), rel=1e-9)
+    assert fit.mean_without == pytest.approx(phi_without.mean(), rel=1e-9)
+    known_power = norm.sf(3 + 1.5 * norm.ppf(1 - alpha), loc=6, scale=1.5)  # ≈ 0.64
+    assert fit.power_gaussian == pytest.approx(known_power, abs=0.015)
+    assert fit.power_empirical == pytest.approx(known_power, abs=0.015)
+    assert fit.gaussian_fit == "logit" and raw.gaussian_fit == "loss"
+    # the fitted density integrates to 1 over losses (change of variables from φ)
+    grid = np.linspace(1e-6, 2.0, 400_001)
+    assert np.trapezoid(fit.gaussian_density(grid, "without"), grid) == pytest.approx(1, abs=2e-3)
+
+
+def test_logit_fit_refuses_a_loss_of_zero():
+    with pytest.raises(MiakitError, match="gaussian_fit: loss"):
+        power_at_alpha(np.array([0.0, 0.1]), np.array([0.5, 0.7]), 0.1)
 
 
 def test_clopper_pearson_tails_hold_exactly():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -59,10 +60,13 @@ def _attack_list(attacks: str | None) -> list[str] | None:
     return [a.strip() for a in attacks.split(",") if a.strip()] if attacks else None
 
 
-def print_metrics(metrics: dict, config: AuditConfig, strongest: str | None = None) -> None:
-    """The attacks' figures as a table that fits 80 columns: AUC, then TPR at each evaluated FPR
-    from the largest (the order of the report), mean ± std over targets; the strongest attack
-    in bold."""
+def print_metrics(run: RunDir, config: AuditConfig, strongest: str | None = None) -> None:
+    """The evaluated figures of metrics.json as a table that fits 80 columns: AUC, then TPR at
+    each evaluated FPR from the largest (the order of the report), mean ± std over targets; "n/m"
+    where the data cannot resolve the FPR, "⚠" beside an AUC with a caveat (both explained
+    beneath), the strongest attack in bold."""
+    stored = json.loads(run.metrics_json.read_text())
+    warnings = stored.get("warnings", {})
     fprs = sorted(config.evaluate.fprs, reverse=True)
     table = Table(
         title="membership inference: mean ± std over targets",
@@ -74,16 +78,25 @@ def print_metrics(metrics: dict, config: AuditConfig, strongest: str | None = No
     table.add_column("AUC", justify="right", no_wrap=True)
     for x in fprs:
         table.add_column(f"TPR at\n{100 * x:g}%", justify="right", no_wrap=True)
-    for attack, figures in metrics.items():
+    reasons = set()
+    for attack, figures in stored["attacks"].items():
         auc = figures["auc"]
-        cells = [f"{auc['mean']:.3f}±{auc['std']:.3f}"]
+        cells = [f"{auc['mean']:.3f}±{auc['std']:.3f}" + (" ⚠" if attack in warnings else "")]
         for x in fprs:
             f = figures[tpr_metric_name(x)]
-            cells.append(f"{100 * f['mean']:.1f}±{100 * f['std']:.1f}")
+            if "not_measurable" in f:
+                reasons.add(f["not_measurable"])
+                cells.append("n/m")
+            else:
+                cells.append(f"{100 * f['mean']:.1f}±{100 * f['std']:.1f}")
         table.add_row(attack, *cells, style="bold" if attack == strongest else None)
     console.print(table)
     note = f"; strongest attack (highest TPR at FPR 0.1%): {strongest}" if strongest else ""
     console.print(f"TPR in % of members, at each FPR{note}.", highlight=False)
+    for attack, warning in warnings.items():
+        console.print(f"⚠ {attack}: {warning}", highlight=False)
+    for reason in sorted(reasons):
+        console.print(f"n/m: {reason}", highlight=False)
 
 
 def print_verdict(found) -> None:
@@ -100,10 +113,10 @@ def print_verdict(found) -> None:
         console.print(f"- Most exposed records: {shown}.", highlight=False)
 
 
-def report_metrics(run: RunDir, metrics: dict, config: AuditConfig) -> None:
+def report_metrics(run: RunDir, config: AuditConfig) -> None:
     """The table of an evaluated run, then its verdict."""
     found = pipeline.verdict(run)
-    print_metrics(metrics, config, found.attack)
+    print_metrics(run, config, found.attack)
     print_verdict(found)
 
 
@@ -137,8 +150,8 @@ def audit(
     cfg = load_config(config, overrides)
     run = RunDir(out)
     with resumable(out):
-        metrics = pipeline.audit(cfg, run)
-    report_metrics(run, metrics, cfg)
+        pipeline.audit(cfg, run)
+    report_metrics(run, cfg)
     console.print(f"metrics: {run.metrics_csv}  tables: {run.root / 'tables'}/")
     console.print(f"report: {run.root / 'report.html'}")
 
@@ -241,8 +254,8 @@ def evaluate(run: Path = RunArgument, attacks: str | None = AttacksOption) -> No
     """Compute metrics and ROC plots from the stored scores."""
     run_dir = RunDir(run)
     cfg = pipeline.run_config(run_dir)
-    metrics = pipeline.evaluate(run_dir, cfg, _attack_list(attacks))
-    report_metrics(run_dir, metrics, cfg)
+    pipeline.evaluate(run_dir, cfg, _attack_list(attacks))
+    report_metrics(run_dir, cfg)
 
 
 @app.command()

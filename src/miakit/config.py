@@ -317,6 +317,11 @@ class SinglePointConfig(Section):
     subset_size: int = Field(default=500, ge=1, description="training records per model, x aside")
     eval_pairs: int = Field(default=8, ge=1, description="fresh pairs for the error rate")
     alpha: float = Field(default=0.05, gt=0, lt=1, description="false-positive rate of the test")
+    gaussian_fit: Literal["logit", "loss"] = Field(
+        default="logit",
+        description="scale of the Gaussian threshold: logit-scaled confidence φ (mapped back to a "
+        "loss) or the raw losses, as the single-point study fits them",
+    )
     save_plots: bool = True
 
     def target_list(self) -> list[int]:

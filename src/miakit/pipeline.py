@@ -23,7 +23,15 @@ from miakit.data import resolve_data_dir
 from miakit.data.catalog import fetch as fetch_dataset
 from miakit.data.catalog import list_datasets
 from miakit.errors import MiakitError
-from miakit.evaluate.metrics import aggregate, long_rows, summarize
+from miakit.evaluate.intervals import INTERVAL_NOTE
+from miakit.evaluate.metrics import (
+    aggregate,
+    long_rows,
+    mark_unmeasurable,
+    small_m_warning,
+    summarize,
+    unmeasurable,
+)
 from miakit.evaluate.tables import write_evaluation_tables
 from miakit.executors import Executor, LocalExecutor, ProcessExecutor, TaskFailure
 from miakit.ood_study import ood_study
@@ -258,18 +266,33 @@ def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = N
                 f"[{len(design.targets)} targets, {keep.shape[1]} records]; rerun `miakit attack`"
             )
         scores, members = scores[:, records], keep[:, records]
-        metrics[name] = summarize(
-            scores, members, design.targets, config.evaluate.fprs, seed=config.seed
-        )
+        metrics[name] = summarize(scores, members, design.targets, config.evaluate.fprs)
         plot_roc(run.plots / f"roc_{name}.png", name, scores, members, design.targets)
     skipped: dict[str, str] = {}
     if config.evaluate.ood and run.run_yaml.is_file():
         from miakit import jobs
 
         ood, skipped = ood_study(load_plan(run), run, config, list(metrics), jobs.query_all)
+        evaluated = keep[:, records]
+        non_members = int(min((~evaluated[t]).sum() for t in design.targets))
+        reasons = unmeasurable(config.evaluate.fprs, non_members)
         for name, figures in ood.items():
-            metrics[name] |= {key: aggregate(values) for key, values in figures.items()}
-    save_json(run.metrics_json, {"attacks": metrics, "ood_skipped": skipped})
+            ood_summary = {key: aggregate(values) for key, values in figures.items()}
+            metrics[name] |= mark_unmeasurable(ood_summary, reasons)
+    warnings = {
+        name: text
+        for name in metrics
+        if (text := small_m_warning(name, len(keep), design.references is None))
+    }
+    save_json(
+        run.metrics_json,
+        {
+            "attacks": metrics,
+            "intervals": INTERVAL_NOTE,
+            "warnings": warnings,
+            "ood_skipped": skipped,
+        },
+    )
     write_atomic(
         run.metrics_csv, lambda tmp: pd.DataFrame(long_rows(metrics)).to_csv(tmp, index=False)
     )

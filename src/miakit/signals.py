@@ -2,6 +2,13 @@
 
 Transforms work in float64 with stable log-sum-exp. They take logits of shape [..., n, A, C] and
 labels of shape [n] (the record axis is third from the end) and return arrays of shape [..., n, A].
+
+Two properties hold for every transform, and every attack inherits them:
+- Everything derived from p_y (loss, log p_y, p_y) is computed from the log-odds φ (loss =
+  softplus(−φ)), so it keeps the order of p_y wherever float64 can tell p_y from 1, instead of
+  cancelling to exactly 0 on confident records.
+- Sums over classes are taken in sorted order, so a transform does not depend on the order of the
+  classes: two records whose logits differ only by which class is the label get identical values.
 """
 
 from __future__ import annotations
@@ -34,15 +41,24 @@ def _broadcast_labels(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.broadcast_to(labels[:, None], logits.shape[:-1])[..., None]
 
 
+def _sum_exp_shifted(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(Σ exp(z − shift), shift) over the last axis, shift the finite maximum (0 if none), summed
+    in ascending order of z so that the result does not depend on the order of the classes."""
+    shift = np.max(z, axis=-1, keepdims=True)
+    shift = np.where(np.isfinite(shift), shift, 0.0)
+    return np.sum(np.sort(np.exp(z - shift), axis=-1), axis=-1, keepdims=True), shift
+
+
 def logsumexp(z: np.ndarray, axis: int = -1, keepdims: bool = False) -> np.ndarray:
     """log Σ exp(z) along `axis`, shifted by the maximum; entries of −inf contribute nothing.
 
-    Plain NumPy: about 3.5× faster than scipy.special.logsumexp on [M, n, A, C] chunks, which
-    dominated LiRA's scoring time.
+    The terms are summed in ascending order, so permuting z along `axis` leaves the result
+    bit-for-bit unchanged (ties stay ties whichever class is the label). Plain NumPy: faster than
+    scipy.special.logsumexp on [M, n, A, C] chunks, which dominate LiRA's scoring time.
     """
-    shift = np.max(z, axis=axis, keepdims=True)
-    shift = np.where(np.isfinite(shift), shift, 0.0)
-    out = np.log(np.sum(np.exp(z - shift), axis=axis, keepdims=True)) + shift
+    moved = np.moveaxis(np.asarray(z, dtype=np.float64), axis, -1)
+    total, shift = _sum_exp_shifted(moved)
+    out = np.moveaxis(np.log(total) + shift, -1, axis)
     return out if keepdims else np.squeeze(out, axis=axis)
 
 
@@ -55,66 +71,102 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return np.exp(log_softmax(logits))
 
 
-def true_class_log_prob(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """log p_y."""
-    logp = log_softmax(logits)
-    return np.take_along_axis(logp, _broadcast_labels(logp, labels), axis=-1)[..., 0]
+def _softplus(x: np.ndarray) -> np.ndarray:
+    """log(1 + eˣ) without overflow, accurate for very negative x (where it is ≈ eˣ)."""
+    return np.logaddexp(0.0, x)
 
 
-def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Loss −log p_y."""
-    return -true_class_log_prob(logits, labels)
+def _without(z: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """z with the class at `index` [..., 1] set to −inf (it then adds exactly 0 to any sum)."""
+    out = z.copy()
+    np.put_along_axis(out, index, -np.inf, axis=-1)
+    return out
 
 
 def log_odds(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """LiRA's φ = log p_y − log(1 − p_y) = z_y − logsumexp_{j≠y} z_j: finite even when p_y rounds to 1."""
+    """LiRA's φ = log p_y − log(1 − p_y) = z_y − logsumexp_{j≠y} z_j: finite even when p_y rounds
+    to 1, and the same whichever position the label's class has."""
     z = np.asarray(logits, dtype=np.float64)
     index = _broadcast_labels(z, labels)
     z_true = np.take_along_axis(z, index, axis=-1)[..., 0]
-    others = z.copy()
-    np.put_along_axis(others, index, -np.inf, axis=-1)
-    return z_true - logsumexp(others, axis=-1)
+    return z_true - logsumexp(_without(z, index), axis=-1)
+
+
+def _top_log_odds(z: np.ndarray) -> np.ndarray:
+    """φ of the largest class, z_max − logsumexp of the others, [...] from float64 z [..., C]."""
+    top = np.argmax(z, axis=-1)[..., None]
+    return np.take_along_axis(z, top, axis=-1)[..., 0] - logsumexp(_without(z, top), axis=-1)
+
+
+def true_class_log_prob(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """log p_y = −softplus(−φ): it keeps the order of p_y where float64 can tell p_y from 1, unlike
+    z_y − logsumexp(z), which cancels to exactly 0 once the true-class margin passes about 37."""
+    return -_softplus(-log_odds(logits, labels))
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Loss −log p_y = softplus(−φ) (see `true_class_log_prob`)."""
+    return _softplus(-log_odds(logits, labels))
 
 
 def max_prob(logits: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
     """Largest softmax probability (labels unused: the confidence attack needs none)."""
-    return np.exp(np.max(log_softmax(logits), axis=-1))
+    return np.exp(-_softplus(-_top_log_odds(np.asarray(logits, dtype=np.float64))))
 
 
-def _log_one_minus_softmax(logits: np.ndarray) -> np.ndarray:
-    """log(1 − p_i) for every class, finite even when p_i rounds to 1.
-
-    Only the largest class can have p_i > 1/2; there log(1 − p_i) is the log-sum-exp of the other
-    logits minus that of all, as in `log_odds`. Elsewhere log1p(−p_i) is accurate.
-    """
-    z = np.asarray(logits, dtype=np.float64)
-    logp = log_softmax(z)
-    with np.errstate(divide="ignore"):  # log1p(−1) at the top class, replaced just below
-        out = np.log1p(-np.exp(logp))
+def _replace_top(values: np.ndarray, z: np.ndarray, formula) -> None:
+    """Set values [..., C] at the largest class to formula(φ_max) where p_max > 1/2 (φ_max > 0),
+    the only place where the plain formulas lose precision. With a tie for the largest class,
+    p_max ≤ 1/2 and nothing is replaced, so which of the tied classes comes first does not matter."""
     top = np.argmax(z, axis=-1)[..., None]
-    others = z.copy()
-    np.put_along_axis(others, top, -np.inf, axis=-1)
-    top_value = logsumexp(others, axis=-1, keepdims=True) - logsumexp(z, axis=-1, keepdims=True)
-    np.put_along_axis(out, top, top_value, axis=-1)
+    phi = _top_log_odds(z)[..., None]
+    current = np.take_along_axis(values, top, axis=-1)
+    with np.errstate(all="ignore"):
+        np.put_along_axis(values, top, np.where(phi > 0, formula(phi), current), axis=-1)
+
+
+def _stable_log_softmax(z: np.ndarray) -> np.ndarray:
+    """log p_i of float64 z [..., C], the largest class's as −softplus(−φ_max) so it does not
+    round to 0 when the model is confident."""
+    logp = z - logsumexp(z, axis=-1, keepdims=True)
+    _replace_top(logp, z, lambda phi: -_softplus(-phi))
+    return logp
+
+
+def _sorted_sum(terms: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Σ over the last axis of `terms`, added in ascending order of z, then of the terms, so the
+    sum does not depend on the order of the classes."""
+    order = np.lexsort((terms, z), axis=-1)
+    return np.take_along_axis(terms, order, axis=-1).sum(axis=-1)
+
+
+def _log_one_minus_softmax(z: np.ndarray) -> np.ndarray:
+    """log(1 − p_i) for every class of float64 z [..., C], finite even when p_i rounds to 1.
+
+    Only the largest class can have p_i > 1/2; there log(1 − p_i) = −softplus(φ_max). Elsewhere
+    log1p(−p_i) is accurate (and it is finite: p_i ≤ 1/2).
+    """
+    with np.errstate(divide="ignore"):  # log1p(−1) at the top class, replaced just below
+        out = np.log1p(-np.exp(log_softmax(z)))
+    _replace_top(out, z, lambda phi: -_softplus(phi))
     return out
 
 
 def entropy(logits: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
     """Shannon entropy −Σ p_i log p_i of the softmax (labels unused)."""
-    logp = log_softmax(logits)
-    return -np.sum(np.exp(logp) * logp, axis=-1)
+    z = np.asarray(logits, dtype=np.float64)
+    logp = _stable_log_softmax(z)
+    return -_sorted_sum(np.exp(logp) * logp, z)
 
 
 def modified_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Song & Mittal's Mentr = −(1 − p_y) log p_y − Σ_{i≠y} p_i log(1 − p_i) (USENIX Sec 2021)."""
-    logp = log_softmax(logits)
-    log1m = _log_one_minus_softmax(logits)
-    index = _broadcast_labels(logp, labels)
-    true_logp = np.take_along_axis(logp, index, axis=-1)[..., 0]
-    true_log1m = np.take_along_axis(log1m, index, axis=-1)[..., 0]
-    terms = np.exp(logp) * log1m
-    np.put_along_axis(terms, index, 0.0, axis=-1)
-    return -np.exp(true_log1m) * true_logp - terms.sum(axis=-1)
+    z = np.asarray(logits, dtype=np.float64)
+    phi = log_odds(z, labels)
+    terms = np.exp(log_softmax(z)) * _log_one_minus_softmax(z)
+    np.put_along_axis(terms, _broadcast_labels(z, labels), 0.0, axis=-1)
+    # 1 − p_y = e^{−softplus(φ)}, −log p_y = softplus(−φ)
+    return np.exp(-_softplus(phi)) * _softplus(-phi) - _sorted_sum(terms, z)
 
 
 def _taylor_exp(x: np.ndarray, order: int) -> np.ndarray:
@@ -143,13 +195,14 @@ def taylor_soft_margin(
     index = _broadcast_labels(x, labels)
     powers = _taylor_exp(x, order)
     true_term = _taylor_exp(np.take_along_axis(x, index, axis=-1) - margin, order)
-    np.put_along_axis(powers, index, true_term, axis=-1)
-    return true_term[..., 0] / powers.sum(axis=-1)
+    np.put_along_axis(powers, index, 0.0, axis=-1)
+    # the other classes' terms in a fixed order, so the label's position changes nothing
+    return true_term[..., 0] / (_sorted_sum(powers, x) + true_term[..., 0])
 
 
 def sorted_probs(logits: np.ndarray, k: int) -> np.ndarray:
     """The k largest softmax probabilities in decreasing order, [..., k] (Salem et al.'s features)."""
-    return -np.sort(-softmax(logits), axis=-1)[..., :k]
+    return np.sort(softmax(logits), axis=-1)[..., ::-1][..., :k]
 
 
 TRANSFORMS = {

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from miakit.config import SinglePointConfig
 from miakit.data import Pool, load_pool
@@ -30,6 +29,7 @@ from miakit.evaluate.single_point import PowerAtAlpha, error_rate, power_at_alph
 from miakit.models import build_model
 from miakit.report.single_point_plot import plot_with_without
 from miakit.seeding import derive_seed, rng
+from miakit.signals import cross_entropy
 from miakit.store import content_hash, load_npy, save_json, save_text, write_atomic
 from miakit.train.inputs import Normalization, model_inputs
 from miakit.train.trainer import resolve_device, train_model
@@ -122,9 +122,8 @@ class _Trainer:
         )
         model.eval()
         with torch.no_grad():
-            logits = model(model_inputs(self.x[self.targets], self.norm)).double()
-            loss = nn.functional.cross_entropy(logits, self.y[self.targets], reduction="none")
-        return loss.cpu().numpy()
+            logits = model(model_inputs(self.x[self.targets], self.norm)).double().cpu().numpy()
+        return cross_entropy(logits[:, None, :], self.y[self.targets].cpu().numpy())[:, 0]
 
 
 def _base_rows(config: SinglePointConfig, pool: Pool, targets: list[int], round_seed: int):
@@ -213,7 +212,9 @@ def _summarize(
     held_out = slice(config.n_iterations, None)
     results = []
     for k, x in enumerate(targets):
-        power = power_at_alpha(state.with_[k, fit], state.without[k, fit], config.alpha)
+        power = power_at_alpha(
+            state.with_[k, fit], state.without[k, fit], config.alpha, config.gaussian_fit
+        )
         results.append(
             RecordExposure(
                 index=x,

@@ -6,10 +6,10 @@ and abruptly, the ones LiRA finds most exposed, have wide traces. It costs nothi
 and needs no reference model. Quantiles are linearly interpolated (numpy's default).
 
 The paper's ablations are options (`statistic`), each oriented so that higher = more member-like:
-`mean` (−mean loss), `slope` (−least-squares slope per epoch), `mid-end` (loss at the middle recorded
-epoch minus at the last), `1-end/mid` (relative drop; 0 where the middle loss is 0), `l1`…`l4` and
-`linf` (−the norm of the trace). `epochs: [start, stop]` keeps recorded points start..stop−1
-(point 0 is before training).
+`mean` (−mean loss), `slope` (−least-squares slope per epoch), `mid-end` (loss at window point
+L // 2, the middle as the loss-traces code takes it, minus at the last), `1-end/mid` (relative
+drop; 0 where the middle loss is 0), `l1`…`l4` and `linf` (−the norm of the trace).
+`epochs: [start, stop]` keeps recorded points start..stop−1 (point 0 is before training).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def trace_statistic(trace: np.ndarray, statistic: str) -> np.ndarray:
     if statistic == "slope":
         t = np.arange(trace.shape[0]) - (trace.shape[0] - 1) / 2
         return -(t @ trace) / (t @ t)
-    mid, end = trace[(trace.shape[0] - 1) // 2], trace[-1]
+    mid, end = trace[trace.shape[0] // 2], trace[-1]  # the loss-traces code's middle point
     if statistic == "mid-end":
         return mid - end
     if statistic == "1-end/mid":

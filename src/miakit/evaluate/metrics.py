@@ -1,16 +1,19 @@
-"""Model-level figures per target, their mean and spread over targets, and bootstrap intervals."""
+"""Model-level figures per target, their mean and spread over targets, 95% intervals over records,
+and the resolution rule: a figure at FPR x needs at least 1/x non-members per target."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
-from miakit.evaluate.bootstrap import bootstrap_mean_intervals
+from miakit.evaluate.intervals import auc_interval, tpr_interval
 from miakit.evaluate.roc import roc_curve
 from miakit.evaluate.thresholds import PRIORS, calibrate
 
-RESAMPLES = 200
+#: Online LiRA with leave-one-out reads below 0.5 without signal under this many models (README).
+SMALL_M = 32
 
 
 def tpr_metric_name(fpr: float) -> str:
@@ -22,14 +25,10 @@ def fp_metric_name(fpr: float) -> str:
     return f"fp@fpr={fpr:g}"
 
 
-def target_metrics(
-    scores: np.ndarray,
-    members: np.ndarray,
-    fprs: Sequence[float],
-    weights: np.ndarray | None = None,
-) -> dict:
-    """One target's ROC figures; with weights [B, N] (bootstrap resamples) each is an array [B]."""
-    roc = roc_curve(scores, members, weights)
+def target_metrics(scores: np.ndarray, members: np.ndarray, fprs: Sequence[float]) -> dict:
+    """One target's ROC figures: AUC, balanced accuracy, TPR at each FPR and the false positives
+    behind it."""
+    roc = roc_curve(scores, members)
     figures = {"auc": roc.auc(), "balanced_accuracy": roc.balanced_accuracy()}
     for x in fprs:
         figures[tpr_metric_name(x)] = roc.tpr_at_fpr(x)
@@ -71,6 +70,54 @@ def realistic_figures(
     return summary
 
 
+def fpr_of(metric: str) -> float | None:
+    """The FPR a metric is read at ("tpr@fpr=0.001" → 0.001; "ppv@fpr=0.01,prior=0.1" → 0.01),
+    None for figures of the whole ROC."""
+    if "@" not in metric:
+        return None
+    params = dict(part.split("=", 1) for part in metric.split("@", 1)[1].split(","))
+    return float(params["fpr"]) if "fpr" in params else None
+
+
+def unmeasurable(fprs: Sequence[float], non_members: int) -> dict[float, str]:
+    """FPR → why figures at it are not measurable: TPR at FPR x needs at least 1/x non-members
+    (below that the only FPR ≤ x the ROC offers is 0, whatever x is)."""
+    reasons = {}
+    for x in fprs:
+        needed = math.ceil(1 / x - 1e-9)
+        if non_members < needed:
+            reasons[x] = (
+                f"not measurable: FPR {x:g} needs at least {needed} non-members per target, "
+                f"the smallest target has {non_members}"
+            )
+    return reasons
+
+
+def mark_unmeasurable(summary: dict[str, dict], reasons: dict[float, str]) -> dict[str, dict]:
+    """The summary with every figure read at an unmeasurable FPR replaced by its reason
+    ({"mean": None, "std": None, "n_targets": 0, "not_measurable": reason})."""
+    out = {}
+    for name, figure in summary.items():
+        x = fpr_of(name)
+        reason = next((r for y, r in reasons.items() if x is not None and math.isclose(x, y)), None)
+        out[name] = (
+            figure
+            if reason is None
+            else {"mean": None, "std": None, "n_targets": 0, "not_measurable": reason}
+        )
+    return out
+
+
+def target_intervals(
+    scores: np.ndarray, members: np.ndarray, fprs: Sequence[float]
+) -> dict[str, tuple[float, float]]:
+    """One target's 95% intervals over its records: AUC and TPR at each FPR (`intervals`)."""
+    out = {"auc": auc_interval(scores, members)}
+    for x in fprs:
+        out[tpr_metric_name(x)] = tpr_interval(scores, members, x)
+    return out
+
+
 def summarize(
     scores: np.ndarray,
     keep: np.ndarray,
@@ -78,29 +125,40 @@ def summarize(
     fprs: Sequence[float],
     *,
     priors: Sequence[float] = PRIORS,
-    resamples: int = RESAMPLES,
-    seed: int = 0,
+    intervals: bool = True,
 ) -> dict[str, dict]:
     """For scores [T, N] of `targets` with membership keep[targets]: metric → mean, std (over
-    targets, population std), n_targets and the per-target values. ROC figures also get a 95%
-    bootstrap interval of their mean (ci_low, ci_high; records resampled, seeded by `seed`;
-    none when resamples is 0); with two targets or more, the realistic figures are added."""
+    targets, population std), n_targets and the per-target values. AUC and TPR at each FPR also
+    get ci_low and ci_high: the mean over targets of each target's 95% interval over its records
+    (`intervals.INTERVAL_NOTE`). With two targets or more, the realistic figures are added. Figures
+    at an FPR x with fewer than 1/x non-members for some target are marked not measurable."""
     per_target = [target_metrics(scores[i], keep[t], fprs) for i, t in enumerate(targets)]
     summary = {name: aggregate([f[name] for f in per_target]) for name in per_target[0]}
-    if resamples:
-        intervals = bootstrap_mean_intervals(
-            lambda s, m, w: target_metrics(s, m, fprs, w), scores, keep, targets, resamples, seed
-        )
-        for name, (low, high) in intervals.items():
-            summary[name] |= {"ci_low": low, "ci_high": high}
+    if intervals:
+        bounds = [target_intervals(scores[i], keep[t], fprs) for i, t in enumerate(targets)]
+        for name in bounds[0]:
+            low, high = np.mean([b[name] for b in bounds], axis=0)
+            summary[name] |= {"ci_low": float(low), "ci_high": float(high)}
     if len(targets) >= 2:
         summary |= realistic_figures(scores, keep, targets, fprs, priors)
-    return summary
+    non_members = int(min((~keep[t]).sum() for t in targets))
+    return mark_unmeasurable(summary, unmeasurable(fprs, non_members))
+
+
+def small_m_warning(attack: str, num_models: int, leave_one_out: bool) -> str | None:
+    """The README's caveat, where it applies: leave-one-out online LiRA with few models."""
+    if leave_one_out and attack.startswith("lira-online") and num_models < SMALL_M:
+        return (
+            f"only {num_models} models (< {SMALL_M}): leave-one-out online LiRA reads below 0.5 "
+            "without membership signal (each member has one IN reference fewer than OUT ones)"
+        )
+    return None
 
 
 def long_rows(metrics: dict[str, dict[str, dict]]) -> list[dict]:
-    """metrics.csv rows (attack, metric, mean, std, n_targets, ci_low, ci_high) from
-    {attack: summarize(...)}; figures without an interval leave ci_low and ci_high empty."""
+    """metrics.csv rows (attack, metric, mean, std, n_targets, ci_low, ci_high, not_measurable)
+    from {attack: summarize(...)}; figures without an interval leave ci_low and ci_high empty,
+    measurable ones leave not_measurable empty."""
     return [
         {
             "attack": attack,
@@ -110,6 +168,7 @@ def long_rows(metrics: dict[str, dict[str, dict]]) -> list[dict]:
             "n_targets": f["n_targets"],
             "ci_low": f.get("ci_low"),
             "ci_high": f.get("ci_high"),
+            "not_measurable": f.get("not_measurable"),
         }
         for attack, figures in metrics.items()
         for name, f in figures.items()

@@ -22,6 +22,7 @@ from miakit.report.html import (
     TEST_ACCURACY,
     decimal,
     figure_tag,
+    figure_text,
     flag_fpr,
     pct,
     render,
@@ -90,9 +91,8 @@ def summary_table(
         for attack, figures in data.metrics.items():
             row = {"attack": attack, "run": label, "AUC": decimal(figures["auc"]["mean"])}
             for x in data.fprs:
-                row[f"TPR@FPR {x:g}"] = pct(figures[f"tpr@fpr={x:g}"]["mean"])
-            shadow = figures.get(f"shadow_tpr@fpr={flag_fpr(data):g}")
-            row["shadow TPR′"] = pct(shadow["mean"]) if shadow else "–"
+                row[f"TPR@FPR {x:g}"] = figure_text(figures[f"tpr@fpr={x:g}"])
+            row["shadow TPR′"] = figure_text(figures.get(f"shadow_tpr@fpr={flag_fpr(data):g}"))
             row["test accuracy"] = pct(own["test_accuracy"])
             row["test-split accuracy"] = pct(own["test_split_accuracy"])
             row["ECE"] = "–" if pd.isna(own["ece"]) else decimal(own["ece"])

@@ -21,7 +21,7 @@ from miakit.errors import MiakitError
 from miakit.evaluate.calibration import reliability
 from miakit.evaluate.tables import evaluation_tables
 from miakit.evaluate.thresholds import ppv
-from miakit.evaluate.vulnerability import FLAG_FPR, flagged_members
+from miakit.evaluate.vulnerability import flagged_members
 from miakit.report.figures import (
     histogram_figure,
     png_base64,
@@ -32,7 +32,7 @@ from miakit.report.figures import (
 )
 from miakit.report.runs import RunData, load_run
 from miakit.report.training import model_table, privacy_utility
-from miakit.report.verdict import VERDICT_PRIORS, Verdict, verdict
+from miakit.report.verdict import VERDICT_PRIORS, Verdict, operating_fpr, verdict
 from miakit.signals import softmax
 from miakit.store import save_text
 
@@ -59,6 +59,13 @@ img { max-width: 100%; } pre { background: #f6f6f6; padding: 1em; overflow-x: au
 tr.strongest td { background: #fff3cd; font-weight: 600; }
 img.roc { border: 1px solid #2c7be5; }
 """
+
+
+def figure_text(figure: dict | None, fmt=None) -> str:
+    """A metrics.json figure's mean as text: "not measurable" where the data cannot resolve it."""
+    if figure is not None and "not_measurable" in figure:
+        return "not measurable"
+    return (fmt or pct)(None if figure is None else figure["mean"])
 
 
 def pct(value: float | None) -> str:
@@ -91,8 +98,9 @@ def rows_table(rows: list[dict[str, str]], highlight: int | None = None) -> str:
 
 
 def flag_fpr(data: RunData) -> float:
-    """The FPR record-level figures use: 0.1% when evaluated, else the smallest evaluated."""
-    return FLAG_FPR if FLAG_FPR in data.fprs else data.fprs[0]
+    """The FPR record-level and shadow-threshold figures use, the verdict's: 0.1% where the data
+    resolve it, else the smallest evaluated FPR they resolve."""
+    return operating_fpr(next(iter(data.metrics.values())), data.fprs)
 
 
 def fpr_label(x: float) -> str:
@@ -150,28 +158,36 @@ def check_records(records: np.ndarray, data: RunData, what: str) -> None:
         raise MiakitError(f"{len(records)} {what} given for a pool of {data.keep.shape[1]} records")
 
 
+def measurable(figure: dict | None) -> bool:
+    return figure is not None and "not_measurable" not in figure
+
+
 def summary_section(data: RunData, found: Verdict) -> str:
     x = flag_fpr(data)
     fprs = sorted(data.fprs, reverse=True)  # 1% first, as the CLI table
     rows = []
+    reasons: set[str] = set()
     for attack, figures in data.metrics.items():
 
         def cell(name: str, figures: dict = figures, fmt=pct) -> str:
             f = figures.get(name)
+            if f is not None and "not_measurable" in f:
+                reasons.add(f["not_measurable"])
+                return "not measurable"
             if f is None or f["mean"] is None:
                 return "–"
             ci = f" [{fmt(f['ci_low'])}, {fmt(f['ci_high'])}]" if "ci_low" in f else ""
             return fmt(f["mean"]) + ci
 
+        warning = data.warnings.get(attack)
         row = {
             "attack": attack + (" (strongest)" if attack == found.attack else ""),
-            "AUC": cell("auc", fmt=decimal),
+            "AUC": cell("auc", fmt=decimal) + (f" ⚠ {warning}" if warning else ""),
         }
         for fpr in fprs:
-            fp = figures[f"fp@fpr={fpr:g}"]["mean"]
-            row[f"TPR at FPR {fpr_label(fpr)}"] = (
-                f"{cell(f'tpr@fpr={fpr:g}')}, {fp:.1f} false positives"
-            )
+            fp = figures[f"fp@fpr={fpr:g}"]
+            count = f", {fp['mean']:.1f} false positives" if measurable(fp) else ""
+            row[f"TPR at FPR {fpr_label(fpr)}"] = cell(f"tpr@fpr={fpr:g}") + count
         row["balanced accuracy"] = cell("balanced_accuracy", fmt=decimal)
         row[f"shadow threshold for FPR {fpr_label(x)}: TPR / FPR achieved"] = (
             f"{cell(f'shadow_tpr@fpr={x:g}')} / {cell(f'shadow_fpr@fpr={x:g}')}"
@@ -180,19 +196,22 @@ def summary_section(data: RunData, found: Verdict) -> str:
         for prior in VERDICT_PRIORS:
             row[f"PPV at {100 * prior:g}% members"] = (
                 pct(ppv(shadow_tpr["mean"], shadow_fpr["mean"], prior))
-                if shadow_tpr and shadow_fpr
+                if measurable(shadow_tpr)
+                and measurable(shadow_fpr)
+                and shadow_tpr["mean"] is not None
                 else "–"
             )
         rows.append(row)
     strongest = list(data.metrics).index(found.attack)
+    intervals = html.escape(data.interval_note or "95% interval")
+    unmeasured = "".join(f" {html.escape(r[0].upper() + r[1:])}." for r in sorted(reasons))
     return rows_table(rows, highlight=strongest) + (
-        f'<p class="note">Mean over {len(data.targets)} target models; brackets: 95% bootstrap '
-        "interval of the mean (records resampled). False positives: the mean count of "
-        "non-members behind the TPR. Shadow threshold: the median of the other targets' "
-        "thresholds, as an attacker without the target's membership would set it, and the TPR "
-        "and FPR it achieves on the target. PPV: the share of member calls (at that threshold, "
-        "from those mean TPR and FPR) that are right when 1% or 10% of the records an attacker "
-        "tests are members.</p>"
+        f'<p class="note">Mean over {len(data.targets)} target models; brackets: {intervals}.'
+        f"{unmeasured} False positives: the mean count of non-members behind the TPR. Shadow "
+        "threshold: the median of the other targets' thresholds, as an attacker without the "
+        "target's membership would set it, and the TPR and FPR it achieves on the target. PPV: "
+        "the share of member calls (at that threshold, from those mean TPR and FPR) that are "
+        "right when 1% or 10% of the records an attacker tests are members.</p>"
     )
 
 
@@ -214,10 +233,19 @@ def roc_section(data: RunData, found: Verdict) -> str:
 def ppv_section(data: RunData, tables: dict[str, pd.DataFrame]) -> str:
     if "thresholds" not in tables:
         return '<p class="note">Needs two targets or more.</p>'
-    return "".join(
-        figure_tag(ppv_figure(tables["thresholds"], x), "PPV")
-        for x in sorted(data.fprs, reverse=True)
+    figures = next(iter(data.metrics.values()))
+    fprs = sorted(data.fprs, reverse=True)
+    shown = [x for x in fprs if measurable(figures.get(f"tpr@fpr={x:g}"))]
+    skipped = [x for x in fprs if x not in shown]
+    note = (
+        '<p class="note">Not shown, not measurable with this many non-members per target: FPR '
+        + ", ".join(f"{x:g}" for x in skipped)
+        + ".</p>"
+        if skipped
+        else ""
     )
+    panels = "".join(figure_tag(ppv_figure(tables["thresholds"], x), "PPV") for x in shown)
+    return panels + note
 
 
 def histogram_section(data: RunData) -> str:
@@ -417,7 +445,7 @@ def ood_section(data: RunData) -> str:
         for name, f in figures.items():
             if name.startswith("ood_fpr@"):
                 fpr, ood_set = (part.split("=")[1] for part in name[len("ood_fpr@") :].split(","))
-                rows.setdefault((attack, ood_set), {})[fpr] = pct(f["mean"])
+                rows.setdefault((attack, ood_set), {})[fpr] = figure_text(f)
     fprs = sorted({float(x) for row in rows.values() for x in row}, reverse=True)
     columns = {f"{x:g}": f"OOD FPR at FPR {x:g}" for x in fprs}
     if not rows:

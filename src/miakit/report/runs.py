@@ -4,7 +4,7 @@ stage has not run yet."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -33,6 +33,10 @@ class RunData:
     config_text: str
     pool: dict
     evaluated: np.ndarray | None = None
+    #: What the intervals in metrics.json are of (`intervals.INTERVAL_NOTE`).
+    interval_note: str | None = None
+    #: Attack → a caveat to show next to its figures (e.g. too few models for online LiRA).
+    warnings: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -73,7 +77,8 @@ def load_run(root: Path | str) -> RunData:
     if not run.metrics_json.is_file():
         raise MiakitError(f"{run.root} has no metrics.json; run `miakit evaluate {run.root}` first")
     try:
-        metrics = json.loads(run.metrics_json.read_text())["attacks"]
+        stored = json.loads(run.metrics_json.read_text())
+        metrics = stored["attacks"]
     except (ValueError, KeyError) as exc:
         raise MiakitError(
             f"{run.metrics_json} is unreadable ({exc}); rerun `miakit evaluate`"
@@ -103,4 +108,6 @@ def load_run(root: Path | str) -> RunData:
         config_text=run.run_yaml.read_text() if run.run_yaml.is_file() else "",
         pool=json.loads(run.pool.read_text()) if run.pool.is_file() else {},
         evaluated=evaluated,
+        interval_note=stored.get("intervals"),
+        warnings=stored.get("warnings", {}),
     )

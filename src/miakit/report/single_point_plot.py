@@ -10,7 +10,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from scipy.stats import norm
 
 from miakit.evaluate.single_point import PowerAtAlpha
 from miakit.store import write_atomic
@@ -23,13 +22,13 @@ def plot_with_without(
     both = np.concatenate([losses_with, losses_without])
     bins = np.linspace(both.min(), both.max(), 30)
     grid = np.linspace(bins[0], bins[-1], 200)
-    for losses, mean, std, color, name in [
-        (losses_with, power.mean_with, power.std_with, "tab:red", "trained with x"),
-        (losses_without, power.mean_without, power.std_without, "tab:blue", "trained without x"),
+    for losses, side, std, color, name in [
+        (losses_with, "with", power.std_with, "tab:red", "trained with x"),
+        (losses_without, "without", power.std_without, "tab:blue", "trained without x"),
     ]:
         ax.hist(losses, bins=bins, density=True, alpha=0.45, color=color, label=name)
         if std > 0:
-            ax.plot(grid, norm.pdf(grid, mean, std), color=color, lw=1.5)
+            ax.plot(grid, power.gaussian_density(grid, side), color=color, lw=1.5)
     ax.axvline(
         power.threshold_empirical,
         color="black",
@@ -37,7 +36,13 @@ def plot_with_without(
         lw=1,
         label=f"empirical threshold (α={power.alpha:g})",
     )
-    ax.axvline(power.threshold_gaussian, color="gray", ls=":", lw=1.5, label="Gaussian threshold")
+    ax.axvline(
+        power.threshold_gaussian,
+        color="gray",
+        ls=":",
+        lw=1.5,
+        label=f"Gaussian threshold ({power.gaussian_fit} fit)",
+    )
     ax.set(
         xlabel="loss of x",
         ylabel="density",

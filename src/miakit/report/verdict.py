@@ -178,11 +178,20 @@ def next_step(
     )
 
 
+def operating_fpr(figures: dict, fprs: list[float]) -> float:
+    """The FPR the verdict's record-level and PPV sentences use: 0.1% where the data resolve it
+    (at least 1,000 non-members per target), else the smallest evaluated FPR they resolve."""
+    resolved = [x for x in fprs if "not_measurable" not in figures.get(f"tpr@fpr={x:g}", {})]
+    if FLAG_FPR in resolved:
+        return FLAG_FPR
+    return min(resolved) if resolved else max(fprs)
+
+
 def verdict(data: RunData) -> Verdict:
     """The verdict of an evaluated run (`report.runs.load_run`)."""
     attack = strongest_attack(data.metrics, data.fprs)
     figures = data.metrics[attack]
-    x = FLAG_FPR if FLAG_FPR in data.fprs else min(data.fprs)
+    x = operating_fpr(figures, data.fprs)
     if len(data.targets) >= 2:
         table = record_vulnerability(data.scores[attack], data.keep, data.targets, x)
         exposed = table[table["highly_vulnerable"]]

@@ -169,7 +169,7 @@ def attack(run: Path = RunArgument, attacks: str | None = AttacksOption) -> None
     """Score every target model with each attack (also for runs of brought-in models)."""
     run_dir = RunDir(run)
     names = pipeline.attack(run_dir, pipeline.run_config(run_dir), _attack_list(attacks))
-    console.print(f"scores written for: {', '.join(names)}")
+    console.print(f"scores written for: {', '.join(names) or 'none (all were current)'}")
 
 
 @app.command()

@@ -135,7 +135,7 @@ def write_byo_run(root, rng):
 def test_replaced_logits_make_scores_stale_and_attack_redoes_them(tmp_path):
     """Issue 18 (a): brought-in run, model 0's logits replaced by noise after `attack`."""
     rng = np.random.default_rng(0)
-    run, keep, labels = write_byo_run(tmp_path / "byo", rng)
+    run, _, labels = write_byo_run(tmp_path / "byo", rng)
     assert invoke("attack", run.root, "--attacks", "loss").exit_code == 0
     assert invoke("evaluate", run.root, "--attacks", "loss").exit_code == 0
     noise = rng.normal(size=(60, 1, 3)).astype(np.float32)

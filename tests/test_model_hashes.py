@@ -78,7 +78,7 @@ def test_damaged_weights_are_retrained_by_the_next_run(run_copy, counter):
 
 
 def test_weights_that_do_not_match_meta_are_refused_when_read(run_copy):
-    config, run = run_copy
+    _, run = run_copy
     planned = pipeline.load_plan(run)
     size = run.weights(0).stat().st_size
     run.weights(0).write_bytes(np.random.default_rng(1).bytes(size))

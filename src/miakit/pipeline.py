@@ -22,7 +22,7 @@ import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from miakit import jobs
-from miakit.attacks import make_attack
+from miakit.attacks import ATTACKS, make_attack
 from miakit.chain import (
     metrics_inputs,
     metrics_stale,
@@ -447,6 +447,21 @@ def report(run: RunDir, single_point: Sequence[Path] = ()) -> Path:
     path = write_report(run.root, images=images, single_point=single_point)
     save_json(report_record_path(run), output_record(inputs, files, path))
     return path
+
+
+def list_attacks() -> list[tuple[str, str, list[tuple[str, str, str]]]]:
+    """Every registered attack: name, the first line of its docstring (else its module's), and
+    its options as (option, default, description)."""
+    rows = []
+    for name, cls in ATTACKS.items():
+        doc = cls.__doc__ or sys.modules[cls.__module__].__doc__ or ""
+        summary = doc.strip().splitlines()[0] if doc.strip() else ""
+        options = [
+            (option, repr(field.default), field.description or "")
+            for option, field in cls.Config.model_fields.items()
+        ]
+        rows.append((name, summary, options))
+    return rows
 
 
 def compare(runs: Sequence[RunDir], out: Path) -> Path:

@@ -60,6 +60,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield tmp_path
         os.chmod(tmp_path, file_mode())
         os.replace(tmp_path, path)
+    except OSError as exc:
+        if exc.filename is None or Path(exc.filename) == tmp_path:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc  # name the file meant
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
 

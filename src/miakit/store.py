@@ -268,14 +268,23 @@ def boot_id() -> str | None:
         return None
 
 
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields 3… of /proc/<pid>/stat (state first), or None where there is none."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2 :].split()
+    except (OSError, ValueError):
+        return None
+
+
 def process_start(pid: int) -> int | None:
     """When process `pid` started, in clock ticks since boot (Linux /proc/<pid>/stat field 22):
     with the pid and the boot id it names one process, even after its pid is reused. None
     where unknown."""
+    fields = _proc_stat(pid)
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat[stat.rindex(")") + 2 :].split()[19])
-    except (OSError, ValueError, IndexError):
+        return int(fields[19]) if fields else None
+    except (ValueError, IndexError):
         return None
 
 
@@ -321,6 +330,9 @@ def _holder_state(owner: dict[str, Any]) -> str:
     except (PermissionError, KeyError, ValueError, TypeError, OverflowError):
         pass  # alive but another user's, or no pid recorded: judged by its start time alone
     else:
+        fields = _proc_stat(pid)
+        if fields and fields[0] in ("Z", "X"):
+            return "dead"  # exited, not yet reaped by its parent
         recorded, now = owner.get("start"), process_start(pid)
         if recorded is not None and now is not None and recorded != now:
             return "dead"  # the pid now belongs to another process

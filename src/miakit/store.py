@@ -158,7 +158,7 @@ def stamped_hash(path: Path, stamp: dict[str, Any] | None = None) -> str | None:
         return None
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=4096)
 def _file_hash(path: str, _size: int, _mtime_ns: int, _ctime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

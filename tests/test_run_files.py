@@ -107,3 +107,19 @@ def test_audit_killed_inside_an_atomic_write_resumes_to_the_same_results(
         )
     assert pipeline.status(run)["done"] == [0, 1, 2, 3]
     shutil.rmtree(out)
+
+
+@pytest.mark.slow
+def test_two_audits_of_one_run_at_once_end_with_the_same_complete_run(tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    settings = [a for s in TINY for a in ("--set", s)]
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    command = [sys.executable, "-m", "miakit", "audit", "--out", str(out), *settings]
+    both = [subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True) for _ in "ab"]
+    for process in both:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr
+    run = RunDir(out)
+    assert pipeline.status(run)["done"] == [0, 1, 2, 3]
+    whole = json.loads(uninterrupted.metrics_json.read_text())["attacks"]
+    assert json.loads(run.metrics_json.read_text())["attacks"] == whole

@@ -59,22 +59,23 @@ def output_record(inputs: dict[str, Any], files: Mapping[str, Path], output: Pat
 def stale_reason(record: dict | None, inputs: dict[str, Any]) -> str | None:
     """None when `record` was made from exactly `inputs`; else what differs, in words."""
     if record is None:
-        return "it has no record of its inputs"
+        return "it records no inputs: written by an older miakit, or interrupted"
     if record.get("inputs_hash") == content_hash(inputs):
         return None
     before = record.get("inputs", {})
     for key in inputs:
         if before.get(key) != inputs[key]:
             return _difference(key, before.get(key), inputs[key])
-    return "its inputs changed"
+    return "its inputs changed since it was computed"
 
 
 def _difference(key: str, before: Any, now: Any) -> str:
+    what = key
     if isinstance(now, dict) and isinstance(before, dict):
         changed = [k for k in now if before.get(k) != now[k]] + [k for k in before if k not in now]
         if changed:
-            return f"{changed[0]} changed" if key == "files" else f"{key}.{changed[0]} changed"
-    return f"{key} changed"
+            what = changed[0] if key == "files" else f"{key}.{changed[0]}"
+    return f"{what} changed since it was computed"
 
 
 # --- scores -------------------------------------------------------------------------------
@@ -117,7 +118,7 @@ def scores_stale(run: RunDir, config: AuditConfig, name: str, design: Design) ->
     inputs, _ = scores_inputs(run, config, name, design, record)
     reason = stale_reason(record, inputs)
     if reason is None and not _output_current(run.scores(name), record):
-        reason = "the scores file was changed"
+        reason = "the scores file was changed since it was written"
     return reason
 
 
@@ -206,5 +207,5 @@ def report_stale(run: RunDir, single_point: Sequence[Path]) -> str | None:
     inputs, _ = report_inputs(run, single_point, record)
     reason = stale_reason(record, inputs)
     if reason is None and not _output_current(path, record):
-        reason = "report.html was changed"
+        reason = "report.html was changed since it was written"
     return reason

@@ -188,6 +188,15 @@ def _held_message(stage: str, held: dict[int, dict]) -> str:
     )
 
 
+def _no_progress(rest: list[int], before: list[int], stage: str) -> None:
+    """Stop a stage that would go round again with the same models left and nobody holding them."""
+    if rest == before:
+        raise MiakitError(
+            f"models {rest[:10]} are still not {stage} after a second attempt; see the errors "
+            "above, or `miakit status` for their state"
+        )
+
+
 def _wait(run: RunDir, held: dict[int, dict], stage: str, log: Log | None) -> None:
     """Wait until no live process holds the locks of `held`."""
     if log is not None:
@@ -207,12 +216,12 @@ def train(
     training inputs, or its weights are not the file meta.json records. Models another process
     holds are waited for (`wait`) or named in `log` and left to it."""
     done: list[int] = []
+    before: list[int] = []
     while True:
         todo = [m for m in shard_models(len(plan.keep), shard) if not trained(run, plan, m)]
         if todo and plan.config.defences.transfer.enabled:
-            shared_features(
-                plan, run
-            )  # built once here: a bad setting is one error, not one a task
+            # built once here: a bad setting is one error, not one a task
+            shared_features(plan, run)
         result = _run_model_jobs(plan, run, "training", todo, jobs.train_models, jobs.train_task)
         done.extend(result)
         rest = [m for m in todo if m not in result and not trained(run, plan, m)]
@@ -220,6 +229,8 @@ def train(
         if not held:
             if not rest:
                 return done
+            _no_progress(rest, before, "trained")
+            before = rest
             continue  # their holders ended meanwhile: take them
         if not wait:
             if log is not None:
@@ -239,6 +250,7 @@ def query(
     A model that is not trained is an error, or, while another process holds it, waited for
     (`wait`) or an error naming that process."""
     done: list[int] = []
+    before: list[int] = []
     while True:
         models = shard_models(len(plan.keep), shard)
         untrained = [m for m in models if not trained(run, plan, m)]
@@ -268,6 +280,9 @@ def query(
             return done
         if held:
             _wait(run, held, "queried", log)
+        else:
+            _no_progress(rest, before, "queried")
+            before = rest
 
 
 def status(run: RunDir) -> dict[str, list[int]]:
@@ -354,7 +369,7 @@ def _check_scores(run: RunDir, config: AuditConfig, names: Sequence[str], design
             )
         if reason is not None:
             raise MiakitError(
-                f"{run.scores(name)} is stale ({reason} since it was computed); run "
+                f"{run.scores(name)} is stale ({reason}); run "
                 f"`miakit attack {run.root} --attacks {name}` to make it current"
             )
 

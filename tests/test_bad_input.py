@@ -52,7 +52,7 @@ BAD_SETTINGS = {
     "query views on features": (["query.augmentations=2"], "feature vectors"),
     "too few models for online LiRA": (
         ["split.num_models=2", "attacks=[lira-online]"],
-        "lira-online need an IN reference model for every record",
+        "lira-online needs an IN reference model for every record",
     ),
     "too few models for offline attacks": (
         ["split.num_models=2", "attacks=[attack-r, rmia-offline]"],

@@ -139,7 +139,7 @@ def check_design(
                 who = [a for a in attacks if side in REFERENCE_NEEDS.get(a, ())]
                 kind = {"in": "an IN", "out": "an OUT", "any": "a"}[side]
                 raise MiakitError(
-                    f"{', '.join(who)} need {kind} reference model for every record, but with "
+                    f"{', '.join(who)} need{'s' * (len(who) == 1)} {kind} reference model for every record, but with "
                     f"split.num_models={num_models} ({config.split.strategy}) target {t} has none "
                     f"for {lacking.size} records (e.g. record {lacking[0]}); use more models"
                 )

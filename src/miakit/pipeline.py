@@ -139,6 +139,8 @@ def _run_model_jobs(
     plan: Plan, run: RunDir, stage: str, models: list[int], in_process, task_fn
 ) -> list[int]:
     """Run a stage's model jobs on the configured executor, groups of models per task."""
+    if not models:
+        return []  # nothing to do: no executor, no empty progress bar
     settings = plan.config.execution
     resolve_device(plan.config.train.device)  # a bad device is one error, not one per model
     size = settings.models_per_task

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Readies this checkout for bench/train.py on the device tool's GPU machine, which has Python 3.12
-# and torch but no network: the CIFAR-10 JPEG copy goes to .data/ and the wheels of the
-# dependencies its image lacks to .whl/ (both ignored by git, both named in the run's `carry`).
-# Then, on the device (one call, about 10 minutes):
+# Readies this checkout for bench/gpu.py (or bench/train.py) on the device tool's GPU machine,
+# which has Python 3.12 and torch but no network: the CIFAR-10 JPEG copy goes to .data/ and the
+# wheels of the dependencies its image lacks to .whl/ (both ignored by git, both named in the
+# run's `carry`). Then, on the device, one call (about 6 minutes; carry .data and .whl):
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl &&
-#   PYTHONPATH=/tmp/site:src MIAKIT_DATA=.data PYTHONUNBUFFERED=1 \
-#     python3 bench/train.py --models 0 | tee $OUT/train.txt
+#   export PYTHONPATH=/tmp/site:src MIAKIT_DATA=$PWD/.data PYTHONUNBUFFERED=1 &&
+#   python3 bench/gpu.py --budget 420 --out $OUT 2>&1 | tee $OUT/gpu.txt
+# bench/gpu.py --phases 1,3 reruns some phases; each phase is skipped when the budget left is
+# below its estimate, so give --budget what the lease has left.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .git/info .data/cifar10_jpeg_lossy .whl

@@ -1,5 +1,6 @@
 """Config loading: errors name the key path and what was expected."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -64,11 +65,30 @@ def test_top_level_must_be_mapping(tmp_path):
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
 
-def test_digits_config_is_the_default_audit():
-    assert load_config(CONFIGS[0].parent / "digits.yaml") == load_config()
+def test_digits_config_is_the_default_audit_with_traces_lt_iqr_and_batched_training():
+    demo = load_config(CONFIGS[0].parent / "digits.yaml")
+    assert demo.attacks == [*load_config().attacks, "lt-iqr"]
+    assert demo.train.record_trace and demo.train.batched
+    assert demo.execution.models_per_task > 1  # batched training stacks a task's models
+    defaults = load_config(
+        None,
+        [
+            f"attacks={demo.attacks}",
+            "train.record_trace=true",
+            "train.batched=true",
+            f"execution.models_per_task={demo.execution.models_per_task}",
+        ],
+    )
+    assert demo == defaults
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_shipped_config_validates(path):
     schema = SinglePointConfig if path.name.startswith("single_point") else AuditConfig
     load_config(path, schema=schema)
+
+
+def test_readme_lists_every_ready_config():
+    readme = (CONFIGS[0].parents[1] / "README.md").read_text()
+    listed = set(re.findall(r"`([a-z0-9_]+\.yaml)`", readme))
+    assert {p.name for p in CONFIGS} <= listed

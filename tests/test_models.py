@@ -113,4 +113,35 @@ def test_fast_net_convs_start_as_the_identity_and_its_batchnorms_only_shift() ->
     torch.testing.assert_close(conv(x)[:, :64], x)
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert len(norms) == 6
-    assert all(m.weight is None and m.bias.requires_grad for m in norms)
+    assert all(not m.weight.requires_grad and m.bias.requires_grad for m in norms)
+
+
+def test_fast_net_batchnorm_normalizes_then_shifts_and_trains_only_the_shift() -> None:
+    """Forward and gradients against the formula written out in float64: (x − mean) / √(var +
+    eps) + b over batch and space, with the biased variance; the frozen scale gets no gradient."""
+    from miakit.models.fastnet import ShiftBatchNorm
+
+    norm = ShiftBatchNorm(3)
+    with torch.no_grad():
+        norm.bias.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    x = torch.randn(4, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    out = norm.double()(x)
+    out.pow(2).sum().backward()
+    gx = x.grad.clone()
+    x64 = x.detach().clone().requires_grad_(True)
+    b = norm.bias.detach().clone().requires_grad_(True)
+    mean = x64.mean(dim=(0, 2, 3), keepdim=True)
+    var = x64.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+    expected = (x64 - mean) / (var + 1e-12).sqrt() + b.view(1, 3, 1, 1)
+    torch.testing.assert_close(out, expected)
+    expected.pow(2).sum().backward()
+    torch.testing.assert_close(norm.bias.grad, b.grad)
+    torch.testing.assert_close(gx, x64.grad)
+    assert norm.weight.grad is None and torch.equal(norm.weight, torch.ones(3, dtype=torch.float64))
+
+
+def test_every_architecture_has_a_revision_the_config_reads_without_torch() -> None:
+    from miakit.architectures import ARCHITECTURES, REVISIONS
+
+    assert tuple(MODELS) == ARCHITECTURES
+    assert set(REVISIONS) == set(MODELS)

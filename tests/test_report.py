@@ -67,8 +67,9 @@ def report(tmp_path_factory) -> Path:
 
 def test_report_is_self_contained_and_has_every_section(report):
     page = report.read_text()
-    for heading in ("Summary", "ROC curves", "PPV", "LT-IQR", "Most vulnerable", "Calibration"):
+    for heading in ("Verdict", "Attacks", "ROC curves", "PPV", "LT-IQR", "Most vulnerable"):
         assert heading in page
+    assert page.index("Verdict") < page.index("Attacks") < page.index("Calibration")
     images = re.findall(r'<img [^>]*src="([^"]+)"', page)
     assert len(images) >= 6 + TOP_RECORDS and all(
         src.startswith("data:image/png;base64,") for src in images
@@ -89,7 +90,7 @@ def test_report_without_metrics_says_what_to_run(tmp_path):
 
 def test_compare_puts_runs_in_one_table(tmp_path):
     runs = [write_run(tmp_path / f"seed{s}", seed=s).root for s in range(3)]
-    page = compare_runs(runs, tmp_path / "cmp")
+    page = compare_runs(runs, tmp_path / "cmp").path
     table = pd.read_parquet(tmp_path / "cmp" / "compare.parquet")
     assert set(table["run"]) == {"seed0", "seed1", "seed2"}
     agreement = pd.read_parquet(tmp_path / "cmp" / "agreement.parquet")
@@ -131,9 +132,25 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     console = [line for line in result.stderr.splitlines() if "CONSOLE" in line]
     assert not console, console
     assert "Failed to load resource" not in result.stderr
-    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    rgb = np.asarray(Image.open(shot).convert("RGB"), dtype=int)
+    pixels = rgb.mean(axis=2)
     # plots are on the page: plenty of non-white pixels, and a real spread of tones
     assert (pixels < 200).mean() > 0.02 and pixels.std() > 20
+
+    def rows_of(colour: tuple[int, int, int]) -> np.ndarray:
+        """Screenshot rows (y) holding pixels of the report's CSS colour."""
+        return np.flatnonzero((np.abs(rgb - colour) <= 2).all(axis=2).any(axis=1))
+
+    verdict = rows_of((255, 243, 205))  # .verdict background
+    thumbnails = rows_of((192, 57, 43))  # the exposed records' frames
+    roc = rows_of((44, 123, 229))  # the ROC figure's frame
+    assert len(verdict) > 100, "the verdict box is not drawn"
+    assert verdict.min() < 300, "the verdict is not at the top of the page"
+    # the exposed records' pictures sit inside the verdict box, each framed, at least 30 px high
+    inside = thumbnails[(thumbnails >= verdict.min()) & (thumbnails <= verdict.max())]
+    assert inside.max() - inside.min() >= 30, "no exposed-record pictures in the verdict"
+    # the ROC figure is drawn below the verdict, about as high as its PNG (520 px)
+    assert roc.min() > verdict.max() and roc.max() - roc.min() > 400, "no ROC figure"
 
 
 def test_evaluation_tables_are_parquet_with_csv_beside(tmp_path):
@@ -182,7 +199,14 @@ def test_compare_gives_the_privacy_utility_table(tmp_path):
     table = pd.read_parquet(tmp_path / "cmp" / "privacy_utility.parquet").set_index("run")
     assert np.isnan(table.loc["baseline", "epsilon"]) and table.loc["dp", "epsilon"] == 6.0
     assert table.loc["baseline", "defences"] == "none"
-    assert table.loc["dp", "test_accuracy"] == pytest.approx(0.515)
+    assert table.loc["dp", "test_split_accuracy"] == pytest.approx(0.515)
+    # test accuracy: on the targets' non-members, from their logits
+    logits, keep = [np.load(private.logits(t))[:, 0] for t in range(TARGETS)], np.load(private.keep)
+    on_non_members = [
+        np.mean(np.argmax(z[~keep[t]], axis=1) == np.load(private.labels)[~keep[t]])
+        for t, z in enumerate(logits)
+    ]
+    assert table.loc["dp", "test_accuracy"] == pytest.approx(np.mean(on_non_members))
     # ECE of the targets on their non-members, from their logits, as the calibration table has it
     assert 0 < table.loc["dp", "ece"] < 1
 
@@ -213,3 +237,50 @@ def test_report_of_a_partly_scored_pool_names_pool_records(tmp_path):
     # local (evaluated-record) indices would be of either parity; pool indices are even
     assert len(leaders) == 5 and all(int(r) % 2 == 0 for r in leaders)
     assert sum(int(r) < 10 for r in leaders) >= 3
+
+
+def test_histogram_scales_spread_loss_and_heavy_tailed_scores():
+    from miakit.report.figures import histogram_scale
+
+    p = np.array([0.5, 0.9, 0.999, 1.0])
+    phi, axis = histogram_scale("loss", np.log(p))
+    assert axis.startswith("φ")
+    assert phi[:3] == pytest.approx(np.log(p[:3] / (1 - p[:3])))
+    assert np.isfinite(phi[3])  # p_y = 1 stays on the plot
+    rng = np.random.default_rng(0)
+    gaussian = rng.normal(size=10_000)
+    assert histogram_scale("lira-offline", gaussian)[1] == "score"
+    heavy = rng.standard_cauchy(size=10_000)
+    scaled, axis = histogram_scale("lira-online", heavy)
+    median = np.median(heavy)
+    iqr = np.subtract(*np.percentile(heavy, [75, 25]))
+    assert axis.startswith("asinh")
+    assert scaled == pytest.approx(np.arcsinh((heavy - median) / iqr))
+
+
+def test_verdict_shows_tabular_records_as_feature_rows(tmp_path):
+    run = write_run(tmp_path / "run")
+    features = np.random.default_rng(2).normal(size=(RECORDS, 20)).round(2)
+    page = write_report(run.root, features=features).read_text()
+    verdict = page[page.index("Verdict") : page.index("Attacks: mean over targets")]
+    rows = re.findall(
+        r"<tr><td>(\d+)</td><td>(\d+)</td><td>caught by [^<]+</td><td>([^<]+)</td>", verdict
+    )
+    assert rows, "no feature rows in the verdict"
+    labels = np.load(run.labels)
+    for record, label, shown in rows:
+        assert int(label) == labels[int(record)]
+        first = [float(v) for v in shown.split(" …")[0].split(", ")]
+        assert first == pytest.approx(features[int(record)][: len(first)], abs=5e-3)
+        assert "(20 features)" in shown
+
+
+def test_digits_records_are_drawn_as_8_by_8_pictures():
+    from miakit.data import load_pool
+
+    pool = load_pool("digits")
+    pictures = pool.pictures()
+    assert pictures.shape == (pool.num_records, 8, 8, 1) and pictures.dtype == np.uint8
+    first = pool.x[0].reshape(8, 8)
+    assert pictures[0, :, :, 0] == pytest.approx(np.floor(first * 255 + 0.5), abs=0)
+    assert pool.take(np.arange(3)).pictures().shape == (3, 8, 8, 1)

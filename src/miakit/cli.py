@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import wraps
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import typer
 from pydantic import ValidationError
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -72,20 +74,69 @@ def _attack_list(attacks: str | None) -> list[str] | None:
     return [a.strip() for a in attacks.split(",") if a.strip()] if attacks else None
 
 
-def print_metrics(metrics: dict, config: AuditConfig) -> None:
-    headers = {"auc": "AUC", "balanced_accuracy": "bal. acc"}
-    headers.update({tpr_metric_name(x): f"TPR@{100 * x:g}%" for x in config.evaluate.fprs})
-    table = Table(title="membership inference: mean ± std over targets")
+def print_metrics(metrics: dict, config: AuditConfig, strongest: str | None = None) -> None:
+    """The attacks' figures as a table that fits 80 columns: AUC, then TPR at each evaluated FPR
+    from the largest (the order of the report), mean ± std over targets; the strongest attack
+    in bold."""
+    fprs = sorted(config.evaluate.fprs, reverse=True)
+    table = Table(
+        title="membership inference: mean ± std over targets",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1),
+    )
     table.add_column("attack", no_wrap=True)
-    for header in headers.values():
-        table.add_column(header, justify="right", no_wrap=True)
+    table.add_column("AUC", justify="right", no_wrap=True)
+    for x in fprs:
+        table.add_column(f"TPR at\n{100 * x:g}%", justify="right", no_wrap=True)
     for attack, figures in metrics.items():
-        table.add_row(
-            attack, *(f"{figures[c]['mean']:.3f}±{figures[c]['std']:.3f}" for c in headers)
-        )
-    if not console.is_terminal:  # logs and pipes get the whole table, not a wrapped one
-        console.width = max(console.width, 110)
+        auc = figures["auc"]
+        cells = [f"{auc['mean']:.3f}±{auc['std']:.3f}"]
+        for x in fprs:
+            f = figures[tpr_metric_name(x)]
+            cells.append(f"{100 * f['mean']:.1f}±{100 * f['std']:.1f}")
+        table.add_row(attack, *cells, style="bold" if attack == strongest else None)
     console.print(table)
+    note = f"; strongest attack (highest TPR at FPR 0.1%): {strongest}" if strongest else ""
+    console.print(f"TPR in % of members, at each FPR{note}.", highlight=False)
+
+
+def print_verdict(found) -> None:
+    """The verdict (`miakit.report.verdict.Verdict`): its sentences and the most exposed
+    records."""
+    console.print("[bold]Verdict[/]")
+    for line in found.sentences():
+        console.print(f"- {line}", highlight=False)
+    if not found.top.empty:
+        shown = ", ".join(
+            f"#{r.record} (label {r.label}, caught by {r.tp} of {r.n_member})"
+            for r in found.top.head(5).itertuples()
+        )
+        console.print(f"- Most exposed records: {shown}.", highlight=False)
+
+
+def report_metrics(run: RunDir, metrics: dict, config: AuditConfig) -> None:
+    """The table of an evaluated run, then its verdict."""
+    found = pipeline.verdict(run)
+    print_metrics(metrics, config, found.attack)
+    print_verdict(found)
+
+
+@contextmanager
+def resumable(run: Path) -> Iterator[None]:
+    """On Ctrl-C: how many models are saved, and that rerunning the command resumes."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        saved = "nothing is planned yet."
+        try:
+            done, total = pipeline.trained_models(RunDir(run))
+            saved = f"{done} of {total} models are trained and saved."
+        except MiakitError:  # interrupted before the plan was written
+            pass
+        errors.print(f"\n[bold]interrupted:[/] {saved}", highlight=False)
+        errors.print("Rerun the same command to resume from there.", highlight=False)
+        raise typer.Exit(130) from None
 
 
 @app.command()
@@ -100,8 +151,9 @@ def audit(
     overrides = [*(set_ or []), *([f"data.data_dir={data_dir}"] if data_dir else [])]
     cfg = load_config(config, overrides)
     run = RunDir(out)
-    metrics = pipeline.audit(cfg, run)
-    print_metrics(metrics, cfg)
+    with resumable(out):
+        metrics = pipeline.audit(cfg, run)
+    report_metrics(run, metrics, cfg)
     console.print(f"metrics: {run.metrics_csv}  tables: {run.root / 'tables'}/")
     console.print(f"report: {run.root / 'report.html'}")
 
@@ -147,7 +199,8 @@ def train(
     workers: int | None = WorkersOption,
 ) -> None:
     """Train the planned run's models that are missing or stale."""
-    trained = _run_model_stage(pipeline.train, run, shard, executor, workers)
+    with resumable(run):
+        trained = _run_model_stage(pipeline.train, run, shard, executor, workers)
     console.print(f"trained {len(trained)} models")
 
 
@@ -167,8 +220,18 @@ def query(
 @app.command()
 @clear_errors
 def status(run: Path = RunArgument) -> None:
-    """Which models of a planned run are done, running, stale or missing."""
-    states = pipeline.status(RunDir(run))
+    """Which models of a planned run are done, running, stale or missing; for a run of
+    brought-in models, which of its parts are there."""
+    run_dir = RunDir(run)
+    if not run_dir.run_yaml.is_file():
+        table = Table(title=f"{run}: brought-in models")
+        table.add_column("part")
+        table.add_column("present")
+        for part, present in pipeline.brought_in_status(run_dir).items():
+            table.add_row(part, present)
+        console.print(table)
+        return
+    states = pipeline.status(run_dir)
     table = Table(title=f"models of {run}")
     table.add_column("state")
     table.add_column("count", justify="right")
@@ -195,7 +258,7 @@ def evaluate(run: Path = RunArgument, attacks: str | None = AttacksOption) -> No
     run_dir = RunDir(run)
     cfg = pipeline.run_config(run_dir)
     metrics = pipeline.evaluate(run_dir, cfg, _attack_list(attacks))
-    print_metrics(metrics, cfg)
+    report_metrics(run_dir, metrics, cfg)
 
 
 @app.command()
@@ -219,8 +282,43 @@ def compare(
     runs: list[Path] = typer.Argument(..., help="two or more evaluated run directories"),
     out: Path = typer.Option(Path("runs/compare"), "--out", "-o", help="output folder"),
 ) -> None:
-    """Several runs in one table and one ROC plot (e.g. baseline vs defences)."""
-    console.print(f"comparison: {pipeline.compare([RunDir(r) for r in runs], out)}")
+    """Several runs in one table and one ROC plot (e.g. baseline vs defences); runs on different
+    data sets are refused."""
+    comparison = pipeline.compare([RunDir(r) for r in runs], out)
+    for warning in comparison.warnings:
+        errors.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+    table = Table(title="privacy and utility: targets' mean", box=box.SIMPLE_HEAD, pad_edge=False)
+    columns = {
+        "run": "run",
+        "test_accuracy": "test acc",
+        "epsilon": "ε",
+        "strongest_attack": "strongest attack",
+        "auc": "AUC",
+        "tpr@fpr=0.01": "TPR@1%",
+        "tpr@fpr=0.001": "TPR@0.1%",
+    }
+    shown = [c for c in columns if c in comparison.privacy_utility]
+    for c in shown:
+        table.add_column(
+            columns[c], justify="left" if c in ("run", "strongest_attack") else "right"
+        )
+    for row in comparison.privacy_utility.to_dict("records"):
+        table.add_row(*(_cell(c, row[c]) for c in shown))
+    console.print(table)
+    console.print("test acc: accuracy on the targets' non-members. TPR in %.")
+    console.print(f"comparison: {comparison.path}")
+
+
+def _cell(column: str, value) -> str:
+    if value is None or (isinstance(value, float) and value != value):  # None or NaN
+        return "–"
+    if column in ("test_accuracy", "tpr@fpr=0.01", "tpr@fpr=0.001"):
+        return f"{100 * value:.1f}"
+    if column == "auc":
+        return f"{value:.3f}"
+    if column == "epsilon":
+        return f"{value:.3g}"
+    return str(value)
 
 
 @app.command("single-point")

@@ -12,9 +12,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from miakit.architectures import REVISIONS
 from miakit.defences.config import DefenceConfig
 from miakit.errors import MiakitError
-from miakit.models import REVISIONS
 from miakit.store import content_hash, path_fingerprint
 
 
@@ -217,7 +217,16 @@ class ExecutionConfig(Section):
 
     executor: Literal["local", "processes", "ray"] = "local"
     workers: int = Field(default=2, ge=1, description="worker processes (executor: processes)")
-    threads_per_worker: int = Field(default=1, ge=1)
+    threads_per_worker: int = Field(
+        default=1, ge=1, description="torch threads of each worker process (executor: processes)"
+    )
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="torch CPU threads while a model trains or is queried; default: 1 for "
+        "models under 1M parameters (more only slow them, most when other processes share the "
+        "cores), else the process's count",
+    )
     models_per_task: int = Field(default=1, ge=1, description="models trained by one task")
     ray_address: str | None = Field(
         default=None, description="ray.init address, e.g. 'auto'; default: start a local Ray"
@@ -233,7 +242,8 @@ DEFAULT_ATTACKS = [
     "lira-online-fixed",
     "lira-offline",
     "lira-offline-fixed",
-    "lira-global",
+    "rmia",
+    "attack-r",
 ]
 
 

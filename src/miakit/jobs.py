@@ -38,6 +38,7 @@ from miakit.store import (
 )
 from miakit.train.batched import train_batched
 from miakit.train.inputs import Normalization
+from miakit.train.threads import threads_for, torch_threads
 from miakit.train.trainer import TrainReport, accuracy, resolve_device, train_model
 from miakit.transfer import SharedFeatures, shared_features
 
@@ -111,6 +112,7 @@ def train_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
         nets = [_initialized(plan, m, data) for m in todo]
         rows = [torch.from_numpy(np.flatnonzero(plan.keep[m])).to(data.device) for m in todo]
         seeds = [_seeds(plan, m) for m in todo]
+        locks.enter_context(torch_threads(threads_for(nets[0], plan.config.execution.threads)))
         spent: list[dict | None] = [None] * len(todo)
         if plan.config.defences.dp.enabled and any(plan.defended(m) for m in todo):
             reports = []
@@ -219,12 +221,17 @@ def query_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
                 continue
             data = data or _Device(plan, run)
             model, calibration = _queryable(plan, run, data, m)
-            if data.transfer is not None:
-                logits = data.transfer.query(model, data.device, query.batchnorm)
-            else:
-                logits = query_logits(
-                    model, data.x, query.augmentations, norm=data.norm, batchnorm=query.batchnorm
-                )
+            with torch_threads(threads_for(model, plan.config.execution.threads)):
+                if data.transfer is not None:
+                    logits = data.transfer.query(model, data.device, query.batchnorm)
+                else:
+                    logits = query_logits(
+                        model,
+                        data.x,
+                        query.augmentations,
+                        norm=data.norm,
+                        batchnorm=query.batchnorm,
+                    )
             save_npy(run.logits(m), logits)
             keep_row, labels = plan.keep[m], plan.pool.y
             meta = run.read_meta(m) or {}

@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import Progress
 
-from miakit import jobs
 from miakit.attacks import ATTACKS, make_attack
 from miakit.chain import (
     metrics_inputs,
@@ -43,7 +43,6 @@ from miakit.errors import MiakitError
 from miakit.evaluate.metrics import aggregate, long_rows, summarize
 from miakit.evaluate.tables import write_evaluation_tables
 from miakit.executors import Executor, LocalExecutor, ProcessExecutor, TaskFailure
-from miakit.executors.ray import RayExecutor
 from miakit.ood_study import ood_study
 from miakit.plan import (
     Hashes,
@@ -57,11 +56,8 @@ from miakit.plan import (
     trained,
 )
 from miakit.plan import plan as plan_run
-from miakit.report.compare import compare_runs
-from miakit.report.html import write_report
-from miakit.report.plots import plot_roc
+from miakit.progress import ProgressLines, progress, tracked
 from miakit.signals import Signals
-from miakit.single_point import run_single_point
 from miakit.store import (
     RunDir,
     describe_holder,
@@ -71,9 +67,15 @@ from miakit.store import (
     save_npy,
     write_atomic,
 )
-from miakit.train.trainer import resolve_device
-from miakit.transfer import shared_features
 from miakit.validate import resolve_attacks
+
+if TYPE_CHECKING:
+    from miakit.report.compare import Comparison
+    from miakit.report.verdict import Verdict
+
+# Modules that import torch, opacus or matplotlib are imported in the stages that use them, so
+# that commands which train nothing (status, attack, report, --help) start in a fraction of the
+# time (tests/test_cli_imports.py holds this).
 
 Log = Callable[[str], None]
 
@@ -104,14 +106,9 @@ __all__ = [
 
 
 @contextmanager
-def progress_bar() -> Iterator[Progress]:
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, transient=False) as bar:
+def progress_bar() -> Iterator[Progress | ProgressLines]:
+    """A live bar on a terminal; lines with rate and time left in a pipe or a log."""
+    with progress() as bar:
         yield bar
 
 
@@ -129,6 +126,8 @@ def make_executor(settings: ExecutionConfig) -> Executor:
     if settings.executor == "processes":
         return ProcessExecutor(settings.workers, settings.threads_per_worker, settings.retries)
     if settings.executor == "ray":
+        from miakit.executors.ray import RayExecutor
+
         return RayExecutor(
             settings.ray_address, settings.cpus_per_task, settings.gpus_per_task, settings.retries
         )
@@ -139,6 +138,8 @@ def _run_model_jobs(
     plan: Plan, run: RunDir, stage: str, models: list[int], in_process, task_fn
 ) -> list[int]:
     """Run a stage's model jobs on the configured executor, groups of models per task."""
+    from miakit.train.trainer import resolve_device
+
     if not models:
         return []  # nothing to do: no executor, no empty progress bar
     settings = plan.config.execution
@@ -217,6 +218,9 @@ def train(
     """Train every model (of the shard) that is not current: its meta.json does not match its
     training inputs, or its weights are not the file meta.json records. Models another process
     holds are waited for (`wait`) or named in `log` and left to it."""
+    from miakit import jobs
+    from miakit.transfer import shared_features
+
     done: list[int] = []
     before: list[int] = []
     while True:
@@ -251,6 +255,8 @@ def query(
     """Write logits.npy for every trained model (of the shard) whose logits are missing or stale.
     A model that is not trained is an error, or, while another process holds it, waited for
     (`wait`) or an error naming that process."""
+    from miakit import jobs
+
     done: list[int] = []
     before: list[int] = []
     while True:
@@ -312,6 +318,41 @@ def status(run: RunDir) -> dict[str, list[int]]:
         else:
             states["missing"].append(m)
     return states
+
+
+def trained_models(run: RunDir) -> tuple[int, int]:
+    """(models trained and current, models planned) of a planned run: what an interrupted
+    `miakit audit` or `miakit train` has saved."""
+    hashes = Hashes(run)
+    done = sum(trained(run, hashes, m) for m in range(len(hashes.keep)))
+    return done, len(hashes.keep)
+
+
+def brought_in_status(run: RunDir) -> dict[str, str]:
+    """What a run of brought-in models (keep.npy, no run.yaml) holds, and the command that
+    makes each missing part: models with logits and loss traces, scores, metrics, report."""
+    if not run.keep.is_file():
+        raise MiakitError(
+            f"{run.root} is no run: it has neither run.yaml (plan one with `miakit audit --out "
+            f"{run.root}`) nor keep.npy (bring your own models: see the README)"
+        )
+    keep = load_npy(run.keep, mmap=True)
+    count = keep.shape[0]
+    logits = [m for m in range(count) if run.logits(m).is_file()]
+    traces = sum(run.trace(m).is_file() for m in range(count))
+    scores = sorted(p.stem for p in run.scores_dir.glob("*.npy"))
+    missing = sorted(set(range(count)) - set(logits))
+    return {
+        "models": f"{count} in keep.npy, over {keep.shape[1]} records (brought in: no run.yaml)",
+        "with logits": f"{len(logits)} of {count}"
+        + (f" (missing, e.g. model {missing[0]})" if missing else ""),
+        "with loss traces": f"{traces} of {count}",
+        "scores": ", ".join(scores) or "none: run `miakit attack`",
+        "metrics": "metrics.json" if run.metrics_json.is_file() else "none: run `miakit evaluate`",
+        "report": "report.html"
+        if (run.root / "report.html").is_file()
+        else "none: run `miakit report`",
+    }
 
 
 def run_config(run: RunDir) -> AuditConfig:
@@ -381,6 +422,8 @@ def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = N
     scores (restricted to the split's evaluation records, where it has them). Stale or missing
     scores are an error naming `miakit attack`; when metrics.json is current for these attacks
     and settings, nothing is written and its metrics are returned."""
+    from miakit.report.plots import plot_roc
+
     names = resolve_attacks(attacks or config.attacks)
     keep = load_npy(run.keep)
     design = evaluation_design(run, config, len(keep))
@@ -390,7 +433,7 @@ def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = N
     inputs, files = metrics_inputs(run, config, names, design, read_record(run.metrics_json))
     records = slice(None) if design.eval_records is None else design.eval_records
     metrics = {}
-    for name in names:
+    for name in tracked(names, "evaluating"):
         scores = load_npy(run.scores(name))
         if scores.shape != (len(design.targets), keep.shape[1]):
             raise MiakitError(
@@ -404,6 +447,8 @@ def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = N
         plot_roc(run.plots / f"roc_{name}.png", name, scores, members, design.targets)
     skipped: dict[str, str] = {}
     if config.evaluate.ood and run.run_yaml.is_file():
+        from miakit import jobs
+
         ood, skipped = ood_study(load_plan(run), run, config, list(metrics), jobs.query_all)
         for name, figures in ood.items():
             metrics[name] |= {key: aggregate(values) for key, values in figures.items()}
@@ -441,9 +486,11 @@ def _check_metrics(run: RunDir) -> None:
 
 def report(run: RunDir, single_point: Sequence[Path] = ()) -> Path:
     """report.html: one self-contained page (figures embedded), with the most exposed records
-    shown as images when the pool is images, and the with/without experiments in `single_point`
+    shown as pictures where the records are pictures (else as feature rows), and the with/without experiments in `single_point`
     (output folders of `miakit single-point`). Stale metrics are an error naming `miakit
     evaluate`; a report that is current for its inputs is left as it is."""
+    from miakit.report.html import write_report
+
     _check_metrics(run)
     own = run.root / "single_point"
     folders = list(
@@ -455,13 +502,16 @@ def report(run: RunDir, single_point: Sequence[Path] = ()) -> Path:
     if report_stale(run, folders) is None:
         return path
     inputs, files = report_inputs(run, folders, read_record(report_record_path(run)))
-    images = None
+    images = features = None
     if run.run_yaml.is_file():
         pool = load_configured_pool(read_run_config(run.run_yaml))
-        if pool.is_image:
-            evaluated = load_npy(run.eval_records) if run.eval_records.is_file() else slice(None)
-            images = pool.x[evaluated]  # the report sees the evaluated records only
-    path = write_report(run.root, images=images, single_point=single_point)
+        evaluated = load_npy(run.eval_records) if run.eval_records.is_file() else slice(None)
+        pictures = pool.pictures()  # the report sees the evaluated records only
+        if pictures is not None:
+            images = pictures[evaluated]
+        else:
+            features = pool.x[evaluated]
+    path = write_report(run.root, images=images, features=features, single_point=single_point)
     save_json(report_record_path(run), output_record(inputs, files, path))
     return path
 
@@ -481,9 +531,27 @@ def list_attacks() -> list[tuple[str, str, list[tuple[str, str, str]]]]:
     return rows
 
 
-def compare(runs: Sequence[RunDir], out: Path) -> Path:
-    """compare.html and compare.parquet/.csv over several evaluated runs."""
+def verdict(run: RunDir) -> Verdict:
+    """The evaluated run's verdict (`miakit.report.verdict`): what the CLI prints first."""
+    from miakit.report.runs import load_run
+    from miakit.report.verdict import verdict as run_verdict
+
+    return run_verdict(load_run(run.root))
+
+
+def compare(runs: Sequence[RunDir], out: Path) -> Comparison:
+    """compare.html and compare.parquet/.csv over several evaluated runs (a
+    `report.compare.Comparison`); runs on different data sets are an error."""
+    from miakit.report.compare import compare_runs
+
     return compare_runs([r.root for r in runs], out)
+
+
+def run_single_point(config, out: Path, **callbacks):
+    """`miakit.single_point.run_single_point` (imported when called: it needs torch)."""
+    from miakit.single_point import run_single_point as run
+
+    return run(config, out, **callbacks)
 
 
 def audit(config: AuditConfig, run: RunDir, log: Log | None = _stderr) -> dict:

@@ -15,7 +15,7 @@ import numpy as np
 from miakit.attacks import make_attack
 from miakit.config import AuditConfig, TrainConfig, dump_config, read_run_config
 from miakit.data import Pool, load_pool, make_split
-from miakit.defences import DefenceConfig
+from miakit.defences.config import DefenceConfig
 from miakit.errors import MiakitError
 from miakit.seeding import rng
 from miakit.store import (

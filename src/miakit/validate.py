@@ -18,8 +18,6 @@ from miakit.attacks import ATTACKS, make_attack
 from miakit.config import AuditConfig
 from miakit.data import Pool
 from miakit.errors import MiakitError
-from miakit.models import build_model
-from miakit.train.trainer import resolve_device
 
 #: What each attack needs of every record it scores, among the reference models of the target:
 #: "in" (a reference trained on it), "out" (one not trained on it), "any" (one reference).
@@ -94,6 +92,9 @@ def check_output_dir(root: Path) -> None:
 def check_model(config: AuditConfig, pool: Pool) -> None:
     """The training device exists, the architecture exists and fits the records, and query
     views beyond the record itself are asked only of images."""
+    from miakit.models import build_model  # torch: imported only by the stage that plans
+    from miakit.train.trainer import resolve_device
+
     resolve_device(config.train.device)
     options = config.model.model_dump(exclude={"arch"})
     build_model(config.model.arch, pool.x.shape[1:], pool.num_classes, **options)

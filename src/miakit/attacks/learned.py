@@ -21,12 +21,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-import torch
 from pydantic import Field
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.neural_network import MLPClassifier
 
 from miakit.attacks.base import Attack, AttackConfig, register
 from miakit.errors import MiakitError
@@ -56,6 +51,8 @@ class SalemConfig(LearnedConfig):
 def _torch_mlp(
     x: np.ndarray, y: np.ndarray, test: np.ndarray, hidden: int, epochs: int, seed: int
 ) -> np.ndarray:
+    import torch  # here, not at the top: commands that train nothing must not pay its import
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a network this small only loses time to thread synchronisation
     try:
@@ -83,6 +80,12 @@ def fit_predict(
     """Train a binary classifier on (x, y) and return its member scores on `test`."""
     if kind == "torch-mlp":
         return _torch_mlp(x, y, test, hidden, epochs, seed)
+    # imported here: scikit-learn's import costs every command that never fits a classifier
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+
     if kind == "mlp":
         model = MLPClassifier(hidden_layer_sizes=(hidden,), max_iter=epochs, random_state=seed)
     elif kind == "logistic":

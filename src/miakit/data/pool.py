@@ -26,6 +26,9 @@ class Pool:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     class_names: tuple[str, ...] = ()
+    #: Feature records that are pictures (digits: 8×8 grey intensities in [0, 1]), so that a
+    #: report can draw them: (height, width) of the picture the D features fill row by row.
+    picture_shape: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if len(self.x) != len(self.y):
@@ -45,6 +48,16 @@ class Pool:
     def is_image(self) -> bool:
         """uint8 images [N, H, W, C]; everything else is a float32 feature matrix."""
         return self.x.ndim == 4 and self.x.dtype == np.uint8
+
+    def pictures(self) -> np.ndarray | None:
+        """The records as uint8 pictures [N, H, W, C] (images as they are; features with a
+        picture_shape scaled from [0, 1]), or None for records that are no pictures."""
+        if self.is_image:
+            return self.x
+        if self.picture_shape is None:
+            return None
+        scaled = np.clip(self.x, 0.0, 1.0) * 255.0 + 0.5
+        return scaled.astype(np.uint8).reshape(len(self.x), *self.picture_shape, 1)
 
     def take(self, indices: np.ndarray) -> Pool:
         """The pool restricted to `indices` (in that order); the test split is kept whole."""

@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import nn
 
+from miakit.architectures import REVISIONS
 from miakit.errors import MiakitError
 from miakit.models.cnn import SmallCNN
 from miakit.models.fastnet import FastNet
@@ -15,7 +16,8 @@ from miakit.models.mlp import MLP
 from miakit.models.resnet import resnet18, resnet20
 from miakit.models.wrn import wrn28_2, wrn40_4
 
-#: name → constructor(input_shape, num_classes, **options)
+#: name → constructor(input_shape, num_classes, **options); the names are
+#: `miakit.architectures.ARCHITECTURES`, which the config reads without importing torch
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
     "cnn": SmallCNN,
@@ -26,9 +28,6 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "fastnet": FastNet,
 }
 
-#: Part of every model's content hash: bump an architecture's number whenever what it computes
-#: changes (layers, init), so that resumed runs retrain its models instead of reusing them.
-REVISIONS: dict[str, int] = {name: 1 for name in MODELS}
 
 #: architectures whose first layer is a convolution: they take images, not feature vectors
 IMAGE_MODELS = frozenset(MODELS) - {"mlp"}

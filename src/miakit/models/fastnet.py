@@ -25,11 +25,16 @@ WHITENING_EPS = 5e-4  # added to each eigenvalue: bounds the gain of near-consta
 
 
 class ShiftBatchNorm(nn.BatchNorm2d):
-    """BatchNorm2d with a learned shift (`bias`) and no learned scale."""
+    """BatchNorm2d with a learned shift (`bias`) and a scale frozen at 1 (`weight`, not trained).
+
+    The scale is a frozen tensor of ones, as in the speed records, rather than absent: CUDA's
+    native batch-norm backward returns an empty bias gradient when it is given no weight
+    (seen with torch 2.11 on an H200 in eager mode; compiled graphs were unaffected).
+    """
 
     def __init__(self, channels: int) -> None:
-        super().__init__(channels, eps=1e-12, momentum=0.4, affine=False)
-        self.bias = nn.Parameter(torch.zeros(channels))
+        super().__init__(channels, eps=1e-12, momentum=0.4)
+        self.weight.requires_grad_(False)
 
 
 def dirac_conv(c_in: int, c_out: int) -> nn.Conv2d:

@@ -3,7 +3,9 @@ and one ROC plot, and whether they expose the same records."""
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
@@ -16,9 +18,18 @@ from miakit.evaluate.reproducibility import rank_stability, set_agreement
 from miakit.evaluate.tables import write_tables
 from miakit.evaluate.vulnerability import record_vulnerability
 from miakit.report.figures import roc_figure
-from miakit.report.html import decimal, figure_tag, flag_fpr, pct, render, table_tag
+from miakit.report.html import (
+    TEST_ACCURACY,
+    decimal,
+    figure_tag,
+    flag_fpr,
+    pct,
+    render,
+    table_tag,
+)
 from miakit.report.runs import RunData, load_run
 from miakit.report.training import privacy_utility
+from miakit.report.verdict import strongest_attack
 from miakit.store import save_text
 
 #: ROC line style per attack; colour per run
@@ -36,19 +47,32 @@ def common_attacks(runs: Sequence[RunData]) -> list[str]:
 
 
 def privacy_utility_table(runs: Sequence[RunData], labels: Sequence[str]) -> pd.DataFrame:
-    """One row per run: its defences, the targets' utility (held-out test accuracy, or accuracy
-    on non-members when the pool has no test split), ECE on non-members, and ε."""
+    """One row per run: its defences, the targets' utility (test accuracy: on their non-members,
+    as everywhere in a report; test-split accuracy: on the data set's test split, where it has
+    one), ECE on non-members, ε, and its strongest attack (`report.verdict.strongest_attack`
+    over the attacks every run has) with its AUC and TPR at 1% and 0.1% FPR."""
+    attacks = common_attacks(runs)
     rows = []
     for data, label in zip(runs, labels, strict=True):
         figures = privacy_utility(data)
-        test = figures["test_accuracy"]
+        strongest = strongest_attack({a: data.metrics[a] for a in attacks}, data.fprs)
+        attack = data.metrics[strongest]
         rows.append(
             {
                 "run": label,
+                "data": data.pool.get("name", "–"),
                 "defences": figures["defences"],
-                "test_accuracy": figures.get("pool_test_accuracy") if test is None else test,
+                "test_accuracy": figures.get("pool_test_accuracy"),
+                "test_split_accuracy": figures["test_accuracy"],
                 "ece": figures.get("pool_test_ece"),
                 "epsilon": figures["epsilon"],
+                "strongest_attack": strongest,
+                "auc": attack["auc"]["mean"],
+                **{
+                    f"tpr@fpr={x:g}": attack[f"tpr@fpr={x:g}"]["mean"]
+                    for x in (0.01, 0.001)
+                    if f"tpr@fpr={x:g}" in attack
+                },
             }
         )
     return pd.DataFrame(rows)
@@ -70,6 +94,7 @@ def summary_table(
             shadow = figures.get(f"shadow_tpr@fpr={flag_fpr(data):g}")
             row["shadow TPR′"] = pct(shadow["mean"]) if shadow else "–"
             row["test accuracy"] = pct(own["test_accuracy"])
+            row["test-split accuracy"] = pct(own["test_split_accuracy"])
             row["ECE"] = "–" if pd.isna(own["ece"]) else decimal(own["ece"])
             row["ε"] = "–" if pd.isna(own["epsilon"]) else f"{own['epsilon']:.3g}"
             row["defences"] = own["defences"]
@@ -109,13 +134,44 @@ def same_pool(runs: Sequence[RunData]) -> bool:
     return len(keys) == 1 and len({r.keep.shape[1] for r in runs}) == 1
 
 
-def compare_runs(run_dirs: Sequence[Path | str], out: Path | str) -> Path:
-    """Write <out>/compare.html, compare.parquet (metrics.csv rows with a run column) and, when the
-    runs share a pool, agreement and rank_stability tables; returns the HTML path."""
+@dataclass(frozen=True)
+class Comparison:
+    """What `compare_runs` wrote: the page, the privacy/utility table (one row per run), and
+    warnings a reader must see (runs on different records of one data set)."""
+
+    path: Path
+    privacy_utility: pd.DataFrame
+    warnings: list[str]
+
+
+def check_same_data(runs: Sequence[RunData], labels: Sequence[str]) -> list[str]:
+    """Runs on different data sets are not comparable: one error naming each run's data set.
+    Runs on one data set but different records (another subsample, another pool) get a
+    warning."""
+    names = {label: r.pool.get("name") for r, label in zip(runs, labels, strict=True)}
+    if len(set(names.values())) > 1:
+        listed = ", ".join(f"{label}: {name or 'unknown'}" for label, name in names.items())
+        raise MiakitError(
+            f"these runs audit different data sets ({listed}); their attack and accuracy "
+            "figures are not comparable. Compare runs on one data set"
+        )
+    if not same_pool(runs):
+        return [
+            "the runs' pools differ (another subsample or other records of the data set): "
+            "their figures compare as audits of the same task, not record by record"
+        ]
+    return []
+
+
+def compare_runs(run_dirs: Sequence[Path | str], out: Path | str) -> Comparison:
+    """Write <out>/compare.html, compare.parquet (metrics.csv rows with a run column), the
+    privacy/utility table and, when the runs share a pool, agreement and rank_stability tables.
+    Raises MiakitError for fewer than two runs, or runs on different data sets."""
     if len(run_dirs) < 2:
         raise MiakitError(f"compare needs two runs or more, got {len(run_dirs)}")
     runs = [load_run(r) for r in run_dirs]
     labels = run_labels(runs)
+    warnings = check_same_data(runs, labels)
     out = Path(out)
     long = pd.concat(
         [
@@ -132,8 +188,14 @@ def compare_runs(run_dirs: Sequence[Path | str], out: Path | str) -> Path:
             key = f"{label}: {attack}"
             curves[key] = (data.scores[attack].ravel(), data.keep[data.targets].ravel())
             styles[key] = {"color": f"C{r % 10}", "ls": LINESTYLES[a % len(LINESTYLES)]}
+    notes = "".join(f'<p class="note"><b>Warning:</b> {html.escape(w)}.</p>' for w in warnings)
     sections = [
-        ("Summary", table_tag(summary_table(runs, labels, tables["privacy_utility"]))),
+        (
+            "Summary",
+            notes
+            + table_tag(summary_table(runs, labels, tables["privacy_utility"]))
+            + f'<p class="note">{TEST_ACCURACY}</p>',
+        ),
         (
             "ROC curves (log-log, targets pooled)",
             figure_tag(roc_figure(curves, 1 / min(r.keep.shape[1] for r in runs), styles), "ROC"),
@@ -162,4 +224,4 @@ def compare_runs(run_dirs: Sequence[Path | str], out: Path | str) -> Path:
     write_tables(out, tables)
     path = out / "compare.html"
     save_text(path, render(f"miakit: {len(runs)} runs compared", sections))
-    return path
+    return Comparison(path, tables["privacy_utility"], warnings)

@@ -28,19 +28,39 @@ def png_base64(fig: Figure) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+#: Line styles cycled through with the colours, so that curves stay apart in grey print too.
+ROC_STYLES = ("-", "--", "-.", ":")
+
+
 def roc_figure(
     curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
     floor: float,
     styles: Mapping[str, dict] | None = None,
+    strongest: str | None = None,
 ) -> Figure:
     """Log-log ROC, one line per label from (scores, membership) pooled over targets: the low-FPR
     corner, where an attack is sure, is what matters for privacy (Carlini et al. 2022). `styles`
-    gives plot keywords per label."""
-    fig, ax = plt.subplots(figsize=(6, 5))
+    gives plot keywords per label; otherwise each label gets its own colour and line style, the
+    `strongest` is drawn thickest, and labels whose curves coincide exactly (attacks that rank
+    the records alike, e.g. lira-global and loss) share one line named after all of them."""
+    fig, ax = plt.subplots(figsize=(6.4, 5.2))
+    lines: list[tuple[object, list[str]]] = []  # (ROC, the labels whose curve it is)
     for label, (scores, members) in curves.items():
         roc = roc_curve(scores, members)
-        style = (styles or {}).get(label, {})
-        ax.plot(roc.fpr, roc.tpr, lw=1.6, label=f"{label} (AUC {roc.auc():.3f})", **style)
+        for other, labels in lines:
+            if np.array_equal(other.fpr, roc.fpr) and np.array_equal(other.tpr, roc.tpr):
+                labels.append(label)
+                break
+        else:
+            lines.append((roc, [label]))
+    for i, (roc, labels) in enumerate(lines):
+        style = (styles or {}).get(labels[0]) or {
+            "color": f"C{i % 10}",
+            "ls": ROC_STYLES[i % len(ROC_STYLES)],
+            "lw": 3.0 if strongest in labels else 1.5,
+        }
+        name = " = ".join(labels) + (" (strongest)" if strongest in labels else "")
+        ax.plot(roc.fpr, roc.tpr, label=f"{name} (AUC {roc.auc():.3f})", **style)
     finish_log_roc(fig, ax, floor)
     return fig
 
@@ -62,13 +82,40 @@ def finish_log_roc(fig: Figure, ax: plt.Axes, floor: float, title: str | None = 
     fig.tight_layout()
 
 
+#: A score whose 0.5–99.5 percentile range exceeds this many interquartile ranges (a Gaussian's:
+#: 3.8) is heavy-tailed: drawn on an asinh scale.
+HEAVY_TAILS = 10
+
+
+def histogram_scale(name: str, scores: np.ndarray) -> tuple[np.ndarray, str]:
+    """The scale on which an attack's scores spread out: LOSS (−cross-entropy, crowded just
+    below 0 for every record a model fits) as the log-odds φ = log p_y − log(1 − p_y) of the
+    true-class probability it implies (Carlini et al. 2022); heavy-tailed scores (likelihood
+    ratios, crowded at their median with long tails) as asinh((s − median) / IQR), linear
+    within an interquartile range of the median and logarithmic beyond; others as they are."""
+    if name == "loss":
+        # 1 − p_y, kept above 1e-30 so that a record fitted to p_y = 1 stays on the plot
+        rest = np.maximum(-np.expm1(np.minimum(scores, 0.0)), 1e-30)
+        return scores - np.log(rest), "φ = log p_y − log(1 − p_y)"
+    finite = scores[np.isfinite(scores)]
+    if finite.size:
+        low, q1, median, q3, high = np.percentile(finite, [0.5, 25, 50, 75, 99.5])
+        iqr = q3 - q1
+        if iqr > 0 and high - low > HEAVY_TAILS * iqr:
+            scaled = np.arcsinh((scores - median) / iqr)
+            return scaled, f"asinh((score − {median:.3g}) / {iqr:.3g})"
+    return scores, "score"
+
+
 def histogram_figure(scores: Mapping[str, np.ndarray], members: np.ndarray) -> Figure:
-    """Member and non-member score densities per attack (scores [T, N], members [T, N]); the
-    range is the 0.5–99.5 percentiles so a few extreme scores do not flatten the rest."""
+    """Member and non-member score densities per attack (scores [T, N], members [T, N]), each on
+    its `histogram_scale`; the range is the 0.5–99.5 percentiles so a few extreme scores do not
+    flatten the rest."""
     cols = min(3, len(scores))
     rows = -(-len(scores) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
-    for ax, (name, s) in zip(axes.flat, scores.items(), strict=False):
+    for ax, (name, raw) in zip(axes.flat, scores.items(), strict=False):
+        s, axis = histogram_scale(name, raw)
         finite = np.isfinite(s)
         low, high = np.percentile(s[finite], [0.5, 99.5])
         bins = np.linspace(low, high, 50) if high > low else 10
@@ -78,7 +125,7 @@ def histogram_figure(scores: Mapping[str, np.ndarray], members: np.ndarray) -> F
         ):
             density, edges = np.histogram(s[mask & finite], bins=bins, density=True)
             ax.stairs(density, edges, fill=True, alpha=0.5, color=color, label=label)
-        ax.set(title=name, xlabel="score (higher = member)", ylabel="density")
+        ax.set(title=name, xlabel=f"{axis} (higher = member)", ylabel="density")
         ax.legend(fontsize=7)
     for ax in axes.flat[len(scores) :]:
         ax.axis("off")

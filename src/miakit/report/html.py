@@ -10,16 +10,17 @@ import io
 import json
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
+import miakit
 from miakit.errors import MiakitError
 from miakit.evaluate.calibration import reliability
 from miakit.evaluate.tables import evaluation_tables
+from miakit.evaluate.thresholds import ppv
 from miakit.evaluate.vulnerability import FLAG_FPR, flagged_members
 from miakit.report.figures import (
     histogram_figure,
@@ -31,12 +32,15 @@ from miakit.report.figures import (
 )
 from miakit.report.runs import RunData, load_run
 from miakit.report.training import model_table, privacy_utility
+from miakit.report.verdict import VERDICT_PRIORS, Verdict, verdict
 from miakit.signals import softmax
 from miakit.store import save_text
 
 #: The LiRA whose scores LT-IQR is plotted against: the first of these the run has.
 LIRA = ("lira-online", "lira-offline")
 TOP_RECORDS = 24
+#: How many features of a tabular record the verdict shows.
+FEATURES_SHOWN = 12
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222;
@@ -49,7 +53,11 @@ img { max-width: 100%; } pre { background: #f6f6f6; padding: 1em; overflow-x: au
 .note { color: #555; font-size: .9em; }
 .records { display: flex; flex-wrap: wrap; gap: .6em; }
 .records figure { margin: 0; text-align: center; font-size: .75em; }
-.records img { image-rendering: pixelated; border: 1px solid #ccc; }
+.records img { image-rendering: pixelated; border: 2px solid #c0392b; }
+.verdict { background: #fff3cd; border: 1px solid #e0c36a; border-radius: 6px; padding: .6em 1.2em; }
+.verdict p { margin: .45em 0; } .verdict table { background: #fff; }
+tr.strongest td { background: #fff3cd; font-weight: 600; }
+img.roc { border: 1px solid #2c7be5; }
 """
 
 
@@ -61,18 +69,25 @@ def decimal(value: float) -> str:
     return f"{value:.3f}"
 
 
-def figure_tag(fig, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{png_base64(fig)}">'
+def figure_tag(fig, alt: str, css: str = "") -> str:
+    cls = f' class="{css}"' if css else ""
+    return f'<img{cls} alt="{html.escape(alt)}" src="data:image/png;base64,{png_base64(fig)}">'
 
 
 def table_tag(frame: pd.DataFrame) -> str:
     return frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="–", border=0)
 
 
-def most_exposing_attack(tables: dict[str, pd.DataFrame], attacks: list[str]) -> str:
-    """The attack with the most highly vulnerable records (the first such in the run's order)."""
-    counts = [tables[f"vulnerability_{a}"]["highly_vulnerable"].sum() for a in attacks]
-    return attacks[int(np.argmax(counts))]
+def rows_table(rows: list[dict[str, str]], highlight: int | None = None) -> str:
+    """An HTML table of text cells (escaped), row `highlight` marked as the strongest."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+    body = "".join(
+        ('<tr class="strongest">' if i == highlight else "<tr>")
+        + "".join(f"<td>{html.escape(v)}</td>" for v in row.values())
+        + "</tr>"
+        for i, row in enumerate(rows)
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def flag_fpr(data: RunData) -> float:
@@ -80,8 +95,64 @@ def flag_fpr(data: RunData) -> float:
     return FLAG_FPR if FLAG_FPR in data.fprs else data.fprs[0]
 
 
-def summary_section(data: RunData, tables: dict[str, pd.DataFrame]) -> str:
+def fpr_label(x: float) -> str:
+    return f"{100 * x:g}%"
+
+
+def verdict_section(
+    data: RunData, found: Verdict, images: np.ndarray | None, features: np.ndarray | None
+) -> str:
+    """The verdict's sentences, then its most exposed records: pictures where the records are
+    pictures, else their feature rows; each with its label and exposure."""
+    sentences = "".join(f"<p>{html.escape(line)}</p>" for line in found.sentences())
+    top = found.top
+    if top.empty:
+        shown = ""
+    elif images is not None:
+        check_records(images, data, "images")
+        cells = "".join(
+            f'<figure><img alt="record {r.record}" '
+            f'src="data:image/png;base64,{image_png_base64(images[r.row])}">'
+            f"<figcaption>#{r.record}, label {r.label}<br>caught by {r.tp} of {r.n_member}"
+            "</figcaption></figure>"
+            for r in top.itertuples()
+        )
+        shown = f'<div class="records">{cells}</div>'
+    else:
+        rows = []
+        if features is not None:
+            check_records(features, data, "feature rows")
+        for r in top.itertuples():
+            row = {
+                "record": str(r.record),
+                "label": str(r.label),
+                "exposure": f"caught by {r.tp} of {r.n_member} targets",
+            }
+            if features is not None:
+                values = features[r.row]
+                shown_values = ", ".join(f"{v:.3g}" for v in values[:FEATURES_SHOWN])
+                more = f" … ({len(values)} features)" if len(values) > FEATURES_SHOWN else ""
+                row["features"] = shown_values + more
+            rows.append(row)
+        shown = rows_table(rows)
+    heading = (
+        f"<p><b>The most exposed training records</b> (by {html.escape(found.attack)}; caught "
+        "by k of n: called member by k of the n targets that trained on it, and by no target "
+        "that did not):</p>"
+        if not top.empty
+        else ""
+    )
+    return f'<div class="verdict">{sentences}{heading}{shown}</div>'
+
+
+def check_records(records: np.ndarray, data: RunData, what: str) -> None:
+    if len(records) != data.keep.shape[1]:
+        raise MiakitError(f"{len(records)} {what} given for a pool of {data.keep.shape[1]} records")
+
+
+def summary_section(data: RunData, found: Verdict) -> str:
     x = flag_fpr(data)
+    fprs = sorted(data.fprs, reverse=True)  # 1% first, as the CLI table
     rows = []
     for attack, figures in data.metrics.items():
 
@@ -93,29 +164,35 @@ def summary_section(data: RunData, tables: dict[str, pd.DataFrame]) -> str:
             return fmt(f["mean"]) + ci
 
         row = {
-            "attack": attack,
+            "attack": attack + (" (strongest)" if attack == found.attack else ""),
             "AUC": cell("auc", fmt=decimal),
-            "balanced accuracy": cell("balanced_accuracy", fmt=decimal),
         }
-        for fpr in data.fprs:
+        for fpr in fprs:
             fp = figures[f"fp@fpr={fpr:g}"]["mean"]
-            row[f"TPR@FPR {fpr:g}"] = f"{cell(f'tpr@fpr={fpr:g}')} (mean FP {fp:.1f})"
-        row[f"shadow TPR′ / FPR′ at {x:g}"] = (
+            row[f"TPR at FPR {fpr_label(fpr)}"] = (
+                f"{cell(f'tpr@fpr={fpr:g}')}, {fp:.1f} false positives"
+            )
+        row["balanced accuracy"] = cell("balanced_accuracy", fmt=decimal)
+        row[f"shadow threshold for FPR {fpr_label(x)}: TPR / FPR achieved"] = (
             f"{cell(f'shadow_tpr@fpr={x:g}')} / {cell(f'shadow_fpr@fpr={x:g}')}"
         )
-        row["shadow PPV at π = 1%"] = cell(f"shadow_ppv@fpr={x:g},prior=0.01")
-        vulnerability = tables.get(f"vulnerability_{attack}")
-        if vulnerability is not None:
-            row["highly vulnerable records"] = str(int(vulnerability["highly_vulnerable"].sum()))
+        shadow_tpr, shadow_fpr = (figures.get(f"shadow_{k}@fpr={x:g}") for k in ("tpr", "fpr"))
+        for prior in VERDICT_PRIORS:
+            row[f"PPV at {100 * prior:g}% members"] = (
+                pct(ppv(shadow_tpr["mean"], shadow_fpr["mean"], prior))
+                if shadow_tpr and shadow_fpr
+                else "–"
+            )
         rows.append(row)
-    return (
-        table_tag(pd.DataFrame(rows))
-        + f'<p class="note">Mean over {len(data.targets)} target models; brackets: 95% bootstrap '
-        "interval of the mean (records resampled). FP: false positives behind the TPR. Shadow: "
-        "the threshold is the median of the other targets' thresholds, as an attacker without the "
-        "target's membership would set it; TPR′ and FPR′ are what it achieves on the target. "
-        "Highly vulnerable: called member by some target that trained on it and by none that did "
-        "not, under the shadow threshold.</p>"
+    strongest = list(data.metrics).index(found.attack)
+    return rows_table(rows, highlight=strongest) + (
+        f'<p class="note">Mean over {len(data.targets)} target models; brackets: 95% bootstrap '
+        "interval of the mean (records resampled). False positives: the mean count of "
+        "non-members behind the TPR. Shadow threshold: the median of the other targets' "
+        "thresholds, as an attacker without the target's membership would set it, and the TPR "
+        "and FPR it achieves on the target. PPV: the share of member calls (at that threshold, "
+        "from those mean TPR and FPR) that are right when 1% or 10% of the records an attacker "
+        "tests are members.</p>"
     )
 
 
@@ -123,29 +200,44 @@ def members_matrix(data: RunData) -> np.ndarray:
     return data.keep[data.targets]
 
 
-def roc_section(data: RunData) -> str:
+def roc_section(data: RunData, found: Verdict) -> str:
     members = members_matrix(data).ravel()
     curves = {a: (s.ravel(), members) for a, s in data.scores.items()}
-    fig = roc_figure(curves, floor=1 / data.keep.shape[1])
-    return figure_tag(fig, "ROC curves") + '<p class="note">All targets pooled.</p>'
+    fig = roc_figure(curves, floor=1 / data.keep.shape[1], strongest=found.attack)
+    return figure_tag(fig, "ROC curves", css="roc") + (
+        '<p class="note">All targets pooled; the strongest attack drawn thickest. Attacks '
+        "that rank records the same way have the same curve: the legend names them "
+        "together.</p>"
+    )
 
 
 def ppv_section(data: RunData, tables: dict[str, pd.DataFrame]) -> str:
     if "thresholds" not in tables:
         return '<p class="note">Needs two targets or more.</p>'
-    return "".join(figure_tag(ppv_figure(tables["thresholds"], x), "PPV") for x in data.fprs)
+    return "".join(
+        figure_tag(ppv_figure(tables["thresholds"], x), "PPV")
+        for x in sorted(data.fprs, reverse=True)
+    )
 
 
 def histogram_section(data: RunData) -> str:
     members = members_matrix(data)
-    return figure_tag(histogram_figure(data.scores, members), "score histograms")
+    return figure_tag(histogram_figure(data.scores, members), "score histograms") + (
+        '<p class="note">Each attack on the scale that spreads its scores: LOSS as the '
+        "log-odds φ = log p_y − log(1 − p_y) its loss implies; heavy-tailed scores (most "
+        "records near the median, a few far out) as asinh((score − median) / IQR), linear near "
+        "the median and logarithmic in the tails.</p>"
+    )
 
 
-def ranking_section(data: RunData, tables: dict[str, pd.DataFrame]) -> str:
-    """LT-IQR against LiRA on the first target, and precision@k of the cheap rankings."""
+def ranking_section(data: RunData, tables: dict[str, pd.DataFrame]) -> str | None:
+    """LT-IQR against LiRA on the first target, and precision@k of the cheap rankings; None
+    when LT-IQR did not run."""
+    if "lt-iqr" not in data.scores:
+        return None
     parts = []
     lira = next((a for a in LIRA if a in data.scores), None)
-    if "lt-iqr" in data.scores and lira is not None:
+    if lira is not None:
         members = data.keep[0]
         x, y = data.scores["lt-iqr"][0], data.scores[lira][0]
         flagged = flagged_members(y, members, flag_fpr(data))[members]
@@ -162,17 +254,19 @@ def ranking_section(data: RunData, tables: dict[str, pd.DataFrame]) -> str:
             .mean()
             .unstack("fraction")
         )
-        means.columns = [f"{kind}@{100 * f:g}%" for kind, f in means.columns]
-        means = means.reset_index()
+        means.columns = [f"{kind} in the top {100 * f:g}%" for kind, f in means.columns]
+        means = means.reset_index().rename(
+            columns={"ranking": "cheap ranking", "reference": "flagged by"}
+        )
         parts.append(
             table_tag(means)
-            + '<p class="note">Precision@k and recall@k of a ranking of each target\'s members '
-            f"(top k = k% of its members) against the members the reference flags at FPR "
-            f"{flag_fpr(data):g}; mean over targets.</p>"
+            + '<p class="note">LT-IQR needs no reference model: it ranks a target\'s members '
+            "by the spread of their loss during training. Precision in the top k%: of the k% of "
+            "the target's members it ranks riskiest, the share that the attack named under "
+            f"“flagged by” calls member at FPR {fpr_label(flag_fpr(data))}; recall: the share of "
+            "those flagged members found in that top k%. Mean over targets.</p>"
         )
-    return "".join(parts) or (
-        '<p class="note">Needs scores of LT-IQR or loss, and of LiRA, Attack-R or RMIA.</p>'
-    )
+    return "".join(parts)
 
 
 def image_png_base64(image: np.ndarray, size: int = 72) -> str:
@@ -191,45 +285,48 @@ def records_grid(images: np.ndarray, top: pd.DataFrame) -> str:
     cells = "".join(
         f'<figure><img alt="record {r.record}" '
         f'src="data:image/png;base64,{image_png_base64(images[r.row])}">'
-        f"<figcaption>#{r.record} y={r.label}<br>TP {r.tp} FP {r.fp}</figcaption></figure>"
+        f"<figcaption>#{r.record}, label {r.label}<br>caught {r.tp}, wrongly {r.fp}"
+        "</figcaption></figure>"
         for r in top.itertuples()
     )
     return f'<div class="records">{cells}</div>'
 
 
+#: The vulnerability table's columns, in words.
+VULNERABILITY_COLUMNS = {
+    "rank": "rank",
+    "record": "record",
+    "label": "label",
+    "n_member": "targets that trained on it",
+    "tp": "of those, calling it member",
+    "fp": "other targets calling it member",
+    "mean_member_score": "mean score where a member",
+    "highly_vulnerable": "exposed",
+}
+
+
 def vulnerable_section(
-    data: RunData, tables: dict[str, pd.DataFrame], images: np.ndarray | None
+    data: RunData, tables: dict[str, pd.DataFrame], images: np.ndarray | None, attack: str
 ) -> str:
     if "thresholds" not in tables:
         return '<p class="note">Needs two targets or more.</p>'
-    attack = most_exposing_attack(tables, list(data.scores))
     table = tables[f"vulnerability_{attack}"]
     top = table.sort_values("rank").head(TOP_RECORDS).rename(columns={"record": "row"})
     top = top.assign(
         label=data.labels[top["row"]],
         record=top["row"] if data.evaluated is None else data.evaluated[top["row"]],
     )
-    columns = [
-        "rank",
-        "record",
-        "label",
-        "tp",
-        "fp",
-        "n_member",
-        "mean_member_score",
-        "highly_vulnerable",
-    ]
     parts = [
-        f"<p>By {attack}, the attack exposing most records, under its shadow-calibrated "
-        f"threshold at FPR {flag_fpr(data):g}. Record: the index in the pool.</p>"
+        f"<p>By {attack}, the strongest attack, under its shadow-calibrated threshold at FPR "
+        f"{fpr_label(flag_fpr(data))}. Record: the index in the pool; exposed: called member by "
+        "a target that trained on it and by none that did not.</p>"
     ]
     if images is not None:
-        if len(images) != data.keep.shape[1]:
-            raise MiakitError(
-                f"{len(images)} images given for a pool of {data.keep.shape[1]} records"
-            )
+        check_records(images, data, "images")
         parts.append(records_grid(images, top))
-    return "".join(parts) + table_tag(top[columns])
+    shown = top[list(VULNERABILITY_COLUMNS)].rename(columns=VULNERABILITY_COLUMNS)
+    shown["exposed"] = shown["exposed"].map({True: "yes", False: "no"})
+    return "".join(parts) + table_tag(shown)
 
 
 def calibration_section(data: RunData) -> str:
@@ -243,7 +340,42 @@ def calibration_section(data: RunData) -> str:
         "target 0, non-members": reliability(probs[~members], data.labels[~members]),
     }
     means = table.drop(columns="target").mean().to_frame("mean over targets").T
-    return figure_tag(reliability_figure(diagrams), "reliability diagram") + table_tag(means)
+    means = means.rename(columns=CALIBRATION_COLUMNS).reset_index(names="")
+    return (
+        figure_tag(reliability_figure(diagrams), "reliability diagram")
+        + table_tag(means)
+        + f'<p class="note">{TEST_ACCURACY}</p>'
+    )
+
+
+#: What "test accuracy" means everywhere in a report and a comparison.
+TEST_ACCURACY = (
+    "Train accuracy: on the target's members (the pool records it trained on); test accuracy: "
+    "on its non-members (the pool records it did not train on). The data set's own test split, "
+    "where it has one, gives the test-split accuracy."
+)
+
+#: The calibration table's columns, in words.
+CALIBRATION_COLUMNS = {
+    "train_accuracy": "train accuracy",
+    "test_accuracy": "test accuracy",
+    "train_ece": "ECE on members",
+    "test_ece": "ECE on non-members",
+    "train_overconfidence": "overconfidence on members",
+    "test_overconfidence": "overconfidence on non-members",
+}
+
+#: The per-model table's columns, in words (meta.json's names).
+MODEL_COLUMNS = {
+    "train_seconds": "training seconds",
+    "test_accuracy": "test-split accuracy",
+    "accuracy_in": "train accuracy",
+    "accuracy_out": "test accuracy",
+    "epsilon": "ε",
+    "delta": "δ",
+    "noise_multiplier": "noise multiplier",
+    "laplace_prior_precision": "Laplace prior precision",
+}
 
 
 def training_section(data: RunData) -> str:
@@ -257,10 +389,10 @@ def training_section(data: RunData) -> str:
         "ε of DP-SGD (largest over the targets)": (
             "–" if figures["epsilon"] is None else f"{figures['epsilon']:.3g}"
         ),
-        "held-out test accuracy (targets' mean)": pct(figures["test_accuracy"]),
-        "pool accuracy, members / non-members": (
+        "train / test accuracy (targets' mean)": (
             f"{pct(figures.get('pool_train_accuracy'))} / {pct(figures.get('pool_test_accuracy'))}"
         ),
+        "test-split accuracy (targets' mean)": pct(figures["test_accuracy"]),
         "ECE on non-members": (
             "–" if "pool_test_ece" not in figures else decimal(figures["pool_test_ece"])
         ),
@@ -269,10 +401,12 @@ def training_section(data: RunData) -> str:
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
         for k, v in facts.items()
     )
-    shown = models.dropna(axis=1, how="all").head(TOP_RECORDS)
+    shown = models.dropna(axis=1, how="all").head(TOP_RECORDS).rename(columns=MODEL_COLUMNS)
     more = len(models) - len(shown)
-    note = f'<p class="note">First {len(shown)} of {len(models)} models.</p>' if more else ""
-    return f"<table>{rows}</table>" + table_tag(shown) + note
+    note = f"First {len(shown)} of {len(models)} models. " if more else ""
+    return (
+        f"<table>{rows}</table>" + table_tag(shown) + f'<p class="note">{note}{TEST_ACCURACY}</p>'
+    )
 
 
 def ood_section(data: RunData) -> str:
@@ -312,7 +446,7 @@ def metadata_section(data: RunData) -> str:
         "targets": len(data.targets),
         "records": data.keep.shape[1],
         **{f"pool {k}": v for k, v in pool.items()},
-        "miakit": version("miakit"),
+        "miakit": miakit.__version__,  # also when run from a source tree
         "report written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
     rows = "".join(
@@ -340,45 +474,67 @@ def single_point_section(folder: Path) -> str:
         for i in records["index"]
         if (path := folder / f"hist_{i}.png").is_file()
     )
+    columns = {c: name for c, name in SINGLE_POINT_COLUMNS.items() if c in records}
     return (
         f"<p>{html.escape(str(folder))}: {len(records)} records ranked by the power of the "
-        f"with/without test at α = {alpha:g}.</p>"
-        + table_tag(records)
+        f"with/without test at α = {alpha:g}: the share of models trained with the record "
+        "whose loss on it falls below the threshold that only α of the models trained "
+        "without it reach.</p>"
+        + table_tag(records[list(columns)].rename(columns=columns))
         + f'<div class="records">{pictures}</div>'
     )
 
 
-def render(title: str, sections: list[tuple[str, str]]) -> str:
+#: The single-point summary's columns shown, in this order, in words.
+SINGLE_POINT_COLUMNS = {
+    "rank": "rank",
+    "index": "record",
+    "label": "label",
+    "power_empirical": "power",
+    "power_ci_low": "power, 95% low",
+    "power_ci_high": "power, 95% high",
+    "power_gaussian": "power (Gaussian fit)",
+    "error_rate": "error rate on fresh pairs",
+    "mean_with": "mean loss with",
+    "mean_without": "mean loss without",
+}
+
+
+def render(title: str, sections: list[tuple[str, str]], lead: str = "") -> str:
     body = "".join(f"<h2>{html.escape(name)}</h2>{content}" for name, content in sections)
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>"
-        f"<body><h1>{html.escape(title)}</h1>{body}</body></html>"
+        f"<body><h1>{html.escape(title)}</h1>{lead}{body}</body></html>"
     )
 
 
 def write_report(
     run_dir: Path | str,
     images: np.ndarray | None = None,
+    features: np.ndarray | None = None,
     single_point: Sequence[Path] = (),
 ) -> Path:
-    """Write <run>/report.html from the run's scores and metrics.json; `images` (the pool's uint8
-    images, [N, H, W, C]) show the most vulnerable records; `single_point` are output folders of
-    with/without experiments to include (<run>/single_point is included when it exists).
-    Returns the path."""
+    """Write <run>/report.html from the run's scores and metrics.json, opening with the verdict
+    (`report.verdict`). The most exposed records are shown as `images` (uint8 [N, H, W, C], the
+    evaluated records') or, for tabular records, as their `features` [N, D]; `single_point` are
+    output folders of with/without experiments to include (<run>/single_point is included when
+    it exists). Returns the path."""
     data = load_run(run_dir)
     own = data.run.root / "single_point"
     folders = list(
         dict.fromkeys([*single_point, *([own] if (own / "summary.json").is_file() else [])])
     )
+    found = verdict(data)
     tables = evaluation_tables(data.scores, data.keep, data.targets, data.fprs, flag_fpr(data))
+    ranking = ranking_section(data, tables)
     sections = [
-        ("Summary", summary_section(data, tables)),
-        ("ROC curves (log-log)", roc_section(data)),
+        ("Attacks: mean over targets", summary_section(data, found)),
+        ("ROC curves (log-log)", roc_section(data, found)),
         ("Scores of members and non-members", histogram_section(data)),
         ("PPV against the prior share of members", ppv_section(data, tables)),
-        ("Record rankings: LT-IQR and precision@k", ranking_section(data, tables)),
-        ("Most vulnerable records", vulnerable_section(data, tables, images)),
+        *([("Record rankings without reference models: LT-IQR", ranking)] if ranking else []),
+        ("Most vulnerable records", vulnerable_section(data, tables, images, found.attack)),
         ("Calibration of the targets", calibration_section(data)),
         ("Out-of-distribution false positives", ood_section(data)),
         ("Training and defences", training_section(data)),
@@ -386,5 +542,7 @@ def write_report(
         ("Run", metadata_section(data)),
     ]
     path = data.run.root / "report.html"
-    save_text(path, render(f"miakit audit: {data.pool.get('name', data.name)}", sections))
+    title = f"miakit audit: {data.pool.get('name', data.name)}"
+    lead = "<h2>Verdict</h2>" + verdict_section(data, found, images, features)
+    save_text(path, render(title, sections, lead))
     return path

@@ -1,0 +1,230 @@
+"""The audit's verdict: the few figures an engineer acts on, computed from an evaluated run, and
+the sentences the CLI prints and report.html opens with.
+
+- The strongest attack: the highest mean TPR at FPR 0.1% over the targets (ties: at 1%, then
+  AUC), with its bootstrap intervals.
+- What its calls are worth at realistic priors: the PPV at priors 1% and 10% of the TPR and
+  FPR its shadow-calibrated threshold achieves (set as an attacker without the target's
+  membership would, `evaluate.thresholds`), means over the targets: the mean of per-target PPVs
+  would count a target without any member call as PPV 1.
+- Exposed training records: called member, under that attack's shadow threshold at FPR 0.1%, by
+  a target that trained on them and by no target that did not (`record_vulnerability`'s highly
+  vulnerable records); exposure = the share of the targets that trained on a record which
+  caught it. Chance alone exposes some: an attack with no signal calls each record member with
+  the achieved FPR f in every target, so record n is exposed with probability
+  (1 − (1 − f)^members_n) · (1 − f)^non-members_n; their sum is the count quoted beside.
+- The targets' train/test accuracy gap: accuracy on their members against accuracy on their
+  non-members (the pool records they did not train on: the test accuracy everywhere in a report).
+- The smallest FPR the run can measure: 1 / the fewest non-members a target has; a TPR at a
+  smaller FPR rests on no false positive at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from miakit.evaluate.thresholds import ppv
+from miakit.evaluate.vulnerability import FLAG_FPR, record_vulnerability
+from miakit.report.runs import RunData
+
+#: The FPRs the verdict quotes TPR at, when the run evaluated them.
+VERDICT_FPRS = (0.01, 0.001)
+#: The priors (share of members among the records an attacker tests) PPV is quoted at.
+VERDICT_PRIORS = (0.01, 0.1)
+#: How many of the most exposed records the verdict shows.
+SHOWN_RECORDS = 8
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A mean over targets with its 95% bootstrap interval (None where not computed)."""
+
+    mean: float
+    low: float | None = None
+    high: float | None = None
+
+    @classmethod
+    def of(cls, figures: dict, name: str) -> Figure | None:
+        f = figures.get(name)
+        if f is None or f.get("mean") is None or np.isnan(f["mean"]):
+            return None
+        return cls(float(f["mean"]), f.get("ci_low"), f.get("ci_high"))
+
+    def percent(self) -> str:
+        interval = "" if self.low is None else f" [{100 * self.low:.1f}, {100 * self.high:.1f}]"
+        return f"{100 * self.mean:.1f}%{interval}"
+
+    def decimal(self) -> str:
+        interval = "" if self.low is None else f" [{self.low:.3f}, {self.high:.3f}]"
+        return f"{self.mean:.3f}{interval}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    attack: str
+    auc: Figure | None
+    tpr: dict[float, Figure | None]  # FPR → TPR
+    ppv_fpr: float  # the FPR of the shadow threshold PPV and exposure are quoted at
+    ppv: dict[float, float | None]  # prior → PPV of the shadow-calibrated threshold
+    records: int  # evaluated records
+    exposed: int | None  # None with one target: shadow thresholds need two
+    exposed_by_chance: float  # expected count for an attack without signal
+    exposed_in_most: int  # exposed records caught by more than half their member targets
+    top: pd.DataFrame  # the most exposed: row, record, label, tp, n_member, exposure
+    train_accuracy: float | None
+    test_accuracy: float | None
+    smallest_fpr: float
+    next_step: str
+
+    @property
+    def gap(self) -> float | None:
+        if self.train_accuracy is None or self.test_accuracy is None:
+            return None
+        return self.train_accuracy - self.test_accuracy
+
+    def sentences(self) -> list[str]:
+        """The verdict in plain sentences (no markup)."""
+        tprs = ", ".join(
+            f"{f.percent()} of members at FPR {100 * x:g}%"
+            for x, f in self.tpr.items()
+            if f is not None
+        )
+        auc = f" (AUC {self.auc.decimal()})" if self.auc is not None else ""
+        lines = [f"Strongest attack: {self.attack}, which catches {tprs}{auc}."]
+        ppvs = [
+            f"{100 * f:.1f}% of the time when {100 * p:g}% of the records tested are members"
+            for p, f in self.ppv.items()
+            if f is not None
+        ]
+        if ppvs:
+            lines.append(
+                f"With its threshold set on shadow models for FPR {100 * self.ppv_fpr:g}%, its "
+                f"member calls are right (PPV) {' and '.join(ppvs)}."
+            )
+        if self.exposed is None:
+            lines.append("Which records are exposed needs two target models or more.")
+        else:
+            lines.append(
+                f"{self.exposed:,} of {self.records:,} training records are exposed (called "
+                "member by a target that trained on them and by none that did not, at FPR "
+                f"{100 * self.ppv_fpr:g}%; chance alone would expose about "
+                f"{self.exposed_by_chance:.0f}); {self.exposed_in_most} of them by most of the "
+                "targets that trained on them."
+            )
+        if self.gap is not None:
+            lines.append(
+                f"Train accuracy {100 * self.train_accuracy:.1f}%, test accuracy (records the "
+                f"target did not train on) {100 * self.test_accuracy:.1f}%: a gap of "
+                f"{100 * self.gap:.1f} points."
+            )
+        lines.append(
+            f"The smallest FPR these data can measure is {100 * self.smallest_fpr:.2g}% (1 / "
+            f"{round(1 / self.smallest_fpr)} non-members per target); figures at lower FPRs "
+            "rest on no false positive."
+        )
+        lines.append(f"Next step: {self.next_step}")
+        return lines
+
+
+def strongest_attack(metrics: dict[str, dict], fprs: list[float]) -> str:
+    """The attack with the highest mean TPR at FPR 0.1% (the smallest evaluated FPR when 0.1%
+    is not), ties broken by TPR at 1%, then AUC, then the run's order."""
+    primary = FLAG_FPR if FLAG_FPR in fprs else min(fprs)
+    order = [primary, *(x for x in VERDICT_FPRS if x != primary and x in fprs)]
+
+    def key(attack: str) -> tuple[float, ...]:
+        figures = metrics[attack]
+        values = [figures.get(f"tpr@fpr={x:g}", {}).get("mean") for x in order]
+        values.append(figures.get("auc", {}).get("mean"))
+        return tuple(-np.inf if v is None or np.isnan(v) else v for v in values)
+
+    return max(metrics, key=key)  # max keeps the first of equals
+
+
+def exposed_by_chance(keep: np.ndarray, fpr: float) -> float:
+    """The expected count of exposed records (TP > 0, FP = 0) for an attack without signal that
+    calls each record member with probability `fpr` in every target (keep: the targets' [T, N]
+    membership)."""
+    members = keep.sum(axis=0)
+    non_members = keep.shape[0] - members
+    return float(np.sum((1 - (1 - fpr) ** members) * (1 - fpr) ** non_members))
+
+
+def next_step(
+    attack: str, tpr: Figure | None, fpr: float, leaks_records: bool, gap: float | None, run: str
+) -> str:
+    """What to do about it: defend and compare when the model leaks (TPR at `fpr` above `fpr`
+    beyond its interval, or more exposed records than chance), else audit harder."""
+    beats_chance = tpr is not None and tpr.low is not None and tpr.low > fpr
+    leaks = beats_chance or leaks_records
+    if leaks:
+        overfit = (
+            f" It overfits ({100 * gap:.0f}-point gap): regularize or stop earlier."
+            if gap is not None and gap > 0.05
+            else ""
+        )
+        return (
+            "train with a defence and audit again, e.g. `miakit audit --config "
+            "configs/dpsgd_digits.yaml --out runs/dpsgd` (DP-SGD; on other data "
+            "`--set defences.dp.enabled=true`), then `miakit compare "
+            f"{run} runs/dpsgd` to weigh the privacy gained against the accuracy lost.{overfit}"
+        )
+    return (
+        f"no attack, {attack} included, does better than chance at the low FPRs these data can "
+        "measure; to read lower FPRs, audit with more records or more target models."
+    )
+
+
+def verdict(data: RunData) -> Verdict:
+    """The verdict of an evaluated run (`report.runs.load_run`)."""
+    attack = strongest_attack(data.metrics, data.fprs)
+    figures = data.metrics[attack]
+    x = FLAG_FPR if FLAG_FPR in data.fprs else min(data.fprs)
+    if len(data.targets) >= 2:
+        table = record_vulnerability(data.scores[attack], data.keep, data.targets, x)
+        exposed = table[table["highly_vulnerable"]]
+    else:  # shadow thresholds need another target: no record-level verdict
+        exposed = pd.DataFrame(columns=["record", "tp", "n_member", "rank"])
+    top = exposed.sort_values("rank").head(SHOWN_RECORDS).rename(columns={"record": "row"})
+    top = top.assign(
+        record=top["row"] if data.evaluated is None else data.evaluated[top["row"]],
+        label=data.labels[top["row"]],
+        exposure=top["tp"] / top["n_member"],
+    )[["row", "record", "label", "tp", "n_member", "exposure"]]
+    non_members = (~data.keep[data.targets]).sum(axis=1)
+    train_accuracy = test_accuracy = None
+    if data.calibration is not None:
+        train_accuracy = float(np.nanmean(data.calibration["train_accuracy"]))
+        test_accuracy = float(np.nanmean(data.calibration["test_accuracy"]))
+    tpr = {f: Figure.of(figures, f"tpr@fpr={f:g}") for f in VERDICT_FPRS if f in data.fprs}
+    gap = None if train_accuracy is None else train_accuracy - test_accuracy
+    shadow_tpr = Figure.of(figures, f"shadow_tpr@fpr={x:g}")
+    shadow_fpr = Figure.of(figures, f"shadow_fpr@fpr={x:g}")
+    ppvs: dict[float, float | None] = dict.fromkeys(VERDICT_PRIORS)
+    if shadow_tpr is not None and shadow_fpr is not None:
+        ppvs = {p: ppv(shadow_tpr.mean, shadow_fpr.mean, p) for p in VERDICT_PRIORS}
+    chance = exposed_by_chance(
+        data.keep[data.targets], x if shadow_fpr is None else shadow_fpr.mean
+    )
+    leaks_records = len(data.targets) >= 2 and len(exposed) > 2 * chance + 2
+    return Verdict(
+        attack=attack,
+        auc=Figure.of(figures, "auc"),
+        tpr=tpr,
+        ppv_fpr=x,
+        ppv=ppvs,
+        records=data.keep.shape[1],
+        exposed=len(exposed) if len(data.targets) >= 2 else None,
+        exposed_by_chance=chance,
+        exposed_in_most=int((exposed["tp"] > exposed["n_member"] / 2).sum()),
+        top=top.reset_index(drop=True),
+        train_accuracy=train_accuracy,
+        test_accuracy=test_accuracy,
+        smallest_fpr=1.0 / int(non_members.min()),
+        next_step=next_step(
+            attack, Figure.of(figures, f"tpr@fpr={x:g}"), x, leaks_records, gap, str(data.run.root)
+        ),
+    )

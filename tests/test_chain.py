@@ -188,3 +188,12 @@ def test_stale_metrics_are_refused_by_report(run_copy):
     assert invoke("attack", run.root).exit_code == 0  # recomputes loss only
     result = invoke("report", run.root)
     assert result.exit_code == 0, result.output
+
+
+def test_paths_in_stage_output_are_printed_literally(finished, tmp_path):
+    _, root = finished
+    odd = tmp_path / "r[bold]x:x:"
+    shutil.copytree(root, odd)
+    result = invoke("report", odd)
+    unwrapped = result.output.replace(" ", "")  # rich may wrap a long path anywhere
+    assert result.exit_code == 0 and f"report:{odd / 'report.html'}" in unwrapped

@@ -154,8 +154,8 @@ def audit(
     with resumable(out):
         metrics = pipeline.audit(cfg, run)
     report_metrics(run, metrics, cfg)
-    console.print(f"metrics: {run.metrics_csv}  tables: {run.root / 'tables'}/")
-    console.print(f"report: {run.root / 'report.html'}")
+    console.print(f"metrics: {run.metrics_csv}  tables: {run.root / 'tables'}/", markup=False)
+    console.print(f"report: {run.root / 'report.html'}", markup=False)
 
 
 ShardOption = typer.Option(None, "--shard", help="i/n: only the i-th of n slices of the models")
@@ -273,7 +273,7 @@ def report(
     ),
 ) -> None:
     """Write the run's self-contained report.html (after `miakit evaluate`)."""
-    console.print(f"report: {pipeline.report(RunDir(run), single_point or [])}")
+    console.print(f"report: {pipeline.report(RunDir(run), single_point or [])}", markup=False)
 
 
 @app.command()
@@ -306,7 +306,7 @@ def compare(
         table.add_row(*(_cell(c, row[c]) for c in shown))
     console.print(table)
     console.print("test acc: accuracy on the targets' non-members. TPR in %.")
-    console.print(f"comparison: {comparison.path}")
+    console.print(f"comparison: {comparison.path}", markup=False)
 
 
 def _cell(column: str, value) -> str:
@@ -362,7 +362,7 @@ def single_point(
             f"{r.error_rate:.3f}",
         )
     console.print(table)
-    console.print(f"summary: {out / 'summary.csv'}")
+    console.print(f"summary: {out / 'summary.csv'}", markup=False)
 
 
 datasets_app = typer.Typer(help="The data sets miakit knows: list them, fetch them.")
@@ -398,7 +398,7 @@ def datasets_list(data_dir: Path | None = DataDirOption) -> None:
 def datasets_fetch(name: str, data_dir: Path | None = DataDirOption) -> None:
     """Download a data set's official files, verify their checksums, and load it once."""
     folder = pipeline.fetch_dataset(name, data_dir, console=errors)
-    console.print(f"{name}: ready in {folder}")
+    console.print(f"{name}: ready in {folder}", markup=False)
 
 
 attacks_app = typer.Typer(help="The registered membership inference attacks.")

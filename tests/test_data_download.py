@@ -182,6 +182,13 @@ def test_offline_error_names_the_files_the_folder_and_the_url(tmp_path):
     assert not (tmp_path / "toy" / "a.bin").exists()
 
 
+def test_failed_download_leaves_no_empty_folder(tmp_path):
+    url = f"http://127.0.0.1:{_closed_port()}/a.bin"
+    with pytest.raises(MiakitError, match="offline"):
+        ensure_files(_info((url,)), tmp_path / "new" / "data", console=quiet())
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_missing_files_are_an_error_when_downloads_are_off(tmp_path):
     with pytest.raises(MiakitError, match=r"(?s)needs these files.*a\.bin.*b\.bin"):
         ensure_files(_info(("https://example.org/a.bin",)), tmp_path, download=False)

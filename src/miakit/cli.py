@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from miakit import pipeline
 from miakit.config import (
@@ -33,8 +34,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console()
-errors = Console(stderr=True)
+console = Console(emoji=False)  # a path such as runs/a:x: is printed as it is
+errors = Console(stderr=True, emoji=False)
 
 ConfigOption = typer.Option(None, "--config", "-c", help="YAML config file", exists=False)
 SetOption = typer.Option(None, "--set", help="override a setting, e.g. --set train.epochs=10")
@@ -43,17 +44,31 @@ AttacksOption = typer.Option(None, "--attacks", help="comma-separated attack nam
 
 
 def clear_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Print MiakitError as one red line and exit 2 instead of a traceback."""
+    """Print MiakitError, and an OSError (a full disk, a read-only folder, a file where a
+    folder should be), as one red `error:` line and exit 2 instead of a traceback. The message is
+    printed literally: no rich markup or emoji codes are read in paths."""
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
         except MiakitError as exc:
-            errors.print(f"[bold red]error:[/] {exc}", highlight=False)
-            raise typer.Exit(2) from None
+            message = str(exc)
+        except OSError as exc:
+            message = os_error_message(exc)
+        errors.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
+        raise typer.Exit(2)
 
     return wrapper
+
+
+def os_error_message(exc: OSError) -> str:
+    """E.g. "runs/a/report.html: No space left on device (errno 28)"."""
+    where = exc.filename if exc.filename is not None else "a file"
+    also = f" → {exc.filename2}" if exc.filename2 is not None else ""
+    reason = exc.strerror or str(exc)
+    code = f" (errno {exc.errno})" if exc.errno else ""
+    return f"{where}{also}: {reason}{code}"
 
 
 def _attack_list(attacks: str | None) -> list[str] | None:
@@ -152,8 +167,8 @@ def audit(
     with resumable(out):
         pipeline.audit(cfg, run)
     report_metrics(run, cfg)
-    console.print(f"metrics: {run.metrics_csv}  tables: {run.root / 'tables'}/")
-    console.print(f"report: {run.root / 'report.html'}")
+    console.print(f"metrics: {run.metrics_csv}  tables: {run.root / 'tables'}/", markup=False)
+    console.print(f"report: {run.root / 'report.html'}", markup=False)
 
 
 ShardOption = typer.Option(None, "--shard", help="i/n: only the i-th of n slices of the models")
@@ -178,7 +193,8 @@ def _run_model_stage(
     run_dir = RunDir(run)
     planned = pipeline.load_plan(run_dir)
     settings = planned.config.execution.model_dump()
-    settings.update({k: v for k, v in {"executor": executor, "workers": workers}.items() if v})
+    given = {"executor": executor, "workers": workers}
+    settings.update({k: v for k, v in given.items() if v is not None})
     try:
         execution = ExecutionConfig.model_validate(settings)
     except ValidationError as exc:
@@ -245,7 +261,7 @@ def attack(run: Path = RunArgument, attacks: str | None = AttacksOption) -> None
     """Score every target model with each attack (also for runs of brought-in models)."""
     run_dir = RunDir(run)
     names = pipeline.attack(run_dir, pipeline.run_config(run_dir), _attack_list(attacks))
-    console.print(f"scores written for: {', '.join(names)}")
+    console.print(f"scores written for: {', '.join(names) or 'none (all were current)'}")
 
 
 @app.command()
@@ -270,7 +286,7 @@ def report(
     ),
 ) -> None:
     """Write the run's self-contained report.html (after `miakit evaluate`)."""
-    console.print(f"report: {pipeline.report(RunDir(run), single_point or [])}")
+    console.print(f"report: {pipeline.report(RunDir(run), single_point or [])}", markup=False)
 
 
 @app.command()
@@ -303,7 +319,7 @@ def compare(
         table.add_row(*(_cell(c, row[c]) for c in shown))
     console.print(table)
     console.print("test acc: accuracy on the targets' non-members. TPR in %.")
-    console.print(f"comparison: {comparison.path}")
+    console.print(f"comparison: {comparison.path}", markup=False)
 
 
 def _cell(column: str, value) -> str:
@@ -359,7 +375,7 @@ def single_point(
             f"{r.error_rate:.3f}",
         )
     console.print(table)
-    console.print(f"summary: {out / 'summary.csv'}")
+    console.print(f"summary: {out / 'summary.csv'}", markup=False)
 
 
 datasets_app = typer.Typer(help="The data sets miakit knows: list them, fetch them.")
@@ -395,4 +411,26 @@ def datasets_list(data_dir: Path | None = DataDirOption) -> None:
 def datasets_fetch(name: str, data_dir: Path | None = DataDirOption) -> None:
     """Download a data set's official files, verify their checksums, and load it once."""
     folder = pipeline.fetch_dataset(name, data_dir, console=errors)
-    console.print(f"{name}: ready in {folder}")
+    console.print(f"{name}: ready in {folder}", markup=False)
+
+
+attacks_app = typer.Typer(help="The registered membership inference attacks.")
+app.add_typer(attacks_app, name="attacks")
+
+
+@attacks_app.command("list")
+@clear_errors
+def attacks_list() -> None:
+    """Every attack (names for `attacks:` and --attacks; `all` names them all) and its options
+    for `attack_options`, with defaults and descriptions."""
+    table = Table(title="attacks (attack_options.<name>.<option>)", show_lines=True)
+    for column in ["name", "what", "options"]:
+        table.add_column(column)
+    for name, summary, options in pipeline.list_attacks():
+        described = "\n".join(
+            f"{o}: {default}" + (f" — {text}" if text else "") for o, default, text in options
+        )
+        table.add_row(Text(name), Text(summary), Text(described or "(none)"))
+    if not console.is_terminal:
+        console.width = max(console.width, 160)
+    console.print(table)

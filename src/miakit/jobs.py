@@ -22,11 +22,20 @@ from safetensors.torch import load_file, save_file
 from miakit.defences.dp import train_private
 from miakit.defences.laplace import fit_laplace
 from miakit.defences.temperature import temperature_scaled
+from miakit.errors import MiakitError
 from miakit.models import build_model
-from miakit.plan import Plan, load_plan, model_done
+from miakit.plan import Plan, load_plan, queried, trained
 from miakit.query import identity_view, query_logits
 from miakit.seeding import derive_seed, rng
-from miakit.store import RunDir, model_lock, save_json, save_npy, write_atomic
+from miakit.store import (
+    RunDir,
+    file_stamp,
+    model_lock,
+    save_json,
+    save_npy,
+    stamped_hash,
+    write_atomic,
+)
 from miakit.train.batched import train_batched
 from miakit.train.inputs import Normalization
 from miakit.train.threads import threads_for, torch_threads
@@ -91,8 +100,7 @@ def train_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
         todo = [
             m
             for m in models
-            if locks.enter_context(model_lock(run, m))
-            and not model_done(run, m, "train_hash", plan.train_hash(m))
+            if locks.enter_context(model_lock(run, m)) and not trained(run, plan, m)
         ]
         if not todo:
             return []
@@ -177,11 +185,14 @@ def _save_trained(
     write_atomic(run.weights(m), lambda tmp: save_file(state, str(tmp)))
     if report.trace is not None:
         save_npy(run.trace(m), report.trace)
+    device = resolve_device(plan.config.train.device).type
     save_json(
         run.meta(m),
         {
             "model_index": m,
-            "train_hash": plan.train_hash(m),
+            "train_hash": plan.train_hash(m, device),
+            "device": device,
+            "weights": file_stamp(run.weights(m)),
             "seeds": seeds,
             "train_seconds": report.seconds,
             "trace_seconds": report.trace_seconds,
@@ -203,12 +214,10 @@ def query_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
     query = plan.config.query
     identity = identity_view(query.augmentations)
     data: _Device | None = None
-    queried = []
+    done = []
     for m in models:
         with model_lock(run, m) as mine:
-            if not mine or (
-                model_done(run, m, "query_hash", plan.query_hash(m)) and run.logits(m).is_file()
-            ):
+            if not mine or queried(run, plan, m):
                 continue
             data = data or _Device(plan, run)
             model, calibration = _queryable(plan, run, data, m)
@@ -228,15 +237,16 @@ def query_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
             meta = run.read_meta(m) or {}
             meta.update(
                 {
-                    "query_hash": plan.query_hash(m),
+                    "query_hash": plan.query_hash(m, meta.get("device", "cuda")),
+                    "logits": file_stamp(run.logits(m)),
                     "accuracy_in": accuracy(logits[keep_row, identity], labels[keep_row]),
                     "accuracy_out": accuracy(logits[~keep_row, identity], labels[~keep_row]),
                     "calibration": calibration,
                 }
             )
             save_json(run.meta(m), meta)
-            queried.append(m)
-    return queried
+            done.append(m)
+    return done
 
 
 def _queryable(
@@ -245,6 +255,12 @@ def _queryable(
     """Model m as the query stage asks it: its trained weights, wrapped by the calibration its
     defences ask for, and what was fitted (for meta.json)."""
     model = new_model(plan, data).to(data.device)
+    stamp = (run.read_meta(m) or {}).get("weights")
+    if isinstance(stamp, dict) and stamped_hash(run.weights(m), stamp) != stamp.get("sha256"):
+        raise MiakitError(
+            f"{run.weights(m)} is not the file model {m} was trained to (missing, overwritten or "
+            f"truncated); `miakit train {run.root}` retrains it"
+        )
     model.load_state_dict(load_file(str(run.weights(m)), device=str(data.device)))
     return _calibrated(plan, data, m, model)
 

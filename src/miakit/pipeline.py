@@ -1,13 +1,18 @@
 """The audit's stages as functions over a run directory; the CLI and the Python API both call these.
 
-plan → train → query → attack → evaluate. Each stage is idempotent: train and query skip models
-whose meta.json records the current content hash, and redo the rest; attack and evaluate are cheap
-next to training and always recompute, so they never serve stale results.
+plan → train → query → attack → evaluate → report. Each stage is idempotent and redoes exactly
+what is stale: train and query the models whose meta.json does not record the current content
+hash; attack, evaluate and report the files whose record of their inputs (chain.py) does not
+match the inputs as they are now. Run on its own, a stage refuses stale inputs and names the
+command that makes them current.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -17,7 +22,19 @@ import numpy as np
 import pandas as pd
 from rich.progress import Progress
 
-from miakit.attacks import make_attack
+from miakit.attacks import ATTACKS, make_attack
+from miakit.chain import (
+    metrics_inputs,
+    metrics_stale,
+    output_record,
+    read_record,
+    report_inputs,
+    report_record_path,
+    report_stale,
+    scores_inputs,
+    scores_record_path,
+    scores_stale,
+)
 from miakit.config import AuditConfig, ExecutionConfig, read_run_config
 from miakit.data import resolve_data_dir
 from miakit.data.catalog import fetch as fetch_dataset
@@ -36,17 +53,29 @@ from miakit.evaluate.tables import write_evaluation_tables
 from miakit.executors import Executor, LocalExecutor, ProcessExecutor, TaskFailure
 from miakit.ood_study import ood_study
 from miakit.plan import (
+    Hashes,
     Plan,
+    check_labels,
     evaluation_design,
     load_configured_pool,
     load_plan,
-    model_done,
     outdated_models,
-    plan,
+    queried,
+    trained,
 )
+from miakit.plan import plan as plan_run
 from miakit.progress import ProgressLines, progress, tracked
 from miakit.signals import Signals
-from miakit.store import RunDir, load_npy, save_json, save_npy, write_atomic
+from miakit.store import (
+    RunDir,
+    describe_holder,
+    load_npy,
+    lock_holder,
+    save_json,
+    save_npy,
+    write_atomic,
+)
+from miakit.validate import resolve_attacks
 
 if TYPE_CHECKING:
     from miakit.report.compare import Comparison
@@ -55,6 +84,16 @@ if TYPE_CHECKING:
 # Modules that import torch, opacus or matplotlib are imported in the stages that use them, so
 # that commands which train nothing (status, attack, report, --help) start in a fraction of the
 # time (tests/test_cli_imports.py holds this).
+
+Log = Callable[[str], None]
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+#: Seconds between looks at a lock another process holds, while waiting for it.
+LOCK_POLL_SECONDS = 1.0
 
 __all__ = [
     "attack",
@@ -109,6 +148,8 @@ def _run_model_jobs(
     """Run a stage's model jobs on the configured executor, groups of models per task."""
     from miakit.train.trainer import resolve_device
 
+    if not models:
+        return []  # nothing to do: no executor, no empty progress bar
     settings = plan.config.execution
     resolve_device(plan.config.train.device)  # a bad device is one error, not one per model
     size = settings.models_per_task
@@ -137,43 +178,149 @@ def _run_model_jobs(
     return done
 
 
-def train(plan: Plan, run: RunDir, shard: tuple[int, int] | None = None) -> list[int]:
-    """Train every model (of the shard) whose meta.json does not match its training inputs."""
+def plan(config: AuditConfig, run: RunDir, log: Log | None = _stderr) -> Plan:
+    """Check the whole audit and write the run's plan (plan.plan); `log` hears what a changed
+    config redoes."""
+    return plan_run(config, run, log)
+
+
+def _held(run: RunDir, models: Sequence[int]) -> dict[int, dict]:
+    """Of `models`, those whose lock another live (or unverifiable, foreign) process holds."""
+    holders = {m: lock_holder(run.lock(m)) for m in models}
+    return {m: h for m, h in holders.items() if h is not None and h["state"] != "dead"}
+
+
+def _held_message(stage: str, held: dict[int, dict]) -> str:
+    first, holder = next(iter(held.items()))
+    models = list(held)
+    return (
+        f"{len(models)} models (e.g. model {first}) are being {stage} by another process "
+        f"({describe_holder(holder)})"
+    )
+
+
+def _no_progress(rest: list[int], before: list[int], stage: str) -> None:
+    """Stop a stage that would go round again with the same models left and nobody holding them."""
+    if rest == before:
+        raise MiakitError(
+            f"models {rest[:10]} are still not {stage} after a second attempt; see the errors "
+            "above, or `miakit status` for their state"
+        )
+
+
+def _wait(run: RunDir, held: dict[int, dict], stage: str, log: Log | None) -> None:
+    """Wait until no live process holds the locks of `held`."""
+    if log is not None:
+        log(_held_message(stage, held) + "; waiting for it")
+    while _held(run, list(held)):
+        time.sleep(LOCK_POLL_SECONDS)
+
+
+def train(
+    plan: Plan,
+    run: RunDir,
+    shard: tuple[int, int] | None = None,
+    wait: bool = False,
+    log: Log | None = _stderr,
+) -> list[int]:
+    """Train every model (of the shard) that is not current: its meta.json does not match its
+    training inputs, or its weights are not the file meta.json records. Models another process
+    holds are waited for (`wait`) or named in `log` and left to it."""
     from miakit import jobs
     from miakit.transfer import shared_features
 
-    todo = [
-        m
-        for m in shard_models(len(plan.keep), shard)
-        if not model_done(run, m, "train_hash", plan.train_hash(m))
-    ]
-    if todo and plan.config.defences.transfer.enabled:
-        shared_features(plan, run)  # built once here: a bad setting is one error, not one a task
-    return _run_model_jobs(plan, run, "training", todo, jobs.train_models, jobs.train_task)
+    done: list[int] = []
+    before: list[int] = []
+    while True:
+        todo = [m for m in shard_models(len(plan.keep), shard) if not trained(run, plan, m)]
+        if todo and plan.config.defences.transfer.enabled:
+            # built once here: a bad setting is one error, not one a task
+            shared_features(plan, run)
+        result = _run_model_jobs(plan, run, "training", todo, jobs.train_models, jobs.train_task)
+        done.extend(result)
+        rest = [m for m in todo if m not in result and not trained(run, plan, m)]
+        held = _held(run, rest)
+        if not held:
+            if not rest:
+                return done
+            _no_progress(rest, before, "trained")
+            before = rest
+            continue  # their holders ended meanwhile: take them
+        if not wait:
+            if log is not None:
+                log(_held_message("trained", held) + "; not trained here")
+            return done
+        _wait(run, held, "trained", log)
 
 
-def query(plan: Plan, run: RunDir, shard: tuple[int, int] | None = None) -> list[int]:
-    """Write logits.npy for every trained model (of the shard) whose logits are missing or stale."""
+def query(
+    plan: Plan,
+    run: RunDir,
+    shard: tuple[int, int] | None = None,
+    wait: bool = False,
+    log: Log | None = _stderr,
+) -> list[int]:
+    """Write logits.npy for every trained model (of the shard) whose logits are missing or stale.
+    A model that is not trained is an error, or, while another process holds it, waited for
+    (`wait`) or an error naming that process."""
     from miakit import jobs
 
-    todo = []
-    for m in shard_models(len(plan.keep), shard):
-        if not model_done(run, m, "train_hash", plan.train_hash(m)):
-            raise MiakitError(f"model {m} of {run.root} is not trained; run `miakit train` first")
-        if not (model_done(run, m, "query_hash", plan.query_hash(m)) and run.logits(m).is_file()):
-            todo.append(m)
-    return _run_model_jobs(plan, run, "querying", todo, jobs.query_models, jobs.query_task)
+    done: list[int] = []
+    before: list[int] = []
+    while True:
+        models = shard_models(len(plan.keep), shard)
+        untrained = [m for m in models if not trained(run, plan, m)]
+        held = _held(run, untrained)
+        if held and wait:
+            _wait(run, held, "trained", log)
+            continue
+        if held:
+            raise MiakitError(
+                _held_message("trained", held) + f"; wait for it (`miakit status {run.root}`)"
+            )
+        if untrained:
+            raise MiakitError(
+                f"model {untrained[0]} of {run.root} is not trained (or its weights do not match "
+                f"meta.json); run `miakit train {run.root}` first"
+            )
+        todo = [m for m in models if not queried(run, plan, m)]
+        result = _run_model_jobs(plan, run, "querying", todo, jobs.query_models, jobs.query_task)
+        done.extend(result)
+        rest = [m for m in todo if m not in result and not queried(run, plan, m)]
+        held = _held(run, rest)
+        if not rest:
+            return done
+        if held and not wait:
+            if log is not None:
+                log(_held_message("queried", held) + "; not queried here")
+            return done
+        if held:
+            _wait(run, held, "queried", log)
+        else:
+            _no_progress(rest, before, "queried")
+            before = rest
 
 
 def status(run: RunDir) -> dict[str, list[int]]:
-    """Models of a planned run by state: done, running (locked), stale, missing."""
-    planned = load_plan(run)
-    states: dict[str, list[int]] = {"done": [], "running": [], "stale": [], "missing": []}
-    for m in range(len(planned.keep)):
-        if model_done(run, m, "query_hash", planned.query_hash(m)) and run.logits(m).is_file():
+    """Models of a planned run by state: done; running (locked by a live process here); running
+    elsewhere (locked from another host); dead lock (its holder is gone: the next run takes it
+    over); stale; missing."""
+    hashes = Hashes(run)
+    states: dict[str, list[int]] = {
+        "done": [],
+        "running": [],
+        "running elsewhere": [],
+        "dead lock": [],
+        "stale": [],
+        "missing": [],
+    }
+    for m in range(len(hashes.keep)):
+        holder = lock_holder(run.lock(m))
+        if holder is None and trained(run, hashes, m) and queried(run, hashes, m):
             states["done"].append(m)
-        elif run.lock(m).is_file():
-            states["running"].append(m)
+        elif holder is not None:
+            state = {"live": "running", "foreign": "running elsewhere"}.get(holder["state"])
+            states[state or "dead lock"].append(m)
         elif run.meta(m).is_file():
             states["stale"].append(m)
         else:
@@ -184,11 +331,9 @@ def status(run: RunDir) -> dict[str, list[int]]:
 def trained_models(run: RunDir) -> tuple[int, int]:
     """(models trained and current, models planned) of a planned run: what an interrupted
     `miakit audit` or `miakit train` has saved."""
-    planned = load_plan(run)
-    done = sum(
-        model_done(run, m, "train_hash", planned.train_hash(m)) for m in range(len(planned.keep))
-    )
-    return done, len(planned.keep)
+    hashes = Hashes(run)
+    done = sum(trained(run, hashes, m) for m in range(len(hashes.keep)))
+    return done, len(hashes.keep)
 
 
 def brought_in_status(run: RunDir) -> dict[str, str]:
@@ -223,42 +368,80 @@ def run_config(run: RunDir) -> AuditConfig:
     return read_run_config(run.run_yaml) if run.run_yaml.is_file() else AuditConfig()
 
 
+def _check_models(run: RunDir) -> None:
+    """A planned run's models all have current logits and its labels are the planned ones."""
+    if not run.run_yaml.is_file():
+        return  # brought-in models: their files are all there is
+    outdated = outdated_models(run)
+    if outdated:
+        raise MiakitError(
+            f"{len(outdated)} models of {run.root} (e.g. model {outdated[0]}) have missing "
+            f"or stale logits; finish the run with `miakit audit --out {run.root}` (its config), "
+            f"or `miakit train {run.root}` and `miakit query {run.root}`"
+        )
+    check_labels(run)
+
+
 def attack(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = None) -> list[str]:
-    """Score every target with each attack; writes scores/<attack>.npy [T, N] (row i: target i of
-    the design). References are every other model (leave-one-out) unless the split names them."""
-    names = list(attacks or config.attacks)
-    if run.run_yaml.is_file():  # a run miakit trains: never attack stale or missing logits
-        outdated = outdated_models(run)
-        if outdated:
-            raise MiakitError(
-                f"{len(outdated)} models of {run.root} (e.g. model {outdated[0]}) have missing "
-                "or stale logits; finish the run with `miakit audit`, or `miakit train` and "
-                "`miakit query`"
-            )
+    """Score every target with each attack whose scores are stale; writes scores/<attack>.npy
+    [T, N] (row i: target i of the design) and its record scores/<attack>.json. References are
+    every other model (leave-one-out) unless the split names them. Returns the attacks scored
+    now (the others were current)."""
+    names = resolve_attacks(attacks or config.attacks)
+    _check_models(run)
     instances = {n: make_attack(n, config.attack_options.get(n)) for n in names}
+    keep = load_npy(run.keep, mmap=True)
+    design = evaluation_design(run, config, len(keep))
+    stale = [n for n in names if scores_stale(run, config, n, design) is not None]
+    if not stale:
+        return []
     signals = Signals.from_run(run)
-    design = evaluation_design(run, config, signals.num_models)
     with progress_bar() as bar:
-        task = bar.add_task("attacking", total=len(names))
-        for name, instance in instances.items():
-            scores = instance.score_targets(signals, design.targets, design.references)
+        task = bar.add_task("attacking", total=len(stale))
+        for name in stale:
+            record = read_record(scores_record_path(run, name))
+            inputs, files = scores_inputs(run, config, name, design, record)
+            scores = instances[name].score_targets(signals, design.targets, design.references)
             save_npy(run.scores(name), scores)
+            save_json(scores_record_path(run, name), output_record(inputs, files, run.scores(name)))
             bar.advance(task)
-    return names
+    return stale
+
+
+def _check_scores(run: RunDir, config: AuditConfig, names: Sequence[str], design) -> None:
+    """Every attack's scores exist and are current (else: the command that makes them so)."""
+    _check_models(run)
+    for name in names:
+        reason = scores_stale(run, config, name, design)
+        if reason == "there are none":
+            raise MiakitError(
+                f"no scores for {name!r} in {run.root}; run `miakit attack {run.root} "
+                f"--attacks {name}` first"
+            )
+        if reason is not None:
+            raise MiakitError(
+                f"{run.scores(name)} is stale ({reason}); run "
+                f"`miakit attack {run.root} --attacks {name}` to make it current"
+            )
 
 
 def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = None) -> dict:
-    """metrics.json, metrics.csv and a log-log ROC plot per attack, from the stored scores
-    (restricted to the split's evaluation records, where it has them)."""
+    """metrics.json, metrics.csv, tables and a log-log ROC plot per attack, from the stored
+    scores (restricted to the split's evaluation records, where it has them). Stale or missing
+    scores are an error naming `miakit attack`; when metrics.json is current for these attacks
+    and settings, nothing is written and its metrics are returned."""
     from miakit.report.plots import plot_roc
 
+    names = resolve_attacks(attacks or config.attacks)
     keep = load_npy(run.keep)
     design = evaluation_design(run, config, len(keep))
+    _check_scores(run, config, names, design)
+    if metrics_stale(run, config, names, design) is None:
+        return json.loads(run.metrics_json.read_text())["attacks"]
+    inputs, files = metrics_inputs(run, config, names, design, read_record(run.metrics_json))
     records = slice(None) if design.eval_records is None else design.eval_records
     metrics = {}
-    for name in tracked(attacks or config.attacks, "evaluating"):
-        if not run.scores(name).is_file():
-            raise MiakitError(f"no scores for {name!r} in {run.root}; run `miakit attack` first")
+    for name in tracked(names, "evaluating"):
         scores = load_npy(run.scores(name))
         if scores.shape != (len(design.targets), keep.shape[1]):
             raise MiakitError(
@@ -284,6 +467,12 @@ def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = N
         for name in metrics
         if (text := small_m_warning(name, len(keep), design.references is None))
     }
+    write_atomic(
+        run.metrics_csv, lambda tmp: pd.DataFrame(long_rows(metrics)).to_csv(tmp, index=False)
+    )
+    all_scores = {name: load_npy(run.scores(name)) for name in metrics}
+    write_evaluation_tables(run, all_scores, config.evaluate.fprs)
+    record = output_record(inputs, files, run.metrics_csv)  # metrics.json last: it marks done
     save_json(
         run.metrics_json,
         {
@@ -291,22 +480,52 @@ def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = N
             "intervals": INTERVAL_NOTE,
             "warnings": warnings,
             "ood_skipped": skipped,
+            **record,
         },
     )
-    write_atomic(
-        run.metrics_csv, lambda tmp: pd.DataFrame(long_rows(metrics)).to_csv(tmp, index=False)
-    )
-    all_scores = {name: load_npy(run.scores(name)) for name in metrics}
-    write_evaluation_tables(run, all_scores, config.evaluate.fprs)
     return metrics
+
+
+def _check_metrics(run: RunDir) -> None:
+    """metrics.json exists and is current (with the scores and models it rests on)."""
+    record = read_record(run.metrics_json)
+    if not run.metrics_json.is_file():
+        raise MiakitError(f"{run.root} has no metrics.json; run `miakit evaluate {run.root}` first")
+    names = list((record or {}).get("inputs", {}).get("attacks", []))
+    if record is None or not names:
+        raise MiakitError(
+            f"{run.metrics_json} does not record what it was computed from; run "
+            f"`miakit evaluate {run.root}` to make it current"
+        )
+    config = run_config(run)
+    design = evaluation_design(run, config, len(load_npy(run.keep, mmap=True)))
+    _check_scores(run, config, names, design)
+    reason = metrics_stale(run, config, names, design)
+    if reason is not None:
+        raise MiakitError(
+            f"{run.metrics_json} is stale ({reason}); run `miakit evaluate {run.root} "
+            f"--attacks {','.join(names)}` to make it current"
+        )
 
 
 def report(run: RunDir, single_point: Sequence[Path] = ()) -> Path:
     """report.html: one self-contained page (figures embedded), with the most exposed records
     shown as pictures where the records are pictures (else as feature rows), and the with/without experiments in `single_point`
-    (output folders of `miakit single-point`)."""
+    (output folders of `miakit single-point`). Stale metrics are an error naming `miakit
+    evaluate`; a report that is current for its inputs is left as it is."""
     from miakit.report.html import write_report
 
+    _check_metrics(run)
+    own = run.root / "single_point"
+    folders = list(
+        dict.fromkeys(
+            [*map(Path, single_point), *([own] if (own / "summary.json").is_file() else [])]
+        )
+    )
+    path = run.root / "report.html"
+    if report_stale(run, folders) is None:
+        return path
+    inputs, files = report_inputs(run, folders, read_record(report_record_path(run)))
     images = features = None
     if run.run_yaml.is_file():
         pool = load_configured_pool(read_run_config(run.run_yaml))
@@ -316,7 +535,24 @@ def report(run: RunDir, single_point: Sequence[Path] = ()) -> Path:
             images = pictures[evaluated]
         else:
             features = pool.x[evaluated]
-    return write_report(run.root, images=images, features=features, single_point=single_point)
+    path = write_report(run.root, images=images, features=features, single_point=single_point)
+    save_json(report_record_path(run), output_record(inputs, files, path))
+    return path
+
+
+def list_attacks() -> list[tuple[str, str, list[tuple[str, str, str]]]]:
+    """Every registered attack: name, the first line of its docstring (else its module's), and
+    its options as (option, default, description)."""
+    rows = []
+    for name, cls in ATTACKS.items():
+        doc = cls.__doc__ or sys.modules[cls.__module__].__doc__ or ""
+        summary = doc.strip().splitlines()[0] if doc.strip() else ""
+        options = [
+            (option, repr(field.default), field.description or "")
+            for option, field in cls.Config.model_fields.items()
+        ]
+        rows.append((name, summary, options))
+    return rows
 
 
 def verdict(run: RunDir) -> Verdict:
@@ -342,11 +578,14 @@ def run_single_point(config, out: Path, **callbacks):
     return run(config, out, **callbacks)
 
 
-def audit(config: AuditConfig, run: RunDir) -> dict:
-    """plan → train → query → attack → evaluate → report; returns the metrics."""
-    planned = plan(config, run)
-    train(planned, run)
-    query(planned, run)
+def audit(config: AuditConfig, run: RunDir, log: Log | None = _stderr) -> dict:
+    """plan → train → query → attack → evaluate → report, each redoing only what is stale (a
+    rerun of a finished audit writes nothing); models another process holds are waited for.
+    Returns the metrics."""
+    planned = plan(config, run, log)
+    config = planned.config
+    train(planned, run, wait=True, log=log)
+    query(planned, run, wait=True, log=log)
     attack(run, config)
     metrics = evaluate(run, config)
     report(run)

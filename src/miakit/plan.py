@@ -3,17 +3,38 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 
-from miakit.config import AuditConfig, dump_config, read_run_config
+from miakit.attacks import make_attack
+from miakit.config import AuditConfig, TrainConfig, dump_config, read_run_config
 from miakit.data import Pool, load_pool, make_split
+from miakit.defences.config import DefenceConfig
 from miakit.errors import MiakitError
 from miakit.seeding import rng
-from miakit.store import RunDir, array_hash, content_hash, load_npy, save_json, save_npy, save_text
+from miakit.store import (
+    RunDir,
+    array_hash,
+    content_hash,
+    json_text,
+    load_npy,
+    npy_bytes,
+    save_bytes_if_changed,
+    stamped_hash,
+)
+from miakit.validate import (
+    check_attack_options,
+    check_design,
+    check_model,
+    check_output_dir,
+    resolve_attacks,
+)
 
 
 @dataclass(frozen=True)
@@ -29,16 +50,30 @@ class Plan:
         apply_to = self.config.defences.apply_to
         return apply_to == "all" or (m in self.targets) == (apply_to == "targets")
 
+    def dp_applies(self, m: int) -> bool:
+        return self.config.defences.dp.enabled and self.defended(m)
+
     @cached_property
     def training_inputs(self) -> dict[str, Any]:
         """Computed once per plan: with a user folder it lists the folder."""
         return self.config.training_inputs()
 
-    def train_hash(self, m: int) -> str:
-        return train_hash(self.training_inputs, self.fingerprint, self.keep[m], m)
+    def train_hash(self, m: int, device: str = "cuda") -> str:
+        """Model m's train hash when trained on `device` ("cpu" or "cuda")."""
+        return train_hash(
+            self.training_inputs, self.fingerprint, self.keep[m], m, device, self.dp_applies(m)
+        )
 
-    def query_hash(self, m: int) -> str:
-        return query_hash(self.training_inputs, self.config, self.fingerprint, self.keep[m], m)
+    def query_hash(self, m: int, device: str = "cuda") -> str:
+        return query_hash(
+            self.training_inputs,
+            self.config,
+            self.fingerprint,
+            self.keep[m],
+            m,
+            device,
+            self.defended(m),
+        )
 
 
 def load_configured_pool(config: AuditConfig) -> Pool:
@@ -58,10 +93,25 @@ def subsample_seed(config: AuditConfig) -> int:
     return config.seed if config.data.subsample_seed is None else config.data.subsample_seed
 
 
-def plan(config: AuditConfig, run: RunDir) -> Plan:
-    """Load the pool, draw the split and write run.yaml, keep.npy, labels.npy, split.json (with
-    eval_records.npy / pair_records.npy where the strategy has them) and pool.json."""
+def plan(config: AuditConfig, run: RunDir, log: Callable[[str], None] | None = None) -> Plan:
+    """Check the whole audit, then load the pool, draw the split and write run.yaml, keep.npy,
+    labels.npy, split.json (with eval_records.npy / pair_records.npy where the strategy has them)
+    and pool.json.
+
+    Nothing is written when a check fails (MiakitError: attacks and their options, architecture,
+    query views against the data kind, the references and records each attack needs, the output
+    folder), and files whose content is unchanged are left untouched. `attacks: all` is expanded
+    in the returned plan's config and in run.yaml. With `log`, a config that changes an existing
+    run is described (what changed, what will be redone). Model folders beyond num_models are
+    removed.
+    """
+    check_output_dir(run.root)
+    config = config.model_copy(update={"attacks": resolve_attacks(config.attacks)})
+    check_attack_options(config)
+    for name in config.attacks:
+        make_attack(name, config.attack_options.get(name))
     pool = load_configured_pool(config)
+    check_model(config, pool)
     s = config.split
     split = make_split(
         s.strategy,
@@ -81,9 +131,15 @@ def plan(config: AuditConfig, run: RunDir) -> Plan:
                 f"{s.strategy} split has {len(targets)}"
             )
         targets = targets[: config.evaluate.targets]
-    save_text(run.run_yaml, dump_config(config))
-    save_npy(run.keep, split.keep)
-    save_npy(run.labels, pool.y)
+    check_design(config, split.keep, targets, split.references, split.eval_records, config.attacks)
+    fingerprint = pool.fingerprint()
+    planned = Plan(config, pool, split.keep, fingerprint, tuple(targets))
+    if log is not None:
+        for line in describe_changes(run, planned):
+            log(line)
+    save_bytes_if_changed(run.run_yaml, dump_config(config).encode())
+    save_bytes_if_changed(run.keep, npy_bytes(split.keep))
+    save_bytes_if_changed(run.labels, npy_bytes(pool.y))
     for path, array in [
         (run.eval_records, split.eval_records),
         (run.pair_records, split.pair_records),
@@ -91,21 +147,69 @@ def plan(config: AuditConfig, run: RunDir) -> Plan:
         if array is None:
             path.unlink(missing_ok=True)
         else:
-            save_npy(path, array)
-    save_json(run.split, {**split.describe(), "targets": targets})
-    fingerprint = pool.fingerprint()
-    save_json(
-        run.pool,
-        {
-            "name": pool.name,
-            "fingerprint": fingerprint,
-            "num_records": pool.num_records,
-            "num_classes": pool.num_classes,
-            "input_shape": list(pool.x.shape[1:]),
-            "targets": targets,
-        },
-    )
-    return Plan(config, pool, split.keep, fingerprint, tuple(targets))
+            save_bytes_if_changed(path, npy_bytes(array))
+    save_bytes_if_changed(run.split, json_text({**split.describe(), "targets": targets}).encode())
+    pool_json = {
+        "name": pool.name,
+        "fingerprint": fingerprint,
+        "labels_hash": array_hash(pool.y),
+        "num_records": pool.num_records,
+        "num_classes": pool.num_classes,
+        "input_shape": list(pool.x.shape[1:]),
+        "targets": targets,
+    }
+    save_bytes_if_changed(run.pool, json_text(pool_json).encode())
+    for m in orphan_models(run, len(split.keep)):
+        shutil.rmtree(run.model_dir(m))
+    return planned
+
+
+def orphan_models(run: RunDir, num_models: int) -> list[int]:
+    """Indices of the run's model folders beyond the plan's num_models."""
+    folders = run.root / "models"
+    if not folders.is_dir():
+        return []
+    found = [int(p.name) for p in folders.iterdir() if re.fullmatch(r"\d{4,}", p.name)]
+    return sorted(m for m in found if m >= num_models)
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict) and tree:
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out |= _flat(value, f"{prefix}{key}.")
+        return out
+    return {prefix[:-1]: tree}
+
+
+def describe_changes(run: RunDir, planned: Plan) -> list[str]:
+    """How `planned` differs from the run's previous plan and what will be redone, e.g.
+    "runs/x: train.epochs 20 → 21: 16 of 16 models retrain"; nothing for a new or unchanged run."""
+    if not run.run_yaml.is_file():
+        return []
+    try:
+        before = read_run_config(run.run_yaml)
+    except MiakitError:
+        return [f"{run.run_yaml} is unreadable: the run is planned afresh"]
+    old, new = _flat(before.model_dump(mode="json")), _flat(planned.config.model_dump(mode="json"))
+    changes = [
+        f"{key} {old.get(key, '(unset)')} → {new.get(key, '(unset)')}"
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    ]
+    if not changes:
+        return []
+    num_models = len(planned.keep)
+    had = [m for m in range(num_models) if run.meta(m).is_file()]
+    retrain = [m for m in had if not trained(run, planned, m)]
+    requery = [m for m in had if m not in retrain and not queried(run, planned, m)]
+    orphans = orphan_models(run, num_models)
+    redo = [f"{len(retrain)} of {len(had)} trained models retrain"]
+    if requery:
+        redo.append(f"{len(requery)} are queried again")
+    if orphans:
+        redo.append(f"models {orphans[0]}–{orphans[-1]} are removed (no longer in the plan)")
+    return [f"{run.root} changes: " + ", ".join(changes) + ": " + "; ".join(redo)]
 
 
 @dataclass(frozen=True)
@@ -142,8 +246,7 @@ def load_plan(run: RunDir) -> Plan:
             f"the data set {pool.name!r} differs from the one {run.root} was planned on; "
             "plan the run again with `miakit audit`"
         )
-    targets = json.loads(run.split.read_text())["targets"] if run.split.is_file() else []
-    return Plan(config, pool, load_npy(run.keep), fingerprint, tuple(targets))
+    return Plan(config, pool, load_npy(run.keep), fingerprint, _recorded_targets(run))
 
 
 def _recorded_fingerprint(run: RunDir) -> str:
@@ -153,14 +256,59 @@ def _recorded_fingerprint(run: RunDir) -> str:
         raise MiakitError(f"{run.pool} is missing or unreadable; plan the run again") from exc
 
 
+def _recorded_targets(run: RunDir) -> tuple[int, ...]:
+    return tuple(json.loads(run.split.read_text())["targets"]) if run.split.is_file() else ()
+
+
+def check_labels(run: RunDir) -> None:
+    """A planned run's labels.npy still holds the labels it was planned with (pool.json records
+    their hash); an edited file is an error naming the command that restores it."""
+    try:
+        recorded = json.loads(run.pool.read_text()).get("labels_hash")
+    except (OSError, ValueError):
+        return
+    if recorded is not None and array_hash(load_npy(run.labels)) != recorded:
+        raise MiakitError(
+            f"{run.labels} differs from the labels {run.root} was planned with (edited?); "
+            f"`miakit audit --out {run.root}` with its config writes them again"
+        )
+
+
+#: The settings each kind of training ignores, hashed as their defaults: CPU training has no
+#: bf16 autocast or channels_last; DP-SGD trains in full precision, uncompiled.
+IGNORED_ON_CPU = ("bf16", "channels_last")
+IGNORED_UNDER_DP = ("bf16", "compile")
+#: Defences applied to a trained model's outputs: in the query hash, not the train hash.
+QUERY_SIDE_DEFENCES = ("temperature_scaling", "laplace")
+
+
+def effective_training_inputs(
+    training_inputs: dict[str, Any], device: str, dp_applies: bool
+) -> dict[str, Any]:
+    """`training_inputs` (the config's training_inputs()) as training on `device` ("cpu" or
+    "cuda") uses them: settings it ignores and the query-side defences are put at their defaults,
+    so that changing them retrains nothing (and default configs keep their hashes)."""
+    train_defaults = TrainConfig().model_dump(mode="json")
+    ignored = [*(IGNORED_ON_CPU if device != "cuda" else ()), *(IGNORED_UNDER_DP * dp_applies)]
+    train = dict(training_inputs["train"]) | {k: train_defaults[k] for k in ignored}
+    defaults = DefenceConfig().model_dump(mode="json")
+    defences = dict(training_inputs["defences"]) | {k: defaults[k] for k in QUERY_SIDE_DEFENCES}
+    return {**training_inputs, "train": train, "defences": defences}
+
+
 def train_hash(
-    training_inputs: dict[str, Any], fingerprint: str, keep_row: np.ndarray, m: int
+    training_inputs: dict[str, Any],
+    fingerprint: str,
+    keep_row: np.ndarray,
+    m: int,
+    device: str = "cuda",
+    dp_applies: bool = False,
 ) -> str:
-    """Everything that determines model m's weights (`training_inputs`: the config's
-    training_inputs()): anything else changed means retrain."""
+    """Everything that determines model m's weights when trained on `device` (`training_inputs`:
+    the config's training_inputs()): anything else changed means retrain."""
     return content_hash(
         {
-            **training_inputs,
+            **effective_training_inputs(training_inputs, device, dp_applies),
             "pool": fingerprint,
             "keep_row": array_hash(keep_row),
             "model_index": m,
@@ -174,26 +322,69 @@ def query_hash(
     fingerprint: str,
     keep_row: np.ndarray,
     m: int,
+    device: str = "cuda",
+    defended: bool = False,
 ) -> str:
-    train = train_hash(training_inputs, fingerprint, keep_row, m)
-    return content_hash({"train": train, **config.query.model_dump(mode="json")})
+    """The train hash, the query settings, and the calibration applied to model m's outputs
+    (temperature scaling or Laplace, where the defences apply to m)."""
+    dp_applies = config.defences.dp.enabled and defended
+    train = train_hash(training_inputs, fingerprint, keep_row, m, device, dp_applies)
+    inputs = {"train": train, **config.query.model_dump(mode="json")}
+    defences = config.defences
+    if defended and (defences.temperature_scaling or defences.laplace.enabled):
+        inputs["calibration"] = defences.model_dump(mode="json", include=set(QUERY_SIDE_DEFENCES))
+    return content_hash(inputs)
+
+
+class Hashes:
+    """A planned run's content hashes without its pool, from run.yaml, pool.json, keep.npy and
+    split.json: what `attack`, `evaluate` and `status` need to tell current models from stale."""
+
+    def __init__(self, run: RunDir):
+        self.config = read_run_config(run.run_yaml)
+        self.fingerprint = _recorded_fingerprint(run)
+        self.keep = load_npy(run.keep)
+        self.targets = _recorded_targets(run)
+        self.training_inputs = self.config.training_inputs()
+
+    defended = Plan.defended
+    dp_applies = Plan.dp_applies
+    train_hash = Plan.train_hash
+    query_hash = Plan.query_hash
+
+
+def trained(run: RunDir, hashes: Plan | Hashes, m: int) -> bool:
+    """Model m's meta.json records the train hash of its current inputs (on the device it was
+    trained on), and its weights file is the one meta.json records (SHA-256; the file is read
+    only when its size or times changed). Overwritten or truncated weights: not trained."""
+    meta = run.read_meta(m)
+    if meta is None or meta.get("train_hash") != hashes.train_hash(m, meta.get("device", "cuda")):
+        return False
+    stamp = meta.get("weights")
+    if not isinstance(stamp, dict):  # written before weights were hashed
+        return run.weights(m).is_file()
+    return stamped_hash(run.weights(m), stamp) == stamp.get("sha256")
+
+
+def queried(run: RunDir, hashes: Plan | Hashes, m: int) -> bool:
+    """Model m's logits are current: meta.json records the train and query hashes of its current
+    inputs, and logits.npy is the file it records (the weights are not read: the logits are what
+    later stages use)."""
+    meta = run.read_meta(m)
+    if meta is None:
+        return False
+    device = meta.get("device", "cuda")
+    if meta.get("train_hash") != hashes.train_hash(m, device):
+        return False
+    if meta.get("query_hash") != hashes.query_hash(m, device):
+        return False
+    stamp = meta.get("logits")
+    if not isinstance(stamp, dict):
+        return run.logits(m).is_file()
+    return stamped_hash(run.logits(m), stamp) == stamp.get("sha256")
 
 
 def outdated_models(run: RunDir) -> list[int]:
     """Models of a planned run whose logits are missing or do not match the current plan."""
-    config, fingerprint = read_run_config(run.run_yaml), _recorded_fingerprint(run)
-    keep, inputs = load_npy(run.keep), config.training_inputs()
-    return [
-        m
-        for m in range(len(keep))
-        if not (
-            model_done(run, m, "query_hash", query_hash(inputs, config, fingerprint, keep[m], m))
-            and run.logits(m).is_file()
-        )
-    ]
-
-
-def model_done(run: RunDir, m: int, key: str, expected: str) -> bool:
-    """True when model m's meta.json records `expected` under `key` (train_hash or query_hash)."""
-    meta = run.read_meta(m)
-    return meta is not None and meta.get(key) == expected
+    hashes = Hashes(run)
+    return [m for m in range(len(hashes.keep)) if not queried(run, hashes, m)]

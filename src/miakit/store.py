@@ -8,6 +8,7 @@ metrics.json, metrics.csv, plots/.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import socket
@@ -24,16 +25,45 @@ import numpy as np
 from miakit.errors import MiakitError
 
 
+@lru_cache(maxsize=1)
+def _umask() -> int:
+    """The process's umask, read once (Linux: from /proc without changing it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a plain `open(path, "w")` gives a new file: 0666 less the umask."""
+    return 0o666 & ~_umask()
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path in the same folder; move it onto `path` only if the block succeeds."""
+    """Yield a temporary path in the same folder; move it onto `path` only if the block succeeds.
+
+    The file gets the mode the umask gives new files (mkstemp alone would make it 0600). On any
+    error (a full disk, OSError 28, included) the temporary file is removed and `path` is left as
+    it was.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, file_mode())
         os.replace(tmp_path, path)
+    except OSError as exc:
+        if exc.filename is None or Path(exc.filename) == tmp_path:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc  # name the file meant
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -52,11 +82,33 @@ def save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def save_json(path: Path, obj: Any) -> None:
-    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n"))
+    write_atomic(path, lambda tmp: tmp.write_text(json_text(obj)))
+
+
+def json_text(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n"
 
 
 def save_text(path: Path, text: str) -> None:
     write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def save_bytes_if_changed(path: Path, data: bytes) -> bool:
+    """Write `data` atomically unless `path` already holds exactly these bytes (then leave the
+    file, and its modification time, alone). Returns whether it wrote."""
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    write_atomic(path, lambda tmp: tmp.write_bytes(data))
+    return True
 
 
 def content_hash(obj: Any) -> str:
@@ -66,13 +118,48 @@ def content_hash(obj: Any) -> str:
 
 
 def file_hash(path: Path) -> str:
-    """SHA-256 of a file's bytes, as hex; cached while its size and modification time stay."""
+    """SHA-256 of a file's bytes, as hex; cached while its size, modification and change times
+    stay."""
     stat = path.stat()
-    return _file_hash(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    return _file_hash(str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
-@lru_cache(maxsize=16)
-def _file_hash(path: str, _size: int, _mtime_ns: int) -> str:
+def file_stamp(path: Path) -> dict[str, Any]:
+    """A file's SHA-256 with the stat fields that let `stamped_hash` trust it without a reread:
+    size, modification time and inode change time (which no user tool can set back)."""
+    stat = path.stat()
+    return {
+        "sha256": file_hash(path),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "ctime_ns": stat.st_ctime_ns,
+    }
+
+
+def stamped_hash(path: Path, stamp: dict[str, Any] | None = None) -> str | None:
+    """The SHA-256 of the file at `path` (None when there is none). When `stamp` (a `file_stamp`
+    taken earlier) has the file's current size, mtime and ctime, its hash is taken as is; any
+    other file is read and hashed."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    if not path.is_file():
+        return None
+    if stamp and [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns] == [
+        stamp.get("size"),
+        stamp.get("mtime_ns"),
+        stamp.get("ctime_ns"),
+    ]:
+        return stamp.get("sha256")
+    try:
+        return file_hash(path)
+    except OSError:
+        return None
+
+
+@lru_cache(maxsize=4096)
+def _file_hash(path: str, _size: int, _mtime_ns: int, _ctime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -172,21 +259,91 @@ class RunDir:
 FOREIGN_LOCK_SECONDS = 24 * 3600
 
 
-def _lock_abandoned(path: Path) -> bool:
-    """True when the lock's owner is gone: a dead pid on this host, or a very old foreign lock."""
+@lru_cache(maxsize=1)
+def boot_id() -> str | None:
+    """This machine's boot id (Linux), which changes at every boot; None where unknown."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields 3… of /proc/<pid>/stat (state first), or None where there is none."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2 :].split()
+    except (OSError, ValueError):
+        return None
+
+
+def process_start(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks since boot (Linux /proc/<pid>/stat field 22):
+    with the pid and the boot id it names one process, even after its pid is reused. None
+    where unknown."""
+    fields = _proc_stat(pid)
+    try:
+        return int(fields[19]) if fields else None
+    except (ValueError, IndexError):
+        return None
+
+
+def lock_owner() -> dict[str, Any]:
+    """What a lock records of the process taking it."""
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "boot_id": boot_id(),
+        "start": process_start(os.getpid()),
+        "since": time.time(),
+    }
+
+
+def lock_holder(path: Path) -> dict[str, Any] | None:
+    """Who holds the lock at `path`, or None when there is no lock: the owner's record with
+    `state` added: "live" (a running process on this host), "foreign" (a process on another host,
+    not checkable from here, younger than FOREIGN_LOCK_SECONDS) or "dead" (its process is gone:
+    a dead pid, a pid now of another process, another boot, or a very old foreign lock; the next
+    worker takes it over)."""
     try:
         owner = json.loads(path.read_text())
+        if not isinstance(owner, dict):
+            raise ValueError("not a mapping")
+    except FileNotFoundError:
+        return None
     except (OSError, ValueError):
-        return True  # half-written by a process killed while taking it
+        return {"state": "dead"}  # half-written by a process killed while taking it
+    return {**owner, "state": _holder_state(owner)}
+
+
+def _holder_state(owner: dict[str, Any]) -> str:
     if owner.get("host") != socket.gethostname():
-        return time.time() - owner.get("since", 0) > FOREIGN_LOCK_SECONDS
+        old = time.time() - float(owner.get("since", 0)) > FOREIGN_LOCK_SECONDS
+        return "dead" if old else "foreign"
+    if owner.get("boot_id") and boot_id() and owner["boot_id"] != boot_id():
+        return "dead"
     try:
-        os.kill(int(owner["pid"]), 0)
+        pid = int(owner["pid"])
+        os.kill(pid, 0)
     except ProcessLookupError:
-        return True
-    except (PermissionError, KeyError, ValueError):
-        return False
-    return False
+        return "dead"
+    except (PermissionError, KeyError, ValueError, TypeError, OverflowError):
+        pass  # alive but another user's, or no pid recorded: judged by its start time alone
+    else:
+        fields = _proc_stat(pid)
+        if fields and fields[0] in ("Z", "X"):
+            return "dead"  # exited, not yet reaped by its parent
+        recorded, now = owner.get("start"), process_start(pid)
+        if recorded is not None and now is not None and recorded != now:
+            return "dead"  # the pid now belongs to another process
+    return "live"
+
+
+def describe_holder(holder: dict[str, Any]) -> str:
+    """E.g. "pid 4242 on host gpu-3 since 14:02:11"."""
+    since = holder.get("since")
+    when = time.strftime(" since %H:%M:%S", time.localtime(since)) if since else ""
+    return f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}{when}"
 
 
 def model_lock(run: RunDir, m: int) -> AbstractContextManager[bool]:
@@ -199,15 +356,18 @@ def file_lock(path: Path) -> Iterator[bool]:
     """Hold the lock at `path` while working; yields False when a live worker holds it.
 
     The lock is a file created with O_EXCL, so two workers (processes, Ray tasks, shards on other
-    machines sharing the run directory) never write the same thing at once.
+    machines sharing the run directory) never write the same thing at once. It records the
+    holder's host, pid, boot id and process start time, so a lock left by a dead process is
+    taken over even when its pid has been reused.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()})
+    owner = json.dumps(lock_owner())
     for _ in range(2):
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         except FileExistsError:
-            if not _lock_abandoned(path):
+            holder = lock_holder(path)
+            if holder is not None and holder["state"] != "dead":
                 yield False
                 return
             path.unlink(missing_ok=True)

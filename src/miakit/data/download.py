@@ -50,6 +50,7 @@ def ensure_files(
         return folder
     if not download or not all(f.urls for f in missing):
         raise MiakitError(missing_message(info, folder, missing))
+    created = [p for p in [folder, *folder.parents] if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -57,13 +58,25 @@ def ensure_files(
             f"cannot create {folder} ({exc}); choose a writable data folder with --data-dir "
             "or MIAKIT_DATA"
         ) from exc
-    for spec in missing:
-        try:
+    try:
+        for spec in missing:
             fetch_file(spec, folder / spec.name, console)
-        except MiakitError as exc:
-            still = [f for f in info.files if not (folder / f.name).is_file()]
-            raise MiakitError(f"{exc}\n{missing_message(info, folder, still)}") from exc
+    except MiakitError as exc:
+        still = [f for f in info.files if not (folder / f.name).is_file()]
+        raise MiakitError(f"{exc}\n{missing_message(info, folder, still)}") from exc
+    finally:
+        _remove_if_empty(created)
     return folder
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove the folders this download created (deepest first) that are still empty: a failed
+    download leaves no empty folder behind (a partial file it can resume keeps its folder)."""
+    for path in folders:
+        try:
+            path.rmdir()
+        except OSError:
+            return
 
 
 def fetch_file(spec: RemoteFile, dest: Path, console: Console | None = None) -> None:

@@ -1,0 +1,211 @@
+"""The content-hash chain of the files derived from a run's models.
+
+Models are current when their meta.json records the hash of their inputs (plan.py). The same
+holds for what is derived from them:
+
+- `scores/<attack>.json` records what `scores/<attack>.npy` was computed from: the attack's name
+  and effective options, the design (targets, references), and the SHA-256 of keep.npy,
+  labels.npy and every model's logits.npy (and trace.npy where every model has one);
+- `metrics.json` records the SHA-256 of each attack's scores, the evaluate settings, the seed,
+  keep.npy and the evaluated records;
+- `report.json` records the SHA-256 of metrics.json, run.yaml, pool.json, every model's
+  meta.json and the included single-point summaries, and of report.html itself.
+
+Each record is `{"inputs": {...}, "inputs_hash": ..., "stamps": {...}}`; `stamps` keeps each input
+file's size and times beside its hash, so a file whose size and times are unchanged is not read
+again (`store.stamped_hash`). A file is current when its record's inputs hash equals that of the
+inputs as they are now; `stale_reason` says in words what changed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from miakit.attacks import make_attack
+from miakit.config import AuditConfig
+from miakit.plan import Design
+from miakit.store import RunDir, content_hash, file_stamp, load_npy, stamped_hash
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A JSON record, or None when it is absent or unreadable (then what it describes is stale)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and "inputs_hash" in record else None
+
+
+def _hashes(files: Mapping[str, Path], record: dict | None) -> dict[str, str | None]:
+    """SHA-256 of each file (None where missing); a file whose stamp in `record` still fits
+    its size and times is not read."""
+    stamps = (record or {}).get("stamps", {})
+    return {key: stamped_hash(path, stamps.get(key)) for key, path in files.items()}
+
+
+def output_record(inputs: dict[str, Any], files: Mapping[str, Path], output: Path) -> dict:
+    """The record of `output` made from `inputs` (reading `files`); written after `output`."""
+    return {
+        "inputs": inputs,
+        "inputs_hash": content_hash(inputs),
+        "stamps": {key: file_stamp(path) for key, path in files.items() if path.is_file()},
+        "output": file_stamp(output),
+    }
+
+
+def stale_reason(record: dict | None, inputs: dict[str, Any]) -> str | None:
+    """None when `record` was made from exactly `inputs`; else what differs, in words."""
+    if record is None:
+        return "it records no inputs: written by an older miakit, or interrupted"
+    if record.get("inputs_hash") == content_hash(inputs):
+        return None
+    before = record.get("inputs", {})
+    for key in inputs:
+        if before.get(key) != inputs[key]:
+            return _difference(key, before.get(key), inputs[key])
+    return "its inputs changed since it was computed"
+
+
+def _difference(key: str, before: Any, now: Any) -> str:
+    what = key
+    if isinstance(now, dict) and isinstance(before, dict):
+        changed = [k for k in now if before.get(k) != now[k]] + [k for k in before if k not in now]
+        if changed:
+            what = changed[0] if key == "files" else f"{key}.{changed[0]}"
+    return f"{what} changed since it was computed"
+
+
+# --- scores -------------------------------------------------------------------------------
+
+
+def scores_files(run: RunDir, num_models: int) -> dict[str, Path]:
+    """What an attack reads: keep, labels, every model's logits and, where all have one, traces."""
+    files = {"keep.npy": run.keep, "labels.npy": run.labels}
+    files |= {f"models/{m:04d}/logits.npy": run.logits(m) for m in range(num_models)}
+    if num_models and all(run.trace(m).is_file() for m in range(num_models)):
+        files |= {f"models/{m:04d}/trace.npy": run.trace(m) for m in range(num_models)}
+    return files
+
+
+def scores_inputs(
+    run: RunDir, config: AuditConfig, name: str, design: Design, record: dict | None
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    """The inputs of scores/<name>.npy as they are now, and the files they name."""
+    files = scores_files(run, len(load_npy(run.keep, mmap=True)))
+    hashes = _hashes(files, record)
+    options = make_attack(name, config.attack_options.get(name)).config.model_dump(mode="json")
+    inputs = {
+        "attack": name,
+        "options": options,
+        "design": {"targets": list(design.targets), "references": design.references},
+        "files": hashes,
+    }
+    return inputs, files
+
+
+def scores_record_path(run: RunDir, name: str) -> Path:
+    return run.scores_dir / f"{name}.json"
+
+
+def scores_stale(run: RunDir, config: AuditConfig, name: str, design: Design) -> str | None:
+    """None when scores/<name>.npy is current; else why not."""
+    record = read_record(scores_record_path(run, name))
+    if not run.scores(name).is_file():
+        return "there are none"
+    inputs, _ = scores_inputs(run, config, name, design, record)
+    reason = stale_reason(record, inputs)
+    if reason is None and not _output_current(run.scores(name), record):
+        reason = "the scores file was changed since it was written"
+    return reason
+
+
+def _output_current(path: Path, record: dict) -> bool:
+    stamp = record.get("output")
+    return isinstance(stamp, dict) and stamped_hash(path, stamp) == stamp.get("sha256")
+
+
+# --- metrics ------------------------------------------------------------------------------
+
+
+def metrics_inputs(
+    run: RunDir,
+    config: AuditConfig,
+    names: Sequence[str],
+    design: Design,
+    record: dict | None,
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    """The inputs of metrics.json for the attacks `names` as they are now, and their files."""
+    files = {"keep.npy": run.keep} | {f"scores/{n}.npy": run.scores(n) for n in names}
+    if run.eval_records.is_file():
+        files["eval_records.npy"] = run.eval_records
+    hashes = _hashes(files, record)
+    inputs: dict[str, Any] = {
+        "attacks": list(names),
+        "evaluate": config.evaluate.model_dump(mode="json"),
+        "seed": config.seed,
+        "targets": list(design.targets),
+        "files": hashes,
+    }
+    if config.evaluate.ood:  # each model's queries on the sets, and how attacks score them
+        inputs["ood"] = {
+            "models": [
+                [meta.get("query_hash"), meta.get("finished_at")]
+                for meta in (run.read_meta(m) or {} for m in range(len(load_npy(run.keep))))
+            ],
+            "options": {n: config.attack_options.get(n) for n in names},
+        }
+    return inputs, files
+
+
+def metrics_stale(
+    run: RunDir, config: AuditConfig, names: Sequence[str], design: Design
+) -> str | None:
+    """None when metrics.json (with metrics.csv and the ROC plots) is current for `names`."""
+    record = read_record(run.metrics_json)
+    inputs, _ = metrics_inputs(run, config, names, design, record)
+    reason = stale_reason(record, inputs)
+    if reason is None:
+        outputs = [run.metrics_csv, *(run.plots / f"roc_{n}.png" for n in names)]
+        missing = [p for p in outputs if not p.is_file()]
+        if missing:
+            reason = f"{missing[0]} is missing"
+    return reason
+
+
+# --- report -------------------------------------------------------------------------------
+
+
+def report_files(run: RunDir, single_point: Sequence[Path]) -> dict[str, Path]:
+    files = {"metrics.json": run.metrics_json, "run.yaml": run.run_yaml, "pool.json": run.pool}
+    num_models = len(load_npy(run.keep, mmap=True))
+    files |= {f"models/{m:04d}/meta.json": run.meta(m) for m in range(num_models)}
+    files |= {f"single_point:{folder}": Path(folder) / "summary.json" for folder in single_point}
+    return files
+
+
+def report_inputs(
+    run: RunDir, single_point: Sequence[Path], record: dict | None
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    files = report_files(run, single_point)
+    hashes = _hashes(files, record)
+    return {"files": hashes}, files
+
+
+def report_record_path(run: RunDir) -> Path:
+    return run.root / "report.json"
+
+
+def report_stale(run: RunDir, single_point: Sequence[Path]) -> str | None:
+    """None when report.html is current for the run and these single-point folders."""
+    path = run.root / "report.html"
+    if not path.is_file():
+        return "there is none"
+    record = read_record(report_record_path(run))
+    inputs, _ = report_inputs(run, single_point, record)
+    reason = stale_reason(record, inputs)
+    if reason is None and not _output_current(path, record):
+        reason = "report.html was changed since it was written"
+    return reason

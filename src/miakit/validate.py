@@ -1,0 +1,146 @@
+"""The checks `plan` runs before anything is written or trained: the attacks and their options,
+the architecture against the data, the query views against the data kind, the output folder,
+and the models and records each chosen attack needs under the planned split.
+
+Each check raises MiakitError naming the setting and how to fix it, so that a bad audit stops in
+seconds instead of after every model has trained.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from miakit.attacks import ATTACKS, make_attack
+from miakit.config import AuditConfig
+from miakit.data import Pool
+from miakit.errors import MiakitError
+
+#: What each attack needs of every record it scores, among the reference models of the target:
+#: "in" (a reference trained on it), "out" (one not trained on it), "any" (one reference).
+#: tests/test_validate.py checks each entry against the attack itself.
+REFERENCE_NEEDS: dict[str, tuple[str, ...]] = {
+    "loss": (),
+    "lira-online": ("in", "out"),
+    "lira-online-fixed": ("in", "out"),
+    "lira-offline": ("out",),
+    "lira-offline-fixed": ("out",),
+    "lira-global": (),
+    "rmia": ("any",),
+    "rmia-offline": ("out",),
+    "attack-r": ("out",),
+    "attack-p": (),
+    "confidence": (),
+    "entropy": (),
+    "modified-entropy": (),
+    "threshold-confidence": ("any",),
+    "threshold-entropy": ("any",),
+    "shokri": ("any",),
+    "salem": ("any",),
+    "lt-iqr": (),
+}
+
+#: `attacks: all` (or `--attacks all`) stands for every registered attack.
+ALL = "all"
+
+
+def resolve_attacks(names: Sequence[str]) -> list[str]:
+    """The attack names with `all` expanded to every registered attack (in registry order);
+    unknown names are an error listing the known ones."""
+    resolved: list[str] = []
+    for name in names:
+        for one in ATTACKS if name == ALL else [name]:
+            if one not in ATTACKS:
+                raise MiakitError(
+                    f"attacks: unknown attack {one!r}; known attacks: {', '.join(sorted(ATTACKS))}"
+                    f" (or `all`; `miakit attacks list` describes them)"
+                )
+            if one not in resolved:
+                resolved.append(one)
+    return resolved
+
+
+def check_attack_options(config: AuditConfig) -> None:
+    """Every attack_options entry names a known attack and holds only valid options."""
+    for name, options in config.attack_options.items():
+        if name not in ATTACKS:
+            raise MiakitError(
+                f"attack_options.{name}: unknown attack; known attacks: "
+                f"{', '.join(sorted(ATTACKS))}"
+            )
+        make_attack(name, options)
+
+
+def check_output_dir(root: Path) -> None:
+    """The run directory is a folder (or can be made one) that this process may write."""
+    if root.exists() and not root.is_dir():
+        raise MiakitError(f"{root} exists and is not a directory; give --out a folder")
+    existing = root
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise MiakitError(f"cannot create {root}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise MiakitError(f"{existing} is not writable; give --out a folder you may write")
+
+
+def check_model(config: AuditConfig, pool: Pool) -> None:
+    """The training device exists, the architecture exists and fits the records, and query
+    views beyond the record itself are asked only of images."""
+    from miakit.models import build_model  # torch: imported only by the stage that plans
+    from miakit.train.trainer import resolve_device
+
+    resolve_device(config.train.device)
+    options = config.model.model_dump(exclude={"arch"})
+    build_model(config.model.arch, pool.x.shape[1:], pool.num_classes, **options)
+    if config.query.augmentations > 1 and not pool.is_image:
+        raise MiakitError(
+            f"query.augmentations: {config.query.augmentations} views (flips and shifts) need "
+            f"images, but {pool.name}'s records are feature vectors; use query.augmentations=1"
+        )
+
+
+def check_design(
+    config: AuditConfig,
+    keep: np.ndarray,
+    targets: Sequence[int],
+    references: Sequence[int] | None,
+    eval_records: np.ndarray | None,
+    attacks: Sequence[str],
+) -> None:
+    """Every target has members and non-members among the evaluated records (a ROC needs both),
+    and every record each attack scores has the reference models that attack needs."""
+    records = slice(None) if eval_records is None else eval_records
+    for t in targets:
+        members = keep[t, records]
+        if members.all() or not members.any():
+            raise MiakitError(
+                f"target model {t} is trained on {int(members.sum())} of the "
+                f"{members.size} evaluated records: a ROC needs members and non-members; use a "
+                "larger pool (data.subsample, data.path) or another split"
+            )
+    if "lt-iqr" in attacks and not config.train.record_trace:
+        raise MiakitError("attacks: lt-iqr needs loss traces; set train.record_trace=true")
+    needs = {side for a in attacks for side in REFERENCE_NEEDS.get(a, ())}
+    if not needs:
+        return
+    num_models = keep.shape[0]
+    for t in targets:
+        refs = [m for m in (references or range(num_models)) if m != t]
+        inside = keep[refs].sum(axis=0)
+        counts = {"in": inside, "out": len(refs) - inside, "any": np.full_like(inside, len(refs))}
+        for side in sorted(needs):
+            lacking = np.flatnonzero(counts[side] == 0)
+            if lacking.size:
+                who = [a for a in attacks if side in REFERENCE_NEEDS.get(a, ())]
+                kind = {"in": "an IN", "out": "an OUT", "any": "a"}[side]
+                raise MiakitError(
+                    f"{', '.join(who)} need{'s' * (len(who) == 1)} {kind} reference model for every record, but with "
+                    f"split.num_models={num_models} ({config.split.strategy}) target {t} has none "
+                    f"for {lacking.size} records (e.g. record {lacking[0]}); use more models"
+                )

@@ -1,0 +1,60 @@
+"""plan's checks against the attacks themselves: the references each attack needs (validate.
+REFERENCE_NEEDS) are what the attack's own code demands, and `attacks: all`."""
+
+import numpy as np
+import pytest
+
+from miakit import pipeline
+from miakit.attacks import ATTACKS, make_attack
+from miakit.config import load_config
+from miakit.errors import MiakitError
+from miakit.signals import Signals
+from miakit.store import RunDir
+from miakit.validate import REFERENCE_NEEDS, check_design, resolve_attacks
+
+from .synthetic import balanced_keep_matrix
+
+
+def signals_for(keep: np.ndarray) -> Signals:
+    rng = np.random.default_rng(12345)  # not the keep matrix's seed: labels independent of it
+    num_models, num_records = keep.shape
+    labels = rng.integers(0, 3, num_records)
+    logits = rng.normal(size=(num_models, num_records, 1, 3)).astype(np.float32)
+    traces = rng.normal(size=(num_models, 5, num_records)).astype(np.float16)
+    return Signals.from_arrays(logits, labels, keep, traces)
+
+
+def test_every_registered_attack_has_its_needs_listed():
+    assert set(REFERENCE_NEEDS) == set(ATTACKS)
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_reference_needs_match_the_attack(name):
+    """Two models, each record IN for one: every target's one reference is OUT where the
+    target is IN and IN where it is OUT, so attacks needing IN or OUT references fail."""
+    config = load_config(None, ["train.record_trace=true"])
+    two = balanced_keep_matrix(2, 200)
+    needs = set(REFERENCE_NEEDS[name]) & {"in", "out"}
+    attack = make_attack(name)
+    if needs:
+        with pytest.raises(MiakitError, match="reference"):
+            attack.score_targets(signals_for(two), [0, 1], None)
+        with pytest.raises(MiakitError, match=f"{name}.* need"):
+            check_design(config, two, [0, 1], None, None, [name])
+    else:
+        scores = attack.score_targets(signals_for(two), [0, 1], None)
+        assert scores.shape == (2, 200)
+        check_design(config, two, [0, 1], None, None, [name])
+    four = balanced_keep_matrix(4, 200)
+    check_design(config, four, [0, 1, 2, 3], None, None, [name])
+    assert attack.score_targets(signals_for(four), [0, 1, 2, 3], None).shape == (4, 200)
+
+
+def test_attacks_all_names_every_attack(tmp_path, tiny_config):
+    assert resolve_attacks(["all"]) == list(ATTACKS)
+    assert resolve_attacks(["loss", "all"]) == ["loss", *(a for a in ATTACKS if a != "loss")]
+    config = tiny_config.model_copy(update={"attacks": ["all"]})
+    config.train.record_trace = True
+    planned = pipeline.plan(config, RunDir(tmp_path / "run"))
+    assert planned.config.attacks == list(ATTACKS)
+    assert "- lt-iqr" in (tmp_path / "run" / "run.yaml").read_text()

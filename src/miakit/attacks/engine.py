@@ -1,0 +1,275 @@
+"""Per-record statistics of the reference models, fitted once and read for every target.
+
+An attack that compares a target with its reference models needs, per record and augmentation,
+statistics (median, mean, std, trimmed mean, order statistics) of the references' values. In
+leave-one-out evaluation every model is a target in turn and its references are all the others, so
+the statistics of M − 1 values are wanted M times. `Fitted` computes them once over all the rows it
+is given (values sorted along the models, sums of deviations) and `Fitted.without` derives each
+target's by removing that target's own value:
+
+- the k-th smallest of the other values is the k-th or the (k+1)-th of all, depending only on
+  whether the removed value sorts before it: with r the number of values below the removed one,
+  r ≤ k exactly when sorted[k] ≥ removed value, so no ranks (argsort) are needed and ties take
+  care of themselves;
+- sums of deviations from a shift (the lower median of all values, one of the values itself) lose
+  the removed term; the mean and the variance follow. A spread of identical values comes out as
+  exactly 0, so "no spread" can be told from a small one.
+
+Shapes: values [R, n, A] (R rows, usually models; n records; A augmentations), use [R, n] (which
+rows count for a record). Targets come as a block of T rows to leave out (−1: none) with their own
+values [T, n, A].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from miakit.errors import MiakitError
+from miakit.signals import Signals
+
+
+class Fitted:
+    """Statistics of `values` [R, n, A] over the rows where `use` [R, n] is True, per record."""
+
+    def __init__(self, values: np.ndarray, use: np.ndarray):
+        self.use = use
+        self.count = use.sum(axis=0)  # [n]
+        masked = np.where(use[..., None], values, np.inf).transpose(1, 2, 0)
+        self.sorted = np.sort(masked, axis=-1)  # [n, A, R], unused rows last (+inf)
+        lower_median = np.maximum((self.count - 1) // 2, 0)
+        self.shift = self._take(self.sorted, lower_median[:, None])  # [n, A]
+        self.shift = np.where(np.isfinite(self.shift), self.shift, 0.0)
+        deviation = np.where(use[..., None], values - self.shift, 0.0)
+        self.s1 = deviation.sum(axis=0)  # [n, A]
+        self.s2 = np.square(deviation).sum(axis=0)
+        self._prefix: np.ndarray | None = None
+
+    @staticmethod
+    def _take(ordered: np.ndarray, k: np.ndarray) -> np.ndarray:
+        """ordered [..., n, A, R] at positions k (broadcasting with [..., n, A]) along R."""
+        k = np.asarray(k)
+        k = k.reshape((1,) * (ordered.ndim - 1 - k.ndim) + k.shape)
+        return np.take_along_axis(ordered, k[..., None], axis=-1)[..., 0]
+
+    def prefix(self) -> np.ndarray:
+        """Sums of the first k sorted values, k = 0..R, [n, A, R + 1] (unused rows add 0)."""
+        if self._prefix is None:
+            finite = np.where(np.isfinite(self.sorted), self.sorted, 0.0)
+            prefix = np.zeros((*finite.shape[:-1], finite.shape[-1] + 1))
+            np.cumsum(finite, axis=-1, out=prefix[..., 1:])
+            self._prefix = prefix
+        return self._prefix
+
+    def without(self, rows: np.ndarray, values: np.ndarray) -> LeftOut:
+        """The statistics for T targets, each leaving out its row `rows[i]` (−1: none) whose own
+        values are `values[i]` [n, A]."""
+        rows = np.asarray(rows)
+        removed = np.zeros((rows.size, self.count.size), dtype=bool)
+        inside = rows >= 0
+        removed[inside] = self.use[rows[inside]]
+        return LeftOut(self, removed, np.asarray(values, dtype=np.float64))
+
+
+class LeftOut:
+    """Each target's view of a `Fitted`: its own value removed where its row was used.
+
+    Every statistic is [T, n, A] (counts [T, n]); entries of records with too few values are
+    meaningless and must be masked by the caller (see `count`).
+    """
+
+    def __init__(self, fitted: Fitted, removed: np.ndarray, values: np.ndarray):
+        self.fitted, self.removed, self.values = fitted, removed, values
+        self.count = fitted.count - removed  # [T, n]
+        # deviation of the removed value from the shift, 0 where nothing is removed
+        self._dev = np.where(removed[..., None], values - fitted.shift, 0.0)
+
+    def kth(self, k: np.ndarray) -> np.ndarray:
+        """The k-th smallest (0-based) of each target's values, k [T, n] or [T, n, A] in range."""
+        k = np.broadcast_to(k if k.ndim == 3 else k[..., None], self.values.shape)
+        ordered = self.fitted.sorted[None]
+        at = Fitted._take(ordered, np.minimum(k, ordered.shape[-1] - 1))
+        after = Fitted._take(ordered, np.minimum(k + 1, ordered.shape[-1] - 1))
+        # the removed value sorts at or before position k exactly when sorted[k] ≥ it
+        shifted = self.removed[..., None] & (at >= self.values)
+        return np.where(shifted, after, at)
+
+    def median(self) -> np.ndarray:
+        count = np.maximum(self.count, 1)
+        return 0.5 * (self.kth((count - 1) // 2) + self.kth(count // 2))
+
+    def mean(self) -> np.ndarray:
+        count = np.maximum(self.count, 1)[..., None]
+        return self.fitted.shift + (self.fitted.s1 - self._dev) / count
+
+    def std(self) -> np.ndarray:
+        """Population std (ddof 0); exactly 0 when the values are all equal."""
+        count = np.maximum(self.count, 1)[..., None]
+        s1 = self.fitted.s1 - self._dev
+        s2 = self.fitted.s2 - np.square(self._dev)
+        return np.sqrt(np.maximum(s2 / count - np.square(s1 / count), 0.0))
+
+    def center(self, kind: str) -> np.ndarray:
+        return self.median() if kind == "median" else self.mean()
+
+    def first_sum(self, k: np.ndarray) -> np.ndarray:
+        """Sum of each target's k smallest values, k [T, n] (0 ≤ k ≤ count)."""
+        prefix = self.fitted.prefix()[None]
+        k3 = np.broadcast_to(k[..., None], self.values.shape)
+        top = prefix.shape[-1] - 1
+        plain = Fitted._take(prefix, np.minimum(k3, top))
+        one_more = Fitted._take(prefix, np.minimum(k3 + 1, top))
+        # the first k of the others are the first k + 1 of all less the removed value when it
+        # sorts among those (r < k, i.e. sorted[k − 1] ≥ it)
+        before = Fitted._take(self.fitted.sorted[None], np.clip(k3 - 1, 0, top - 1))
+        inside = self.removed[..., None] & (k3 >= 1) & (before >= self.values)
+        return np.where(inside, one_more - self.values, plain)
+
+    def trimmed_mean(self, trim: float) -> np.ndarray:
+        """scipy.stats.trim_mean: drop floor(trim · count) values at each end, mean of the rest."""
+        cut = np.floor(trim * self.count).astype(np.int64)
+        kept = np.maximum(self.count - 2 * cut, 1)
+        return (self.first_sum(self.count - cut) - self.first_sum(cut)) / kept[..., None]
+
+    def count_at_most(self, x: np.ndarray) -> np.ndarray:
+        """How many of each target's values are ≤ x [T, n, A], by binary search in the sorted
+        values (unused rows sort last as +inf and are never counted)."""
+        ordered = self.fitted.sorted[None]
+        lo = np.zeros(x.shape, dtype=np.int64)
+        hi = np.full(x.shape, ordered.shape[-1], dtype=np.int64)
+        while True:
+            active = lo < hi
+            if not active.any():
+                break
+            mid = (lo + hi) // 2
+            right = Fitted._take(ordered, np.minimum(mid, ordered.shape[-1] - 1)) <= x
+            lo = np.where(active & right, mid + 1, lo)
+            hi = np.where(active & ~right, mid, hi)
+        return lo - (self.removed[..., None] & (self.values <= x))
+
+
+def block_size(per_target_bytes: int, budget: int = 64 * 2**20) -> int:
+    """How many targets to handle at once so that one [T, n, A] float64 array stays in budget."""
+    return max(1, budget // max(per_target_bytes, 1))
+
+
+class Layout:
+    """Which models an all-targets pass reads and how each target sees them.
+
+    rows: the models read, sorted (references and targets); is_reference [R]: rows that count as
+    references; target_rows [T]: each target's row; drop [T]: the row each target leaves out of
+    its references (its own, when it is one of them; −1 otherwise); scored [N]: records to score
+    (`records` where given, else all; query-only records always).
+    """
+
+    def __init__(
+        self,
+        signals: Signals,
+        targets: Sequence[int],
+        references: Sequence[int] | None,
+        records: np.ndarray | None = None,
+    ):
+        self.targets = np.asarray(list(targets), dtype=np.int64)
+        num_models = signals.num_models
+        refs = np.arange(num_models) if references is None else np.asarray(list(references), int)
+        for name, given in (("target", self.targets), ("reference", refs)):
+            if given.size and (given.min() < 0 or given.max() >= num_models):
+                raise MiakitError(
+                    f"{name} models must lie in [0, {num_models}), got {given.tolist()}"
+                )
+        self.rows = np.union1d(refs, self.targets)
+        self.is_reference = np.isin(self.rows, refs)
+        self.target_rows = np.searchsorted(self.rows, self.targets)
+        self.drop = np.where(self.is_reference[self.target_rows], self.target_rows, -1)
+        self.scored = np.ones(signals.num_records, dtype=bool)
+        if records is not None:
+            records = np.asarray(records, dtype=bool)
+            if records.shape != (signals.num_fit,) and records.shape != (signals.num_records,):
+                raise MiakitError(
+                    f"records must be a bool mask over the {signals.num_fit} pool records, "
+                    f"got shape {records.shape}"
+                )
+            self.scored[: records.size] = records
+            self.scored[signals.num_fit :] = True
+
+    def references_of(self, block: np.ndarray) -> np.ndarray:
+        """bool [len(block), R]: the rows each target of the block uses as references."""
+        refs = np.broadcast_to(self.is_reference, (block.size, self.rows.size)).copy()
+        drop = self.drop[block]
+        refs[np.flatnonzero(drop >= 0), drop[drop >= 0]] = False
+        return refs
+
+    def blocks(self, num_records: int, num_augmentations: int) -> list[np.ndarray]:
+        """Target positions in blocks small enough for a few [T, n, A] float64 arrays."""
+        size = block_size(8 * num_records * num_augmentations)
+        return [
+            np.arange(i, min(i + size, self.targets.size))
+            for i in range(0, self.targets.size, size)
+        ]
+
+
+def read_signal(
+    signals: Signals,
+    transform: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    models: Sequence[int],
+    records: slice,
+) -> np.ndarray:
+    """transform(logits, labels) of each model in turn, stacked: [len(models), n, A] float64.
+    One model's logits at a time, so the float64 copies stay small."""
+    labels = signals.labels[records]
+    out = np.empty((len(models), records.stop - records.start, signals.num_augmentations))
+    for i, m in enumerate(models):
+        out[i] = transform(signals.read_logits([int(m)], records)[0], labels)
+    return out
+
+
+def global_spread(
+    signals: Signals,
+    transform: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    layout: Layout,
+) -> dict[str, np.ndarray]:
+    """Per target, the std of all its references' IN values and of their OUT values over every
+    pool record (query-only ones excluded) and augmentation: {"IN": [T], "OUT": [T]}. A side with
+    fewer than two values or no spread gets 1.0."""
+    rows = layout.rows.size
+    moments = {side: (np.zeros(rows), np.zeros(rows), np.zeros(rows)) for side in ("IN", "OUT")}
+    for records in signals.record_chunks(rows):
+        if records.start >= signals.num_fit:
+            break
+        values = read_signal(signals, transform, layout.rows, records)
+        keep = signals.keep[layout.rows, records]
+        for side, use in (("IN", keep), ("OUT", ~keep)):
+            count, mean, m2 = moments[side]
+            n = use.sum(axis=1) * values.shape[-1]
+            chunk_mean = np.where(use[..., None], values, 0.0).sum(axis=(1, 2)) / np.maximum(n, 1)
+            dev = np.where(use[..., None], values - chunk_mean[:, None, None], 0.0)
+            chunk_m2 = np.square(dev).sum(axis=(1, 2))
+            total = count + n  # Chan et al.'s pairwise update
+            delta = chunk_mean - mean
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean[:] = np.where(total > 0, mean + delta * n / total, 0.0)
+                m2[:] = m2 + chunk_m2 + np.where(total > 0, delta**2 * count * n / total, 0.0)
+            count[:] = total
+    weights = layout.references_of(np.arange(layout.targets.size)).astype(np.float64)  # [T, R]
+    out = {}
+    for side, (count, mean, m2) in moments.items():
+        total = weights @ count
+        centre = (weights @ (count * mean)) / np.maximum(total, 1)
+        spread = weights @ m2 + (weights * count * np.square(mean - centre[:, None])).sum(axis=1)
+        std = np.sqrt(np.maximum(spread, 0.0) / np.maximum(total, 1))
+        out[side] = np.where((total > 1) & (std > 0), std, 1.0)
+    return out
+
+
+def require(
+    count: np.ndarray, scored: np.ndarray, first: int, targets: np.ndarray, what: str
+) -> None:
+    """Stop when a scored record has no value to fit: count [T, n], scored [n]."""
+    missing = (count == 0) & scored[None]
+    if missing.any():
+        t, n = np.argwhere(missing)[0]
+        raise MiakitError(
+            f"{what}, but record {first + n} has none for target model {targets[t]}; "
+            "use more models or a balanced split"
+        )

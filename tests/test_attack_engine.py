@@ -1,0 +1,222 @@
+"""The all-targets engine against straightforward per-target implementations written here (loops
+over targets, records and augmentations, float64): ties, records with 0 or 1 IN/OUT reference,
+A = 1 and A = 18, and query-only records."""
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from miakit.attacks import make_attack
+from miakit.attacks.engine import Fitted
+from miakit.errors import MiakitError
+from miakit.signals import Signals
+
+from .synthetic import balanced_keep_matrix, binary_logits_from_log_odds
+
+LIRA = ["lira-online", "lira-online-fixed", "lira-offline", "lira-offline-fixed"]
+pytestmark = [pytest.mark.attack(name) for name in LIRA]
+
+MODELS, RECORDS = 8, 40
+
+
+def tied_case(augmentations, seed=0, queries=0):
+    """φ on a grid of 0.5 (many ties), one record whose φ is the same for every model, and
+    records with few IN or OUT models: record 0 is IN only for model 2, record 1 for models 2
+    and 5; record 2 is OUT only for model 4, record 3 for models 4 and 6."""
+    rng = np.random.default_rng(seed)
+    keep = balanced_keep_matrix(MODELS, RECORDS, seed)
+    keep[:, 0] = np.isin(np.arange(MODELS), [2])
+    keep[:, 1] = np.isin(np.arange(MODELS), [2, 5])
+    keep[:, 2] = ~np.isin(np.arange(MODELS), [4])
+    keep[:, 3] = ~np.isin(np.arange(MODELS), [4, 6])
+    phi = rng.normal(0, 1.5, (1, RECORDS, 1)) + np.where(keep[..., None], 1.0, 0.0)
+    phi = np.round(2 * (phi + rng.normal(0, 1, (MODELS, RECORDS, augmentations)))) / 2
+    phi[:, 5, 0] = 1.5
+    total = RECORDS + queries
+    if queries:
+        phi = np.concatenate(
+            [phi, np.round(2 * rng.normal(0, 2, (MODELS, queries, augmentations))) / 2], axis=1
+        )
+        keep = np.concatenate([keep, np.zeros((MODELS, queries), dtype=bool)], axis=1)
+    signals = Signals(
+        list(binary_logits_from_log_odds(phi)),
+        np.ones(total, dtype=np.int64),
+        keep,
+        queries=queries,
+    )
+    return signals, phi, keep
+
+
+def global_std(phi, keep, refs, member, fit):
+    values = [
+        phi[m, n, a]
+        for m in refs
+        for n in range(fit)
+        for a in range(phi.shape[2])
+        if keep[m, n] == member
+    ]
+    std = np.std(values) if len(values) > 1 else 0.0
+    return std if std > 0 else 1.0
+
+
+def gaussian(values, center, fallback, fixed=None):
+    mu = np.median(values) if center == "median" else np.mean(values)
+    if fixed is not None:
+        return mu, fixed
+    if len(values) < 2 or len(set(values)) == 1:
+        return mu, fallback
+    return mu, np.std(values)
+
+
+def lira_per_target(
+    variant, phi, keep, target, refs, scored, center="median", tail="one-sided", queries=0
+):
+    """One target, its references, every record and augmentation in loops."""
+    fit = phi.shape[1] - queries
+    online, fixed = variant.startswith("lira-online"), variant.endswith("fixed")
+    g_in = global_std(phi, keep, refs, True, fit)
+    g_out = global_std(phi, keep, refs, False, fit)
+    fixed_sd = (g_in if online else g_out) if fixed else None
+    out = np.full(phi.shape[1], np.nan)
+    shifts, sds = [], []
+    for n in range(fit):
+        if not scored[n]:
+            continue
+        terms = []
+        for a in range(phi.shape[2]):
+            x = phi[target, n, a]
+            ins = [phi[m, n, a] for m in refs if keep[m, n]]
+            outs = [phi[m, n, a] for m in refs if not keep[m, n]]
+            mu_out, sd_out = gaussian(outs, center, g_out, fixed_sd)
+            if online:
+                mu_in, sd_in = gaussian(ins, center, g_in, fixed_sd)
+                shifts.append(mu_in - mu_out)
+                sds.append(sd_in)
+                terms.append(norm.logpdf(x, mu_in, sd_in) - norm.logpdf(x, mu_out, sd_out))
+            elif tail == "one-sided":
+                terms.append(norm.logcdf(x, mu_out, sd_out))
+            else:
+                terms.append(-norm.logpdf(x, mu_out, sd_out))
+        out[n] = np.mean(terms)
+    for n in range(fit, phi.shape[1]):  # query-only: the IN Gaussian is the pooled one
+        terms = []
+        for a in range(phi.shape[2]):
+            x = phi[target, n, a]
+            outs = [phi[m, n, a] for m in refs]
+            mu_out, sd_out = gaussian(outs, center, g_out, fixed_sd)
+            if online:
+                sd_in = sd_out if fixed else np.mean(sds)
+                mu_in = mu_out + np.mean(shifts)
+                terms.append(norm.logpdf(x, mu_in, sd_in) - norm.logpdf(x, mu_out, sd_out))
+            elif tail == "one-sided":
+                terms.append(norm.logcdf(x, mu_out, sd_out))
+            else:
+                terms.append(-norm.logpdf(x, mu_out, sd_out))
+        out[n] = np.mean(terms)
+    return out
+
+
+def scorable(variant, total):
+    """Records every target can be scored on: online needs an IN and an OUT reference, offline
+    an OUT one (record 0 has no IN reference for target 2, record 2 no OUT one for target 4)."""
+    scored = np.ones(total, dtype=bool)
+    scored[2] = False
+    if variant.startswith("lira-online"):
+        scored[0] = False
+    return scored
+
+
+@pytest.mark.parametrize("variant", LIRA)
+@pytest.mark.parametrize("augmentations", [1, 18])
+@pytest.mark.parametrize("options", [{}, {"center": "mean"}, {"offline_tail": "two-sided"}])
+def test_lira_all_targets_match_per_target_loops(variant, augmentations, options):
+    if "offline_tail" in options and variant.startswith("lira-online"):
+        pytest.skip("the tail is an offline option")
+    signals, phi, keep = tied_case(augmentations)
+    scored = scorable(variant, RECORDS)
+    targets = list(range(MODELS))
+    got = make_attack(variant, options).score_targets(signals, targets, None, scored)
+    for t in targets:
+        refs = [m for m in range(MODELS) if m != t]
+        expected = lira_per_target(
+            variant, phi, keep, t, refs, scored,
+            options.get("center", "median"), options.get("offline_tail", "one-sided"),
+        )  # fmt: skip
+        np.testing.assert_allclose(got[t], expected, rtol=1e-10, atol=1e-10, equal_nan=True)
+
+
+@pytest.mark.parametrize("variant", LIRA)
+def test_lira_explicit_references_match_per_target_loops(variant):
+    signals, phi, keep = tied_case(3, seed=1)
+    scored = scorable(variant, RECORDS)
+    refs = [1, 3, 4, 5, 7]
+    scored[[1, 3]] = False  # with these references, records 1 and 3 lack an IN or OUT one
+    got = make_attack(variant).score_targets(signals, [0, 2, 6], refs, scored)
+    for i, t in enumerate([0, 2, 6]):
+        expected = lira_per_target(variant, phi, keep, t, refs, scored)
+        np.testing.assert_allclose(got[i], expected, rtol=1e-10, atol=1e-10, equal_nan=True)
+
+
+@pytest.mark.parametrize("variant", LIRA)
+def test_lira_query_only_records_match_per_target_loops(variant):
+    signals, phi, keep = tied_case(2, queries=7)
+    scored = scorable(variant, RECORDS + 7)
+    got = make_attack(variant).score_targets(signals, [0, 4, 7], None, scored[:RECORDS])
+    for i, t in enumerate([0, 4, 7]):
+        refs = [m for m in range(MODELS) if m != t]
+        expected = lira_per_target(variant, phi, keep, t, refs, scored, queries=7)
+        np.testing.assert_allclose(got[i], expected, rtol=1e-10, atol=1e-10, equal_nan=True)
+
+
+@pytest.mark.parametrize("variant", LIRA)
+def test_lira_says_which_record_it_cannot_score(variant):
+    signals, *_ = tied_case(1)
+    attack = make_attack(variant)
+    # record 2 has no OUT reference for target 4
+    with pytest.raises(MiakitError, match="OUT reference.*record 2 has none for target model 4"):
+        attack.score_targets(signals, [4], None)
+    if variant.startswith("lira-online"):
+        scored = np.ones(RECORDS, dtype=bool)
+        scored[2] = False
+        with pytest.raises(MiakitError, match="IN reference.*record 0 has none for target model 2"):
+            attack.score_targets(signals, [2], None, scored)
+    else:  # offline needs no IN reference: target 2 is scored on record 0
+        assert np.isfinite(attack.score_targets(signals, [2], None)[0]).all()
+
+
+@pytest.mark.parametrize("augmentations", [1, 5])
+def test_fitted_statistics_leave_out_each_row(augmentations):
+    """Median, mean, std, trimmed mean, order statistics and counts of all rows but one, against
+    NumPy on the remaining values, with ties and empty sides."""
+    rng = np.random.default_rng(3)
+    values = np.round(rng.normal(0, 2, (9, 30, augmentations)))
+    use = rng.random((9, 30)) < 0.6
+    use[:, 0] = False
+    use[:, 1] = np.arange(9) == 4
+    fitted = Fitted(values, use)
+    rows = np.array([-1, *range(9)])
+    own = np.concatenate([np.zeros((1, 30, augmentations)), values])
+    view = fitted.without(rows, own)
+    probe = np.round(rng.normal(0, 2, (rows.size, 30, augmentations)) * 2) / 2
+    median, mean, std = view.median(), view.mean(), view.std()
+    trimmed, below = view.trimmed_mean(0.2), view.count_at_most(probe)
+    for i, row in enumerate(rows):
+        for n in range(30):
+            keep = [r for r in range(9) if use[r, n] and r != row]
+            assert view.count[i, n] == len(keep)
+            for a in range(augmentations):
+                rest = np.sort(values[keep, n, a])
+                assert below[i, n, a] == np.sum(rest <= probe[i, n, a])
+                if not keep:
+                    continue
+                assert median[i, n, a] == np.median(rest)
+                np.testing.assert_allclose(mean[i, n, a], rest.mean(), atol=1e-12)
+                np.testing.assert_allclose(std[i, n, a], rest.std(), atol=1e-12)
+                cut = int(np.floor(0.2 * rest.size))
+                np.testing.assert_allclose(
+                    trimmed[i, n, a], rest[cut : rest.size - cut].mean(), atol=1e-12
+                )
+                if len(set(rest)) == 1:
+                    assert std[i, n, a] == 0.0
+                for k in range(rest.size):
+                    assert view.kth(np.full((rows.size, 30), k))[i, n, a] == rest[k]

@@ -173,12 +173,14 @@ def test_lira_says_which_record_it_cannot_score(variant):
     signals, *_ = tied_case(1)
     attack = make_attack(variant)
     # record 2 has no OUT reference for target 4
-    with pytest.raises(MiakitError, match="OUT reference.*record 2 has none for target model 4"):
+    with pytest.raises(MiakitError, match=r"OUT reference.*record 2 has none for target model 4"):
         attack.score_targets(signals, [4], None)
     if variant.startswith("lira-online"):
         scored = np.ones(RECORDS, dtype=bool)
         scored[2] = False
-        with pytest.raises(MiakitError, match="IN reference.*record 0 has none for target model 2"):
+        with pytest.raises(
+            MiakitError, match=r"IN reference.*record 0 has none for target model 2"
+        ):
             attack.score_targets(signals, [2], None, scored)
     else:  # offline needs no IN reference: target 2 is scored on record 0
         assert np.isfinite(attack.score_targets(signals, [2], None)[0]).all()

@@ -200,6 +200,13 @@ class Layout:
         refs[np.flatnonzero(drop >= 0), drop[drop >= 0]] = False
         return refs
 
+    def counts(self, use: np.ndarray, block: np.ndarray) -> np.ndarray:
+        """[len(block), n]: how many rows where `use` [R, n] each target of the block keeps once
+        its own row is left out."""
+        drop = self.drop[block]
+        own = np.where((drop >= 0)[:, None], use[np.maximum(drop, 0)], False)
+        return use.sum(axis=0) - own
+
     def blocks(self, num_records: int, num_augmentations: int) -> list[np.ndarray]:
         """Target positions in blocks small enough for a few [T, n, A] float64 arrays."""
         size = block_size(8 * num_records * num_augmentations)

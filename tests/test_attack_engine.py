@@ -222,3 +222,52 @@ def test_fitted_statistics_leave_out_each_row(augmentations):
                     assert std[i, n, a] == 0.0
                 for k in range(rest.size):
                     assert view.kth(np.full((rows.size, 30), k))[i, n, a] == rest[k]
+
+
+@pytest.mark.attack("attack-r")
+@pytest.mark.attack("rmia-offline")
+def test_disjoint_split_needs_references_only_for_scored_records(tmp_path):
+    """Issue 17, item 4: shadow-part records that no target is scored on may lack OUT references
+    (here record 39, among others, is IN for every shadow); `miakit attack` scores the target
+    part alone."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from miakit.cli import app
+    from miakit.store import RunDir
+
+    rng = np.random.default_rng(4)
+    models, records = 6, 40
+    target_part = np.arange(records) < 20
+    keep = np.zeros((models, records), dtype=bool)
+    for t in (0, 1):
+        keep[t, rng.choice(20, 10, replace=False)] = True
+    for s in range(2, models):
+        keep[s, 20 + rng.choice(20, 10, replace=False)] = True
+    keep[2:, 39] = True  # record 39 (shadow part) has no OUT reference
+    keep[0, 39] = False
+    phi = rng.normal(0, 1, (models, records, 1)) + keep[..., None]
+    run = RunDir(tmp_path / "disjoint")
+    run.root.mkdir()
+    np.save(run.keep, keep)
+    np.save(run.labels, np.ones(records, dtype=np.int64))
+    np.save(run.eval_records, target_part)
+    run.split.write_text(json.dumps({"targets": [0, 1], "references": [2, 3, 4, 5]}))
+    for m in range(models):
+        run.model_dir(m).mkdir(parents=True)
+        np.save(run.logits(m), binary_logits_from_log_odds(phi[m]))
+    attacks = "lira-offline,attack-r,rmia-offline"
+    result = CliRunner().invoke(app, ["attack", str(run.root), "--attacks", attacks])
+    assert result.exit_code == 0, result.output
+    scores = np.load(run.scores("lira-offline"))
+    for i, t in enumerate([0, 1]):
+        expected = lira_per_target("lira-offline", phi, keep, t, [2, 3, 4, 5], target_part)
+        np.testing.assert_allclose(scores[i], expected, rtol=1e-10, equal_nan=True)
+    for name in attacks.split(","):
+        scores = np.load(run.scores(name))
+        assert np.isfinite(scores[:, target_part]).all() and np.isnan(scores[:, ~target_part]).all()
+    result = CliRunner().invoke(app, ["evaluate", str(run.root), "--attacks", attacks])
+    assert result.exit_code == 0, result.output
+    with pytest.raises(MiakitError, match=r"OUT reference.*record \d+ has none"):
+        make_attack("lira-offline").score_targets(Signals.from_run(run), [0, 1], [2, 3, 4, 5])

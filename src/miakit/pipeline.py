@@ -190,7 +190,9 @@ def attack(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = Non
     with progress_bar() as bar:
         task = bar.add_task("attacking", total=len(names))
         for name, instance in instances.items():
-            scores = instance.score_targets(signals, design.targets, design.references)
+            scores = instance.score_targets(
+                signals, design.targets, design.references, design.eval_records
+            )
             save_npy(run.scores(name), scores)
             bar.advance(task)
     return names

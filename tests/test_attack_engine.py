@@ -2,6 +2,8 @@
 over targets, records and augmentations, float64): ties, records with 0 or 1 IN/OUT reference,
 A = 1 and A = 18, and query-only records."""
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy.stats import norm
@@ -271,3 +273,60 @@ def test_disjoint_split_needs_references_only_for_scored_records(tmp_path):
     assert result.exit_code == 0, result.output
     with pytest.raises(MiakitError, match=r"OUT reference.*record \d+ has none"):
         make_attack("lira-offline").score_targets(Signals.from_run(run), [0, 1], [2, 3, 4, 5])
+
+
+def few_out_case(augmentations, seed=0):
+    """Random logits; record 0 is OUT only for model 4, record 1 only for models 4 and 6."""
+    from .attack_inputs import random_signals
+
+    _, logits, labels, keep = random_signals(MODELS, 30, augmentations, seed=seed)
+    keep[:, 0] = ~np.isin(np.arange(MODELS), [4])
+    keep[:, 1] = ~np.isin(np.arange(MODELS), [4, 6])
+    logits[:, 5:8] = np.round(logits[:, 5:8])  # tied losses
+    return Signals.from_arrays(logits, labels, keep), logits, labels, keep
+
+
+@pytest.mark.attack("attack-r")
+@pytest.mark.parametrize("threshold", ["linear_itp", "logit_rescale", "min", "mean"])
+@pytest.mark.parametrize("augmentations", [1, 18])
+def test_attack_r_all_targets_match_per_target_loops(threshold, augmentations):
+    from .test_attack_reference import expected_attack_r
+
+    signals, logits, labels, keep = few_out_case(augmentations)
+    scored = np.arange(30) != 0  # record 0 has no OUT reference for target 4
+    attack = make_attack("attack-r", {"threshold": threshold})
+    got = attack.score_targets(signals, range(MODELS), None, scored)
+    assert np.isnan(got[:, 0]).all()
+    for t in range(MODELS):
+        refs = [m for m in range(MODELS) if m != t]
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            expected = expected_attack_r(logits, labels, keep, t, refs, threshold)
+        np.testing.assert_allclose(got[t, 1:], expected[1:], rtol=1e-9, atol=1e-12)
+    with pytest.raises(MiakitError, match="record 0 has none for target model 4"):
+        attack.score_targets(signals, [4], None)
+
+
+@pytest.mark.attack("rmia")
+@pytest.mark.attack("rmia-offline")
+@pytest.mark.parametrize("name", ["rmia", "rmia-offline"])
+@pytest.mark.parametrize("augmentations", [1, 18])
+def test_rmia_all_targets_match_per_target_loops(name, augmentations):
+    from .test_attack_rmia import brute_force
+
+    signals, logits, labels, keep = few_out_case(augmentations, seed=1)
+    offline = name == "rmia-offline"
+    scored = np.arange(30) != 0 if offline else np.ones(30, dtype=bool)
+    got = make_attack(name).score_targets(signals, range(MODELS), None, scored)
+    for t in range(MODELS):
+        refs = [m for m in range(MODELS) if m != t]
+        population = np.flatnonzero(~keep[t] & scored)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            expected = brute_force(
+                logits, labels, keep, t, refs, 0.3 if offline else None, population=population
+            )
+        np.testing.assert_allclose(got[t, scored], expected[scored], rtol=1e-12)
+    if offline:
+        with pytest.raises(MiakitError, match="record 0 has none for target model 4"):
+            make_attack(name).score_targets(signals, [4], None)

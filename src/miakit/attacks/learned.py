@@ -21,12 +21,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-import torch
 from pydantic import Field
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.neural_network import MLPClassifier
 
 from miakit.attacks.base import Attack, AttackConfig, register
 from miakit.errors import MiakitError
@@ -56,6 +51,8 @@ class SalemConfig(LearnedConfig):
 def _torch_mlp(
     x: np.ndarray, y: np.ndarray, test: np.ndarray, hidden: int, epochs: int, seed: int
 ) -> np.ndarray:
+    import torch  # imported here: the other attacks (and `miakit attack` without it) need none
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a network this small only loses time to thread synchronisation
     try:
@@ -81,6 +78,12 @@ def fit_predict(
     kind: str, x: np.ndarray, y: np.ndarray, test: np.ndarray, hidden: int, epochs: int, seed: int
 ) -> np.ndarray:
     """Train a binary classifier on (x, y) and return its member scores on `test`."""
+    # imported here, as torch above: only the learned attacks need them
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+
     if kind == "torch-mlp":
         return _torch_mlp(x, y, test, hidden, epochs, seed)
     if kind == "mlp":

@@ -330,3 +330,23 @@ def test_rmia_all_targets_match_per_target_loops(name, augmentations):
     if offline:
         with pytest.raises(MiakitError, match="record 0 has none for target model 4"):
             make_attack(name).score_targets(signals, [4], None)
+
+
+@pytest.mark.attack("rmia")
+@pytest.mark.parametrize(
+    "name", ["lira-online", "lira-online-fixed", "lira-offline", "attack-r", "rmia", "rmia-offline"]
+)
+def test_many_small_chunks_on_threads_give_the_same_scores(name, monkeypatch):
+    """Chunks of a few records, handled on several threads, with query-only records: the same
+    scores as one chunk (the global spread and the pooled IN Gaussian span all chunks)."""
+    import miakit.attacks.engine as engine
+    import miakit.signals
+
+    signals, *_ = tied_case(3, queries=5)
+    scored = scorable("lira-online", RECORDS)
+    whole = make_attack(name).score_targets(signals, range(MODELS), None, scored)
+    monkeypatch.setattr(miakit.signals, "CHUNK_BYTES", 8 * MODELS * 3 * 2 * 3)  # 3 records
+    monkeypatch.setattr(engine, "THREADS", 3)
+    assert len(list(signals.record_chunks())) > 10
+    chunked = make_attack(name).score_targets(signals, range(MODELS), None, scored)
+    np.testing.assert_allclose(chunked, whole, rtol=1e-12, atol=1e-12, equal_nan=True)

@@ -22,12 +22,17 @@ values [T, n, A].
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 
 from miakit.errors import MiakitError
 from miakit.signals import Signals
+
+T = TypeVar("T")
 
 
 class Fitted:
@@ -37,7 +42,8 @@ class Fitted:
         self.use = use
         self.count = use.sum(axis=0)  # [n]
         masked = np.where(use[..., None], values, np.inf).transpose(1, 2, 0)
-        self.sorted = np.sort(masked, axis=-1)  # [n, A, R], unused rows last (+inf)
+        self.sorted = np.ascontiguousarray(masked)  # [n, A, R], unused rows last (+inf)
+        self.sorted.sort(axis=-1)
         lower_median = np.maximum((self.count - 1) // 2, 0)
         self.shift = self._take(self.sorted, lower_median[:, None])  # [n, A]
         self.shift = np.where(np.isfinite(self.shift), self.shift, 0.0)
@@ -45,13 +51,23 @@ class Fitted:
         self.s1 = deviation.sum(axis=0)  # [n, A]
         self.s2 = np.square(deviation).sum(axis=0)
         self._prefix: np.ndarray | None = None
+        # the median of all values, and the four values the median of all but one is made of
+        # (positions lo, lo + 1, hi, hi + 1 of count − 1 values; see LeftOut.median)
+        count = self.count[:, None]
+        self.median_all = 0.5 * (
+            self._take(self.sorted, np.maximum((count - 1) // 2, 0))
+            + self._take(self.sorted, count // 2)
+        )
+        lo, hi = np.maximum((count - 2) // 2, 0), (count - 1) // 2
+        self.median_parts = [self._take(self.sorted, k) for k in (lo, lo + 1, hi, hi + 1)]
 
     @staticmethod
     def _take(ordered: np.ndarray, k: np.ndarray) -> np.ndarray:
-        """ordered [..., n, A, R] at positions k (broadcasting with [..., n, A]) along R."""
-        k = np.asarray(k)
-        k = k.reshape((1,) * (ordered.ndim - 1 - k.ndim) + k.shape)
-        return np.take_along_axis(ordered, k[..., None], axis=-1)[..., 0]
+        """ordered [n, A, R] at positions k along R; k broadcasts with [n, A] (e.g. [T, n, A])
+        and is clipped to [0, R − 1]."""
+        n, a, r = ordered.shape
+        base = (np.arange(n)[:, None] * a + np.arange(a)) * r
+        return np.take(ordered.reshape(-1), base + np.clip(k, 0, r - 1))
 
     def prefix(self) -> np.ndarray:
         """Sums of the first k sorted values, k = 0..R, [n, A, R + 1] (unused rows add 0)."""
@@ -87,17 +103,21 @@ class LeftOut:
 
     def kth(self, k: np.ndarray) -> np.ndarray:
         """The k-th smallest (0-based) of each target's values, k [T, n] or [T, n, A] in range."""
-        k = np.broadcast_to(k if k.ndim == 3 else k[..., None], self.values.shape)
-        ordered = self.fitted.sorted[None]
-        at = Fitted._take(ordered, np.minimum(k, ordered.shape[-1] - 1))
-        after = Fitted._take(ordered, np.minimum(k + 1, ordered.shape[-1] - 1))
+        k = k if k.ndim == 3 else k[..., None]
+        ordered = self.fitted.sorted
+        at, after = Fitted._take(ordered, k), Fitted._take(ordered, k + 1)
         # the removed value sorts at or before position k exactly when sorted[k] ≥ it
         shifted = self.removed[..., None] & (at >= self.values)
         return np.where(shifted, after, at)
 
     def median(self) -> np.ndarray:
-        count = np.maximum(self.count, 1)
-        return 0.5 * (self.kth((count - 1) // 2) + self.kth(count // 2))
+        """Without a removal, the median of all; with one, the values at the middle positions lo
+        and hi of the others are sorted[lo] or sorted[lo + 1] (and so for hi) by one comparison
+        each, so no target needs a gather."""
+        lo, lo_next, hi, hi_next = self.fitted.median_parts
+        v = self.values
+        others = 0.5 * (np.where(lo >= v, lo_next, lo) + np.where(hi >= v, hi_next, hi))
+        return np.where(self.removed[..., None], others, self.fitted.median_all)
 
     def mean(self) -> np.ndarray:
         count = np.maximum(self.count, 1)[..., None]
@@ -115,14 +135,12 @@ class LeftOut:
 
     def first_sum(self, k: np.ndarray) -> np.ndarray:
         """Sum of each target's k smallest values, k [T, n] (0 ≤ k ≤ count)."""
-        prefix = self.fitted.prefix()[None]
-        k3 = np.broadcast_to(k[..., None], self.values.shape)
-        top = prefix.shape[-1] - 1
-        plain = Fitted._take(prefix, np.minimum(k3, top))
-        one_more = Fitted._take(prefix, np.minimum(k3 + 1, top))
+        prefix = self.fitted.prefix()
+        k3 = k[..., None]
+        plain, one_more = Fitted._take(prefix, k3), Fitted._take(prefix, k3 + 1)
         # the first k of the others are the first k + 1 of all less the removed value when it
         # sorts among those (r < k, i.e. sorted[k − 1] ≥ it)
-        before = Fitted._take(self.fitted.sorted[None], np.clip(k3 - 1, 0, top - 1))
+        before = Fitted._take(self.fitted.sorted, k3 - 1)
         inside = self.removed[..., None] & (k3 >= 1) & (before >= self.values)
         return np.where(inside, one_more - self.values, plain)
 
@@ -135,7 +153,7 @@ class LeftOut:
     def count_at_most(self, x: np.ndarray) -> np.ndarray:
         """How many of each target's values are ≤ x [T, n, A], by binary search in the sorted
         values (unused rows sort last as +inf and are never counted)."""
-        ordered = self.fitted.sorted[None]
+        ordered = self.fitted.sorted
         lo = np.zeros(x.shape, dtype=np.int64)
         hi = np.full(x.shape, ordered.shape[-1], dtype=np.int64)
         while True:
@@ -143,13 +161,26 @@ class LeftOut:
             if not active.any():
                 break
             mid = (lo + hi) // 2
-            right = Fitted._take(ordered, np.minimum(mid, ordered.shape[-1] - 1)) <= x
+            right = Fitted._take(ordered, mid) <= x
             lo = np.where(active & right, mid + 1, lo)
             hi = np.where(active & ~right, mid, hi)
         return lo - (self.removed[..., None] & (self.values <= x))
 
 
-def block_size(per_target_bytes: int, budget: int = 64 * 2**20) -> int:
+#: Record chunks handled at once (NumPy releases the GIL in the array work).
+THREADS = max(1, min(4, len(os.sched_getaffinity(0))))
+
+
+def map_chunks(fn: Callable[[slice], T], chunks: Sequence[slice]) -> list[T]:
+    """fn over record chunks on THREADS threads, results in chunk order; the first error (in
+    chunk order) is raised."""
+    if THREADS == 1 or len(chunks) <= 1:
+        return [fn(c) for c in chunks]
+    with ThreadPoolExecutor(THREADS) as pool:
+        return list(pool.map(fn, chunks))
+
+
+def block_size(per_target_bytes: int, budget: int = 4 * 2**20) -> int:
     """How many targets to handle at once so that one [T, n, A] float64 array stays in budget."""
     return max(1, budget // max(per_target_bytes, 1))
 

@@ -32,6 +32,7 @@ once (`engine.Fitted`), and every target reads its Gaussians from them with its 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import ClassVar, Literal
 
@@ -39,7 +40,15 @@ import numpy as np
 from scipy.special import log_ndtr
 
 from miakit.attacks.base import Attack, AttackConfig, register
-from miakit.attacks.engine import Fitted, Layout, LeftOut, global_spread, read_signal, require
+from miakit.attacks.engine import (
+    Fitted,
+    Layout,
+    LeftOut,
+    global_spread,
+    map_chunks,
+    read_signal,
+    require,
+)
 from miakit.signals import Signals, log_odds
 
 _HALF_LOG_2PI = 0.5 * np.log(2 * np.pi)
@@ -92,22 +101,28 @@ class Lira(Attack):
                     out[i, chunk] = np.where(layout.scored[chunk], phi.mean(axis=-1), np.nan)
             return out
         spread: dict[str, np.ndarray] = {}
+        lock = threading.Lock()
 
         def global_std(side: str) -> np.ndarray:
-            if not spread:
-                spread.update(global_spread(signals, log_odds, layout))
+            with lock:
+                if not spread:
+                    spread.update(global_spread(signals, log_odds, layout))
             return spread[side]
 
-        # means of μ_in − μ_out and of σ_in over the scored pool records, for query-only records
+        # sums of μ_in − μ_out and of σ_in over the scored pool records, and their count, per
+        # target: query-only records (scored after every pool record) get their mean IN Gaussian
         pooled = np.zeros((3, layout.targets.size))
-        for chunk in signals.record_chunks(layout.rows.size):
+
+        def score_chunk(chunk: slice) -> np.ndarray:
+            """Fills out[:, chunk]; returns this chunk's part of `pooled`."""
+            part = np.zeros_like(pooled)
             phi = read_signal(signals, log_odds, layout.rows, chunk)
-            keep = signals.keep[layout.rows, chunk] & layout.is_reference[:, None]
-            out_refs = ~signals.keep[layout.rows, chunk] & layout.is_reference[:, None]
+            keep = signals.keep[layout.rows, chunk]
             scored = layout.scored[chunk]
             query = chunk.start >= signals.num_fit
-            fit_in = None if query or self.mode == "offline" else Fitted(phi, keep)
-            fit_out = Fitted(phi, out_refs)
+            refs = layout.is_reference[:, None]
+            fit_in = None if query or self.mode == "offline" else Fitted(phi, keep & refs)
+            fit_out = Fitted(phi, ~keep & refs)
             for block in layout.blocks(phi.shape[1], phi.shape[2]):
                 mine = phi[layout.target_rows[block]]
                 drop = layout.drop[block]
@@ -131,10 +146,16 @@ class Lira(Attack):
                     scores = online_score(mine, mu_in, sd_in, mu_out, sd_out)
                     if signals.queries:
                         counted = scored[None, :, None]
-                        pooled[0, block] += np.where(counted, mu_in - mu_out, 0.0).sum(axis=(1, 2))
-                        pooled[1, block] += np.where(counted, sd_in, 0.0).sum(axis=(1, 2))
-                        pooled[2, block] += scored.sum() * phi.shape[2]
+                        part[0, block] = np.where(counted, mu_in - mu_out, 0.0).sum(axis=(1, 2))
+                        part[1, block] = np.where(counted, sd_in, 0.0).sum(axis=(1, 2))
+                        part[2, block] = scored.sum() * phi.shape[2]
                 out[block, chunk] = np.where(scored, scores, np.nan)
+            return part
+
+        chunks = list(signals.record_chunks(layout.rows.size))
+        for part in map_chunks(score_chunk, [c for c in chunks if c.start < signals.num_fit]):
+            pooled += part
+        map_chunks(score_chunk, [c for c in chunks if c.start >= signals.num_fit])
         return out
 
     def _gaussian(self, view: LeftOut, side, scored, first, targets, global_std, block):

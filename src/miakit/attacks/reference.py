@@ -33,7 +33,15 @@ import numpy as np
 from scipy.special import ndtr
 
 from miakit.attacks.base import Attack, AttackConfig, register
-from miakit.attacks.engine import Fitted, Layout, LeftOut, global_spread, read_signal, require
+from miakit.attacks.engine import (
+    Fitted,
+    Layout,
+    LeftOut,
+    global_spread,
+    map_chunks,
+    read_signal,
+    require,
+)
 from miakit.attacks.population import PopulationConfig, population_indices
 from miakit.signals import Signals, cross_entropy, log_odds
 
@@ -91,7 +99,8 @@ class AttackR(Attack):
         layout = Layout(signals, targets, references, records)
         spread = global_spread(signals, log_odds, layout)["OUT"] if kind != "linear_itp" else None
         out = np.full((layout.targets.size, signals.num_records), np.nan)
-        for chunk in signals.record_chunks(layout.rows.size):
+
+        def score_chunk(chunk: slice) -> None:
             keep = signals.keep[layout.rows, chunk]
             use = ~keep & layout.is_reference[:, None]
             scored = layout.scored[chunk]
@@ -133,6 +142,8 @@ class AttackR(Attack):
                 parts = [a[i] for a in alphas]
                 alpha = np.maximum(*parts) if kind == "min" else np.mean(parts, axis=0)
                 out[b, chunk] = np.where(scored, -alpha.mean(axis=-1), np.nan)
+
+        map_chunks(score_chunk, list(signals.record_chunks(layout.rows.size)))
         return out
 
 

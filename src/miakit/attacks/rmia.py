@@ -42,7 +42,7 @@ import numpy as np
 from pydantic import Field
 
 from miakit.attacks.base import Attack, register
-from miakit.attacks.engine import Fitted, Layout, read_signal, require
+from miakit.attacks.engine import Fitted, Layout, map_chunks, read_signal, require
 from miakit.attacks.population import PopulationConfig, population_indices
 from miakit.errors import MiakitError
 from miakit.signals import Signals, taylor_soft_margin, true_class_log_prob
@@ -249,7 +249,8 @@ class Rmia(Attack):
         left out; NaN where a record has no usable reference (only allowed where not scored)."""
         shape = (block.size, signals.num_records, signals.num_augmentations)
         s, p = np.empty(shape), np.empty(shape)
-        for chunk in signals.record_chunks(layout.rows.size):
+
+        def fit_chunk(chunk: slice) -> None:
             values = read_signal(signals, self._signal, layout.rows, chunk)
             if not (values >= 0).all():
                 row, record, _ = np.argwhere(~(values >= 0))[0]
@@ -279,6 +280,8 @@ class Rmia(Attack):
                     f"RMIA's reference average p(x) is 0 at record {record} (every reference "
                     "signal underflows); use signal: taylor_soft_margin or a higher temperature"
                 )
+
+        map_chunks(fit_chunk, list(signals.record_chunks(layout.rows.size)))
         return s, p
 
     def _signal(self, logits: np.ndarray, labels: np.ndarray) -> np.ndarray:

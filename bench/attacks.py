@@ -15,7 +15,7 @@ on --ratio-targets targets and compared per target.
 
 Usage: python bench/attacks.py [--small] [--models M --records N --augmentations A --classes C]
        [--dir DIR (keep the synthetic run there and reuse it)] [--attacks a,b,…]
-       [--all-targets [--ratio-records N2 --ratio-targets K --ratio-dir DIR2]]
+       [--all-targets [--ratio-records N2 --ratio-targets K --ratio-dir DIR2 --ratio-attacks …]]
 """
 
 from __future__ import annotations
@@ -194,6 +194,7 @@ def main() -> None:
     parser.add_argument("--ratio-records", type=int, default=10_000)
     parser.add_argument("--ratio-targets", type=int, default=2)
     parser.add_argument("--ratio-dir", help="where to write (or reuse) the run of the ratio")
+    parser.add_argument("--ratio-attacks", default=",".join(RATIO_ATTACKS))
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # child process: one attack
     parser.add_argument("--ratio", help=argparse.SUPPRESS)  # child process: one ratio
     args = parser.parse_args()
@@ -241,7 +242,7 @@ def main() -> None:
             f"engine over all targets vs straightforward per-target NumPy on {args.ratio_targets}"
         )
         print(f"{'attack':>20} {'engine':>9} {'plain':>9} {'ratio':>7} {'max diff':>9}")
-        for attack in [a for a in RATIO_ATTACKS if a in args.attacks.split(",")]:
+        for attack in args.ratio_attacks.split(","):
             r = _child(
                 "--ratio-dir", ratio_dir, "--ratio", attack,
                 "--ratio-targets", str(args.ratio_targets),

@@ -1,8 +1,11 @@
 """The attack contract and registry.
 
 An attack maps Signals to one score per pool record for a target model, **higher = more likely
-member**, using only the reference models it is given. Each attack has a pydantic config whose
-defaults are its paper's, and is registered under a name the config and CLI use.
+member**, using only the reference models it is given, and never the membership of the record it
+scores. `score_targets` scores many targets at once and only the records asked for (the others
+need no reference and get NaN); attacks built on per-record statistics of the references fit
+them once for all targets (`engine`). Each attack has a pydantic config whose defaults are its
+paper's, and is registered under a name the config and CLI use.
 """
 
 from __future__ import annotations

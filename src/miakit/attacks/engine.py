@@ -78,6 +78,25 @@ class Fitted:
             self._prefix = prefix
         return self._prefix
 
+    def at_most_own(self, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """For each row of `rows`: how many used values are ≤ that row's own value, [len(rows),
+        n, A]; values [R, n, A] are all rows' values (those fitted, used or not). One stable
+        sort of every row's value per record, a running count of the used ones, and the count
+        at the end of each tie group."""
+        v = np.ascontiguousarray(values.transpose(1, 2, 0))  # [n, A, R]
+        order = np.argsort(v, axis=-1, kind="stable")
+        ordered = np.take_along_axis(v, order, axis=-1)
+        used = np.broadcast_to(self.use.T[:, None, :], v.shape)
+        count = np.cumsum(np.take_along_axis(used, order, axis=-1), axis=-1)
+        last = np.ones(v.shape, dtype=bool)
+        last[..., :-1] = ordered[..., 1:] != ordered[..., :-1]
+        big = np.iinfo(count.dtype).max
+        # count is non-decreasing: the smallest count at a group end at or after each position
+        at_end = np.minimum.accumulate(np.where(last, count, big)[..., ::-1], axis=-1)[..., ::-1]
+        out = np.empty_like(at_end)
+        np.put_along_axis(out, order, at_end, axis=-1)
+        return out[..., rows].transpose(2, 0, 1)
+
     def without(self, rows: np.ndarray, values: np.ndarray) -> LeftOut:
         """The statistics for T targets, each leaving out its row `rows[i]` (−1: none) whose own
         values are `values[i]` [n, A]."""
@@ -149,22 +168,6 @@ class LeftOut:
         cut = np.floor(trim * self.count).astype(np.int64)
         kept = np.maximum(self.count - 2 * cut, 1)
         return (self.first_sum(self.count - cut) - self.first_sum(cut)) / kept[..., None]
-
-    def count_at_most(self, x: np.ndarray) -> np.ndarray:
-        """How many of each target's values are ≤ x [T, n, A], by binary search in the sorted
-        values (unused rows sort last as +inf and are never counted)."""
-        ordered = self.fitted.sorted
-        lo = np.zeros(x.shape, dtype=np.int64)
-        hi = np.full(x.shape, ordered.shape[-1], dtype=np.int64)
-        while True:
-            active = lo < hi
-            if not active.any():
-                break
-            mid = (lo + hi) // 2
-            right = Fitted._take(ordered, mid) <= x
-            lo = np.where(active & right, mid + 1, lo)
-            hi = np.where(active & ~right, mid, hi)
-        return lo - (self.removed[..., None] & (self.values <= x))
 
 
 #: Record chunks handled at once (NumPy releases the GIL in the array work).

@@ -53,11 +53,11 @@ class AttackRConfig(AttackConfig):
     threshold: Literal["linear_itp", "logit_rescale", "min", "mean"] = "linear_itp"
 
 
-def linear_itp_alpha(loss: np.ndarray, points: LeftOut) -> np.ndarray:
+def linear_itp_alpha(loss: np.ndarray, points: LeftOut, below: np.ndarray) -> np.ndarray:
     """np.interp(loss, sorted points, linspace(0, 1, K + 2)) per target, record and augmentation:
-    loss [T, n, A], points: the OUT losses with the two end points, K + 2 per record."""
+    loss [T, n, A], points: the OUT losses with the two end points, K + 2 per record; below
+    [T, n, A]: how many of them are ≤ loss (≥ 1: the end point 0 is ≤ every loss)."""
     size = points.count[..., None]  # K + 2
-    below = points.count_at_most(loss)  # ≥ 1: the end point 0 is ≤ every loss
     j = np.minimum(below, size - 1) - 1
     lo, hi = points.kth(j), points.kth(np.minimum(j + 1, size - 1))
     step = 1.0 / (size - 1)
@@ -112,16 +112,17 @@ class AttackR(Attack):
                     np.array(LINEAR_ITP_ENDS)[:, None, None], (2, *loss.shape[1:])
                 )
                 ends_use = np.ones((2, use.shape[1]), dtype=bool)
-                points = Fitted(np.concatenate([loss, ends]), np.concatenate([use, ends_use]))
-                alphas.append(
-                    [
-                        linear_itp_alpha(
-                            loss[layout.target_rows[b]],
-                            points.without(layout.drop[b], loss[layout.target_rows[b]]),
-                        )
-                        for b in blocks
-                    ]
-                )
+                values = np.concatenate([loss, ends])
+                points = Fitted(values, np.concatenate([use, ends_use]))
+                at_most = points.at_most_own(values, layout.target_rows)
+                alpha = []
+                for b in blocks:
+                    rows = layout.target_rows[b]
+                    view = points.without(layout.drop[b], loss[rows])
+                    # the target's own loss is among the values: less itself where it is used
+                    below = at_most[b] - view.removed[..., None]
+                    alpha.append(linear_itp_alpha(loss[rows], view, below))
+                alphas.append(alpha)
             if kind != "linear_itp":
                 phi = read_signal(signals, log_odds, layout.rows, chunk)
                 fitted = Fitted(phi, use)

@@ -50,7 +50,7 @@ ATTACKS = [
     "attack-p",
 ]
 #: Attacks with a straightforward per-target implementation below.
-RATIO_ATTACKS = ["lira-online", "lira-offline", "rmia"]
+RATIO_ATTACKS = ["lira-online", "lira-offline", "rmia", "rmia-offline"]
 
 
 def write_run(run: RunDir, models: int, records: int, augmentations: int, classes: int) -> None:
@@ -132,6 +132,18 @@ def straightforward(signals: Signals, attack: str, target: int) -> np.ndarray:
             s = taylor_soft_margin(logits, labels, cfg.temperature, cfg.margin, cfg.taylor_order)
             ratio[chunk] = s[target] / trim_mean(s[refs], cfg.trim, axis=0)
             continue
+        if attack == "rmia-offline":  # trimmed mean of each record's OUT references, a = 0.3
+            cfg = RmiaConfig()
+            s = taylor_soft_margin(logits, labels, cfg.temperature, cfg.margin, cfg.taylor_order)
+            outs = ~signals.keep[refs, chunk]
+            ordered = np.sort(np.where(outs[..., None], s[refs], np.nan), axis=0)  # NaN last
+            count = outs.sum(axis=0)[:, None]
+            cut = np.floor(cfg.trim * count)
+            rank = np.arange(len(refs))[:, None, None]
+            inside = (rank >= cut) & (rank < count - cut)
+            p_out = np.where(inside, ordered, 0.0).sum(axis=0) / (count - 2 * cut)
+            ratio[chunk] = s[target] / (1.3 / 2 * p_out + 0.7 / 2)
+            continue
         phi = log_odds(logits, labels)
         keep = signals.keep[refs, chunk][..., None]
         outs = np.where(keep, np.nan, phi[refs])
@@ -143,7 +155,7 @@ def straightforward(signals: Signals, attack: str, target: int) -> np.ndarray:
         mu_in, sd_in = np.nanmedian(ins, axis=0), np.nanstd(ins, axis=0)
         llr = norm.logpdf(phi[target], mu_in, sd_in) - norm.logpdf(phi[target], mu_out, sd_out)
         out[chunk] = llr.mean(axis=-1)
-    if attack == "rmia":
+    if attack.startswith("rmia"):
         population = np.flatnonzero(~signals.keep[target])
         out = relative_scores(ratio, ratio[population], RmiaConfig().gamma)
     return out

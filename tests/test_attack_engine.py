@@ -128,12 +128,14 @@ def scorable(variant, total):
     return scored
 
 
-@pytest.mark.parametrize("variant", LIRA)
+@pytest.mark.parametrize(
+    ("variant", "options"),
+    [(v, {}) for v in LIRA]
+    + [(v, {"center": "mean"}) for v in LIRA]
+    + [(v, {"offline_tail": "two-sided"}) for v in LIRA if v.startswith("lira-offline")],
+)
 @pytest.mark.parametrize("augmentations", [1, 18])
-@pytest.mark.parametrize("options", [{}, {"center": "mean"}, {"offline_tail": "two-sided"}])
 def test_lira_all_targets_match_per_target_loops(variant, augmentations, options):
-    if "offline_tail" in options and variant.startswith("lira-online"):
-        pytest.skip("the tail is an offline option")
     signals, phi, keep = tied_case(augmentations)
     scored = scorable(variant, RECORDS)
     targets = list(range(MODELS))

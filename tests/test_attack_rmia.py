@@ -17,12 +17,13 @@ from .attack_inputs import direct_softmax, nan_signals, random_signals
 pytestmark = [pytest.mark.attack("rmia"), pytest.mark.attack("rmia-offline")]
 
 
-def pairwise(ratio, population, gamma, include_self_pair=False):
-    """Per x: the share of z whose pair passes ratio[x]/ratio[z] > γ in more than half the queries."""
+def pairwise(ratio, population, gamma):
+    """Per x: the share of z whose pair passes ratio[x]/ratio[z] > γ in more than half the queries
+    (x meets itself too when it is in the population, as in the RMIA code)."""
     num_aug = ratio.shape[1]
     out = []
     for x in range(len(ratio)):
-        zs = [z for z in population if include_self_pair or z != x]
+        zs = list(population)
         with np.errstate(divide="ignore", invalid="ignore"):
             votes = [(ratio[x] / ratio[z] > gamma).sum() > num_aug / 2 for z in zs]
         out.append(sum(votes) / len(zs))
@@ -80,15 +81,14 @@ def test_query_only_records_are_scored_against_the_pools_population(offline):
 
 @pytest.mark.parametrize("augmentations", [1, 2, 3, 18])
 @pytest.mark.parametrize("gamma", [0.5, 1.0, 2.0])
-@pytest.mark.parametrize("include_self_pair", [False, True])
-def test_counting_equals_pairwise_brute_force_with_ties(augmentations, gamma, include_self_pair):
+def test_counting_equals_pairwise_brute_force_with_ties(augmentations, gamma):
     rng = np.random.default_rng(augmentations)
     ratio = rng.lognormal(0, 0.7, (150, augmentations))
     ratio[:60] = np.round(ratio[:60], 1)  # many exact ties, and zeros (signal underflow)
     ratio[60:70] = ratio[0]  # x with the same ratios as a population record
     population = np.sort(rng.choice(150, 70, replace=False))
-    got = relative_scores(ratio, population, gamma, include_self_pair)
-    np.testing.assert_array_equal(got, pairwise(ratio, population, gamma, include_self_pair))
+    got = relative_scores(ratio, ratio[population], gamma)
+    np.testing.assert_array_equal(got, pairwise(ratio, population, gamma))
 
 
 def test_counting_is_exact_at_rounding_boundaries():
@@ -96,7 +96,7 @@ def test_counting_is_exact_at_rounding_boundaries():
     ratio = np.array([[0.3], [0.1], [0.1 + 1e-17], [0.15], [0.6], [0.3 / 3]])
     population = np.arange(6)
     np.testing.assert_array_equal(
-        relative_scores(ratio, population, 3.0), pairwise(ratio, population, 3.0)
+        relative_scores(ratio, ratio[population], 3.0), pairwise(ratio, population, 3.0)
     )
 
 
@@ -131,15 +131,11 @@ def test_record_with_one_out_reference_offline():
     np.testing.assert_array_equal(got, brute_force(logits, labels, keep, 0, refs, offline_a=0.5))
 
 
-def test_self_pair_correction_and_population_options():
+def test_population_options():
     signals, _, _, keep = random_signals(seed=6)
     refs = [1, 2, 3, 4, 5]
     plain = make_attack("rmia").score(signals, 0, refs)
-    code = make_attack("rmia", {"include_self_pair": True}).score(signals, 0, refs)
     z = np.flatnonzero(~keep[0])
-    # with γ ≥ 1 the self pair never passes: non-members lose exactly a factor (|Z|−1)/|Z|
-    np.testing.assert_allclose(code[z], plain[z] * (z.size - 1) / z.size, rtol=1e-12)
-    np.testing.assert_array_equal(code[keep[0]], plain[keep[0]])
     listed = make_attack("rmia", {"population": z.tolist()}).score(signals, 0, refs)
     np.testing.assert_array_equal(listed, plain)
     everyone = make_attack("rmia", {"population": "all"}).score(signals, 0, refs)

@@ -94,7 +94,9 @@ def ood_study(
                 continue
             attack = make_attack(name, config.attack_options.get(name))
             try:
-                scores = attack.score_targets(signals, design.targets, design.references)
+                scores = attack.score_targets(
+                    signals, design.targets, design.references, design.eval_records
+                )
             except MiakitError as exc:
                 skipped[name] = str(exc)
                 results.pop(name, None)

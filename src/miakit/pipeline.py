@@ -401,7 +401,9 @@ def attack(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = Non
         for name in stale:
             record = read_record(scores_record_path(run, name))
             inputs, files = scores_inputs(run, config, name, design, record)
-            scores = instances[name].score_targets(signals, design.targets, design.references)
+            scores = instances[name].score_targets(
+                signals, design.targets, design.references, design.eval_records
+            )
             save_npy(run.scores(name), scores)
             save_json(scores_record_path(run, name), output_record(inputs, files, run.scores(name)))
             bar.advance(task)

@@ -1,8 +1,11 @@
 """The attack contract and registry.
 
 An attack maps Signals to one score per pool record for a target model, **higher = more likely
-member**, using only the reference models it is given. Each attack has a pydantic config whose
-defaults are its paper's, and is registered under a name the config and CLI use.
+member**, using only the reference models it is given, and never the membership of the record it
+scores. `score_targets` scores many targets at once and only the records asked for (the others
+need no reference and get NaN); attacks built on per-record statistics of the references fit
+them once for all targets (`engine`). Each attack has a pydantic config whose defaults are its
+paper's, and is registered under a name the config and CLI use.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from miakit.attacks.engine import Layout
 from miakit.errors import MiakitError
 from miakit.signals import Signals
 
@@ -37,18 +41,30 @@ class Attack(ABC):
 
     def score_leave_one_out(self, signals: Signals, targets: Sequence[int]) -> np.ndarray:
         """Scores [T, N]: each target in turn, every other model as a reference."""
-        all_models = range(signals.num_models)
-        return np.stack(
-            [self.score(signals, t, [m for m in all_models if m != t]) for t in targets]
-        )
+        return self.score_targets(signals, targets, None)
 
     def score_targets(
-        self, signals: Signals, targets: Sequence[int], references: Sequence[int] | None
+        self,
+        signals: Signals,
+        targets: Sequence[int],
+        references: Sequence[int] | None,
+        records: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Scores [T, N] of each target with the given references, or leave-one-out (None)."""
-        if references is None:
-            return self.score_leave_one_out(signals, targets)
-        return np.stack([self.score(signals, t, references) for t in targets])
+        """Scores [T, N] of each target with the given references, or with every other model
+        (None: leave-one-out). `records`: bool [N] (or over the pool records alone), the records
+        to score; the others get NaN and need no reference. Query-only records are always scored.
+
+        This default scores target by target; attacks that fit per-record statistics of the
+        references override it to fit once for all targets (`engine`)."""
+        layout = Layout(signals, targets, references, records)
+        all_models = range(signals.num_models)
+        rows = [
+            self.score(signals, t, [m for m in all_models if m != t])
+            if references is None
+            else self.score(signals, t, references)
+            for t in layout.targets
+        ]
+        return np.where(layout.scored, np.stack(rows), np.nan)
 
 
 ATTACKS: dict[str, type[Attack]] = {}

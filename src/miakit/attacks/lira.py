@@ -19,23 +19,37 @@ Differences from the reference code (`plot.py` of the LiRA release), each on pur
   is the default; `offline_tail: two-sided` reproduces the reference code.
 - Fixed variance follows the reference exactly: online uses the std of all IN φ values for both
   Gaussians (only a global scale, so rankings do not depend on it), offline the std of all OUT φ.
+- The global spread (fixed variance, and the fallback above) is that of all the references' IN
+  (or OUT) φ over every pool record and augmentation, as the reference code computes it.
 - Query-only records (out-of-distribution studies; see `Signals.queries`) have no IN reference, so
   online LiRA cannot score them as the paper does: their IN Gaussian is their OUT one shifted by
-  the references' mean μ_in − μ_out over the pool, with the pool's mean σ_in (`_Pooled`).
+  the references' mean μ_in − μ_out over the scored pool records, with their mean σ_in.
+
+Fitting is separate from scoring: per record, the references' IN and OUT φ are sorted and summed
+once (`engine.Fitted`), and every target reads its Gaussians from them with its own φ left out
+(`Fitted.without`), so leave-one-out over all M targets costs about one pass over the logits.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import numpy as np
 from scipy.special import log_ndtr
 
 from miakit.attacks.base import Attack, AttackConfig, register
-from miakit.errors import MiakitError
-from miakit.signals import Signals
+from miakit.attacks.engine import (
+    Fitted,
+    Layout,
+    LeftOut,
+    global_spread,
+    map_chunks,
+    read_signal,
+    require,
+)
+from miakit.signals import Signals, log_odds
 
 _HALF_LOG_2PI = 0.5 * np.log(2 * np.pi)
 
@@ -45,65 +59,20 @@ class LiraConfig(AttackConfig):
     offline_tail: Literal["one-sided", "two-sided"] = "one-sided"
 
 
-def _log_normal_pdf(x: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+def log_normal_pdf(x: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     return -0.5 * ((x - mu) / sigma) ** 2 - np.log(sigma) - _HALF_LOG_2PI
 
 
-def _side_stats(
-    phi: np.ndarray, member: np.ndarray, center: str, fixed: float | None, side: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Centre and std [n, A] of φ [R, n, A] over the references where `member` [R, n] is True."""
-    counts = member.sum(axis=0)
-    if (counts == 0).any():
-        record = int(np.flatnonzero(counts == 0)[0])
-        raise MiakitError(
-            f"LiRA needs at least one {side} reference model for every record, but record "
-            f"{record} (of this chunk) has none; use more models or a balanced split"
-        )
-    masked = np.where(member[..., None], phi, np.nan)
-    mu = np.nanmedian(masked, axis=0) if center == "median" else np.nanmean(masked, axis=0)
-    if fixed is not None:
-        return mu, np.full_like(mu, fixed)
-    sigma = np.nanstd(masked, axis=0) if (counts >= 2).any() else np.zeros_like(mu)
-    few = (counts < 2)[:, None] | (sigma <= 0)
-    if few.any():
-        sigma = np.where(few, _global_std(phi, member), sigma)
-    return mu, sigma
+def online_score(phi, mu_in, sd_in, mu_out, sd_out) -> np.ndarray:
+    """log N(φ; μ_in, σ_in) − log N(φ; μ_out, σ_out), averaged over augmentations: [..., n]."""
+    return (log_normal_pdf(phi, mu_in, sd_in) - log_normal_pdf(phi, mu_out, sd_out)).mean(axis=-1)
 
 
-def _global_std(phi: np.ndarray, member: np.ndarray) -> float:
-    values = phi[member]
-    std = float(values.std()) if values.size > 1 else 0.0
-    return std if std > 0 else 1.0
-
-
-@dataclass(frozen=True)
-class _Pooled:
-    """What the references show over all records an attack may learn from, for query-only records
-    (out-of-distribution studies), which have no IN reference: their IN Gaussian is their OUT one
-    shifted by the mean μ_in − μ_out, with the mean σ_in; fixed variance uses the global stds."""
-
-    shift: float
-    sd_in: float
-    std_in: float
-    std_out: float
-
-
-class _Moments:
-    def __init__(self) -> None:
-        self.count, self.total, self.squares = 0, 0.0, 0.0
-
-    def add(self, values: np.ndarray) -> None:
-        self.count += values.size
-        self.total += float(values.sum())
-        self.squares += float((values**2).sum())
-
-    def mean(self) -> float:
-        return self.total / self.count
-
-    def std(self) -> float:
-        variance = max(self.squares / self.count - self.mean() ** 2, 0.0)
-        return float(np.sqrt(variance)) or 1.0
+def offline_score(phi, mu_out, sd_out, tail: str) -> np.ndarray:
+    """log Pr[Z < φ], Z ~ N(μ_out, σ_out²) (one-sided), or −log N(φ; μ_out, σ_out) (two-sided)."""
+    if tail == "one-sided":
+        return log_ndtr((phi - mu_out) / sd_out).mean(axis=-1)
+    return -log_normal_pdf(phi, mu_out, sd_out).mean(axis=-1)
 
 
 class Lira(Attack):
@@ -114,92 +83,94 @@ class Lira(Attack):
     fixed_variance: ClassVar[bool] = False
 
     def score(self, signals: Signals, target: int, reference: Sequence[int]) -> np.ndarray:
-        reference = list(reference)
-        pooled = None
-        if signals.queries and self.mode != "global":
-            pooled = self._pooled(signals, target, reference)
-        out = np.empty(signals.num_records)
-        for records in signals.record_chunks(len(reference) + 1):
-            phi = signals.signal("log_odds", [target, *reference], records)
-            query = (records.start or 0) >= signals.num_fit
-            out[records] = self._score_chunk(
-                phi[0], phi[1:], signals.keep[reference, records], pooled if query else None
-            )
-        return out
+        return self.score_targets(signals, [target], reference)[0]
 
-    def score_leave_one_out(self, signals: Signals, targets: Sequence[int]) -> np.ndarray:
-        """Reads each chunk of φ once for all models, then scores every target from it (with
-        query-only records, target by target: their pooled statistics are per target)."""
-        if signals.queries:
-            return super().score_leave_one_out(signals, targets)
-        out = np.empty((len(targets), signals.num_records))
-        models = np.arange(signals.num_models)
-        for records in signals.record_chunks():
-            phi = signals.signal("log_odds", list(models), records)
-            keep = signals.keep[:, records]
-            for i, t in enumerate(targets):
-                ref = models != t
-                out[i, records] = self._score_chunk(phi[t], phi[ref], keep[ref])
-        return out
-
-    def _pooled(self, signals: Signals, target: int, reference: list[int]) -> _Pooled:
-        """A pass over the records an attack may learn from (not the query-only ones)."""
-        center = self.config.center
-        shift, sd_in, values_in, values_out = _Moments(), _Moments(), _Moments(), _Moments()
-        for records in signals.record_chunks(len(reference) + 1):
-            if (records.start or 0) >= signals.num_fit:
-                break
-            phi = signals.signal("log_odds", reference, records)
-            keep = signals.keep[reference, records]
-            values_in.add(phi[keep])
-            values_out.add(phi[~keep])
-            if self.mode == "online" and not self.fixed_variance:
-                mu_in, sigma_in = _side_stats(phi, keep, center, None, "IN")
-                mu_out, _ = _side_stats(phi, ~keep, center, None, "OUT")
-                shift.add(mu_in - mu_out)
-                sd_in.add(sigma_in)
-            elif self.mode == "online":
-                mu_in, _ = _side_stats(phi, keep, center, 1.0, "IN")
-                mu_out, _ = _side_stats(phi, ~keep, center, 1.0, "OUT")
-                shift.add(mu_in - mu_out)
-        return _Pooled(
-            shift=shift.mean() if shift.count else 0.0,
-            sd_in=sd_in.mean() if sd_in.count else values_in.std(),
-            std_in=values_in.std(),
-            std_out=values_out.std(),
-        )
-
-    def _score_chunk(
+    def score_targets(
         self,
-        phi_t: np.ndarray,
-        phi_ref: np.ndarray,
-        keep_ref: np.ndarray,
-        pooled: _Pooled | None = None,
+        signals: Signals,
+        targets: Sequence[int],
+        references: Sequence[int] | None,
+        records: np.ndarray | None = None,
     ) -> np.ndarray:
-        """φ of the target [n, A], of the references [R, n, A], their keep rows [R, n] → [n];
-        `pooled` for a chunk of query-only records."""
-        cfg = self.config
+        layout = Layout(signals, targets, references, records)
+        out = np.full((layout.targets.size, signals.num_records), np.nan)
         if self.mode == "global":
-            return phi_t.mean(axis=-1)
-        if self.mode == "online":
-            if pooled is not None:
-                fixed = pooled.std_in if self.fixed_variance else None
-                mu_out, sd_out = _side_stats(phi_ref, ~keep_ref, cfg.center, fixed, "OUT")
-                mu_in = mu_out + pooled.shift
-                sd_in = sd_out if self.fixed_variance else np.full_like(mu_out, pooled.sd_in)
-            else:
-                fixed = _global_std(phi_ref, keep_ref) if self.fixed_variance else None
-                mu_in, sd_in = _side_stats(phi_ref, keep_ref, cfg.center, fixed, "IN")
-                mu_out, sd_out = _side_stats(phi_ref, ~keep_ref, cfg.center, fixed, "OUT")
-            llr = _log_normal_pdf(phi_t, mu_in, sd_in) - _log_normal_pdf(phi_t, mu_out, sd_out)
-            return llr.mean(axis=-1)
-        fixed = None
+            for i, t in enumerate(layout.targets):
+                for chunk in signals.record_chunks(1):
+                    phi = read_signal(signals, log_odds, [t], chunk)[0]
+                    out[i, chunk] = np.where(layout.scored[chunk], phi.mean(axis=-1), np.nan)
+            return out
+        spread: dict[str, np.ndarray] = {}
+        lock = threading.Lock()
+
+        def global_std(side: str) -> np.ndarray:
+            with lock:
+                if not spread:
+                    spread.update(global_spread(signals, log_odds, layout))
+            return spread[side]
+
+        # sums of μ_in − μ_out and of σ_in over the scored pool records, and their count, per
+        # target: query-only records (scored after every pool record) get their mean IN Gaussian
+        pooled = np.zeros((3, layout.targets.size))
+
+        def score_chunk(chunk: slice) -> np.ndarray:
+            """Fills out[:, chunk]; returns this chunk's part of `pooled`."""
+            part = np.zeros_like(pooled)
+            phi = read_signal(signals, log_odds, layout.rows, chunk)
+            keep = signals.keep[layout.rows, chunk]
+            scored = layout.scored[chunk]
+            query = chunk.start >= signals.num_fit
+            refs = layout.is_reference[:, None]
+            fit_in = None if query or self.mode == "offline" else Fitted(phi, keep & refs)
+            fit_out = Fitted(phi, ~keep & refs)
+            for block in layout.blocks(phi.shape[1], phi.shape[2]):
+                mine = phi[layout.target_rows[block]]
+                drop = layout.drop[block]
+                ctx = (scored, chunk.start, layout.targets[block], global_std, block)
+                mu_out, sd_out = self._gaussian(fit_out.without(drop, mine), "OUT", *ctx)
+                if self.mode == "offline":
+                    scores = offline_score(mine, mu_out, sd_out, self.config.offline_tail)
+                elif fit_in is None:  # query-only records: the pool's mean IN Gaussian
+                    count = pooled[2, block]
+                    shift = pooled[0, block] / np.maximum(count, 1)
+                    if self.fixed_variance:
+                        sd_in = sd_out
+                    else:
+                        mean_sd = pooled[1, block] / np.maximum(count, 1)
+                        sd_in = np.where(count > 0, mean_sd, global_std("IN")[block])
+                        sd_in = sd_in[:, None, None]
+                    mu_in = mu_out + shift[:, None, None]
+                    scores = online_score(mine, mu_in, sd_in, mu_out, sd_out)
+                else:
+                    mu_in, sd_in = self._gaussian(fit_in.without(drop, mine), "IN", *ctx)
+                    scores = online_score(mine, mu_in, sd_in, mu_out, sd_out)
+                    if signals.queries:
+                        counted = scored[None, :, None]
+                        part[0, block] = np.where(counted, mu_in - mu_out, 0.0).sum(axis=(1, 2))
+                        part[1, block] = np.where(counted, sd_in, 0.0).sum(axis=(1, 2))
+                        part[2, block] = scored.sum() * phi.shape[2]
+                out[block, chunk] = np.where(scored, scores, np.nan)
+            return part
+
+        chunks = list(signals.record_chunks(layout.rows.size))
+        for part in map_chunks(score_chunk, [c for c in chunks if c.start < signals.num_fit]):
+            pooled += part
+        map_chunks(score_chunk, [c for c in chunks if c.start >= signals.num_fit])
+        return out
+
+    def _gaussian(self, view: LeftOut, side, scored, first, targets, global_std, block):
+        """Centre and spread [T, n, A] of one side's φ for each target of the block."""
+        need = f"LiRA needs at least one {side} reference model for every scored record"
+        require(view.count, scored, first, targets, need)
+        mu = view.center(self.config.center)
         if self.fixed_variance:
-            fixed = pooled.std_out if pooled is not None else _global_std(phi_ref, ~keep_ref)
-        mu_out, sd_out = _side_stats(phi_ref, ~keep_ref, cfg.center, fixed, "OUT")
-        if cfg.offline_tail == "one-sided":
-            return log_ndtr((phi_t - mu_out) / sd_out).mean(axis=-1)
-        return -_log_normal_pdf(phi_t, mu_out, sd_out).mean(axis=-1)
+            side = "IN" if self.mode == "online" else "OUT"  # the reference code's choice
+            return mu, np.broadcast_to(global_std(side)[block][:, None, None], mu.shape)
+        sd = view.std()
+        few = (view.count < 2)[..., None] | (sd <= 0)
+        if few.any():
+            sd = np.where(few, global_std(side)[block][:, None, None], sd)
+        return mu, sd
 
 
 @register

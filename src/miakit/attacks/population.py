@@ -1,8 +1,11 @@
 """The population Z that RMIA and Attack-P compare each record against.
 
 Both papers draw Z from the data distribution without knowing the target's membership; miakit's pool
-plays that role. By default Z is the target's non-members, as the RMIA code does; a record x that is
-itself in Z is not compared with itself unless `include_self_pair` asks for the code's behaviour.
+plays that role. By default Z is the target's non-members, as the RMIA code does. A record x that is
+itself in Z is compared with itself too, as in the RMIA code: dropping that pair would divide a
+non-member's count by |Z| − 1 and a member's by |Z|, so two records with identical outputs would
+score differently by their membership alone, and a score must never read the membership of the
+record it scores.
 """
 
 from __future__ import annotations
@@ -19,18 +22,25 @@ from miakit.signals import Signals
 class PopulationConfig(AttackConfig):
     #: "target-nonmembers" (the RMIA code's default), "all" pool records, or a list of pool indices.
     population: Literal["target-nonmembers", "all"] | list[int] = "target-nonmembers"
-    #: The reference code compares a population record with itself (a pair that never counts for
-    #: RMIA with γ ≥ 1 and never for Attack-P), which lowers every non-member's score slightly.
-    include_self_pair: bool = False
 
 
-def population_indices(signals: Signals, target: int, population: str | list[int]) -> np.ndarray:
-    """Sorted pool indices of Z for this target; at least two records, none query-only."""
+def population_indices(
+    signals: Signals,
+    target: int,
+    population: str | list[int],
+    scored: np.ndarray | None = None,
+) -> np.ndarray:
+    """Sorted pool indices of Z for this target; at least two records, none query-only.
+
+    scored: bool [N], the records being scored; the named populations ("target-nonmembers",
+    "all") keep only those (records outside it may lack the references Z's own values need).
+    Raises MiakitError for indices outside the pool or a Z of fewer than two records."""
     n = signals.num_fit
+    within = np.ones(n, dtype=bool) if scored is None else scored[:n]
     if population == "target-nonmembers":
-        index = np.flatnonzero(~signals.keep[target, :n])
+        index = np.flatnonzero(~signals.keep[target, :n] & within)
     elif population == "all":
-        index = np.arange(n)
+        index = np.flatnonzero(within)
     else:
         index = np.unique(np.asarray(population, dtype=np.int64))
         if index.size and (index[0] < 0 or index[-1] >= n):
@@ -44,11 +54,3 @@ def population_indices(signals: Signals, target: int, population: str | list[int
             "least 2 (the target's non-members by default, or a longer population list)"
         )
     return index
-
-
-def self_pair_mask(num_records: int, population: np.ndarray, include_self_pair: bool) -> np.ndarray:
-    """True for records whose pair with themselves is dropped from Z (bool [N])."""
-    mask = np.zeros(num_records, dtype=bool)
-    if not include_self_pair:
-        mask[population] = True
-    return mask

@@ -17,6 +17,11 @@ Differences from the reference code (`research/2022_enhanced_mia/plot_attack_via
 - A record with fewer than two OUT references, or OUT φ of zero spread, gets the spread of all OUT
   φ instead of the code's σ + 1e-30, which turns α into 0 or 1 (as `lira.py` does).
 - α of the Gaussian is computed as Φ(−z), not 1 − Φ(z), so it keeps its precision in the member tail.
+- The spread of all OUT φ is over every pool record and augmentation of the references.
+
+Attack-R fits once for all targets (`engine.Fitted`): per record, the references' OUT losses are
+sorted with the two end points, and each target's interpolation points are those with its own loss
+left out; the Gaussian's mean and spread come from sums less the target's term.
 """
 
 from __future__ import annotations
@@ -28,8 +33,16 @@ import numpy as np
 from scipy.special import ndtr
 
 from miakit.attacks.base import Attack, AttackConfig, register
-from miakit.attacks.population import PopulationConfig, population_indices, self_pair_mask
-from miakit.errors import MiakitError
+from miakit.attacks.engine import (
+    Fitted,
+    Layout,
+    LeftOut,
+    global_spread,
+    map_chunks,
+    read_signal,
+    require,
+)
+from miakit.attacks.population import PopulationConfig, population_indices
 from miakit.signals import Signals, cross_entropy, log_odds
 
 #: End points the reference code adds to every record's OUT losses before interpolating.
@@ -40,39 +53,29 @@ class AttackRConfig(AttackConfig):
     threshold: Literal["linear_itp", "logit_rescale", "min", "mean"] = "linear_itp"
 
 
-def linear_itp_alpha(loss: np.ndarray, ref_loss: np.ndarray, use: np.ndarray) -> np.ndarray:
-    """np.interp(loss, sorted(OUT losses + end points), linspace(0, 1, K + 2)) per record.
-
-    loss [n, A], ref_loss [R, n, A], use [R, n] (OUT references) → α [n, A].
-    """
-    ends = np.broadcast_to(np.array(LINEAR_ITP_ENDS)[:, None, None], (2, *loss.shape))
-    points = np.concatenate([np.where(use[..., None], ref_loss, np.inf), ends]).transpose(1, 2, 0)
-    points = np.sort(points, axis=-1)
-    size = use.sum(axis=0)[:, None] + 2  # K + 2 finite points per record
-    step = 1.0 / (size - 1)
-    below = (points <= loss[..., None]).sum(axis=-1)  # ≥ 1: the end point 0 is ≤ every loss
+def linear_itp_alpha(loss: np.ndarray, points: LeftOut, below: np.ndarray) -> np.ndarray:
+    """np.interp(loss, sorted points, linspace(0, 1, K + 2)) per target, record and augmentation:
+    loss [T, n, A], points: the OUT losses with the two end points, K + 2 per record; below
+    [T, n, A]: how many of them are ≤ loss (≥ 1: the end point 0 is ≤ every loss)."""
+    size = points.count[..., None]  # K + 2
     j = np.minimum(below, size - 1) - 1
-    lo = np.take_along_axis(points, j[..., None], axis=-1)[..., 0]
-    hi = np.take_along_axis(points, np.minimum(j + 1, points.shape[-1] - 1)[..., None], axis=-1)
+    lo, hi = points.kth(j), points.kth(np.minimum(j + 1, size - 1))
+    step = 1.0 / (size - 1)
     level_lo = j * step  # linspace's values, with its exact end point 1
     level_hi = np.where(j + 2 >= size, 1.0, (j + 1) * step)
     with np.errstate(invalid="ignore", divide="ignore"):
-        alpha = (level_hi - level_lo) / (hi[..., 0] - lo) * (loss - lo) + level_lo
+        alpha = (level_hi - level_lo) / (hi - lo) * (loss - lo) + level_lo
     alpha = np.where(loss == lo, level_lo, alpha)
     return np.where(below >= size, 1.0, alpha)
 
 
-def logit_rescale_alpha(phi: np.ndarray, ref_phi: np.ndarray, use: np.ndarray) -> np.ndarray:
-    """Pr[N(μ, σ²) > φ] with μ, σ of the OUT references' log-odds, per record and augmentation."""
-    counts = use.sum(axis=0)[:, None]
-    values = np.where(use[..., None], ref_phi, 0.0)
-    mu = values.sum(axis=0) / counts
-    sigma = np.sqrt(np.where(use[..., None], (ref_phi - mu) ** 2, 0.0).sum(axis=0) / counts)
-    few = (counts < 2) | (sigma <= 0)
-    if few.any():
-        pooled = ref_phi[use].std() if use.sum() > 1 else 0.0
-        sigma = np.where(few, pooled if pooled > 0 else 1.0, sigma)
-    return ndtr(-(phi - mu) / sigma)
+def logit_rescale_alpha(phi: np.ndarray, out: LeftOut, spread: np.ndarray) -> np.ndarray:
+    """Pr[N(μ, σ²) > φ] with μ, σ of the OUT references' log-odds; σ = `spread` [T] (all OUT φ)
+    for records with fewer than two OUT references or none of their spread."""
+    sigma = out.std()
+    few = (out.count < 2)[..., None] | (sigma <= 0)
+    sigma = np.where(few, spread[:, None, None], sigma)
+    return ndtr(-(phi - out.mean()) / sigma)
 
 
 @register
@@ -83,32 +86,66 @@ class AttackR(Attack):
     Config = AttackRConfig
 
     def score(self, signals: Signals, target: int, reference: Sequence[int]) -> np.ndarray:
-        out = np.empty(signals.num_records)
-        for records in signals.record_chunks(len(reference) + 1):
-            logits = signals.read_logits([target, *reference], records)
-            labels = signals.labels[records]
-            use = ~signals.keep[list(reference), records]
-            if not use.any(axis=0).all():
-                record = (records.start or 0) + int(np.flatnonzero(~use.any(axis=0))[0])
-                raise MiakitError(
-                    f"Attack-R needs at least one OUT reference model per record, but record "
-                    f"{record} has none; use more models or a balanced split"
-                )
-            out[records] = -self._alpha(logits, labels, use).mean(axis=-1)
-        return out
+        return self.score_targets(signals, [target], reference)[0]
 
-    def _alpha(self, logits: np.ndarray, labels: np.ndarray, use: np.ndarray) -> np.ndarray:
+    def score_targets(
+        self,
+        signals: Signals,
+        targets: Sequence[int],
+        references: Sequence[int] | None,
+        records: np.ndarray | None = None,
+    ) -> np.ndarray:
         kind = self.config.threshold
-        alphas = []
-        if kind != "logit_rescale":
-            loss = cross_entropy(logits, labels)
-            alphas.append(linear_itp_alpha(loss[0], loss[1:], use))
-        if kind != "linear_itp":
-            phi = log_odds(logits, labels)
-            alphas.append(logit_rescale_alpha(phi[0], phi[1:], use))
-        if kind == "min":
-            return np.maximum(*alphas)
-        return np.mean(alphas, axis=0)
+        layout = Layout(signals, targets, references, records)
+        spread = global_spread(signals, log_odds, layout)["OUT"] if kind != "linear_itp" else None
+        out = np.full((layout.targets.size, signals.num_records), np.nan)
+
+        def score_chunk(chunk: slice) -> None:
+            keep = signals.keep[layout.rows, chunk]
+            use = ~keep & layout.is_reference[:, None]
+            scored = layout.scored[chunk]
+            alphas = []
+            blocks = layout.blocks(chunk.stop - chunk.start, signals.num_augmentations)
+            if kind != "logit_rescale":
+                loss = read_signal(signals, cross_entropy, layout.rows, chunk)
+                ends = np.broadcast_to(
+                    np.array(LINEAR_ITP_ENDS)[:, None, None], (2, *loss.shape[1:])
+                )
+                ends_use = np.ones((2, use.shape[1]), dtype=bool)
+                values = np.concatenate([loss, ends])
+                points = Fitted(values, np.concatenate([use, ends_use]))
+                at_most = points.at_most_own(values, layout.target_rows)
+                alpha = []
+                for b in blocks:
+                    rows = layout.target_rows[b]
+                    view = points.without(layout.drop[b], loss[rows])
+                    # the target's own loss is among the values: less itself where it is used
+                    below = at_most[b] - view.removed[..., None]
+                    alpha.append(linear_itp_alpha(loss[rows], view, below))
+                alphas.append(alpha)
+            if kind != "linear_itp":
+                phi = read_signal(signals, log_odds, layout.rows, chunk)
+                fitted = Fitted(phi, use)
+                alphas.append(
+                    [
+                        logit_rescale_alpha(
+                            phi[layout.target_rows[b]],
+                            fitted.without(layout.drop[b], phi[layout.target_rows[b]]),
+                            spread[b],
+                        )
+                        for b in blocks
+                    ]
+                )
+            for i, b in enumerate(blocks):
+                count = layout.counts(use, b)
+                need = "Attack-R needs at least one OUT reference model for every scored record"
+                require(count, scored, chunk.start, layout.targets[b], need)
+                parts = [a[i] for a in alphas]
+                alpha = np.maximum(*parts) if kind == "min" else np.mean(parts, axis=0)
+                out[b, chunk] = np.where(scored, -alpha.mean(axis=-1), np.nan)
+
+        map_chunks(score_chunk, list(signals.record_chunks(layout.rows.size)))
+        return out
 
 
 @register
@@ -120,12 +157,29 @@ class AttackP(Attack):
     uses_reference = False
 
     def score(self, signals: Signals, target: int, reference: Sequence[int]) -> np.ndarray:
-        population = population_indices(signals, target, self.config.population)
-        loss = signals.signal("loss", [target])[0]
-        dropped = self_pair_mask(signals.num_records, population, self.config.include_self_pair)
-        alpha = np.empty_like(loss)
-        for a in range(loss.shape[1]):
-            sorted_loss = np.sort(loss[population, a])
-            alpha[:, a] = np.searchsorted(sorted_loss, loss[:, a], side="left")
-        # a record never has a lower loss than itself, so dropping its self pair only shrinks Z
-        return -(alpha / (population.size - dropped)[:, None]).mean(axis=-1)
+        return self.score_targets(signals, [target], reference)[0]
+
+    def score_targets(
+        self,
+        signals: Signals,
+        targets: Sequence[int],
+        references: Sequence[int] | None,
+        records: np.ndarray | None = None,
+    ) -> np.ndarray:
+        layout = Layout(signals, targets, references, records)
+        out = np.full((layout.targets.size, signals.num_records), np.nan)
+        for i, target in enumerate(layout.targets):
+            population = population_indices(signals, target, self.config.population, layout.scored)
+            loss = np.concatenate(
+                [
+                    read_signal(signals, cross_entropy, [target], c)[0]
+                    for c in signals.record_chunks(1)
+                ]
+            )
+            alpha = np.empty_like(loss)
+            for a in range(loss.shape[1]):
+                alpha[:, a] = np.searchsorted(np.sort(loss[population, a]), loss[:, a], side="left")
+            # α = the share of z ∈ Z with a lower loss (x's own pair never counts)
+            scores = -(alpha / population.size).mean(axis=-1)
+            out[i] = np.where(layout.scored, scores, np.nan)
+        return out

@@ -15,14 +15,17 @@ of z in the population Z whose pair (x, z) passes LR > γ in a majority of the a
   majority vote then needs, per x, the number of z inside a majority of these prefixes; prefixes are
   held as bitsets over Z (stored every 64 positions, the rest set bit by bit) and summed with
   bit-sliced counters. The result equals the pairwise computation exactly.
+- All targets at once: the signal is computed once per model, and p(x) of each target (its
+  references' trimmed mean with its own signal left out) comes from the signals sorted once per
+  record (`engine.Fitted`); the counting above then runs per target.
 
 Defaults are the authors' CIFAR-10 configs (γ = 2, T = 2, m = 0.6, order 4, 20% trim) and a = 0.3.
 
 Differences from the reference code (`research/2023_rmia/main.py`), each on purpose:
 - The code truncates every record's IN and OUT references to the smallest count; here each record
   uses all its reference models (as `lira.py`).
-- The code compares a population record with itself; that pair is dropped here, so non-members are
-  not scored against one guaranteed failure (`include_self_pair: true` reproduces the code).
+- The code compares a population record with itself; so does miakit (see `population.py`): a score
+  never depends on the membership of the record it scores.
 - Taylor polynomial: the code's `get_taylor(x, n)` stops at x^(n−1), which for n = 4 is a cubic that
   turns negative for x below about −1.6 (logits below about −3.2 at T = 2). Here `taylor_order` is the
   highest power, as in the Taylor-softmax papers; `taylor_order: 3` gives the code's polynomial, and
@@ -37,16 +40,18 @@ from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
-from scipy.stats import rankdata
 
 from miakit.attacks.base import Attack, register
-from miakit.attacks.population import PopulationConfig, population_indices, self_pair_mask
+from miakit.attacks.engine import Fitted, Layout, map_chunks, read_signal, require
+from miakit.attacks.population import PopulationConfig, population_indices
 from miakit.errors import MiakitError
 from miakit.signals import Signals, taylor_soft_margin, true_class_log_prob
 
 _ONE = np.uint64(1)
 #: Words of bitset per block of records while counting (8 MiB per array).
 _BLOCK_WORDS = 2**20
+#: Bytes of s(x) and p(x) kept for a block of targets between the fitting pass and the counting.
+_RATIO_BYTES = 512 * 2**20
 
 
 class RmiaConfig(PopulationConfig):
@@ -61,24 +66,6 @@ class RmiaConfig(PopulationConfig):
 class RmiaOfflineConfig(RmiaConfig):
     #: 0.3 is the paper's CIFAR-10 value; "auto" tunes it on a paired reference model.
     offline_a: Annotated[float, Field(ge=0, le=1)] | Literal["auto"] = 0.3
-
-
-def trimmed_mean(values: np.ndarray, use: np.ndarray, trim: float) -> np.ndarray:
-    """Per record, scipy's trim_mean of values [R, n, A] over the references where use [R, n]."""
-    counts = use.sum(axis=0)
-    if (counts == 0).any():
-        record = int(np.flatnonzero(counts == 0)[0])
-        raise MiakitError(
-            f"RMIA needs at least one usable reference model for every record, but record {record} "
-            "(of this chunk) has none (offline RMIA uses OUT references); use more models"
-        )
-    masked = np.where(use[..., None], values, np.inf).transpose(1, 2, 0)
-    ordered = np.sort(masked, axis=-1)
-    cut = np.floor(trim * counts).astype(np.int64)[:, None, None]
-    rank = np.arange(values.shape[0])
-    inside = (rank >= cut) & (rank < counts[:, None, None] - cut)
-    total = np.where(inside, ordered, 0.0).sum(axis=-1)
-    return total / (counts[:, None] - 2 * cut[..., 0])
 
 
 def _passing_prefix(sorted_z: np.ndarray, ratio_x: np.ndarray, gamma: float) -> np.ndarray:
@@ -154,33 +141,26 @@ def _majority_counts(prefix: np.ndarray, orders: np.ndarray, need: int) -> np.nd
     return out
 
 
-def relative_scores(
-    ratio: np.ndarray, population: np.ndarray, gamma: float, include_self_pair: bool = False
-) -> np.ndarray:
-    """RMIA scores [N] from ratios s/p [N, A] (≥ 0): the fraction of z ∈ Z with LR > γ by majority.
-
-    A pair passes when more than half of the A augmentations have ratio[x] / ratio[z] > γ.
-    """
-    num_records, num_aug = ratio.shape
-    need = num_aug // 2 + 1
-    orders = np.argsort(ratio[population], axis=0, kind="stable").T
+def relative_scores(ratio_x: np.ndarray, ratio_z: np.ndarray, gamma: float) -> np.ndarray:
+    """RMIA scores [n] from ratios s/p of the scored records [n, A] and of the population [Z, A]
+    (all ≥ 0): the fraction of z ∈ Z whose pair with x has LR = ratio_x / ratio_z > γ in more than
+    half of the A augmentations. A record in Z meets itself like any other z."""
+    need = ratio_x.shape[1] // 2 + 1
+    orders = np.argsort(ratio_z, axis=0, kind="stable").T
     prefix = np.stack(
         [
-            _passing_prefix(ratio[population[order], a], ratio[:, a], gamma)
+            _passing_prefix(ratio_z[order, a], ratio_x[:, a], gamma)
             for a, order in enumerate(orders)
         ],
         axis=1,
     )
-    counts = _majority_counts(prefix, orders, need)
-    dropped = self_pair_mask(num_records, population, include_self_pair)
-    with np.errstate(invalid="ignore"):
-        self_passes = (ratio / ratio > gamma).sum(axis=1) >= need
-    counts = counts - (dropped & self_passes)
-    return counts / (population.size - dropped)
+    return _majority_counts(prefix, orders, need) / ratio_z.shape[0]
 
 
 def _auc(scores: np.ndarray, members: np.ndarray) -> float:
     """Area under the ROC curve by the rank-sum statistic (ties count one half)."""
+    from scipy.stats import rankdata  # imported here: scipy.stats takes about 1.5 s to import
+
     ranks = rankdata(scores)
     positives = int(members.sum())
     negatives = members.size - positives
@@ -194,15 +174,37 @@ class Rmia(Attack):
     offline: ClassVar[bool] = False
 
     def score(self, signals: Signals, target: int, reference: Sequence[int]) -> np.ndarray:
-        s, p = self._signal_and_mean(signals, target, reference)
-        if self.offline:
-            a = self.config.offline_a
-            if a == "auto":
-                a = self._tune_offline_a(signals, target, reference)
-            p = (1 + a) / 2 * p + (1 - a) / 2
-        return self._relative(signals, target, s / p)
+        return self.score_targets(signals, [target], reference)[0]
 
-    def _tune_offline_a(self, signals: Signals, target: int, reference: Sequence[int]) -> float:
+    def score_targets(
+        self,
+        signals: Signals,
+        targets: Sequence[int],
+        references: Sequence[int] | None,
+        records: np.ndarray | None = None,
+    ) -> np.ndarray:
+        layout = Layout(signals, targets, references, records)
+        out = np.full((layout.targets.size, signals.num_records), np.nan)
+        per_target = 2 * 8 * signals.num_records * signals.num_augmentations
+        size = max(1, _RATIO_BYTES // per_target)
+        for first in range(0, layout.targets.size, size):
+            block = np.arange(first, min(first + size, layout.targets.size))
+            s, p = self._signal_and_mean(signals, layout, block)
+            for i, index in enumerate(block):
+                target = int(layout.targets[index])
+                p_target = p[i]
+                if self.offline:
+                    a = self.config.offline_a
+                    if a == "auto":
+                        refs = layout.rows[layout.references_of(np.array([index]))[0]]
+                        a = self._tune_offline_a(signals, target, list(refs), layout.scored)
+                    p_target = (1 + a) / 2 * p_target + (1 - a) / 2
+                out[index] = self._relative(signals, target, s[i] / p_target, layout.scored)
+        return out
+
+    def _tune_offline_a(
+        self, signals: Signals, target: int, reference: list[int], scored: np.ndarray
+    ) -> float:
         """The a in {0, 0.1, …, 1} with the best AUC against a paired reference model."""
         paired = target ^ 1 if (target ^ 1) in reference else reference[0]
         others = [m for m in reference if m != paired]
@@ -211,57 +213,82 @@ class Rmia(Attack):
                 "offline_a: auto attacks a paired reference model with the other references, "
                 "so it needs at least two reference models; set offline_a to a number"
             )
-        s, p_out = self._signal_and_mean(signals, paired, others)
+        layout = Layout(signals, [paired], others, scored[: signals.num_fit])
+        s, p_out = self._signal_and_mean(signals, layout, np.array([0]))
+        fit = np.flatnonzero(layout.scored[: signals.num_fit])
         best_a, best_auc = 0.0, -1.0
         for a in np.round(np.arange(0.0, 1.01, 0.1), 1):
-            scores = self._relative(signals, paired, s / ((1 + a) / 2 * p_out + (1 - a) / 2))
-            fit = slice(0, signals.num_fit)
+            ratio = s[0] / ((1 + a) / 2 * p_out[0] + (1 - a) / 2)
+            scores = self._relative(signals, paired, ratio, layout.scored)
             auc = _auc(scores[fit], signals.keep[paired, fit])
             if auc > best_auc:
                 best_a, best_auc = float(a), auc
         return best_a
 
-    def _relative(self, signals: Signals, target: int, ratio: np.ndarray) -> np.ndarray:
+    def _relative(
+        self, signals: Signals, target: int, ratio: np.ndarray, scored: np.ndarray
+    ) -> np.ndarray:
+        """Scores [N] (NaN where not scored) from the target's ratios s/p [N, A]."""
         cfg = self.config
-        population = population_indices(signals, target, cfg.population)
-        return relative_scores(ratio, population, cfg.gamma, cfg.include_self_pair)
+        population = population_indices(signals, target, cfg.population, scored)
+        if np.isnan(ratio[population]).any():
+            record = int(population[np.isnan(ratio[population]).any(axis=1)][0])
+            raise MiakitError(
+                f"population record {record} has no usable reference model for target model "
+                f"{target}, so its p(z) is unknown; choose a population of scored records"
+            )
+        out = np.full(signals.num_records, np.nan)
+        out[scored] = relative_scores(ratio[scored], ratio[population], cfg.gamma)
+        return out
 
     def _signal_and_mean(
-        self, signals: Signals, target: int, reference: Sequence[int]
+        self, signals: Signals, layout: Layout, block: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The target's signal s(x) and the references' trimmed mean (of OUT ones when offline)."""
-        shape = (signals.num_records, signals.num_augmentations)
+        """For the block of targets: s(x) [B, N, A], each target's signal, and p(x) [B, N, A],
+        the trimmed mean of its references' signals (OUT ones when offline), with its own signal
+        left out; NaN where a record has no usable reference (only allowed where not scored)."""
+        shape = (block.size, signals.num_records, signals.num_augmentations)
         s, p = np.empty(shape), np.empty(shape)
-        for records in signals.record_chunks(len(reference) + 1):
-            chunk = self._signal(signals, [target, *reference], records)
-            keep = signals.keep[list(reference), records]
-            use = ~keep if self.offline else np.ones_like(keep)
-            s[records] = chunk[0]
-            p[records] = trimmed_mean(chunk[1:], use, self.config.trim)
-        if not (p > 0).all():
-            record = int(np.flatnonzero(~(p > 0).all(axis=1))[0])
-            raise MiakitError(
-                f"RMIA's reference average p(x) is 0 at record {record} (every reference signal "
-                "underflows); use signal: taylor_soft_margin or a higher temperature"
+
+        def fit_chunk(chunk: slice) -> None:
+            values = read_signal(signals, self._signal, layout.rows, chunk)
+            if not (values >= 0).all():
+                row, record, _ = np.argwhere(~(values >= 0))[0]
+                raise MiakitError(
+                    f"RMIA's signal must not be negative, but model {layout.rows[row]} gives "
+                    f"{values[row, record].min():.3g} at record {chunk.start + record}; use an "
+                    "even taylor_order (odd Taylor polynomials turn negative) or signal: softmax"
+                )
+            use = np.broadcast_to(layout.is_reference[:, None], values.shape[:2])
+            if self.offline:
+                use = use & ~signals.keep[layout.rows, chunk]
+            mine = values[layout.target_rows[block]]
+            view = Fitted(values, use).without(layout.drop[block], mine)
+            scored = layout.scored[chunk]
+            need = (
+                "RMIA needs at least one usable reference model for every scored record "
+                "(offline RMIA uses OUT references)"
             )
+            require(view.count, scored, chunk.start, layout.targets[block], need)
+            mean = view.trimmed_mean(self.config.trim)
+            s[:, chunk] = mine
+            p[:, chunk] = np.where((view.count > 0)[..., None], mean, np.nan)
+            zero = ~(mean > 0) & (scored[None, :, None] & (view.count > 0)[..., None])
+            if zero.any():
+                record = chunk.start + int(np.argwhere(zero)[0][1])
+                raise MiakitError(
+                    f"RMIA's reference average p(x) is 0 at record {record} (every reference "
+                    "signal underflows); use signal: taylor_soft_margin or a higher temperature"
+                )
+
+        map_chunks(fit_chunk, list(signals.record_chunks(layout.rows.size)))
         return s, p
 
-    def _signal(self, signals: Signals, models: list[int], records: slice) -> np.ndarray:
+    def _signal(self, logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
         cfg = self.config
-        logits = signals.read_logits(models, records)
-        labels = signals.labels[records]
         if cfg.signal == "softmax":
-            s = np.exp(true_class_log_prob(logits / cfg.temperature, labels))
-        else:
-            s = taylor_soft_margin(logits, labels, cfg.temperature, cfg.margin, cfg.taylor_order)
-        if not (s >= 0).all():
-            model, record, _ = np.argwhere(~(s >= 0))[0]
-            raise MiakitError(
-                f"RMIA's signal must not be negative, but model {models[model]} gives "
-                f"{s[model, record].min():.3g} at record {(records.start or 0) + record}; "
-                "use an even taylor_order (odd Taylor polynomials turn negative) or signal: softmax"
-            )
-        return s
+            return np.exp(true_class_log_prob(logits / cfg.temperature, labels))
+        return taylor_soft_margin(logits, labels, cfg.temperature, cfg.margin, cfg.taylor_order)
 
 
 @register

@@ -1,0 +1,316 @@
+"""Per-record statistics of the reference models, fitted once and read for every target.
+
+An attack that compares a target with its reference models needs, per record and augmentation,
+statistics (median, mean, std, trimmed mean, order statistics) of the references' values. In
+leave-one-out evaluation every model is a target in turn and its references are all the others, so
+the statistics of M − 1 values are wanted M times. `Fitted` computes them once over all the rows it
+is given (values sorted along the models, sums of deviations) and `Fitted.without` derives each
+target's by removing that target's own value:
+
+- the k-th smallest of the other values is the k-th or the (k+1)-th of all, depending only on
+  whether the removed value sorts before it: with r the number of values below the removed one,
+  r ≤ k exactly when sorted[k] ≥ removed value, so no ranks (argsort) are needed and ties take
+  care of themselves;
+- sums of deviations from a shift (the lower median of all values, one of the values itself) lose
+  the removed term; the mean and the variance follow. A spread of identical values comes out as
+  exactly 0, so "no spread" can be told from a small one.
+
+Shapes: values [R, n, A] (R rows, usually models; n records; A augmentations), use [R, n] (which
+rows count for a record). Targets come as a block of T rows to leave out (−1: none) with their own
+values [T, n, A].
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import numpy as np
+
+from miakit.errors import MiakitError
+from miakit.signals import Signals
+
+T = TypeVar("T")
+
+
+class Fitted:
+    """Statistics of `values` [R, n, A] over the rows where `use` [R, n] is True, per record."""
+
+    def __init__(self, values: np.ndarray, use: np.ndarray):
+        self.use = use
+        self.count = use.sum(axis=0)  # [n]
+        masked = np.where(use[..., None], values, np.inf).transpose(1, 2, 0)
+        self.sorted = np.ascontiguousarray(masked)  # [n, A, R], unused rows last (+inf)
+        self.sorted.sort(axis=-1)
+        lower_median = np.maximum((self.count - 1) // 2, 0)
+        self.shift = self._take(self.sorted, lower_median[:, None])  # [n, A]
+        self.shift = np.where(np.isfinite(self.shift), self.shift, 0.0)
+        deviation = np.where(use[..., None], values - self.shift, 0.0)
+        self.s1 = deviation.sum(axis=0)  # [n, A]
+        self.s2 = np.square(deviation).sum(axis=0)
+        self._prefix: np.ndarray | None = None
+        # the median of all values, and the four values the median of all but one is made of
+        # (positions lo, lo + 1, hi, hi + 1 of count − 1 values; see LeftOut.median)
+        count = self.count[:, None]
+        self.median_all = 0.5 * (
+            self._take(self.sorted, np.maximum((count - 1) // 2, 0))
+            + self._take(self.sorted, count // 2)
+        )
+        lo, hi = np.maximum((count - 2) // 2, 0), (count - 1) // 2
+        self.median_parts = [self._take(self.sorted, k) for k in (lo, lo + 1, hi, hi + 1)]
+
+    @staticmethod
+    def _take(ordered: np.ndarray, k: np.ndarray) -> np.ndarray:
+        """ordered [n, A, R] at positions k along R; k broadcasts with [n, A] (e.g. [T, n, A])
+        and is clipped to [0, R − 1]."""
+        n, a, r = ordered.shape
+        base = (np.arange(n)[:, None] * a + np.arange(a)) * r
+        return np.take(ordered.reshape(-1), base + np.clip(k, 0, r - 1))
+
+    def prefix(self) -> np.ndarray:
+        """Sums of the first k sorted values, k = 0..R, [n, A, R + 1] (unused rows add 0)."""
+        if self._prefix is None:
+            finite = np.where(np.isfinite(self.sorted), self.sorted, 0.0)
+            prefix = np.zeros((*finite.shape[:-1], finite.shape[-1] + 1))
+            np.cumsum(finite, axis=-1, out=prefix[..., 1:])
+            self._prefix = prefix
+        return self._prefix
+
+    def at_most_own(self, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """For each row of `rows`: how many used values are ≤ that row's own value, [len(rows),
+        n, A]; values [R, n, A] are all rows' values (those fitted, used or not). One stable
+        sort of every row's value per record, a running count of the used ones, and the count
+        at the end of each tie group."""
+        v = np.ascontiguousarray(values.transpose(1, 2, 0))  # [n, A, R]
+        order = np.argsort(v, axis=-1, kind="stable")
+        ordered = np.take_along_axis(v, order, axis=-1)
+        used = np.broadcast_to(self.use.T[:, None, :], v.shape)
+        count = np.cumsum(np.take_along_axis(used, order, axis=-1), axis=-1)
+        last = np.ones(v.shape, dtype=bool)
+        last[..., :-1] = ordered[..., 1:] != ordered[..., :-1]
+        big = np.iinfo(count.dtype).max
+        # count is non-decreasing: the smallest count at a group end at or after each position
+        at_end = np.minimum.accumulate(np.where(last, count, big)[..., ::-1], axis=-1)[..., ::-1]
+        out = np.empty_like(at_end)
+        np.put_along_axis(out, order, at_end, axis=-1)
+        return out[..., rows].transpose(2, 0, 1)
+
+    def without(self, rows: np.ndarray, values: np.ndarray) -> LeftOut:
+        """The statistics for T targets, each leaving out its row `rows[i]` (−1: none) whose own
+        values are `values[i]` [n, A]."""
+        rows = np.asarray(rows)
+        removed = np.zeros((rows.size, self.count.size), dtype=bool)
+        inside = rows >= 0
+        removed[inside] = self.use[rows[inside]]
+        return LeftOut(self, removed, np.asarray(values, dtype=np.float64))
+
+
+class LeftOut:
+    """Each target's view of a `Fitted`: its own value removed where its row was used.
+
+    Every statistic is [T, n, A] (counts [T, n]); entries of records with too few values are
+    meaningless and must be masked by the caller (see `count`).
+    """
+
+    def __init__(self, fitted: Fitted, removed: np.ndarray, values: np.ndarray):
+        self.fitted, self.removed, self.values = fitted, removed, values
+        self.count = fitted.count - removed  # [T, n]
+        # deviation of the removed value from the shift, 0 where nothing is removed
+        self._dev = np.where(removed[..., None], values - fitted.shift, 0.0)
+
+    def kth(self, k: np.ndarray) -> np.ndarray:
+        """The k-th smallest (0-based) of each target's values, k [T, n] or [T, n, A] in range."""
+        k = k if k.ndim == 3 else k[..., None]
+        ordered = self.fitted.sorted
+        at, after = Fitted._take(ordered, k), Fitted._take(ordered, k + 1)
+        # the removed value sorts at or before position k exactly when sorted[k] ≥ it
+        shifted = self.removed[..., None] & (at >= self.values)
+        return np.where(shifted, after, at)
+
+    def median(self) -> np.ndarray:
+        """Without a removal, the median of all; with one, the values at the middle positions lo
+        and hi of the others are sorted[lo] or sorted[lo + 1] (and so for hi) by one comparison
+        each, so no target needs a gather."""
+        lo, lo_next, hi, hi_next = self.fitted.median_parts
+        v = self.values
+        others = 0.5 * (np.where(lo >= v, lo_next, lo) + np.where(hi >= v, hi_next, hi))
+        return np.where(self.removed[..., None], others, self.fitted.median_all)
+
+    def mean(self) -> np.ndarray:
+        count = np.maximum(self.count, 1)[..., None]
+        return self.fitted.shift + (self.fitted.s1 - self._dev) / count
+
+    def std(self) -> np.ndarray:
+        """Population std (ddof 0); exactly 0 when the values are all equal."""
+        count = np.maximum(self.count, 1)[..., None]
+        s1 = self.fitted.s1 - self._dev
+        s2 = self.fitted.s2 - np.square(self._dev)
+        return np.sqrt(np.maximum(s2 / count - np.square(s1 / count), 0.0))
+
+    def center(self, kind: str) -> np.ndarray:
+        return self.median() if kind == "median" else self.mean()
+
+    def first_sum(self, k: np.ndarray) -> np.ndarray:
+        """Sum of each target's k smallest values, k [T, n] (0 ≤ k ≤ count)."""
+        prefix = self.fitted.prefix()
+        k3 = k[..., None]
+        plain, one_more = Fitted._take(prefix, k3), Fitted._take(prefix, k3 + 1)
+        # the first k of the others are the first k + 1 of all less the removed value when it
+        # sorts among those (r < k, i.e. sorted[k − 1] ≥ it)
+        before = Fitted._take(self.fitted.sorted, k3 - 1)
+        inside = self.removed[..., None] & (k3 >= 1) & (before >= self.values)
+        return np.where(inside, one_more - self.values, plain)
+
+    def trimmed_mean(self, trim: float) -> np.ndarray:
+        """scipy.stats.trim_mean: drop floor(trim · count) values at each end, mean of the rest."""
+        cut = np.floor(trim * self.count).astype(np.int64)
+        kept = np.maximum(self.count - 2 * cut, 1)
+        return (self.first_sum(self.count - cut) - self.first_sum(cut)) / kept[..., None]
+
+
+#: Record chunks handled at once (NumPy releases the GIL in the array work).
+THREADS = max(1, min(4, len(os.sched_getaffinity(0))))
+
+
+def map_chunks(fn: Callable[[slice], T], chunks: Sequence[slice]) -> list[T]:
+    """fn over record chunks on THREADS threads, results in chunk order; the first error (in
+    chunk order) is raised."""
+    if THREADS == 1 or len(chunks) <= 1:
+        return [fn(c) for c in chunks]
+    with ThreadPoolExecutor(THREADS) as pool:
+        return list(pool.map(fn, chunks))
+
+
+def block_size(per_target_bytes: int, budget: int = 4 * 2**20) -> int:
+    """How many targets to handle at once so that one [T, n, A] float64 array stays in budget."""
+    return max(1, budget // max(per_target_bytes, 1))
+
+
+class Layout:
+    """Which models an all-targets pass reads and how each target sees them.
+
+    rows: the models read, sorted (references and targets); is_reference [R]: rows that count as
+    references; target_rows [T]: each target's row; drop [T]: the row each target leaves out of
+    its references (its own, when it is one of them; −1 otherwise); scored [N]: records to score
+    (`records` where given, else all; query-only records always).
+    """
+
+    def __init__(
+        self,
+        signals: Signals,
+        targets: Sequence[int],
+        references: Sequence[int] | None,
+        records: np.ndarray | None = None,
+    ):
+        self.targets = np.asarray(list(targets), dtype=np.int64)
+        num_models = signals.num_models
+        refs = np.arange(num_models) if references is None else np.asarray(list(references), int)
+        for name, given in (("target", self.targets), ("reference", refs)):
+            if given.size and (given.min() < 0 or given.max() >= num_models):
+                raise MiakitError(
+                    f"{name} models must lie in [0, {num_models}), got {given.tolist()}"
+                )
+        self.rows = np.union1d(refs, self.targets)
+        self.is_reference = np.isin(self.rows, refs)
+        self.target_rows = np.searchsorted(self.rows, self.targets)
+        self.drop = np.where(self.is_reference[self.target_rows], self.target_rows, -1)
+        self.scored = np.ones(signals.num_records, dtype=bool)
+        if records is not None:
+            records = np.asarray(records, dtype=bool)
+            if records.shape != (signals.num_fit,) and records.shape != (signals.num_records,):
+                raise MiakitError(
+                    f"records must be a bool mask over the {signals.num_fit} pool records, "
+                    f"got shape {records.shape}"
+                )
+            self.scored[: records.size] = records
+            self.scored[signals.num_fit :] = True
+
+    def references_of(self, block: np.ndarray) -> np.ndarray:
+        """bool [len(block), R]: the rows each target of the block uses as references."""
+        refs = np.broadcast_to(self.is_reference, (block.size, self.rows.size)).copy()
+        drop = self.drop[block]
+        refs[np.flatnonzero(drop >= 0), drop[drop >= 0]] = False
+        return refs
+
+    def counts(self, use: np.ndarray, block: np.ndarray) -> np.ndarray:
+        """[len(block), n]: how many rows where `use` [R, n] each target of the block keeps once
+        its own row is left out."""
+        drop = self.drop[block]
+        own = np.where((drop >= 0)[:, None], use[np.maximum(drop, 0)], False)
+        return use.sum(axis=0) - own
+
+    def blocks(self, num_records: int, num_augmentations: int) -> list[np.ndarray]:
+        """Target positions in blocks small enough for a few [T, n, A] float64 arrays."""
+        size = block_size(8 * num_records * num_augmentations)
+        return [
+            np.arange(i, min(i + size, self.targets.size))
+            for i in range(0, self.targets.size, size)
+        ]
+
+
+def read_signal(
+    signals: Signals,
+    transform: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    models: Sequence[int],
+    records: slice,
+) -> np.ndarray:
+    """transform(logits, labels) of each model in turn, stacked: [len(models), n, A] float64.
+    One model's logits at a time, so the float64 copies stay small."""
+    labels = signals.labels[records]
+    out = np.empty((len(models), records.stop - records.start, signals.num_augmentations))
+    for i, m in enumerate(models):
+        out[i] = transform(signals.read_logits([int(m)], records)[0], labels)
+    return out
+
+
+def global_spread(
+    signals: Signals,
+    transform: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    layout: Layout,
+) -> dict[str, np.ndarray]:
+    """Per target, the std of all its references' IN values and of their OUT values over every
+    pool record (query-only ones excluded) and augmentation: {"IN": [T], "OUT": [T]}. A side with
+    fewer than two values or no spread gets 1.0."""
+    rows = layout.rows.size
+    moments = {side: (np.zeros(rows), np.zeros(rows), np.zeros(rows)) for side in ("IN", "OUT")}
+    for records in signals.record_chunks(rows):
+        if records.start >= signals.num_fit:
+            break
+        values = read_signal(signals, transform, layout.rows, records)
+        keep = signals.keep[layout.rows, records]
+        for side, use in (("IN", keep), ("OUT", ~keep)):
+            count, mean, m2 = moments[side]
+            n = use.sum(axis=1) * values.shape[-1]
+            chunk_mean = np.where(use[..., None], values, 0.0).sum(axis=(1, 2)) / np.maximum(n, 1)
+            dev = np.where(use[..., None], values - chunk_mean[:, None, None], 0.0)
+            chunk_m2 = np.square(dev).sum(axis=(1, 2))
+            total = count + n  # Chan et al.'s pairwise update
+            delta = chunk_mean - mean
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean[:] = np.where(total > 0, mean + delta * n / total, 0.0)
+                m2[:] = m2 + chunk_m2 + np.where(total > 0, delta**2 * count * n / total, 0.0)
+            count[:] = total
+    weights = layout.references_of(np.arange(layout.targets.size)).astype(np.float64)  # [T, R]
+    out = {}
+    for side, (count, mean, m2) in moments.items():
+        total = weights @ count
+        centre = (weights @ (count * mean)) / np.maximum(total, 1)
+        spread = weights @ m2 + (weights * count * np.square(mean - centre[:, None])).sum(axis=1)
+        std = np.sqrt(np.maximum(spread, 0.0) / np.maximum(total, 1))
+        out[side] = np.where((total > 1) & (std > 0), std, 1.0)
+    return out
+
+
+def require(
+    count: np.ndarray, scored: np.ndarray, first: int, targets: np.ndarray, what: str
+) -> None:
+    """Stop when a scored record has no value to fit: count [T, n], scored [n]."""
+    missing = (count == 0) & scored[None]
+    if missing.any():
+        t, n = np.argwhere(missing)[0]
+        raise MiakitError(
+            f"{what}, but record {first + n} has none for target model {targets[t]}; "
+            "use more models or a balanced split"
+        )

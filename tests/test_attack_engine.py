@@ -1,0 +1,354 @@
+"""The all-targets engine against straightforward per-target implementations written here (loops
+over targets, records and augmentations, float64): ties, records with 0 or 1 IN/OUT reference,
+A = 1 and A = 18, and query-only records."""
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from miakit.attacks import make_attack
+from miakit.attacks.engine import Fitted
+from miakit.errors import MiakitError
+from miakit.signals import Signals
+
+from .synthetic import balanced_keep_matrix, binary_logits_from_log_odds
+
+LIRA = ["lira-online", "lira-online-fixed", "lira-offline", "lira-offline-fixed"]
+pytestmark = [pytest.mark.attack(name) for name in LIRA]
+
+MODELS, RECORDS = 8, 40
+
+
+def tied_case(augmentations, seed=0, queries=0):
+    """φ on a grid of 0.5 (many ties), one record whose φ is the same for every model, and
+    records with few IN or OUT models: record 0 is IN only for model 2, record 1 for models 2
+    and 5; record 2 is OUT only for model 4, record 3 for models 4 and 6."""
+    rng = np.random.default_rng(seed)
+    keep = balanced_keep_matrix(MODELS, RECORDS, seed)
+    keep[:, 0] = np.isin(np.arange(MODELS), [2])
+    keep[:, 1] = np.isin(np.arange(MODELS), [2, 5])
+    keep[:, 2] = ~np.isin(np.arange(MODELS), [4])
+    keep[:, 3] = ~np.isin(np.arange(MODELS), [4, 6])
+    phi = rng.normal(0, 1.5, (1, RECORDS, 1)) + np.where(keep[..., None], 1.0, 0.0)
+    phi = np.round(2 * (phi + rng.normal(0, 1, (MODELS, RECORDS, augmentations)))) / 2
+    phi[:, 5, 0] = 1.5
+    total = RECORDS + queries
+    if queries:
+        phi = np.concatenate(
+            [phi, np.round(2 * rng.normal(0, 2, (MODELS, queries, augmentations))) / 2], axis=1
+        )
+        keep = np.concatenate([keep, np.zeros((MODELS, queries), dtype=bool)], axis=1)
+    signals = Signals(
+        list(binary_logits_from_log_odds(phi)),
+        np.ones(total, dtype=np.int64),
+        keep,
+        queries=queries,
+    )
+    return signals, phi, keep
+
+
+def global_std(phi, keep, refs, member, fit):
+    values = [
+        phi[m, n, a]
+        for m in refs
+        for n in range(fit)
+        for a in range(phi.shape[2])
+        if keep[m, n] == member
+    ]
+    std = np.std(values) if len(values) > 1 else 0.0
+    return std if std > 0 else 1.0
+
+
+def gaussian(values, center, fallback, fixed=None):
+    mu = np.median(values) if center == "median" else np.mean(values)
+    if fixed is not None:
+        return mu, fixed
+    if len(values) < 2 or len(set(values)) == 1:
+        return mu, fallback
+    return mu, np.std(values)
+
+
+def lira_per_target(
+    variant, phi, keep, target, refs, scored, center="median", tail="one-sided", queries=0
+):
+    """One target, its references, every record and augmentation in loops."""
+    fit = phi.shape[1] - queries
+    online, fixed = variant.startswith("lira-online"), variant.endswith("fixed")
+    g_in = global_std(phi, keep, refs, True, fit)
+    g_out = global_std(phi, keep, refs, False, fit)
+    fixed_sd = (g_in if online else g_out) if fixed else None
+    out = np.full(phi.shape[1], np.nan)
+    shifts, sds = [], []
+    for n in range(fit):
+        if not scored[n]:
+            continue
+        terms = []
+        for a in range(phi.shape[2]):
+            x = phi[target, n, a]
+            ins = [phi[m, n, a] for m in refs if keep[m, n]]
+            outs = [phi[m, n, a] for m in refs if not keep[m, n]]
+            mu_out, sd_out = gaussian(outs, center, g_out, fixed_sd)
+            if online:
+                mu_in, sd_in = gaussian(ins, center, g_in, fixed_sd)
+                shifts.append(mu_in - mu_out)
+                sds.append(sd_in)
+                terms.append(norm.logpdf(x, mu_in, sd_in) - norm.logpdf(x, mu_out, sd_out))
+            elif tail == "one-sided":
+                terms.append(norm.logcdf(x, mu_out, sd_out))
+            else:
+                terms.append(-norm.logpdf(x, mu_out, sd_out))
+        out[n] = np.mean(terms)
+    for n in range(fit, phi.shape[1]):  # query-only: the IN Gaussian is the pooled one
+        terms = []
+        for a in range(phi.shape[2]):
+            x = phi[target, n, a]
+            outs = [phi[m, n, a] for m in refs]
+            mu_out, sd_out = gaussian(outs, center, g_out, fixed_sd)
+            if online:
+                sd_in = sd_out if fixed else np.mean(sds)
+                mu_in = mu_out + np.mean(shifts)
+                terms.append(norm.logpdf(x, mu_in, sd_in) - norm.logpdf(x, mu_out, sd_out))
+            elif tail == "one-sided":
+                terms.append(norm.logcdf(x, mu_out, sd_out))
+            else:
+                terms.append(-norm.logpdf(x, mu_out, sd_out))
+        out[n] = np.mean(terms)
+    return out
+
+
+def scorable(variant, total):
+    """Records every target can be scored on: online needs an IN and an OUT reference, offline
+    an OUT one (record 0 has no IN reference for target 2, record 2 no OUT one for target 4)."""
+    scored = np.ones(total, dtype=bool)
+    scored[2] = False
+    if variant.startswith("lira-online"):
+        scored[0] = False
+    return scored
+
+
+@pytest.mark.parametrize(
+    ("variant", "options"),
+    [(v, {}) for v in LIRA]
+    + [(v, {"center": "mean"}) for v in LIRA]
+    + [(v, {"offline_tail": "two-sided"}) for v in LIRA if v.startswith("lira-offline")],
+)
+@pytest.mark.parametrize("augmentations", [1, 18])
+def test_lira_all_targets_match_per_target_loops(variant, augmentations, options):
+    signals, phi, keep = tied_case(augmentations)
+    scored = scorable(variant, RECORDS)
+    targets = list(range(MODELS))
+    got = make_attack(variant, options).score_targets(signals, targets, None, scored)
+    for t in targets:
+        refs = [m for m in range(MODELS) if m != t]
+        expected = lira_per_target(
+            variant, phi, keep, t, refs, scored,
+            options.get("center", "median"), options.get("offline_tail", "one-sided"),
+        )  # fmt: skip
+        np.testing.assert_allclose(got[t], expected, rtol=1e-10, atol=1e-10, equal_nan=True)
+
+
+@pytest.mark.parametrize("variant", LIRA)
+def test_lira_explicit_references_match_per_target_loops(variant):
+    signals, phi, keep = tied_case(3, seed=1)
+    scored = scorable(variant, RECORDS)
+    refs = [1, 3, 4, 5, 7]
+    scored[[1, 3]] = False  # with these references, records 1 and 3 lack an IN or OUT one
+    got = make_attack(variant).score_targets(signals, [0, 2, 6], refs, scored)
+    for i, t in enumerate([0, 2, 6]):
+        expected = lira_per_target(variant, phi, keep, t, refs, scored)
+        np.testing.assert_allclose(got[i], expected, rtol=1e-10, atol=1e-10, equal_nan=True)
+
+
+@pytest.mark.parametrize("variant", LIRA)
+def test_lira_query_only_records_match_per_target_loops(variant):
+    signals, phi, keep = tied_case(2, queries=7)
+    scored = scorable(variant, RECORDS + 7)
+    got = make_attack(variant).score_targets(signals, [0, 4, 7], None, scored[:RECORDS])
+    for i, t in enumerate([0, 4, 7]):
+        refs = [m for m in range(MODELS) if m != t]
+        expected = lira_per_target(variant, phi, keep, t, refs, scored, queries=7)
+        np.testing.assert_allclose(got[i], expected, rtol=1e-10, atol=1e-10, equal_nan=True)
+
+
+@pytest.mark.parametrize("variant", LIRA)
+def test_lira_says_which_record_it_cannot_score(variant):
+    signals, *_ = tied_case(1)
+    attack = make_attack(variant)
+    # record 2 has no OUT reference for target 4
+    with pytest.raises(MiakitError, match=r"OUT reference.*record 2 has none for target model 4"):
+        attack.score_targets(signals, [4], None)
+    if variant.startswith("lira-online"):
+        scored = np.ones(RECORDS, dtype=bool)
+        scored[2] = False
+        with pytest.raises(
+            MiakitError, match=r"IN reference.*record 0 has none for target model 2"
+        ):
+            attack.score_targets(signals, [2], None, scored)
+    else:  # offline needs no IN reference: target 2 is scored on record 0
+        assert np.isfinite(attack.score_targets(signals, [2], None)[0]).all()
+
+
+@pytest.mark.parametrize("augmentations", [1, 5])
+def test_fitted_statistics_leave_out_each_row(augmentations):
+    """Median, mean, std, trimmed mean, order statistics and counts of all rows but one, against
+    NumPy on the remaining values, with ties and empty sides."""
+    rng = np.random.default_rng(3)
+    values = np.round(rng.normal(0, 2, (9, 30, augmentations)))
+    use = rng.random((9, 30)) < 0.6
+    use[:, 0] = False
+    use[:, 1] = np.arange(9) == 4
+    fitted = Fitted(values, use)
+    rows = np.array([-1, *range(9)])
+    own = np.concatenate([np.zeros((1, 30, augmentations)), values])
+    view = fitted.without(rows, own)
+    median, mean, std = view.median(), view.mean(), view.std()
+    trimmed, at_most = view.trimmed_mean(0.2), fitted.at_most_own(values, np.arange(9))
+    for r, n, a in np.ndindex(9, 30, augmentations):
+        assert at_most[r, n, a] == np.sum(values[use[:, n], n, a] <= values[r, n, a])
+    for i, row in enumerate(rows):
+        for n in range(30):
+            keep = [r for r in range(9) if use[r, n] and r != row]
+            assert view.count[i, n] == len(keep)
+            for a in range(augmentations):
+                rest = np.sort(values[keep, n, a])
+                if not keep:
+                    continue
+                assert median[i, n, a] == np.median(rest)
+                np.testing.assert_allclose(mean[i, n, a], rest.mean(), atol=1e-12)
+                np.testing.assert_allclose(std[i, n, a], rest.std(), atol=1e-12)
+                cut = int(np.floor(0.2 * rest.size))
+                np.testing.assert_allclose(
+                    trimmed[i, n, a], rest[cut : rest.size - cut].mean(), atol=1e-12
+                )
+                if len(set(rest)) == 1:
+                    assert std[i, n, a] == 0.0
+                for k in range(rest.size):
+                    assert view.kth(np.full((rows.size, 30), k))[i, n, a] == rest[k]
+
+
+@pytest.mark.attack("attack-r")
+@pytest.mark.attack("rmia-offline")
+def test_disjoint_split_needs_references_only_for_scored_records(tmp_path):
+    """Issue 17, item 4: shadow-part records that no target is scored on may lack OUT references
+    (here record 39, among others, is IN for every shadow); `miakit attack` scores the target
+    part alone."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from miakit.cli import app
+    from miakit.store import RunDir
+
+    rng = np.random.default_rng(4)
+    models, records = 6, 40
+    target_part = np.arange(records) < 20
+    keep = np.zeros((models, records), dtype=bool)
+    for t in (0, 1):
+        keep[t, rng.choice(20, 10, replace=False)] = True
+    for s in range(2, models):
+        keep[s, 20 + rng.choice(20, 10, replace=False)] = True
+    keep[2:, 39] = True  # record 39 (shadow part) has no OUT reference
+    keep[0, 39] = False
+    phi = rng.normal(0, 1, (models, records, 1)) + keep[..., None]
+    run = RunDir(tmp_path / "disjoint")
+    run.root.mkdir()
+    np.save(run.keep, keep)
+    np.save(run.labels, np.ones(records, dtype=np.int64))
+    np.save(run.eval_records, target_part)
+    run.split.write_text(json.dumps({"targets": [0, 1], "references": [2, 3, 4, 5]}))
+    for m in range(models):
+        run.model_dir(m).mkdir(parents=True)
+        np.save(run.logits(m), binary_logits_from_log_odds(phi[m]))
+    attacks = "lira-offline,attack-r,rmia-offline"
+    result = CliRunner().invoke(app, ["attack", str(run.root), "--attacks", attacks])
+    assert result.exit_code == 0, result.output
+    scores = np.load(run.scores("lira-offline"))
+    for i, t in enumerate([0, 1]):
+        expected = lira_per_target("lira-offline", phi, keep, t, [2, 3, 4, 5], target_part)
+        np.testing.assert_allclose(scores[i], expected, rtol=1e-10, equal_nan=True)
+    for name in attacks.split(","):
+        scores = np.load(run.scores(name))
+        assert np.isfinite(scores[:, target_part]).all() and np.isnan(scores[:, ~target_part]).all()
+    result = CliRunner().invoke(app, ["evaluate", str(run.root), "--attacks", attacks])
+    assert result.exit_code == 0, result.output
+    with pytest.raises(MiakitError, match=r"OUT reference.*record \d+ has none"):
+        make_attack("lira-offline").score_targets(Signals.from_run(run), [0, 1], [2, 3, 4, 5])
+
+
+def few_out_case(augmentations, seed=0):
+    """Random logits; record 0 is OUT only for model 4, record 1 only for models 4 and 6."""
+    from .attack_inputs import random_signals
+
+    _, logits, labels, keep = random_signals(MODELS, 30, augmentations, seed=seed)
+    keep[:, 0] = ~np.isin(np.arange(MODELS), [4])
+    keep[:, 1] = ~np.isin(np.arange(MODELS), [4, 6])
+    logits[:, 5:8] = np.round(logits[:, 5:8])  # tied losses
+    return Signals.from_arrays(logits, labels, keep), logits, labels, keep
+
+
+@pytest.mark.attack("attack-r")
+@pytest.mark.parametrize("threshold", ["linear_itp", "logit_rescale", "min", "mean"])
+@pytest.mark.parametrize("augmentations", [1, 18])
+def test_attack_r_all_targets_match_per_target_loops(threshold, augmentations):
+    from .test_attack_reference import expected_attack_r
+
+    signals, logits, labels, keep = few_out_case(augmentations)
+    scored = np.arange(30) != 0  # record 0 has no OUT reference for target 4
+    attack = make_attack("attack-r", {"threshold": threshold})
+    got = attack.score_targets(signals, range(MODELS), None, scored)
+    assert np.isnan(got[:, 0]).all()
+    for t in range(MODELS):
+        refs = [m for m in range(MODELS) if m != t]
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            expected = expected_attack_r(logits, labels, keep, t, refs, threshold)
+        np.testing.assert_allclose(got[t, 1:], expected[1:], rtol=1e-9, atol=1e-12)
+    with pytest.raises(MiakitError, match="record 0 has none for target model 4"):
+        attack.score_targets(signals, [4], None)
+
+
+@pytest.mark.attack("rmia")
+@pytest.mark.attack("rmia-offline")
+@pytest.mark.parametrize("name", ["rmia", "rmia-offline"])
+@pytest.mark.parametrize("augmentations", [1, 18])
+def test_rmia_all_targets_match_per_target_loops(name, augmentations):
+    from .test_attack_rmia import brute_force
+
+    signals, logits, labels, keep = few_out_case(augmentations, seed=1)
+    offline = name == "rmia-offline"
+    scored = np.arange(30) != 0 if offline else np.ones(30, dtype=bool)
+    got = make_attack(name).score_targets(signals, range(MODELS), None, scored)
+    for t in range(MODELS):
+        refs = [m for m in range(MODELS) if m != t]
+        population = np.flatnonzero(~keep[t] & scored)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            expected = brute_force(
+                logits, labels, keep, t, refs, 0.3 if offline else None, population=population
+            )
+        np.testing.assert_allclose(got[t, scored], expected[scored], rtol=1e-12)
+    if offline:
+        with pytest.raises(MiakitError, match="record 0 has none for target model 4"):
+            make_attack(name).score_targets(signals, [4], None)
+
+
+@pytest.mark.attack("rmia")
+@pytest.mark.parametrize(
+    "name", ["lira-online", "lira-online-fixed", "lira-offline", "attack-r", "rmia", "rmia-offline"]
+)
+def test_many_small_chunks_on_threads_give_the_same_scores(name, monkeypatch):
+    """Chunks of a few records, handled on several threads, with query-only records: the same
+    scores as one chunk (the global spread and the pooled IN Gaussian span all chunks)."""
+    import miakit.attacks.engine as engine
+    import miakit.signals
+
+    signals, *_ = tied_case(3, queries=5)
+    scored = scorable("lira-online", RECORDS)
+    whole = make_attack(name).score_targets(signals, range(MODELS), None, scored)
+    monkeypatch.setattr(miakit.signals, "CHUNK_BYTES", 8 * MODELS * 3 * 2 * 3)  # 3 records
+    monkeypatch.setattr(engine, "THREADS", 3)
+    assert len(list(signals.record_chunks())) > 10
+    chunked = make_attack(name).score_targets(signals, range(MODELS), None, scored)
+    np.testing.assert_allclose(chunked, whole, rtol=1e-12, atol=1e-12, equal_nan=True)

@@ -37,6 +37,7 @@ from miakit.plan import (
     outdated_models,
     plan,
 )
+from miakit.privacy_audit import audit_dp
 from miakit.report.compare import compare_runs
 from miakit.report.html import write_report
 from miakit.report.plots import plot_roc
@@ -49,6 +50,7 @@ from miakit.transfer import shared_features
 __all__ = [
     "attack",
     "audit",
+    "audit_dp",
     "compare",
     "evaluate",
     "fetch_dataset",
@@ -256,5 +258,7 @@ def audit(config: AuditConfig, run: RunDir) -> dict:
     query(planned, run)
     attack(run, config)
     metrics = evaluate(run, config)
+    if config.dp_audit.canaries.count:
+        audit_dp(run, config)
     report(run)
     return metrics

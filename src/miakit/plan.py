@@ -11,6 +11,7 @@ import numpy as np
 
 from miakit.config import AuditConfig, dump_config, read_run_config
 from miakit.data import Pool, load_pool, make_split
+from miakit.data.canaries import canary_keep, canary_records, insert_canaries
 from miakit.errors import MiakitError
 from miakit.seeding import rng
 from miakit.store import RunDir, array_hash, content_hash, load_npy, save_json, save_npy, save_text
@@ -42,8 +43,9 @@ class Plan:
 
 
 def load_configured_pool(config: AuditConfig) -> Pool:
+    """The configured data set's pool, with its canaries (dp_audit.canaries) in place."""
     data = config.data
-    return load_pool(
+    pool = load_pool(
         data.name,
         data.data_dir,
         path=data.path,
@@ -51,6 +53,16 @@ def load_configured_pool(config: AuditConfig) -> Pool:
         seed=subsample_seed(config),
         download=data.download,
     )
+    records = configured_canaries(config, pool.num_records)
+    if len(records) == 0:
+        return pool
+    kind = config.dp_audit.canaries.kind
+    return insert_canaries(pool, records, kind, rng(config.seed, "canary-content"))
+
+
+def configured_canaries(config: AuditConfig, num_records: int) -> np.ndarray:
+    """The pool indices of the run's canaries (int64 [m], sorted; empty without canaries)."""
+    return canary_records(num_records, config.dp_audit.canaries.count, rng(config.seed, "canaries"))
 
 
 def subsample_seed(config: AuditConfig) -> int:
@@ -73,6 +85,12 @@ def plan(config: AuditConfig, run: RunDir) -> Plan:
         target_fraction=s.target_fraction,
         records=s.records,
     )
+    keep = split.keep
+    canaries = configured_canaries(config, pool.num_records)
+    if len(canaries):
+        if s.strategy == "single_point":
+            raise MiakitError("dp_audit.canaries: not with split.strategy single_point")
+        keep = canary_keep(keep, canaries, rng(config.seed, "canary-keep"))
     targets = list(split.targets)
     if config.evaluate.targets is not None:
         if config.evaluate.targets > len(targets):
@@ -82,7 +100,7 @@ def plan(config: AuditConfig, run: RunDir) -> Plan:
             )
         targets = targets[: config.evaluate.targets]
     save_text(run.run_yaml, dump_config(config))
-    save_npy(run.keep, split.keep)
+    save_npy(run.keep, keep)
     save_npy(run.labels, pool.y)
     for path, array in [
         (run.eval_records, split.eval_records),
@@ -105,7 +123,7 @@ def plan(config: AuditConfig, run: RunDir) -> Plan:
             "targets": targets,
         },
     )
-    return Plan(config, pool, split.keep, fingerprint, tuple(targets))
+    return Plan(config, pool, keep, fingerprint, tuple(targets))
 
 
 @dataclass(frozen=True)

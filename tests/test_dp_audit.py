@@ -100,7 +100,7 @@ def test_choose_guess_counts_prefers_the_sure_side():
     members = rng.random(2000) < 0.5
     # members among the top are certain, the bottom is pure noise
     scores = np.where(members & (rng.random(2000) < 0.2), 10.0, 0.0) + rng.random(2000)
-    f_pos, f_neg = dp_audit.choose_guess_counts(scores, members, 0.0, 0.05)
+    f_pos, f_neg = dp_audit.choose_guess_counts(scores, members, 0.05)
     assert f_pos > 0 and f_neg == 0
 
 

@@ -88,7 +88,7 @@ def _audit_scores(scores: np.ndarray, members: np.ndarray, delta: float, beta: f
             half = m // 2
             select = (scores[t, :half], members[t, :half])
             audited = (scores[t, half:], members[t, half:])
-        f_pos, f_neg = choose_guess_counts(*select, delta, beta / num_targets)
+        f_pos, f_neg = choose_guess_counts(*select, beta / num_targets)
         size = len(audited[0])
         k_pos = round(f_pos * size)
         k_neg = min(round(f_neg * size), size - k_pos)

@@ -34,7 +34,7 @@ from scipy import optimize, special, stats
 
 from miakit.errors import MiakitError
 
-_BISECTION_STEPS = 60
+_BISECTION_STEPS = 40
 
 
 def _check_level(name: str, value: float, low_open: bool = True) -> None:
@@ -80,11 +80,18 @@ def one_run_p_value(m: int, r: int, v: int, epsilon: float, delta: float) -> flo
     if not (epsilon >= 0 and 0 <= delta <= 1):
         raise MiakitError(f"dp audit: need ε ≥ 0 and δ in [0, 1], got ε={epsilon}, δ={delta}")
     q = special.expit(epsilon)
-    tail = stats.binom.sf(v - 1, r, q)
+    tail = 1.0 if v == 0 else float(special.bdtrc(v - 1, r, q))  # P[Binomial(r, q) ≥ v]
     if delta == 0 or v == 0:
         return float(min(tail, 1.0))
-    below = stats.binom.pmf(np.arange(v - 1, -1, -1), r, q)  # pmf(v − i) for i = 1..v
-    alpha = float(np.max(np.cumsum(below) / np.arange(1, v + 1)))
+    k = np.arange(v - 1, -1, -1)  # v − i for i = 1..v
+    log_pmf = (
+        special.gammaln(r + 1)
+        - special.gammaln(k + 1)
+        - special.gammaln(r - k + 1)
+        + special.xlogy(k, q)
+        + special.xlog1py(r - k, -q)
+    )
+    alpha = float(np.max(np.cumsum(np.exp(log_pmf)) / np.arange(1, v + 1)))
     return float(min(tail + 2 * m * delta * alpha, 1.0))
 
 
@@ -92,7 +99,7 @@ def one_run_epsilon(m: int, r: int, v: int, delta: float, beta: float) -> float:
     """Largest ε that v correct guesses out of r (among m canaries) refute at confidence 1 − β.
 
     The one-run bound of Steinke, Nasr and Jagielski 2023 (Theorem 3): the supremum of the ε with
-    one_run_p_value(m, r, v, ε, δ) ≤ β, found by bisection to ~1e-15 relative precision; 0 when
+    one_run_p_value(m, r, v, ε, δ) ≤ β, found by bisection to ~1e-12 relative precision; 0 when
     even ε = 0 is not refuted. Raises MiakitError on counts out of range or β outside (0, 1).
     """
     _check_level("beta", beta)
@@ -164,26 +171,33 @@ def one_run_audit(
 def choose_guess_counts(
     scores: np.ndarray,
     members: np.ndarray,
-    delta: float,
     beta: float,
     fractions: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5),
 ) -> tuple[float, float]:
-    """(k+/m, k−/m) that maximise the one-run bound on selection scores (a reference model's, or
-    held-out canaries'), to be applied as fractions to the audited canaries.
+    """(k+/m, k−/m) that maximise the mean one-run bound over selection sets (reference models'
+    canaries, or held-out canaries), to be applied as fractions to the audited canaries.
 
-    scores: float [m'], members: bool [m']. Every pair of fractions with sum ≤ 1 and at least one
-    guess is tried; ties go to the first pair in order.
+    scores: float [S, m'] and members: bool [S, m'] (S selection sets, ideally of the audited
+    set's size, since the best fractions depend on it; [m'] is one set). Every pair of fractions
+    with sum ≤ 1 and at least one guess is tried, each scored by its bound at δ = 0 (fast, and any
+    rule that does not look at the audited scores keeps the audit valid); ties go to the first
+    pair in order. Raises MiakitError on shape mismatch or when no pair makes a guess.
     """
-    scores, members = _scores_and_members(scores, members)
-    m = len(scores)
+    scores, members = np.atleast_2d(scores), np.atleast_2d(members)
+    sets = [_scores_and_members(s, mem) for s, mem in zip(scores, members, strict=True)]
+    m = scores.shape[1]
     best, best_pair = -1.0, None
     for f_pos in fractions:
         for f_neg in fractions:
             k_pos, k_neg = round(f_pos * m), round(f_neg * m)
             if k_pos + k_neg == 0 or k_pos + k_neg > m:
                 continue
-            r, v = one_run_guesses(scores, members, k_pos, k_neg)
-            eps = one_run_epsilon(m, r, v, delta, beta)
+            eps = np.mean(
+                [
+                    one_run_epsilon(m, *one_run_guesses(s, mem, k_pos, k_neg), 0.0, beta)
+                    for s, mem in sets
+                ]
+            )
             if eps > best:
                 best, best_pair = eps, (f_pos, f_neg)
     if best_pair is None:

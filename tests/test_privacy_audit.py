@@ -13,6 +13,7 @@ from miakit.data.canaries import canary_keep, canary_records, insert_canaries, r
 from miakit.data.pool import Pool
 from miakit.errors import MiakitError
 from miakit.plan import load_plan
+from miakit.report.dp_audit import dp_region_tpr
 from miakit.store import RunDir
 
 
@@ -95,6 +96,7 @@ def test_audit_dp_end_to_end(tmp_path, one_thread):
     assert result.exit_code == 0, result.output
     audit = json.loads((out / "audit.json").read_text())
     assert audit["canaries"] == {"count": 200, "kind": "mislabelled"}
+    assert len(set(audit["canary_records"])) == 200
     assert audit["accountant_epsilon"] is None and audit["beta"] == 0.05
     assert audit["confidence"] == pytest.approx(0.95 - 200 * 2.0**-15)
     for name in ["loss", "lira-online"]:
@@ -110,6 +112,15 @@ def test_audit_dp_end_to_end(tmp_path, one_thread):
     assert again.exit_code == 0, again.output
     assert "lira-online" in again.output
     assert json.loads((out / "audit.json").read_text()) == audit
+    assert "Privacy audit: ε lower bounds" in (out / "report.html").read_text()
+
+
+def test_dp_region_tpr_matches_the_two_halfplanes():
+    # (ε, δ)-DP: TPR ≤ e^ε FPR + δ and TNR ≤ e^ε FNR + δ; check the curve at hand-picked points
+    eps, delta = np.log(3.0), 0.01
+    for fpr in [0.0, 0.05, 0.2, 0.6, 1.0]:
+        want = min(3 * fpr + 0.01, 1 - (1 - fpr - 0.01) / 3, 1.0)
+        assert dp_region_tpr(np.array([fpr]), eps, delta)[0] == pytest.approx(max(want, 0.0))
 
 
 def test_audit_dp_without_canaries_is_an_error(tmp_path, tiny_config):

@@ -63,6 +63,7 @@ def audit_dp(run: RunDir, config: AuditConfig) -> dict:
         results[name] = _audit_scores(scores[:, canaries], members, delta, audit.beta)
     out = {
         "canaries": {"count": len(canaries), "kind": audit.canaries.kind},
+        "canary_records": canaries.tolist(),
         "targets": list(design.targets),
         "accountant_epsilon": _accountant_epsilon(run, design.targets),
         "delta": delta,

@@ -13,7 +13,9 @@ from miakit.data.canaries import canary_keep, canary_records, insert_canaries, r
 from miakit.data.pool import Pool
 from miakit.errors import MiakitError
 from miakit.plan import load_plan
+from miakit.report.compare import privacy_utility_table, summary_table
 from miakit.report.dp_audit import dp_region_tpr
+from miakit.report.runs import load_run
 from miakit.store import RunDir
 
 
@@ -113,6 +115,10 @@ def test_audit_dp_end_to_end(tmp_path, one_thread):
     assert "lira-online" in again.output
     assert json.loads((out / "audit.json").read_text()) == audit
     assert "Privacy audit: ε lower bounds" in (out / "report.html").read_text()
+    data = load_run(out)
+    table = summary_table([data], ["a"], privacy_utility_table([data], ["a"])).set_index("attack")
+    bound = audit["attacks"]["lira-online"]["one_run"]["epsilon_lower"]
+    assert table.loc["lira-online", "ε ≥ (one run)"] == f"{bound:.3g}"
 
 
 def test_dp_region_tpr_matches_the_two_halfplanes():

@@ -87,6 +87,7 @@ def test_plan_with_canaries_keeps_the_split_elsewhere(tmp_path, tiny_config):
     np.testing.assert_array_equal(np.load(run.keep), planned.keep)
 
 
+@pytest.mark.slow
 def test_audit_dp_end_to_end(tmp_path, one_thread):
     out = tmp_path / "run"
     result = CliRunner().invoke(
@@ -134,3 +135,24 @@ def test_audit_dp_without_canaries_is_an_error(tmp_path, tiny_config):
     pipeline.plan(tiny_config, run)
     with pytest.raises(MiakitError, match="no canaries"):
         pipeline.audit_dp(run, load_config(None, []))
+
+
+@pytest.mark.slow
+def test_audit_dp_bound_stays_below_the_accountant_for_dp_sgd(tmp_path, one_thread):
+    """Soundness, small case: DP-SGD at ε = 1; no measured bound may exceed the accountant's ε."""
+    config = load_config(
+        None,
+        ["split.num_models=16", "model.hidden=[32]", "train.epochs=4", "train.lr=0.01",
+         "attacks=[loss, lira-online]", "dp_audit.canaries.count=200",
+         "defences.dp.enabled=true", "defences.dp.target_epsilon=1.0"],
+    )  # fmt: skip
+    run = RunDir(tmp_path / "run")
+    planned = pipeline.plan(config, run)
+    pipeline.train(planned, run)
+    pipeline.query(planned, run)
+    pipeline.attack(run, config)
+    audit = pipeline.audit_dp(run, config)
+    assert 0.5 < audit["accountant_epsilon"] <= 1.0
+    for figures in audit["attacks"].values():
+        assert figures["one_run"]["epsilon_lower"] <= audit["accountant_epsilon"]
+        assert figures["many_runs"]["epsilon_lower"] <= audit["accountant_epsilon"]

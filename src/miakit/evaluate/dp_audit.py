@@ -45,8 +45,10 @@ def _check_level(name: str, value: float, low_open: bool = True) -> None:
 
 
 def _largest_below(p_value, beta: float) -> float:
-    """Largest x ≥ 0 with p_value(x) ≤ β for a p_value non-decreasing in x; 0 when p_value(0) > β
-    and inf when it never exceeds β."""
+    """Bisection for the largest x ≥ 0 with p_value(x) ≤ β; 0 when p_value(0) > β and inf when it
+    stays ≤ β up to 1e4. The returned x always has p_value(x) ≤ β, which is all soundness needs
+    (refuting (ε, δ)-DP refutes every smaller ε), even where the δ term makes p_value
+    non-monotone."""
     if p_value(0.0) > beta:
         return 0.0
     high = 1.0

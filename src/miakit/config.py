@@ -247,6 +247,34 @@ DEFAULT_ATTACKS = [
 ]
 
 
+class CanaryConfig(Section):
+    """Pool records made canaries for a DP audit (miakit.data.canaries)."""
+
+    count: int = Field(
+        default=0,
+        ge=0,
+        description="m: pool records made canaries, each in every model's training set "
+        "independently with probability 1/2 (0: no canaries)",
+    )
+    kind: Literal["mislabelled", "natural", "noise"] = Field(
+        default="mislabelled",
+        description="mislabelled (random wrong label), natural (unchanged), noise (random input)",
+    )
+
+
+class DPAuditConfig(Section):
+    """Empirical ε lower bounds (`miakit audit-dp`; miakit.evaluate.dp_audit)."""
+
+    canaries: CanaryConfig = Field(default_factory=CanaryConfig)
+    attacks: list[str] | None = Field(
+        default=None, description="attacks whose scores are audited (default: every attack)"
+    )
+    beta: float = Field(default=0.05, gt=0, lt=1, description="1 − confidence of each bound")
+    delta: float | None = Field(
+        default=None, ge=0, lt=1, description="δ of the bounds (default: defences.dp.delta)"
+    )
+
+
 class AuditConfig(Section):
     seed: int = Field(default=0, ge=0)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -261,6 +289,7 @@ class AuditConfig(Section):
     defences: DefenceConfig = Field(default_factory=DefenceConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    dp_audit: DPAuditConfig = Field(default_factory=DPAuditConfig)
 
     def training_inputs(self) -> dict[str, Any]:
         """The settings that change a trained model; a model's content hash is built from these."""

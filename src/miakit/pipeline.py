@@ -64,6 +64,7 @@ from miakit.plan import (
     trained,
 )
 from miakit.plan import plan as plan_run
+from miakit.privacy_audit import audit_dp
 from miakit.progress import ProgressLines, progress, tracked
 from miakit.signals import Signals
 from miakit.store import (
@@ -98,6 +99,7 @@ LOCK_POLL_SECONDS = 1.0
 __all__ = [
     "attack",
     "audit",
+    "audit_dp",
     "compare",
     "evaluate",
     "fetch_dataset",
@@ -590,5 +592,7 @@ def audit(config: AuditConfig, run: RunDir, log: Log | None = _stderr) -> dict:
     query(planned, run, wait=True, log=log)
     attack(run, config)
     metrics = evaluate(run, config)
+    if config.dp_audit.canaries.count:
+        audit_dp(run, config)
     report(run)
     return metrics

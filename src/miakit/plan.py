@@ -15,6 +15,7 @@ import numpy as np
 from miakit.attacks import make_attack
 from miakit.config import AuditConfig, TrainConfig, dump_config, read_run_config
 from miakit.data import Pool, load_pool, make_split
+from miakit.data.canaries import canary_keep, canary_records, insert_canaries
 from miakit.defences.config import DefenceConfig
 from miakit.errors import MiakitError
 from miakit.seeding import rng
@@ -77,8 +78,9 @@ class Plan:
 
 
 def load_configured_pool(config: AuditConfig) -> Pool:
+    """The configured data set's pool, with its canaries (dp_audit.canaries) in place."""
     data = config.data
-    return load_pool(
+    pool = load_pool(
         data.name,
         data.data_dir,
         path=data.path,
@@ -86,6 +88,16 @@ def load_configured_pool(config: AuditConfig) -> Pool:
         seed=subsample_seed(config),
         download=data.download,
     )
+    records = configured_canaries(config, pool.num_records)
+    if len(records) == 0:
+        return pool
+    kind = config.dp_audit.canaries.kind
+    return insert_canaries(pool, records, kind, rng(config.seed, "canary-content"))
+
+
+def configured_canaries(config: AuditConfig, num_records: int) -> np.ndarray:
+    """The pool indices of the run's canaries (int64 [m], sorted; empty without canaries)."""
+    return canary_records(num_records, config.dp_audit.canaries.count, rng(config.seed, "canaries"))
 
 
 def subsample_seed(config: AuditConfig) -> int:
@@ -123,6 +135,12 @@ def plan(config: AuditConfig, run: RunDir, log: Callable[[str], None] | None = N
         target_fraction=s.target_fraction,
         records=s.records,
     )
+    keep = split.keep
+    canaries = configured_canaries(config, pool.num_records)
+    if len(canaries):
+        if s.strategy == "single_point":
+            raise MiakitError("dp_audit.canaries: not with split.strategy single_point")
+        keep = canary_keep(keep, canaries, rng(config.seed, "canary-keep"))
     targets = list(split.targets)
     if config.evaluate.targets is not None:
         if config.evaluate.targets > len(targets):
@@ -131,14 +149,14 @@ def plan(config: AuditConfig, run: RunDir, log: Callable[[str], None] | None = N
                 f"{s.strategy} split has {len(targets)}"
             )
         targets = targets[: config.evaluate.targets]
-    check_design(config, split.keep, targets, split.references, split.eval_records, config.attacks)
+    check_design(config, keep, targets, split.references, split.eval_records, config.attacks)
     fingerprint = pool.fingerprint()
-    planned = Plan(config, pool, split.keep, fingerprint, tuple(targets))
+    planned = Plan(config, pool, keep, fingerprint, tuple(targets))
     if log is not None:
         for line in describe_changes(run, planned):
             log(line)
     save_bytes_if_changed(run.run_yaml, dump_config(config).encode())
-    save_bytes_if_changed(run.keep, npy_bytes(split.keep))
+    save_bytes_if_changed(run.keep, npy_bytes(keep))
     save_bytes_if_changed(run.labels, npy_bytes(pool.y))
     for path, array in [
         (run.eval_records, split.eval_records),
@@ -159,7 +177,7 @@ def plan(config: AuditConfig, run: RunDir, log: Callable[[str], None] | None = N
         "targets": targets,
     }
     save_bytes_if_changed(run.pool, json_text(pool_json).encode())
-    for m in orphan_models(run, len(split.keep)):
+    for m in orphan_models(run, len(keep)):
         shutil.rmtree(run.model_dir(m))
     return planned
 

@@ -4,6 +4,7 @@ and one ROC plot, and whether they expose the same records."""
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
@@ -88,6 +89,8 @@ def summary_table(
     rows = []
     for data, label in zip(runs, labels, strict=True):
         own = utility.loc[label]
+        audit = data.run.root / "audit.json"
+        measured = json.loads(audit.read_text())["attacks"] if audit.is_file() else {}
         for attack, figures in data.metrics.items():
             row = {"attack": attack, "run": label, "AUC": decimal(figures["auc"]["mean"])}
             for x in data.fprs:
@@ -97,6 +100,8 @@ def summary_table(
             row["test-split accuracy"] = pct(own["test_split_accuracy"])
             row["ECE"] = "–" if pd.isna(own["ece"]) else decimal(own["ece"])
             row["ε"] = "–" if pd.isna(own["epsilon"]) else f"{own['epsilon']:.3g}"
+            if attack in measured:  # a run audited with `miakit audit-dp`
+                row["ε ≥ (one run)"] = f"{measured[attack]['one_run']['epsilon_lower']:.3g}"
             row["defences"] = own["defences"]
             rows.append(row)
     return pd.DataFrame(rows).sort_values(["attack", "run"], kind="stable")

@@ -22,6 +22,7 @@ from miakit.evaluate.calibration import reliability
 from miakit.evaluate.tables import evaluation_tables
 from miakit.evaluate.thresholds import ppv
 from miakit.evaluate.vulnerability import flagged_members
+from miakit.report.dp_audit import dp_audit_section
 from miakit.report.figures import (
     histogram_figure,
     png_base64,
@@ -566,6 +567,7 @@ def write_report(
         ("Calibration of the targets", calibration_section(data)),
         ("Out-of-distribution false positives", ood_section(data)),
         ("Training and defences", training_section(data)),
+        *[("Privacy audit: ε lower bounds", s) for s in [dp_audit_section(data.run.root)] if s],
         *[(f"Single-point audit: {f.name}", single_point_section(Path(f))) for f in folders],
         ("Run", metadata_section(data)),
     ]

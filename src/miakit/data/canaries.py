@@ -1,0 +1,96 @@
+"""Canaries for privacy auditing: pool records whose membership is a fair coin per model.
+
+Steinke, Nasr and Jagielski (NeurIPS 2023, "Privacy Auditing with One (1) Training Run") audit
+one training run by including each of m canaries independently with probability 1/2. Here m pool
+records become canaries: `mislabelled` (the record with a uniformly drawn wrong label, the
+strongest black-box canary of that paper's Section 7), `natural` (the record unchanged) or
+`noise` (uniform random pixels, or features drawn from the pool's per-feature mean and std, with
+a uniform random label). Every model's keep bit for each canary is drawn independently with
+probability 1/2, whatever the split strategy does with the other records; attacks, trainers and
+loss traces see canaries as ordinary pool records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Literal
+
+import numpy as np
+
+from miakit.data.pool import Pool
+from miakit.errors import MiakitError
+
+CanaryKind = Literal["mislabelled", "natural", "noise"]
+
+
+def canary_records(num_records: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted int64 [count]: the pool indices that become canaries. Raises MiakitError when
+    count exceeds num_records."""
+    if count > num_records:
+        raise MiakitError(
+            f"dp_audit.canaries.count: {count} canaries asked for but the pool has "
+            f"{num_records} records"
+        )
+    return np.sort(rng.choice(num_records, size=count, replace=False)).astype(np.int64)
+
+
+def insert_canaries(
+    pool: Pool, records: np.ndarray, kind: CanaryKind, rng: np.random.Generator
+) -> Pool:
+    """A copy of `pool` with the records at `records` (int [m]) turned into canaries of `kind`.
+
+    The test split is untouched. Raises MiakitError on an unknown kind or a pool of one class
+    (no wrong label to give).
+    """
+    x, y = pool.x.copy(), pool.y.copy()
+    m = len(records)
+    if kind == "mislabelled":
+        if pool.num_classes < 2:
+            raise MiakitError("dp_audit.canaries.kind mislabelled needs at least two classes")
+        y[records] = (y[records] + rng.integers(1, pool.num_classes, size=m)) % pool.num_classes
+    elif kind == "noise":
+        if pool.is_image:
+            x[records] = rng.integers(0, 256, size=(m, *x.shape[1:]), dtype=np.uint8)
+        else:
+            mean, std = x.mean(axis=0), x.std(axis=0)
+            x[records] = (mean + std * rng.standard_normal((m, *x.shape[1:]))).astype(x.dtype)
+        y[records] = rng.integers(0, pool.num_classes, size=m)
+    elif kind != "natural":
+        raise MiakitError(f"dp_audit.canaries.kind: unknown kind {kind!r}")
+    return replace(pool, x=x, y=y)
+
+
+MAX_REDRAW_SLACK = 0.01
+
+
+def redraw_slack(num_models: int, count: int) -> float:
+    """count · 2^(1−M): a bound on the total-variation distance between canary_keep's bits and
+    independent fair coins, hence on what it adds to an audit's β (see canary_keep)."""
+    return count * 2.0 ** (1 - num_models)
+
+
+def canary_keep(keep: np.ndarray, records: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A copy of the keep matrix (bool [M, N]) whose canary columns are independent fair coins.
+
+    A column that comes out all IN or all OUT is drawn again (an attack needs each record IN for
+    some model and OUT for another). That conditions on an event of probability at most
+    redraw_slack(M, m), so the bits differ from independent coins by at most that much in total
+    variation; raises MiakitError when it exceeds 0.01 (too few models for so many canaries).
+    """
+    num_models = keep.shape[0]
+    slack = redraw_slack(num_models, len(records))
+    if slack > MAX_REDRAW_SLACK:
+        raise MiakitError(
+            f"dp_audit.canaries: {len(records)} canaries need more than {num_models} models "
+            f"(at least log2(m) + 8 = {int(np.ceil(np.log2(max(len(records), 1)) + 8))}) so that "
+            "each canary's keep bits are fair coins"
+        )
+    keep = keep.copy()
+    bits = rng.random((num_models, len(records))) < 0.5
+    while True:
+        constant = bits.all(axis=0) | ~bits.any(axis=0)
+        if not constant.any():
+            break
+        bits[:, constant] = rng.random((num_models, int(constant.sum()))) < 0.5
+    keep[:, records] = bits
+    return keep

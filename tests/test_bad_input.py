@@ -59,6 +59,34 @@ BAD_SETTINGS = {
         "attack-r, rmia-offline need an OUT reference model",
     ),
     "lt-iqr without traces": (["attacks=[lt-iqr]"], "lt-iqr needs loss traces"),
+    "salem top_k above the classes": (
+        ["attacks=[salem]", "attack_options={salem: {top_k: 11}}"],
+        "attack_options.salem.top_k: top_k = 11 exceeds the 10 classes",
+    ),
+    "threshold shadow beyond the references": (
+        ["attacks=[threshold-entropy]", "attack_options={threshold-entropy: {shadow: 3}}"],
+        "attack_options.threshold-entropy.shadow: 3 picks a reference model (counting from 0), "
+        "but there are only 3",
+    ),
+    "auto offline_a with one reference": (
+        [
+            "split.num_models=2",
+            "attacks=[rmia-offline]",
+            "attack_options={rmia-offline: {offline_a: auto}}",
+        ],
+        "attack_options.rmia-offline.offline_a: auto attacks a paired reference model with the "
+        "other references, so it needs at least two reference models, but there are 1",
+    ),
+    "lt-iqr window beyond the trace": (
+        [
+            "train.record_trace=true",
+            "train.epochs=3",
+            "train.trace_every=2",
+            "attacks=[lt-iqr]",
+            "attack_options={lt-iqr: {epochs: [0, 4]}}",
+        ],
+        "attack_options.lt-iqr.epochs: [0, 4] reaches past the 3 recorded points of the loss trace",
+    ),
     "odd number of models": (["split.num_models=7"], "even number of models"),
     "more targets than models": (["evaluate.targets=9"], "evaluate.targets: 9 targets"),
     "unknown key": (["train.lrr=1"], "train.lrr: unknown key"),

@@ -6,11 +6,12 @@ import pytest
 
 from miakit import pipeline
 from miakit.attacks import ATTACKS, make_attack
-from miakit.config import load_config
+from miakit.config import TrainConfig, load_config
 from miakit.errors import MiakitError
 from miakit.signals import Signals
 from miakit.store import RunDir
-from miakit.validate import REFERENCE_NEEDS, check_design, resolve_attacks
+from miakit.train.traces import LossTrace
+from miakit.validate import REFERENCE_NEEDS, check_design, resolve_attacks, trace_points
 
 from .synthetic import balanced_keep_matrix
 
@@ -58,3 +59,12 @@ def test_attacks_all_names_every_attack(tmp_path, tiny_config):
     planned = pipeline.plan(config, RunDir(tmp_path / "run"))
     assert planned.config.attacks == list(ATTACKS)
     assert "- lt-iqr" in (tmp_path / "run" / "run.yaml").read_text()
+
+
+@pytest.mark.parametrize(("epochs", "every"), [(1, 1), (3, 2), (4, 2), (7, 3), (2, 5)])
+def test_planned_trace_points_are_the_rows_training_records(epochs, every):
+    """lt-iqr's window is checked at plan time against the rows the trainer will keep."""
+    train = TrainConfig(epochs=epochs, trace_every=every, record_trace=True)
+    recorder = LossTrace(every, epochs)
+    assert trace_points(train) == sum(recorder.due(e) for e in range(epochs + 1))
+    assert trace_points(TrainConfig(epochs=epochs, trace_every=every)) is None

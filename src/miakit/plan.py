@@ -31,6 +31,7 @@ from miakit.store import (
 )
 from miakit.validate import (
     check_attack_options,
+    check_attack_settings,
     check_design,
     check_model,
     check_output_dir,
@@ -111,7 +112,8 @@ def plan(config: AuditConfig, run: RunDir, log: Callable[[str], None] | None = N
     and pool.json.
 
     Nothing is written when a check fails (MiakitError: attacks and their options, architecture,
-    query views against the data kind, the references and records each attack needs, the output
+    query views against the data kind, the references and records each attack needs, each
+    attack's options against the classes, references and loss traces (`Attack.check`), the output
     folder), and files whose content is unchanged are left untouched. `attacks: all` is expanded
     in the returned plan's config and in run.yaml. With `log`, a config that changes an existing
     run is described (what changed, what will be redone). Model folders beyond num_models are
@@ -149,6 +151,7 @@ def plan(config: AuditConfig, run: RunDir, log: Callable[[str], None] | None = N
                 f"{s.strategy} split has {len(targets)}"
             )
         targets = targets[: config.evaluate.targets]
+    check_attack_settings(config, pool.num_classes, len(keep), targets, split.references)
     check_design(config, keep, targets, split.references, split.eval_records, config.attacks)
     fingerprint = pool.fingerprint()
     planned = Plan(config, pool, keep, fingerprint, tuple(targets))

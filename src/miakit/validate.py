@@ -1,6 +1,7 @@
 """The checks `plan` runs before anything is written or trained: the attacks and their options,
 the architecture against the data, the query views against the data kind, the output folder,
-and the models and records each chosen attack needs under the planned split.
+the models and records each chosen attack needs under the planned split, and each attack's
+options against the classes, references and loss traces it will meet (`Attack.check`).
 
 Each check raises MiakitError naming the setting and how to fix it, so that a bad audit stops in
 seconds instead of after every model has trained.
@@ -15,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from miakit.attacks import ATTACKS, make_attack
-from miakit.config import AuditConfig
+from miakit.attacks.base import Setting
+from miakit.config import AuditConfig, TrainConfig
 from miakit.data import Pool
 from miakit.errors import MiakitError
 
@@ -124,8 +126,6 @@ def check_design(
                 f"{members.size} evaluated records: a ROC needs members and non-members; use a "
                 "larger pool (data.subsample, data.path) or another split"
             )
-    if "lt-iqr" in attacks and not config.train.record_trace:
-        raise MiakitError("attacks: lt-iqr needs loss traces; set train.record_trace=true")
     needs = {side for a in attacks for side in REFERENCE_NEEDS.get(a, ())}
     if not needs:
         return
@@ -144,3 +144,27 @@ def check_design(
                     f"split.num_models={num_models} ({config.split.strategy}) target {t} has none "
                     f"for {lacking.size} records (e.g. record {lacking[0]}); use more models"
                 )
+
+
+def trace_points(train: TrainConfig) -> int | None:
+    """Rows of each model's planned loss trace: before training, after every trace_every-th epoch
+    and after the last (None without traces; early stopping can leave fewer)."""
+    if not train.record_trace:
+        return None
+    return 1 + train.epochs // train.trace_every + int(train.epochs % train.trace_every != 0)
+
+
+def check_attack_settings(
+    config: AuditConfig,
+    num_classes: int,
+    num_models: int,
+    targets: Sequence[int],
+    references: Sequence[int] | None,
+) -> None:
+    """Each chosen attack's options fit the pool's classes, the fewest reference models of any
+    target (every other model unless the split names them) and the planned loss traces; the
+    attack's own `check` raises MiakitError where they do not."""
+    fewest = min(len([m for m in (references or range(num_models)) if m != t]) for t in targets)
+    setting = Setting(num_classes, fewest, trace_points(config.train))
+    for name in config.attacks:
+        make_attack(name, config.attack_options.get(name)).check(setting)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -26,6 +27,25 @@ class AttackConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+@dataclass(frozen=True)
+class Setting:
+    """What an attack's options must fit: the pool's classes, the fewest reference models any
+    target has, and the rows of each model's loss trace (None: no traces). `plan` knows all three
+    before any model trains (`validate.check_attack_settings`)."""
+
+    num_classes: int
+    num_references: int
+    trace_points: int | None
+
+
+def observed_setting(signals: Signals, target: int, reference: Sequence[int]) -> Setting:
+    """The setting the attack meets when scoring `target` against `reference`: what the run
+    holds, which can fall short of the plan (early stopping shortens traces)."""
+    traces = signals.traces
+    points = None if traces is None else traces[target].shape[0]
+    return Setting(signals.num_classes, len(reference), points)
+
+
 class Attack(ABC):
     name: ClassVar[str]
     Config: ClassVar[type[AttackConfig]] = AttackConfig
@@ -34,6 +54,12 @@ class Attack(ABC):
 
     def __init__(self, config: AttackConfig | None = None):
         self.config = config if config is not None else self.Config()
+
+    def check(self, setting: Setting) -> None:
+        """Raise MiakitError, naming the option, where the options do not fit the setting; `plan`
+        calls this before anything trains, and attacks whose options depend on the setting call
+        it again when scoring. This default accepts every setting."""
+        return None
 
     @abstractmethod
     def score(self, signals: Signals, target: int, reference: Sequence[int]) -> np.ndarray:

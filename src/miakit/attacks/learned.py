@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from miakit.attacks.base import Attack, AttackConfig, register
+from miakit.attacks.base import Attack, AttackConfig, Setting, observed_setting, register
 from miakit.errors import MiakitError
 from miakit.signals import Signals, softmax, sorted_probs
 
@@ -111,6 +111,9 @@ class LearnedAttack(Attack):
         return False
 
     def score(self, signals: Signals, target: int, reference: Sequence[int]) -> np.ndarray:
+        """Raises MiakitError where the options do not fit (`check`), without shadow models, or
+        where an attack model's training pairs are all IN or all OUT."""
+        self.check(observed_setting(signals, target, reference))
         cfg = self.config
         shadows = list(reference[: cfg.shadow_models])
         if not shadows:
@@ -191,10 +194,13 @@ class Salem(LearnedAttack):
     name = "salem"
     Config = SalemConfig
 
-    def features(self, logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        if self.config.top_k > logits.shape[-1]:
+    def check(self, setting: Setting) -> None:
+        """MiakitError where top_k exceeds the number of classes."""
+        if self.config.top_k > setting.num_classes:
             raise MiakitError(
-                f"salem's top_k = {self.config.top_k} exceeds the {logits.shape[-1]} classes; "
-                "lower top_k"
+                f"attack_options.salem.top_k: top_k = {self.config.top_k} exceeds the "
+                f"{setting.num_classes} classes; lower top_k"
             )
+
+    def features(self, logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
         return sorted_probs(logits, self.config.top_k).mean(axis=-2)

@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 from pydantic import model_validator
 
-from miakit.attacks.base import Attack, AttackConfig, register
+from miakit.attacks.base import Attack, AttackConfig, Setting, observed_setting, register
 from miakit.errors import MiakitError
 from miakit.signals import Signals
 
@@ -67,26 +67,36 @@ class LtIqr(Attack):
     Config = LtIqrConfig
     uses_reference = False
 
-    def score(self, signals: Signals, target: int, reference: Sequence[int]) -> np.ndarray:
-        if signals.traces is None:
+    def check(self, setting: Setting) -> None:
+        """MiakitError without loss traces, where `epochs` reaches past the recorded points, or
+        where the window holds fewer points than the statistic needs."""
+        points = setting.trace_points
+        if points is None:
             raise MiakitError(
                 "lt-iqr needs loss traces (models/<m>/trace.npy, per-record loss after every "
-                "epoch, [E+1, N]); train with loss traces on or add the files"
+                "epoch, [E+1, N]); set train.record_trace=true or add the files"
             )
+        start, stop = self.config.epochs or (0, points)
+        if stop > points:
+            raise MiakitError(
+                f"attack_options.lt-iqr.epochs: [{start}, {stop}] reaches past the {points} "
+                f"recorded points of the loss trace (before training and after each recorded "
+                f"epoch); use stop ≤ {points} or train longer"
+            )
+        minimum = 2 if self.config.statistic in ("iqr", "slope") else 1
+        if stop - start < minimum:
+            raise MiakitError(
+                f"attack_options.lt-iqr: {self.config.statistic} needs at least {minimum} recorded "
+                f"epochs, the window has {stop - start}; widen epochs"
+            )
+
+    def score(self, signals: Signals, target: int, reference: Sequence[int]) -> np.ndarray:
+        """Raises MiakitError where the traces do not fit the options (`check`; early stopping
+        shortens a trace) or hold NaN or infinity."""
+        self.check(observed_setting(signals, target, reference))
         trace = np.asarray(signals.traces[target], dtype=np.float64)
         start, stop = self.config.epochs or (0, trace.shape[0])
-        if stop > trace.shape[0]:
-            raise MiakitError(
-                f"epochs [{start}, {stop}] reaches past the {trace.shape[0]} recorded points of "
-                f"model {target}'s trace; use stop ≤ {trace.shape[0]}"
-            )
         window = trace[start:stop]
-        minimum = 2 if self.config.statistic in ("iqr", "slope") else 1
-        if window.shape[0] < minimum:
-            raise MiakitError(
-                f"{self.config.statistic} needs at least {minimum} recorded epochs, "
-                f"the window has {window.shape[0]}; widen epochs"
-            )
         if not np.isfinite(window).all():
             record = int(np.flatnonzero(~np.isfinite(window).all(axis=0))[0])
             raise MiakitError(

@@ -41,7 +41,7 @@ from typing import Annotated, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from miakit.attacks.base import Attack, register
+from miakit.attacks.base import Attack, Setting, observed_setting, register
 from miakit.attacks.engine import Fitted, Layout, map_chunks, read_signal, require
 from miakit.attacks.population import PopulationConfig, population_indices
 from miakit.errors import MiakitError
@@ -183,7 +183,12 @@ class Rmia(Attack):
         references: Sequence[int] | None,
         records: np.ndarray | None = None,
     ) -> np.ndarray:
+        """Raises MiakitError where the options do not fit a target's references (`check`), before
+        any work, and where a signal or a reference average is unusable."""
         layout = Layout(signals, targets, references, records)
+        chosen = layout.references_of(np.arange(layout.targets.size))
+        for index, target in enumerate(layout.targets):  # before any work
+            self.check(observed_setting(signals, int(target), layout.rows[chosen[index]]))
         out = np.full((layout.targets.size, signals.num_records), np.nan)
         per_target = 2 * 8 * signals.num_records * signals.num_augmentations
         size = max(1, _RATIO_BYTES // per_target)
@@ -196,8 +201,8 @@ class Rmia(Attack):
                 if self.offline:
                     a = self.config.offline_a
                     if a == "auto":
-                        refs = layout.rows[layout.references_of(np.array([index]))[0]]
-                        a = self._tune_offline_a(signals, target, list(refs), layout.scored)
+                        refs = list(layout.rows[chosen[index]])
+                        a = self._tune_offline_a(signals, target, refs, layout.scored)
                     p_target = (1 + a) / 2 * p_target + (1 - a) / 2
                 out[index] = self._relative(signals, target, s[i] / p_target, layout.scored)
         return out
@@ -208,11 +213,6 @@ class Rmia(Attack):
         """The a in {0, 0.1, …, 1} with the best AUC against a paired reference model."""
         paired = target ^ 1 if (target ^ 1) in reference else reference[0]
         others = [m for m in reference if m != paired]
-        if not others:
-            raise MiakitError(
-                "offline_a: auto attacks a paired reference model with the other references, "
-                "so it needs at least two reference models; set offline_a to a number"
-            )
         layout = Layout(signals, [paired], others, scored[: signals.num_fit])
         s, p_out = self._signal_and_mean(signals, layout, np.array([0]))
         fit = np.flatnonzero(layout.scored[: signals.num_fit])
@@ -301,3 +301,12 @@ class RmiaOffline(Rmia):
     name = "rmia-offline"
     Config = RmiaOfflineConfig
     offline = True
+
+    def check(self, setting: Setting) -> None:
+        """MiakitError where `offline_a: auto` has fewer than two reference models."""
+        if self.config.offline_a == "auto" and setting.num_references < 2:
+            raise MiakitError(
+                "attack_options.rmia-offline.offline_a: auto attacks a paired reference model "
+                "with the other references, so it needs at least two reference models, but there "
+                f"are {setting.num_references}; set offline_a to a number or use more models"
+            )

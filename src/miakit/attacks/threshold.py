@@ -29,7 +29,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from miakit.attacks.base import Attack, AttackConfig, register
+from miakit.attacks.base import Attack, AttackConfig, Setting, observed_setting, register
 from miakit.errors import MiakitError
 from miakit.signals import Signals
 
@@ -74,12 +74,19 @@ class ThresholdAttack(Attack):
 
     kind: ClassVar[Literal["max_prob", "entropy"]]
 
-    def score(self, signals: Signals, target: int, reference: Sequence[int]) -> np.ndarray:
-        if self.config.shadow >= len(reference):
+    def check(self, setting: Setting) -> None:
+        """MiakitError where `shadow` picks a reference model beyond the references."""
+        if self.config.shadow >= setting.num_references:
             raise MiakitError(
-                f"shadow: {self.config.shadow} picks a reference model, but there are only "
-                f"{len(reference)}; use a smaller shadow index"
+                f"attack_options.{self.name}.shadow: {self.config.shadow} picks a reference model "
+                f"(counting from 0), but there are only {setting.num_references}; use a smaller "
+                "shadow index or more models"
             )
+
+    def score(self, signals: Signals, target: int, reference: Sequence[int]) -> np.ndarray:
+        """Raises MiakitError where `shadow` is beyond the references (`check`) or the shadow
+        model lacks IN or OUT pool records."""
+        self.check(observed_setting(signals, target, reference))
         shadow = reference[self.config.shadow]
         fit = slice(0, signals.num_fit)
         members = signals.keep[shadow, fit]

@@ -93,24 +93,29 @@ def print_metrics(run: RunDir, config: AuditConfig, strongest: str | None = None
     table.add_column("AUC", justify="right", no_wrap=True)
     for x in fprs:
         table.add_column(f"TPR at\n{100 * x:g}%", justify="right", no_wrap=True)
-    reasons = set()
+    reasons: dict[float, str] = {}  # FPR → why it is not measurable, in the table's order
     for attack, figures in stored["attacks"].items():
         auc = figures["auc"]
         cells = [f"{auc['mean']:.3f}±{auc['std']:.3f}" + (" ⚠" if attack in warnings else "")]
         for x in fprs:
             f = figures[tpr_metric_name(x)]
             if "not_measurable" in f:
-                reasons.add(f["not_measurable"])
+                reasons[x] = f["not_measurable"]
                 cells.append("n/m")
             else:
                 cells.append(f"{100 * f['mean']:.1f}±{100 * f['std']:.1f}")
         table.add_row(attack, *cells, style="bold" if attack == strongest else None)
     console.print(table)
-    note = f"; strongest attack (highest TPR at FPR 0.1%): {strongest}" if strongest else ""
+    note = (
+        f"; strongest attack (highest TPR at FPR 0.1%, at 1% where 0.1% is not measured, then "
+        f"AUC): {strongest}"
+        if strongest
+        else ""
+    )
     console.print(f"TPR in % of members, at each FPR{note}.", highlight=False)
     for attack, warning in warnings.items():
         console.print(f"⚠ {attack}: {warning}", highlight=False)
-    for reason in sorted(reasons):
+    for reason in reasons.values():
         console.print(f"n/m: {reason}", highlight=False)
 
 

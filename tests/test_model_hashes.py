@@ -136,3 +136,17 @@ def test_default_settings_keep_the_hashes_they_had():
     no_bf16 = load_config(None, ["train.bf16=false"]).training_inputs()
     assert train_hash(no_bf16, "fp", keep_row, 3, "cpu") == before
     assert train_hash(no_bf16, "fp", keep_row, 3, "cuda") != before
+
+
+def test_the_transfer_extractor_ignores_what_its_device_ignores():
+    """Pretrained on the CPU, the extractor is the same with or without bf16 (so a CPU run keeps
+    it); on CUDA, bf16 changes its weights and so its hash."""
+    from miakit.transfer import extractor_hash
+
+    base = ["defences.transfer.enabled=true", "defences.transfer.pretrain_data=rest"]
+    plain = load_config(None, [*base, "train.bf16=true"])
+    no_bf16 = load_config(None, [*base, "train.bf16=false"])
+    assert extractor_hash(plain, "cpu") == extractor_hash(no_bf16, "cpu")
+    assert extractor_hash(plain, "cuda") != extractor_hash(no_bf16, "cuda")
+    longer = load_config(None, [*base, "defences.transfer.pretrain_epochs=7"])
+    assert extractor_hash(plain, "cpu") != extractor_hash(longer, "cpu")

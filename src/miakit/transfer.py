@@ -40,7 +40,7 @@ from miakit.data.registry import subsample_indices
 from miakit.errors import MiakitError
 from miakit.models import build_model
 from miakit.models.split import classifier_name, split_model
-from miakit.plan import Plan, subsample_seed
+from miakit.plan import Plan, effective_training_inputs, subsample_seed
 from miakit.query import CHUNK, check_views, identity_view, query_logits, views
 from miakit.seeding import derive_seed
 from miakit.store import (
@@ -147,9 +147,11 @@ def check_config(config: AuditConfig) -> None:
         )
 
 
-def extractor_hash(config: AuditConfig) -> str:
-    """Everything the extractor's weights depend on (not the cut: one extractor serves both)."""
-    training = config.training_inputs()
+def extractor_hash(config: AuditConfig, device: str) -> str:
+    """Everything the extractor's weights depend on when pretrained on `device` ("cpu" or
+    "cuda"): settings that device ignores count as their defaults (`plan.effective_training_inputs`),
+    and the cut does not count (one extractor serves both)."""
+    training = effective_training_inputs(config.training_inputs(), device, dp_applies=False)
     settings = training["defences"]["transfer"]
     inputs: dict[str, Any] = {"model": training["model"]}
     if config.defences.transfer.weights is not None:
@@ -166,7 +168,7 @@ def features_hash(plan: Plan) -> str:
     config = plan.config
     return content_hash(
         {
-            "extractor": extractor_hash(config),
+            "extractor": extractor_hash(config, resolve_device(config.train.device).type),
             "cut": config.defences.transfer.cut,
             "pool": plan.fingerprint,
             "augmentations": config.query.augmentations,
@@ -220,7 +222,7 @@ def _build(plan: Plan, run: RunDir, expected: str) -> dict[str, Any]:
     config, pool = plan.config, plan.pool
     device = resolve_device(config.train.device)
     norm = Normalization(pool.mean, pool.std) if pool.mean is not None else None
-    key = extractor_hash(config)
+    key = extractor_hash(config, device.type)
     if _about(run).get("extractor_hash") == key:
         extractor, about = _stored_extractor(plan, run)
     else:

@@ -156,3 +156,30 @@ def test_audit_dp_bound_stays_below_the_accountant_for_dp_sgd(tmp_path, one_thre
     for figures in audit["attacks"].values():
         assert figures["one_run"]["epsilon_lower"] <= audit["accountant_epsilon"]
         assert figures["many_runs"]["epsilon_lower"] <= audit["accountant_epsilon"]
+
+
+def test_canaries_train_batched_with_loss_traces_and_every_attack_scores_them(tmp_path, one_thread):
+    """Canaries are pool records like any other for the batched trainer, loss traces and the
+    attacks: each model's trace shows its IN canaries (mislabelled, so only memorised) with a
+    lower final loss than its OUT ones, and audit.json holds a bound for every attack."""
+    config = load_config(
+        None,
+        [
+            "split.num_models=16", "model.hidden=[64]", "train.epochs=20", "train.lr=0.01",
+            "train.batched=true", "execution.models_per_task=16", "train.record_trace=true",
+            "attacks=[loss, lira-online, lt-iqr]", "dp_audit.canaries.count=100",
+        ],
+    )  # fmt: skip
+    run = RunDir(tmp_path / "run")
+    pipeline.audit(config, run)
+    audit = json.loads((run.root / "audit.json").read_text())
+    canaries = np.array(audit["canary_records"])
+    keep = np.load(run.keep)
+    memorised = 0
+    for m in range(16):
+        last = np.load(run.trace(m))[-1].astype(np.float64)
+        assert last.shape == (1797,)
+        inside, outside = canaries[keep[m, canaries]], canaries[~keep[m, canaries]]
+        memorised += last[inside].mean() < last[outside].mean()
+    assert memorised == 16
+    assert set(audit["attacks"]) == {"loss", "lira-online", "lt-iqr"}

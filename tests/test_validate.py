@@ -1,5 +1,5 @@
-"""plan's checks against the attacks themselves: the references each attack needs (validate.
-REFERENCE_NEEDS) are what the attack's own code demands, and `attacks: all`."""
+"""plan's checks against the attacks themselves: the references each attack declares it needs
+(`Attack.reference_needs`) are what its own code demands, and `attacks: all`."""
 
 import numpy as np
 import pytest
@@ -11,7 +11,7 @@ from miakit.errors import MiakitError
 from miakit.signals import Signals
 from miakit.store import RunDir
 from miakit.train.traces import LossTrace
-from miakit.validate import REFERENCE_NEEDS, check_design, resolve_attacks, trace_points
+from miakit.validate import check_design, resolve_attacks, trace_points
 
 from .synthetic import balanced_keep_matrix
 
@@ -25,8 +25,8 @@ def signals_for(keep: np.ndarray) -> Signals:
     return Signals.from_arrays(logits, labels, keep, traces)
 
 
-def test_every_registered_attack_has_its_needs_listed():
-    assert set(REFERENCE_NEEDS) == set(ATTACKS)
+def test_every_registered_attack_declares_needs_plan_knows():
+    assert all(set(cls.reference_needs) <= {"in", "out", "any"} for cls in ATTACKS.values())
 
 
 @pytest.mark.parametrize("name", sorted(ATTACKS))
@@ -35,7 +35,7 @@ def test_reference_needs_match_the_attack(name):
     target is IN and IN where it is OUT, so attacks needing IN or OUT references fail."""
     config = load_config(None, ["train.record_trace=true"])
     two = balanced_keep_matrix(2, 200)
-    needs = set(REFERENCE_NEEDS[name]) & {"in", "out"}
+    needs = set(ATTACKS[name].reference_needs) & {"in", "out"}
     attack = make_attack(name)
     if needs:
         with pytest.raises(MiakitError, match="reference"):

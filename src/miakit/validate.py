@@ -21,30 +21,6 @@ from miakit.config import AuditConfig, TrainConfig
 from miakit.data import Pool
 from miakit.errors import MiakitError
 
-#: What each attack needs of every record it scores, among the reference models of the target:
-#: "in" (a reference trained on it), "out" (one not trained on it), "any" (one reference).
-#: tests/test_validate.py checks each entry against the attack itself.
-REFERENCE_NEEDS: dict[str, tuple[str, ...]] = {
-    "loss": (),
-    "lira-online": ("in", "out"),
-    "lira-online-fixed": ("in", "out"),
-    "lira-offline": ("out",),
-    "lira-offline-fixed": ("out",),
-    "lira-global": (),
-    "rmia": ("any",),
-    "rmia-offline": ("out",),
-    "attack-r": ("out",),
-    "attack-p": (),
-    "confidence": (),
-    "entropy": (),
-    "modified-entropy": (),
-    "threshold-confidence": ("any",),
-    "threshold-entropy": ("any",),
-    "shokri": ("any",),
-    "salem": ("any",),
-    "lt-iqr": (),
-}
-
 #: `attacks: all` (or `--attacks all`) stands for every registered attack.
 ALL = "all"
 
@@ -126,7 +102,7 @@ def check_design(
                 f"{members.size} evaluated records: a ROC needs members and non-members; use a "
                 "larger pool (data.subsample, data.path) or another split"
             )
-    needs = {side for a in attacks for side in REFERENCE_NEEDS.get(a, ())}
+    needs = {side for a in attacks for side in ATTACKS[a].reference_needs}
     if not needs:
         return
     num_models = keep.shape[0]
@@ -137,7 +113,7 @@ def check_design(
         for side in sorted(needs):
             lacking = np.flatnonzero(counts[side] == 0)
             if lacking.size:
-                who = [a for a in attacks if side in REFERENCE_NEEDS.get(a, ())]
+                who = [a for a in attacks if side in ATTACKS[a].reference_needs]
                 kind = {"in": "an IN", "out": "an OUT", "any": "a"}[side]
                 raise MiakitError(
                     f"{', '.join(who)} need{'s' * (len(who) == 1)} {kind} reference model for every record, but with "
@@ -151,7 +127,10 @@ def trace_points(train: TrainConfig) -> int | None:
     and after the last (None without traces; early stopping can leave fewer)."""
     if not train.record_trace:
         return None
-    return 1 + train.epochs // train.trace_every + int(train.epochs % train.trace_every != 0)
+    from miakit.train.traces import LossTrace  # torch: imported only by the stage that plans
+
+    recorder = LossTrace(train.trace_every, train.epochs)
+    return 1 + sum(recorder.due(epoch) for epoch in range(1, train.epochs + 1))
 
 
 def check_attack_settings(

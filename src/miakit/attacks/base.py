@@ -49,8 +49,11 @@ def observed_setting(signals: Signals, target: int, reference: Sequence[int]) ->
 class Attack(ABC):
     name: ClassVar[str]
     Config: ClassVar[type[AttackConfig]] = AttackConfig
-    #: False for attacks that look at the target alone (they ignore `reference`).
-    uses_reference: ClassVar[bool] = True
+    #: What the attack needs, for every record it scores, among the target's reference models:
+    #: "in" (one trained on the record), "out" (one not trained on it), "any" (one at all).
+    #: Empty for attacks that look at the target alone. `plan` checks it before anything trains
+    #: (`validate.check_design`).
+    reference_needs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: AttackConfig | None = None):
         self.config = config if config is not None else self.Config()
@@ -91,6 +94,24 @@ class Attack(ABC):
             for t in layout.targets
         ]
         return np.where(layout.scored, np.stack(rows), np.nan)
+
+
+class AllTargetsAttack(Attack):
+    """An attack that fits per-record statistics of the references once for all targets
+    (`engine`): `score_targets` is its computation, and one target is scored through it."""
+
+    def score(self, signals: Signals, target: int, reference: Sequence[int]) -> np.ndarray:
+        return self.score_targets(signals, [target], reference)[0]
+
+    @abstractmethod
+    def score_targets(
+        self,
+        signals: Signals,
+        targets: Sequence[int],
+        references: Sequence[int] | None,
+        records: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Scores [T, N], as `Attack.score_targets`."""
 
 
 ATTACKS: dict[str, type[Attack]] = {}

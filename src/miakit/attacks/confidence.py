@@ -23,7 +23,6 @@ from miakit.signals import SignalKind, Signals
 class SignalAttack(Attack):
     """Score = sign · (a transform of the target's logits), averaged over augmentations."""
 
-    uses_reference = False
     kind: ClassVar[SignalKind]
     sign: ClassVar[float]
 

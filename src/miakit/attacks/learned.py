@@ -102,6 +102,7 @@ class LearnedAttack(Attack):
     """Draws training pairs, reads their features chunk by chunk, fits one model per group."""
 
     Config = LearnedConfig
+    reference_needs = ("any",)
 
     @abstractmethod
     def features(self, logits: np.ndarray, labels: np.ndarray) -> np.ndarray:

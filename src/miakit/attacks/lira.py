@@ -39,7 +39,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from scipy.special import log_ndtr
 
-from miakit.attacks.base import Attack, AttackConfig, register
+from miakit.attacks.base import AllTargetsAttack, AttackConfig, register
 from miakit.attacks.engine import (
     Fitted,
     Layout,
@@ -75,15 +75,12 @@ def offline_score(phi, mu_out, sd_out, tail: str) -> np.ndarray:
     return -log_normal_pdf(phi, mu_out, sd_out).mean(axis=-1)
 
 
-class Lira(Attack):
+class Lira(AllTargetsAttack):
     """Base of the five registered variants, which differ only in `mode` and `fixed_variance`."""
 
     Config = LiraConfig
     mode: ClassVar[Literal["online", "offline", "global"]]
     fixed_variance: ClassVar[bool] = False
-
-    def score(self, signals: Signals, target: int, reference: Sequence[int]) -> np.ndarray:
-        return self.score_targets(signals, [target], reference)[0]
 
     def score_targets(
         self,
@@ -176,12 +173,14 @@ class Lira(Attack):
 @register
 class LiraOnline(Lira):
     name = "lira-online"
+    reference_needs = ("in", "out")
     mode = "online"
 
 
 @register
 class LiraOnlineFixed(Lira):
     name = "lira-online-fixed"
+    reference_needs = ("in", "out")
     mode = "online"
     fixed_variance = True
 
@@ -189,12 +188,14 @@ class LiraOnlineFixed(Lira):
 @register
 class LiraOffline(Lira):
     name = "lira-offline"
+    reference_needs = ("out",)
     mode = "offline"
 
 
 @register
 class LiraOfflineFixed(Lira):
     name = "lira-offline-fixed"
+    reference_needs = ("out",)
     mode = "offline"
     fixed_variance = True
 
@@ -203,4 +204,3 @@ class LiraOfflineFixed(Lira):
 class LiraGlobal(Lira):
     name = "lira-global"
     mode = "global"
-    uses_reference = False

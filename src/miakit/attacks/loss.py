@@ -15,7 +15,6 @@ class LossAttack(Attack):
     """Score = −(cross-entropy loss of the target), averaged over query augmentations."""
 
     name = "loss"
-    uses_reference = False
 
     def score(self, signals: Signals, target: int, reference: Sequence[int]) -> np.ndarray:
         return -signals.signal("loss", [target])[0].mean(axis=-1)

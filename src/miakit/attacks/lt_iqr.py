@@ -65,7 +65,6 @@ class LtIqr(Attack):
 
     name = "lt-iqr"
     Config = LtIqrConfig
-    uses_reference = False
 
     def check(self, setting: Setting) -> None:
         """MiakitError without loss traces, where `epochs` reaches past the recorded points, or

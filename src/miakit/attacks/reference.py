@@ -32,7 +32,7 @@ from typing import Literal
 import numpy as np
 from scipy.special import ndtr
 
-from miakit.attacks.base import Attack, AttackConfig, register
+from miakit.attacks.base import AllTargetsAttack, AttackConfig, register
 from miakit.attacks.engine import (
     Fitted,
     Layout,
@@ -79,14 +79,12 @@ def logit_rescale_alpha(phi: np.ndarray, out: LeftOut, spread: np.ndarray) -> np
 
 
 @register
-class AttackR(Attack):
+class AttackR(AllTargetsAttack):
     """Attack-R: a per-record threshold from the reference models' OUT losses."""
 
     name = "attack-r"
     Config = AttackRConfig
-
-    def score(self, signals: Signals, target: int, reference: Sequence[int]) -> np.ndarray:
-        return self.score_targets(signals, [target], reference)[0]
+    reference_needs = ("out",)
 
     def score_targets(
         self,
@@ -149,15 +147,11 @@ class AttackR(Attack):
 
 
 @register
-class AttackP(Attack):
+class AttackP(AllTargetsAttack):
     """Attack-P: the target's loss on x ranked among its losses on the population."""
 
     name = "attack-p"
     Config = PopulationConfig
-    uses_reference = False
-
-    def score(self, signals: Signals, target: int, reference: Sequence[int]) -> np.ndarray:
-        return self.score_targets(signals, [target], reference)[0]
 
     def score_targets(
         self,

@@ -41,7 +41,7 @@ from typing import Annotated, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from miakit.attacks.base import Attack, Setting, observed_setting, register
+from miakit.attacks.base import AllTargetsAttack, Setting, observed_setting, register
 from miakit.attacks.engine import Fitted, Layout, map_chunks, read_signal, require
 from miakit.attacks.population import PopulationConfig, population_indices
 from miakit.errors import MiakitError
@@ -167,14 +167,12 @@ def _auc(scores: np.ndarray, members: np.ndarray) -> float:
     return (ranks[members].sum() - positives * (positives + 1) / 2) / (positives * negatives)
 
 
-class Rmia(Attack):
+class Rmia(AllTargetsAttack):
     """Online (`rmia`) and offline (`rmia-offline`) RMIA; they differ in which references form p(x)."""
 
     Config = RmiaConfig
     offline: ClassVar[bool] = False
-
-    def score(self, signals: Signals, target: int, reference: Sequence[int]) -> np.ndarray:
-        return self.score_targets(signals, [target], reference)[0]
+    reference_needs = ("any",)
 
     def score_targets(
         self,
@@ -301,6 +299,7 @@ class RmiaOffline(Rmia):
     name = "rmia-offline"
     Config = RmiaOfflineConfig
     offline = True
+    reference_needs = ("out",)
 
     def check(self, setting: Setting) -> None:
         """MiakitError where `offline_a: auto` has fewer than two reference models."""

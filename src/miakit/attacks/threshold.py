@@ -73,6 +73,7 @@ class ThresholdAttack(Attack):
     """Calibrate on the shadow model, decide on the target."""
 
     kind: ClassVar[Literal["max_prob", "entropy"]]
+    reference_needs = ("any",)
 
     def check(self, setting: Setting) -> None:
         """MiakitError where `shadow` picks a reference model beyond the references."""

@@ -8,11 +8,11 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from miakit.attacks import make_attack
 from miakit.config import AuditConfig, TrainConfig, dump_config, read_run_config
 from miakit.data import Pool, load_pool, make_split
 from miakit.data.canaries import canary_keep, canary_records, insert_canaries
@@ -122,8 +122,6 @@ def plan(config: AuditConfig, run: RunDir, log: Callable[[str], None] | None = N
     check_output_dir(run.root)
     config = config.model_copy(update={"attacks": resolve_attacks(config.attacks)})
     check_attack_options(config)
-    for name in config.attacks:
-        make_attack(name, config.attack_options.get(name))
     pool = load_configured_pool(config)
     check_model(config, pool)
     s = config.split
@@ -381,10 +379,7 @@ def trained(run: RunDir, hashes: Plan | Hashes, m: int) -> bool:
     meta = run.read_meta(m)
     if meta is None or meta.get("train_hash") != hashes.train_hash(m, meta.get("device", "cuda")):
         return False
-    stamp = meta.get("weights")
-    if not isinstance(stamp, dict):  # written before weights were hashed
-        return run.weights(m).is_file()
-    return stamped_hash(run.weights(m), stamp) == stamp.get("sha256")
+    return _recorded_file(run.weights(m), meta.get("weights"))
 
 
 def queried(run: RunDir, hashes: Plan | Hashes, m: int) -> bool:
@@ -399,10 +394,15 @@ def queried(run: RunDir, hashes: Plan | Hashes, m: int) -> bool:
         return False
     if meta.get("query_hash") != hashes.query_hash(m, device):
         return False
-    stamp = meta.get("logits")
+    return _recorded_file(run.logits(m), meta.get("logits"))
+
+
+def _recorded_file(path: Path, stamp: Any) -> bool:
+    """`path` is the file meta.json's `stamp` records (read only when its size or times changed);
+    a meta.json written before files were stamped records none: then the file need only exist."""
     if not isinstance(stamp, dict):
-        return run.logits(m).is_file()
-    return stamped_hash(run.logits(m), stamp) == stamp.get("sha256")
+        return path.is_file()
+    return stamped_hash(path, stamp) == stamp.get("sha256")
 
 
 def outdated_models(run: RunDir) -> list[int]:

@@ -1,11 +1,78 @@
 """The architectures' names and code revisions, without importing torch (the config and every
-command that trains nothing read them)."""
+command that trains nothing read them).
+
+`model.arch` takes one of three forms:
+- a built-in network's name (`ARCHITECTURES`, built by `miakit.models`);
+- `sklearn`: a scikit-learn-compatible estimator named by `model.estimator` (an import path under
+  one of `ESTIMATOR_MODULES`), trained and queried by `miakit.models.sklearn_model`;
+- `python:package.module:factory`: the user's own PyTorch module, `factory(input_shape,
+  num_classes) -> nn.Module` (`miakit.models.user`).
+"""
 
 from __future__ import annotations
 
-#: The names `model.arch` takes; `miakit.models.MODELS` maps each to its constructor.
+import importlib.util
+import re
+from pathlib import Path
+
+from miakit.errors import MiakitError
+
+#: The built-in names `model.arch` takes; `miakit.models.MODELS` maps each to its constructor.
 ARCHITECTURES = ("mlp", "cnn", "resnet20", "resnet18", "wrn28-2", "wrn40-4", "fastnet")
 
 #: Part of every model's content hash: bump an architecture's number whenever what it computes
 #: changes (layers, init), so that resumed runs retrain its models instead of reusing them.
 REVISIONS: dict[str, int] = dict.fromkeys(ARCHITECTURES, 1) | {"fastnet": 2}  # 2: frozen BN scale
+
+#: `model.arch` for a scikit-learn-compatible estimator (`model.estimator`, `model.params`).
+SKLEARN = "sklearn"
+#: The prefix of `model.arch` for a user's module: `python:package.module:factory`.
+USER_PREFIX = "python:"
+#: The top-level packages `model.estimator` may name a class in (the config names code to run,
+#: so it is kept to these); xgboost and lightgbm only where they are installed.
+ESTIMATOR_MODULES = ("sklearn", "xgboost", "lightgbm")
+
+_USER_ARCH = re.compile(r"python:([A-Za-z_][\w.]*):([A-Za-z_]\w*)")
+
+
+def is_sklearn(arch: str) -> bool:
+    return arch == SKLEARN
+
+
+def is_user_module(arch: str) -> bool:
+    return arch.startswith(USER_PREFIX)
+
+
+def check_arch_name(arch: str) -> str:
+    """`arch` when it has one of the three forms; else ValueError listing them (the config turns
+    it into an error naming model.arch). Nothing is imported."""
+    if arch in ARCHITECTURES or arch == SKLEARN or _USER_ARCH.fullmatch(arch):
+        return arch
+    raise ValueError(
+        f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}, {SKLEARN} (with "
+        f"model.estimator), or {USER_PREFIX}package.module:factory (your own torch module)"
+    )
+
+
+def user_factory_path(arch: str) -> tuple[str, str]:
+    """(module path, factory name) of a `python:module:factory` arch."""
+    match = _USER_ARCH.fullmatch(arch)
+    if match is None:
+        raise MiakitError(f"model.arch: {arch!r} is not of the form python:package.module:factory")
+    return match.group(1), match.group(2)
+
+
+def user_module_file(arch: str) -> Path:
+    """The source file of a `python:module:factory` arch's module, found without running it
+    (its parent packages are imported); MiakitError when it cannot be found."""
+    module, _ = user_factory_path(arch)
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError) as exc:
+        raise MiakitError(f"model.arch: cannot find module {module!r} ({exc})") from exc
+    if spec is None or spec.origin is None or not Path(spec.origin).is_file():
+        raise MiakitError(
+            f"model.arch: no module {module!r} on the Python path (sys.path); install it or "
+            "run miakit from the folder that holds it"
+        )
+    return Path(spec.origin)

@@ -12,10 +12,16 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from miakit.architectures import REVISIONS
+from miakit.architectures import (
+    REVISIONS,
+    check_arch_name,
+    is_sklearn,
+    is_user_module,
+    user_module_file,
+)
 from miakit.defences.config import DefenceConfig
 from miakit.errors import MiakitError
-from miakit.store import content_hash, path_fingerprint
+from miakit.store import content_hash, file_hash, path_fingerprint
 
 
 class Section(BaseModel):
@@ -52,12 +58,47 @@ class SplitConfig(Section):
 
 
 class ModelConfig(Section):
-    arch: str = "mlp"
+    arch: str = Field(
+        default="mlp",
+        description="a built-in network (`miakit models list`), 'sklearn' (with estimator and "
+        "params), or python:package.module:factory, your factory(input_shape, num_classes) "
+        "returning a torch.nn.Module",
+    )
     hidden: list[int] = Field(default_factory=lambda: [256])
     activation: Literal["relu", "tanh"] = "relu"
     dropout: float = Field(
         default=0.0, ge=0, lt=1, description="dropout rate where the architecture has dropout"
     )
+    estimator: str | None = Field(
+        default=None,
+        description="arch 'sklearn': the estimator class's import path, under sklearn. (or "
+        "xgboost., lightgbm. where installed), e.g. sklearn.ensemble.RandomForestClassifier",
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="arch 'sklearn': the estimator's constructor arguments (random_state is set "
+        "from each model's seed)",
+    )
+    standardize: bool = Field(
+        default=False,
+        description="arch 'sklearn': standardize features with each model's own training "
+        "records (a StandardScaler before the estimator)",
+    )
+    target_weights: Path | None = Field(
+        default=None,
+        description="a target trained elsewhere: its safetensors checkpoint, for a model built "
+        "by arch; it becomes model 0, the only target, and the others are references",
+    )
+    target_members: Path | None = Field(
+        default=None,
+        description="with target_weights: .npy of the pool indices the target was trained on "
+        "(int) or its keep row (bool [N])",
+    )
+
+    @field_validator("arch")
+    @classmethod
+    def _known_form(cls, arch: str) -> str:
+        return check_arch_name(arch)
 
     @field_validator("hidden")
     @classmethod
@@ -66,9 +107,54 @@ class ModelConfig(Section):
             raise ValueError("every hidden width must be a positive integer")
         return widths
 
+    @model_validator(mode="after")
+    def _settings_of_the_form(self) -> ModelConfig:
+        sklearn = is_sklearn(self.arch)
+        if sklearn and self.estimator is None:
+            raise ValueError("arch 'sklearn' needs estimator (e.g. sklearn.linear_model."
+                             "LogisticRegression)")
+        if not sklearn and (self.estimator is not None or self.params or self.standardize):
+            raise ValueError("estimator, params, standardize: only with arch 'sklearn'")
+        if self.dropout and (sklearn or is_user_module(self.arch)):
+            raise ValueError(f"dropout: not with arch {self.arch!r} (set it in your model)")
+        if (self.target_weights is None) != (self.target_members is None):
+            raise ValueError("target_weights and target_members: give both, or neither")
+        if self.target_weights is not None and sklearn:
+            raise ValueError("target_weights: a safetensors checkpoint of a torch model; not "
+                             "with arch 'sklearn'")
+        return self
+
     def hash_inputs(self) -> dict[str, Any]:
-        """The settings and the architecture's code revision: what a model's weights depend on."""
-        return self.model_dump(mode="json") | {"revision": REVISIONS.get(self.arch, 0)}
+        """What a model's weights depend on: the settings of its form of arch and the code they
+        run (a built-in network's revision; an estimator's library version; the source file of
+        a user's module). Where the target's checkpoint lives is no part of it (plan hashes the
+        file's content into the target's train hash)."""
+        if is_sklearn(self.arch):
+            library = (self.estimator or "").split(".")[0]
+            return {
+                "arch": self.arch,
+                "estimator": self.estimator,
+                "params": self.params,
+                "standardize": self.standardize,
+                "library": library_version(library),
+            }
+        if is_user_module(self.arch):
+            return {"arch": self.arch, "source": file_hash(user_module_file(self.arch))}
+        base = self.model_dump(
+            mode="json",
+            exclude={"estimator", "params", "standardize", "target_weights", "target_members"},
+        )
+        return base | {"revision": REVISIONS.get(self.arch, 0)}
+
+
+def library_version(package: str) -> str | None:
+    """The installed version of `package`'s distribution (scikit-learn for sklearn), or None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version({"sklearn": "scikit-learn"}.get(package, package))
+    except PackageNotFoundError:
+        return None
 
 
 class AugmentConfig(Section):
@@ -298,7 +384,10 @@ class AuditConfig(Section):
             # where the files live does not matter: the pool's fingerprint covers their content
             "data": self.data.model_dump(mode="json", exclude={"data_dir", "path", "download"}),
             "model": self.model.hash_inputs(),
-            "train": self.train.model_dump(mode="json", exclude={"device"}),
+            # an estimator trains by its own fit: no train.* setting changes it
+            "train": {}
+            if is_sklearn(self.model.arch)
+            else self.train.model_dump(mode="json", exclude={"device"}),
             "defences": self.defences.model_dump(mode="json", exclude={"transfer"})
             | self._transfer_inputs(),
         }

@@ -9,22 +9,32 @@ meta.json is written last, so a crash can never leave a model that looks finishe
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from miakit.architectures import is_sklearn
 from miakit.defences.dp import train_private
 from miakit.defences.laplace import fit_laplace
 from miakit.defences.temperature import temperature_scaled
 from miakit.errors import MiakitError
 from miakit.models import build_model
-from miakit.plan import Plan, load_plan, queried, trained
+from miakit.models.sklearn_model import (
+    estimator_logits,
+    fit_estimator,
+    load_estimator,
+    new_estimator,
+    save_estimator,
+)
+from miakit.plan import CHECKPOINT_MODEL, Plan, load_plan, queried, trained
 from miakit.query import identity_view, query_logits
 from miakit.seeding import derive_seed, rng
 from miakit.store import (
@@ -94,8 +104,8 @@ def _initialized(plan: Plan, m: int, data: _Device) -> torch.nn.Module:
 
 def train_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
     """Train those of `models` that are not current and not locked by another worker; with
-    train.batched, those of them together as one stacked group."""
-    cfg = plan.config.train
+    train.batched, those of them together as one stacked group. Estimators (arch sklearn) are
+    fitted one by one; a target checkpoint (model.target_weights) is copied in, not trained."""
     with ExitStack() as locks:
         todo = [
             m
@@ -107,6 +117,21 @@ def train_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
         for m in todo:  # stale outputs go first: a crash never leaves them looking current
             for path in (run.meta(m), run.logits(m), run.trace(m)):
                 path.unlink(missing_ok=True)
+        if is_sklearn(plan.config.model.arch):
+            for m in todo:
+                _train_estimator(plan, run, m)
+            return todo
+        if plan.config.model.target_weights is not None and CHECKPOINT_MODEL in todo:
+            _install_checkpoint(plan, run)
+            trains = [m for m in todo if m != CHECKPOINT_MODEL]
+            return [CHECKPOINT_MODEL, *(_train_networks(plan, run, trains) if trains else [])]
+        return _train_networks(plan, run, todo)
+
+
+def _train_networks(plan: Plan, run: RunDir, todo: list[int]) -> list[int]:
+    """Train the torch models `todo` (locked by the caller, stale outputs removed)."""
+    cfg = plan.config.train
+    with ExitStack() as locks:
         data = _Device(plan, run)
         trace_on = (data.x, data.y) if cfg.record_trace else None
         nets = [_initialized(plan, m, data) for m in todo]
@@ -157,6 +182,60 @@ def train_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
     return todo
 
 
+def _worker() -> dict:
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _train_estimator(plan: Plan, run: RunDir, m: int) -> None:
+    """model.arch sklearn: fit model m's estimator on its keep row, save it (skops) and its
+    meta.json (last). Estimators train on the CPU."""
+    model, pool = plan.config.model, plan.pool
+    seed = derive_seed(plan.config.seed, "init", m)
+    estimator = new_estimator(model.estimator or "", model.params, model.standardize, seed)
+    rows = np.flatnonzero(plan.keep[m])
+    seconds = fit_estimator(estimator, pool.x[rows], pool.y[rows], plan.config.execution.threads or 1)
+    save_estimator(run.estimator(m), estimator)
+    test_accuracy = None
+    if pool.x_test is not None and pool.y_test is not None:
+        logits = estimator_logits(estimator, pool.x_test, pool.num_classes)
+        test_accuracy = accuracy(logits[:, 0], pool.y_test)
+    save_json(
+        run.meta(m),
+        {
+            "model_index": m,
+            "train_hash": plan.train_hash(m, "cpu"),
+            "device": "cpu",
+            "weights": file_stamp(run.estimator(m)),
+            "seeds": {"init": seed},
+            "train_seconds": seconds,
+            "test_accuracy": test_accuracy,
+            "finished_at": time.time(),
+            "worker": _worker(),
+        },
+    )
+
+
+def _install_checkpoint(plan: Plan, run: RunDir) -> None:
+    """model.target_weights: copy the target's checkpoint in as model 0's weights, with a
+    meta.json whose train hash holds the checkpoint's SHA-256 (`plan.checkpoint_inputs`)."""
+    source = Path(plan.config.model.target_weights or "")
+    m = CHECKPOINT_MODEL
+    write_atomic(run.weights(m), lambda tmp: shutil.copyfile(source, tmp))
+    device = resolve_device(plan.config.train.device).type
+    save_json(
+        run.meta(m),
+        {
+            "model_index": m,
+            "train_hash": plan.train_hash(m, device),
+            "device": device,
+            "weights": file_stamp(run.weights(m)),
+            "trained_elsewhere": str(source),
+            "finished_at": time.time(),
+            "worker": _worker(),
+        },
+    )
+
+
 def _train_plain(plan: Plan, data: _Device, net, rows, seeds: dict, trace_on) -> TrainReport:
     return train_model(
         net,
@@ -202,7 +281,7 @@ def _save_trained(
             "final_batch_loss": report.final_loss,
             "test_accuracy": report.held_out_accuracy,
             "finished_at": time.time(),
-            "worker": {"host": socket.gethostname(), "pid": os.getpid()},
+            "worker": _worker(),
             "dp": privacy,
             "transfer": transfer,
         },
@@ -219,6 +298,12 @@ def query_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
         with model_lock(run, m) as mine:
             if not mine or queried(run, plan, m):
                 continue
+            if is_sklearn(plan.config.model.arch):
+                estimator = _fitted_estimator(plan, run, m)
+                logits = estimator_logits(estimator, plan.pool.x, plan.pool.num_classes)
+                _save_logits(plan, run, m, logits, None)
+                done.append(m)
+                continue
             data = data or _Device(plan, run)
             model, calibration = _queryable(plan, run, data, m)
             with torch_threads(threads_for(model, plan.config.execution.threads)):
@@ -232,21 +317,44 @@ def query_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
                         norm=data.norm,
                         batchnorm=query.batchnorm,
                     )
-            save_npy(run.logits(m), logits)
-            keep_row, labels = plan.keep[m], plan.pool.y
-            meta = run.read_meta(m) or {}
-            meta.update(
-                {
-                    "query_hash": plan.query_hash(m, meta.get("device", "cuda")),
-                    "logits": file_stamp(run.logits(m)),
-                    "accuracy_in": accuracy(logits[keep_row, identity], labels[keep_row]),
-                    "accuracy_out": accuracy(logits[~keep_row, identity], labels[~keep_row]),
-                    "calibration": calibration,
-                }
-            )
-            save_json(run.meta(m), meta)
+            _save_logits(plan, run, m, logits, calibration)
             done.append(m)
     return done
+
+
+def _save_logits(
+    plan: Plan, run: RunDir, m: int, logits: np.ndarray, calibration: dict | None
+) -> None:
+    """Write model m's logits [N, A, C], then its meta.json with their stamp and query hash."""
+    identity = identity_view(plan.config.query.augmentations)
+    save_npy(run.logits(m), logits)
+    keep_row, labels = plan.keep[m], plan.pool.y
+    meta = run.read_meta(m) or {}
+    meta.update(
+        {
+            "query_hash": plan.query_hash(m, meta.get("device", "cuda")),
+            "logits": file_stamp(run.logits(m)),
+            "accuracy_in": accuracy(logits[keep_row, identity], labels[keep_row]),
+            "accuracy_out": accuracy(logits[~keep_row, identity], labels[~keep_row]),
+            "calibration": calibration,
+        }
+    )
+    save_json(run.meta(m), meta)
+
+
+def _check_stamp(run: RunDir, path: Path, m: int) -> None:
+    stamp = (run.read_meta(m) or {}).get("weights")
+    if isinstance(stamp, dict) and stamped_hash(path, stamp) != stamp.get("sha256"):
+        raise MiakitError(
+            f"{path} is not the file model {m} was trained to (missing, overwritten or "
+            f"truncated); `miakit train {run.root}` retrains it"
+        )
+
+
+def _fitted_estimator(plan: Plan, run: RunDir, m: int):
+    """Model m's fitted estimator (arch sklearn), checked against its meta.json stamp."""
+    _check_stamp(run, run.estimator(m), m)
+    return load_estimator(run.estimator(m))
 
 
 def _queryable(
@@ -255,12 +363,7 @@ def _queryable(
     """Model m as the query stage asks it: its trained weights, wrapped by the calibration its
     defences ask for, and what was fitted (for meta.json)."""
     model = new_model(plan, data).to(data.device)
-    stamp = (run.read_meta(m) or {}).get("weights")
-    if isinstance(stamp, dict) and stamped_hash(run.weights(m), stamp) != stamp.get("sha256"):
-        raise MiakitError(
-            f"{run.weights(m)} is not the file model {m} was trained to (missing, overwritten or "
-            f"truncated); `miakit train {run.root}` retrains it"
-        )
+    _check_stamp(run, run.weights(m), m)
     model.load_state_dict(load_file(str(run.weights(m)), device=str(data.device)))
     return _calibrated(plan, data, m, model)
 
@@ -306,6 +409,13 @@ def query_all(plan: Plan, run: RunDir, x: np.ndarray) -> np.ndarray:
     """Every model's logits [M, K, A, C] on records x shaped like the pool's (the
     out-of-distribution study), exactly as the query stage queries the pool: same views,
     BatchNorm mode and calibration."""
+    if is_sklearn(plan.config.model.arch):
+        return np.stack(
+            [
+                estimator_logits(_fitted_estimator(plan, run, m), x, plan.pool.num_classes)
+                for m in range(len(plan.keep))
+            ]
+        )
     data, query = _Device(plan, run), plan.config.query
     records = torch.from_numpy(x).to(data.device)
     out = []

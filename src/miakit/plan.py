@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from miakit.architectures import is_sklearn
 from miakit.config import AuditConfig, TrainConfig, dump_config, read_run_config
 from miakit.data import Pool, load_pool, make_split
 from miakit.data.canaries import canary_keep, canary_records, insert_canaries
@@ -35,7 +36,10 @@ from miakit.validate import (
     check_design,
     check_model,
     check_output_dir,
+    check_target_checkpoint,
+    estimator_attack_options,
     resolve_attacks,
+    target_members,
 )
 
 
@@ -61,9 +65,16 @@ class Plan:
         return self.config.training_inputs()
 
     def train_hash(self, m: int, device: str = "cuda") -> str:
-        """Model m's train hash when trained on `device` ("cpu" or "cuda")."""
+        """Model m's train hash when trained on `device` ("cpu" or "cuda"); for a target
+        trained elsewhere (model.target_weights), the hash of its checkpoint's content."""
         return train_hash(
-            self.training_inputs, self.fingerprint, self.keep[m], m, device, self.dp_applies(m)
+            self.training_inputs,
+            self.fingerprint,
+            self.keep[m],
+            m,
+            device,
+            self.dp_applies(m),
+            checkpoint_inputs(self.config, m),
         )
 
     def query_hash(self, m: int, device: str = "cuda") -> str:
@@ -121,9 +132,11 @@ def plan(config: AuditConfig, run: RunDir, log: Callable[[str], None] | None = N
     """
     check_output_dir(run.root)
     config = config.model_copy(update={"attacks": resolve_attacks(config.attacks)})
+    config = estimator_attack_options(config)
     check_attack_options(config)
     pool = load_configured_pool(config)
     check_model(config, pool)
+    check_target_checkpoint(config, pool)
     s = config.split
     split = make_split(
         s.strategy,
@@ -142,6 +155,10 @@ def plan(config: AuditConfig, run: RunDir, log: Callable[[str], None] | None = N
             raise MiakitError("dp_audit.canaries: not with split.strategy single_point")
         keep = canary_keep(keep, canaries, rng(config.seed, "canary-keep"))
     targets = list(split.targets)
+    if config.model.target_weights is not None:  # checked by check_target_checkpoint
+        keep = keep.copy()
+        keep[CHECKPOINT_MODEL] = target_members(config, pool.num_records)
+        targets = [CHECKPOINT_MODEL]
     if config.evaluate.targets is not None:
         if config.evaluate.targets > len(targets):
             raise MiakitError(
@@ -322,17 +339,37 @@ def train_hash(
     m: int,
     device: str = "cuda",
     dp_applies: bool = False,
+    checkpoint: dict[str, Any] | None = None,
 ) -> str:
     """Everything that determines model m's weights when trained on `device` (`training_inputs`:
-    the config's training_inputs()): anything else changed means retrain."""
-    return content_hash(
-        {
-            **effective_training_inputs(training_inputs, device, dp_applies),
-            "pool": fingerprint,
-            "keep_row": array_hash(keep_row),
-            "model_index": m,
-        }
-    )
+    the config's training_inputs()): anything else changed means retrain. `checkpoint`
+    (`checkpoint_inputs`): the target checkpoint model m is read from instead of trained."""
+    inputs = {
+        **effective_training_inputs(training_inputs, device, dp_applies),
+        "pool": fingerprint,
+        "keep_row": array_hash(keep_row),
+        "model_index": m,
+    }
+    return content_hash(inputs if checkpoint is None else inputs | {"checkpoint": checkpoint})
+
+
+#: The model a target checkpoint (model.target_weights) becomes: the first, and the only target.
+CHECKPOINT_MODEL = 0
+
+
+def checkpoint_inputs(config: AuditConfig, m: int) -> dict[str, Any] | None:
+    """For the model read from model.target_weights, the checkpoint's SHA-256 (None when the
+    file is gone: the model is then stale); None for every model miakit trains."""
+    path = config.model.target_weights
+    if path is None or m != CHECKPOINT_MODEL:
+        return None
+    return {"sha256": stamped_hash(Path(path))}
+
+
+def weights_file(run: RunDir, config: AuditConfig, m: int) -> Path:
+    """Where model m's trained parameters live: estimator.skops (arch sklearn), else
+    weights.safetensors."""
+    return run.estimator(m) if is_sklearn(config.model.arch) else run.weights(m)
 
 
 def query_hash(
@@ -347,7 +384,8 @@ def query_hash(
     """The train hash, the query settings, and the calibration applied to model m's outputs
     (temperature scaling or Laplace, where the defences apply to m)."""
     dp_applies = config.defences.dp.enabled and defended
-    train = train_hash(training_inputs, fingerprint, keep_row, m, device, dp_applies)
+    checkpoint = checkpoint_inputs(config, m)
+    train = train_hash(training_inputs, fingerprint, keep_row, m, device, dp_applies, checkpoint)
     inputs = {"train": train, **config.query.model_dump(mode="json")}
     defences = config.defences
     if defended and (defences.temperature_scaling or defences.laplace.enabled):
@@ -379,7 +417,7 @@ def trained(run: RunDir, hashes: Plan | Hashes, m: int) -> bool:
     meta = run.read_meta(m)
     if meta is None or meta.get("train_hash") != hashes.train_hash(m, meta.get("device", "cuda")):
         return False
-    return _recorded_file(run.weights(m), meta.get("weights"))
+    return _recorded_file(weights_file(run, hashes.config, m), meta.get("weights"))
 
 
 def queried(run: RunDir, hashes: Plan | Hashes, m: int) -> bool:

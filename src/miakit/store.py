@@ -1,7 +1,7 @@
 """The run directory: where every stage reads and writes, with atomic writes and content hashes.
 
-Layout (see DESIGN.md): run.yaml, keep.npy, labels.npy, pool.json, models/<mmmm>/{weights.safetensors,
-trace.npy, logits.npy, meta.json}, transfer/ (transfer learning only), scores/<attack>.npy,
+Layout (see DESIGN.md): run.yaml, keep.npy, labels.npy, pool.json, models/<mmmm>/{weights.safetensors
+or estimator.skops, trace.npy, logits.npy, meta.json}, transfer/ (transfer learning only), scores/<attack>.npy,
 metrics.json, metrics.csv, plots/.
 """
 
@@ -223,6 +223,10 @@ class RunDir:
 
     def weights(self, m: int) -> Path:
         return self.model_dir(m) / "weights.safetensors"
+
+    def estimator(self, m: int) -> Path:
+        """model.arch sklearn: the fitted estimator (skops), in place of weights.safetensors."""
+        return self.model_dir(m) / "estimator.skops"
 
     def logits(self, m: int) -> Path:
         return self.model_dir(m) / "logits.npy"

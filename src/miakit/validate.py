@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from miakit.architectures import is_sklearn
 from miakit.attacks import ATTACKS, make_attack
 from miakit.attacks.base import Setting
 from miakit.config import AuditConfig, TrainConfig
@@ -68,8 +69,12 @@ def check_output_dir(root: Path) -> None:
 
 
 def check_model(config: AuditConfig, pool: Pool) -> None:
-    """The training device exists, the architecture exists and fits the records, and query
-    views beyond the record itself are asked only of images."""
+    """The training device exists, the architecture exists and fits the records (a user's
+    module is imported and built; an estimator is built from model.params), and query views
+    beyond the record itself are asked only of images (never of estimators)."""
+    if is_sklearn(config.model.arch):
+        check_estimator(config)
+        return
     from miakit.models import build_model  # torch: imported only by the stage that plans
     from miakit.train.trainer import resolve_device
 
@@ -81,6 +86,133 @@ def check_model(config: AuditConfig, pool: Pool) -> None:
             f"query.augmentations: {config.query.augmentations} views (flips and shifts) need "
             f"images, but {pool.name}'s records are feature vectors; use query.augmentations=1"
         )
+
+
+def check_estimator(config: AuditConfig) -> None:
+    """model.arch sklearn: the estimator is allowed and builds from model.params, and nothing
+    that needs a torch model is asked of it (one query view, no loss traces, no DP-SGD,
+    calibration or transfer)."""
+    from miakit.models.sklearn_model import new_estimator
+
+    model = config.model
+    new_estimator(model.estimator or "", model.params, model.standardize, seed=0)
+    defences = config.defences
+    refused = {
+        "query.augmentations": config.query.augmentations != 1,
+        "train.record_trace": config.train.record_trace,
+        "defences.dp": defences.dp.enabled,
+        "defences.temperature_scaling": defences.temperature_scaling,
+        "defences.laplace": defences.laplace.enabled,
+        "defences.transfer": defences.transfer.enabled,
+    }
+    for key, asked in refused.items():
+        if asked:
+            raise MiakitError(
+                f"{key}: not with model.arch sklearn (an estimator is queried once per record "
+                "through predict_proba and trained by its own fit); "
+                + ("use query.augmentations=1" if key.startswith("query") else f"turn {key} off")
+            )
+
+
+#: Attacks whose default signal, the Taylor soft-margin, assumes a network's logits: on an
+#: estimator's log-probabilities its polynomial rises again below about −3.2 (p ≲ 0.04), so a
+#: confident model's signal would fall as p_y → 1. With estimators they use the softmax signal.
+TAYLOR_ATTACKS = ("rmia", "rmia-offline")
+
+
+def estimator_attack_options(config: AuditConfig) -> AuditConfig:
+    """The config with `signal: softmax` for the TAYLOR_ATTACKS chosen with arch sklearn where
+    attack_options leaves their signal unset (written to run.yaml like every resolved setting);
+    an explicit taylor_soft_margin is a MiakitError. Other configs are returned as they are."""
+    if not is_sklearn(config.model.arch):
+        return config
+    options = dict(config.attack_options)
+    for name in TAYLOR_ATTACKS:
+        if name not in config.attacks:
+            continue
+        chosen = dict(options.get(name) or {})
+        if chosen.get("signal", "softmax") != "softmax":
+            raise MiakitError(
+                f"attack_options.{name}.signal: the Taylor soft-margin assumes a network's "
+                "logits; an estimator gives log-probabilities, on which it is not monotone in "
+                "p_y: use signal: softmax (the default with model.arch sklearn)"
+            )
+        options[name] = chosen | {"signal": "softmax"}
+    return config.model_copy(update={"attack_options": options})
+
+
+def target_members(config: AuditConfig, num_records: int) -> np.ndarray:
+    """The keep row, bool [N], of the target trained elsewhere, from model.target_members: an
+    .npy of int pool indices (after data.subsample) or of bool [N]. MiakitError naming the
+    setting when the file is missing or does not fit the pool."""
+    path = Path(config.model.target_members or "")
+    if not path.is_file():
+        raise MiakitError(f"model.target_members: no file {path}")
+    try:
+        values = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise MiakitError(f"model.target_members: {path} is no readable .npy ({exc})") from exc
+    if values.dtype == bool:
+        if values.shape != (num_records,):
+            raise MiakitError(
+                f"model.target_members: a bool keep row must have shape ({num_records},) (the "
+                f"pool's records), got {values.shape}"
+            )
+        return values.copy()
+    if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer):
+        raise MiakitError(
+            f"model.target_members: expected int pool indices [k] or a bool keep row [N], got "
+            f"{values.dtype} {values.shape}"
+        )
+    if values.size and (values.min() < 0 or values.max() >= num_records):
+        raise MiakitError(
+            f"model.target_members: indices must lie in [0, {num_records}) (the pool's records, "
+            f"after data.subsample), got [{values.min()}, {values.max()}]"
+        )
+    if np.unique(values).size != values.size:
+        raise MiakitError("model.target_members: an index appears twice")
+    row = np.zeros(num_records, dtype=bool)
+    row[values] = True
+    return row
+
+
+def check_target_checkpoint(config: AuditConfig, pool: Pool) -> None:
+    """model.target_weights: the split gives it references (balanced), it is the only target,
+    its members fit the pool, and the checkpoint loads into the model arch builds (every tensor
+    present with its shape). MiakitError naming the setting otherwise."""
+    model = config.model
+    if model.target_weights is None:
+        return
+    for key, bad in {
+        "split.strategy": config.split.strategy != "balanced",
+        "evaluate.targets": config.evaluate.targets not in (None, 1),
+        "dp_audit.canaries.count": config.dp_audit.canaries.count > 0,
+        "defences.transfer": config.defences.transfer.enabled,
+    }.items():
+        if bad:
+            raise MiakitError(
+                f"{key}: a target checkpoint (model.target_weights) is audited with "
+                "split.strategy balanced, as the only target, without canaries or transfer; "
+                f"leave {key} at its default"
+            )
+    target_members(config, pool.num_records)
+    path = Path(model.target_weights)
+    if not path.is_file():
+        raise MiakitError(f"model.target_weights: no file {path}")
+    from safetensors import SafetensorsError
+    from safetensors.torch import load_file
+
+    from miakit.models import build_model
+
+    net = build_model(model.arch, pool.x.shape[1:], pool.num_classes, **model.model_dump(exclude={"arch"}))
+    try:
+        state = load_file(str(path))
+        net.load_state_dict(state, strict=True)
+    except (SafetensorsError, RuntimeError, OSError) as exc:
+        raise MiakitError(
+            f"model.target_weights: {path} does not load into the model {model.arch} builds "
+            f"for {pool.name}: {exc}"
+        ) from exc
 
 
 def check_design(

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from miakit.data.adult import load_adult
+from miakit.data.breast_cancer import load_breast_cancer_pool
 from miakit.data.cifar import load_cifar10, load_cifar100
 from miakit.data.digits import load_digits_pool
 from miakit.data.download import ensure_files
@@ -25,6 +26,7 @@ from miakit.seeding import rng
 #: name → loader taking the data directory (loaders that need no files ignore it).
 DATASETS: dict[str, Callable[[Path], Pool]] = {
     "digits": load_digits_pool,
+    "breast-cancer": load_breast_cancer_pool,
     "mnist": load_mnist,
     "fashion-mnist": load_fashion_mnist,
     "cifar10": load_cifar10,

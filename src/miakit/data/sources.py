@@ -98,6 +98,17 @@ SOURCES: dict[str, DatasetInfo] = {
             (64,),
         ),
         DatasetInfo(
+            "breast-cancer",
+            "scikit-learn breast cancer (Wisconsin diagnostic)",
+            "breast-cancer",
+            (),
+            "shipped inside scikit-learn (sklearn.datasets.load_breast_cancer)",
+            569,
+            0,
+            2,
+            (30,),
+        ),
+        DatasetInfo(
             "mnist",
             "MNIST",
             "mnist",

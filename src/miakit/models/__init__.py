@@ -8,12 +8,13 @@ from typing import Any
 
 from torch import nn
 
-from miakit.architectures import REVISIONS
+from miakit.architectures import REVISIONS, is_sklearn, is_user_module
 from miakit.errors import MiakitError
 from miakit.models.cnn import SmallCNN
 from miakit.models.fastnet import FastNet
 from miakit.models.mlp import MLP
 from miakit.models.resnet import resnet18, resnet20
+from miakit.models.user import build_user_model
 from miakit.models.wrn import wrn28_2, wrn40_4
 
 #: name → constructor(input_shape, num_classes, **options); the names are
@@ -39,8 +40,14 @@ def build_model(
     """The model; `options` is the model config, of which each architecture takes what it has.
 
     One config section serves every architecture, so options an architecture lacks (an MLP's
-    widths for a ResNet) are dropped; dropout asked of one without dropout is an error.
+    widths for a ResNet) are dropped; dropout asked of one without dropout is an error. A
+    `python:module:factory` arch is the user's factory(input_shape, num_classes)
+    (`miakit.models.user`); `sklearn` is no torch module (`miakit.models.sklearn_model`).
     """
+    if is_user_module(arch):
+        return build_user_model(arch, input_shape, num_classes)
+    if is_sklearn(arch):
+        raise MiakitError("model.arch: sklearn estimators are built by miakit.models.sklearn_model")
     if arch not in MODELS:
         raise MiakitError(f"model.arch: unknown architecture {arch!r}; known: {', '.join(MODELS)}")
     if arch in IMAGE_MODELS and len(input_shape) != 3:

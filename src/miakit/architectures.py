@@ -76,3 +76,57 @@ def user_module_file(arch: str) -> Path:
             "run miakit from the folder that holds it"
         )
     return Path(spec.origin)
+
+
+#: What each built-in architecture is, for `miakit models list`.
+DESCRIPTIONS = {
+    "mlp": "fully connected net for feature vectors (model.hidden widths, activation, dropout)",
+    "cnn": "small CNN: two conv layers and a linear head",
+    "resnet20": "ResNet-20 (CIFAR)",
+    "resnet18": "ResNet-18 with the CIFAR stem",
+    "wrn28-2": "WideResNet-28-2 (LiRA's CIFAR-10 model)",
+    "wrn40-4": "WideResNet-40-4",
+    "fastnet": "airbench-style fast CIFAR net (frozen patch-whitening stem)",
+}
+
+
+def list_models(
+    input_shape: tuple[int, ...] | None = None, num_classes: int | None = None
+) -> list[tuple[str, str, int | None]]:
+    """Every form `model.arch` takes as (name, what it is, parameters): the built-in networks,
+    with their parameter count at their defaults for records of `input_shape` and `num_classes`
+    (None where not given or where the network does not take such records), then the sklearn and
+    python: forms. Builds each network once (torch is imported only when a shape is given)."""
+    rows: list[tuple[str, str, int | None]] = []
+    for name in ARCHITECTURES:
+        count = None
+        if input_shape is not None and num_classes is not None:
+            from miakit.config import ModelConfig
+            from miakit.models import build_model
+
+            defaults = ModelConfig().model_dump(exclude={"arch"})
+            try:
+                net = build_model(name, input_shape, num_classes, **defaults)
+                count = sum(p.numel() for p in net.parameters())
+            except MiakitError:
+                count = None
+        rows.append((name, DESCRIPTIONS[name], count))
+    installed = [m for m in ESTIMATOR_MODULES if importlib.util.find_spec(m) is not None]
+    rows.append(
+        (
+            SKLEARN,
+            "a scikit-learn-compatible classifier with predict_proba: model.estimator (import "
+            "path under " + ", ".join(f"{m}." for m in installed) + "), model.params, "
+            "model.standardize; saved with skops",
+            None,
+        )
+    )
+    rows.append(
+        (
+            f"{USER_PREFIX}package.module:factory",
+            "your own torch module: factory(input_shape, num_classes) -> nn.Module, trained "
+            "with train.*; its source file is hashed, so editing it retrains",
+            None,
+        )
+    )
+    return rows

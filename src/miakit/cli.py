@@ -440,6 +440,29 @@ def datasets_fetch(name: str, data_dir: Path | None = DataDirOption) -> None:
     console.print(f"{name}: ready in {folder}", markup=False)
 
 
+models_app = typer.Typer(help="The model architectures: built-in networks, estimators, yours.")
+app.add_typer(models_app, name="models")
+ModelsDataOption = typer.Option(
+    None, "--data", help="count parameters for this registered data set's records"
+)
+
+
+@models_app.command("list")
+@clear_errors
+def models_list(data: str | None = ModelsDataOption) -> None:
+    """Every form of model.arch: the built-in networks (with their parameter count for --data's
+    records), sklearn estimators and python:module:factory."""
+    title = "model.arch" + (f" (parameters for {data})" if data else "")
+    table = Table(title=title, show_lines=True)
+    for column in ["arch", "what", "parameters"]:
+        table.add_column(column, justify="right" if column == "parameters" else "left")
+    for name, what, count in pipeline.list_models(data):
+        table.add_row(Text(name), Text(what), "—" if count is None else f"{count:,}")
+    if not console.is_terminal:
+        console.width = max(console.width, 160)
+    console.print(table)
+
+
 attacks_app = typer.Typer(help="The registered membership inference attacks.")
 app.add_typer(attacks_app, name="attacks")
 

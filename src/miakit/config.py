@@ -111,8 +111,9 @@ class ModelConfig(Section):
     def _settings_of_the_form(self) -> ModelConfig:
         sklearn = is_sklearn(self.arch)
         if sklearn and self.estimator is None:
-            raise ValueError("arch 'sklearn' needs estimator (e.g. sklearn.linear_model."
-                             "LogisticRegression)")
+            raise ValueError(
+                "arch 'sklearn' needs estimator (e.g. sklearn.linear_model.LogisticRegression)"
+            )
         if not sklearn and (self.estimator is not None or self.params or self.standardize):
             raise ValueError("estimator, params, standardize: only with arch 'sklearn'")
         if self.dropout and (sklearn or is_user_module(self.arch)):
@@ -120,8 +121,9 @@ class ModelConfig(Section):
         if (self.target_weights is None) != (self.target_members is None):
             raise ValueError("target_weights and target_members: give both, or neither")
         if self.target_weights is not None and sklearn:
-            raise ValueError("target_weights: a safetensors checkpoint of a torch model; not "
-                             "with arch 'sklearn'")
+            raise ValueError(
+                "target_weights: a safetensors checkpoint of a torch model; not with arch 'sklearn'"
+            )
         return self
 
     def hash_inputs(self) -> dict[str, Any]:

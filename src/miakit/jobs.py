@@ -193,7 +193,9 @@ def _train_estimator(plan: Plan, run: RunDir, m: int) -> None:
     seed = derive_seed(plan.config.seed, "init", m)
     estimator = new_estimator(model.estimator or "", model.params, model.standardize, seed)
     rows = np.flatnonzero(plan.keep[m])
-    seconds = fit_estimator(estimator, pool.x[rows], pool.y[rows], plan.config.execution.threads or 1)
+    seconds = fit_estimator(
+        estimator, pool.x[rows], pool.y[rows], plan.config.execution.threads or 1
+    )
     save_estimator(run.estimator(m), estimator)
     test_accuracy = None
     if pool.x_test is not None and pool.y_test is not None:
@@ -291,7 +293,6 @@ def _save_trained(
 def query_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
     """Write logits.npy for those of `models` whose logits are missing or stale."""
     query = plan.config.query
-    identity = identity_view(query.augmentations)
     data: _Device | None = None
     done = []
     for m in models:

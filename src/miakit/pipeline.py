@@ -104,6 +104,7 @@ __all__ = [
     "evaluate",
     "fetch_dataset",
     "list_datasets",
+    "list_models",
     "load_plan",
     "plan",
     "query",
@@ -557,6 +558,20 @@ def list_attacks() -> list[tuple[str, str, list[tuple[str, str, str]]]]:
         ]
         rows.append((name, summary, options))
     return rows
+
+
+def list_models(data: str | None = None) -> list[tuple[str, str, int | None]]:
+    """Every form of model.arch (`miakit.architectures.list_models`), with parameter counts for
+    the records of the registered data set `data` (its registered shape: nothing is loaded)."""
+    from miakit.architectures import list_models as architectures
+    from miakit.data.sources import SOURCES
+
+    if data is None:
+        return architectures()
+    if data not in SOURCES:
+        raise MiakitError(f"--data: unknown data set {data!r}; known: {', '.join(SOURCES)}")
+    info = SOURCES[data]
+    return architectures(info.shape, info.num_classes)
 
 
 def verdict(run: RunDir) -> Verdict:

@@ -204,7 +204,9 @@ def check_target_checkpoint(config: AuditConfig, pool: Pool) -> None:
 
     from miakit.models import build_model
 
-    net = build_model(model.arch, pool.x.shape[1:], pool.num_classes, **model.model_dump(exclude={"arch"}))
+    net = build_model(
+        model.arch, pool.x.shape[1:], pool.num_classes, **model.model_dump(exclude={"arch"})
+    )
     try:
         state = load_file(str(path))
         net.load_state_dict(state, strict=True)

@@ -76,6 +76,8 @@ def new_estimator(path: str, params: dict[str, Any], standardize: bool, seed: in
         )
     try:
         estimator = cls(**params)
+        if hasattr(estimator, "_validate_params"):  # scikit-learn's own check, else at fit
+            estimator._validate_params()
     except (TypeError, ValueError) as exc:
         raise MiakitError(f"model.params: {path} rejects them: {exc}") from exc
     if "random_state" in estimator.get_params():
@@ -109,7 +111,9 @@ def fit_estimator(estimator: Any, x: np.ndarray, y: np.ndarray, threads: int) ->
         with threadpool_limits(threads):
             estimator.fit(features(x), y)
     except ValueError as exc:
-        raise MiakitError(f"model.estimator: fitting {type(estimator).__name__} failed: {exc}")
+        raise MiakitError(
+            f"model.estimator: fitting {type(estimator).__name__} failed: {exc}"
+        ) from exc
     return time.perf_counter() - start
 
 

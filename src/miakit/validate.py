@@ -199,7 +199,7 @@ def check_target_checkpoint(config: AuditConfig, pool: Pool) -> None:
     path = Path(model.target_weights)
     if not path.is_file():
         raise MiakitError(f"model.target_weights: no file {path}")
-    from safetensors import SafetensorsError
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from miakit.models import build_model
@@ -210,7 +210,7 @@ def check_target_checkpoint(config: AuditConfig, pool: Pool) -> None:
     try:
         state = load_file(str(path))
         net.load_state_dict(state, strict=True)
-    except (SafetensorsError, RuntimeError, OSError) as exc:
+    except (SafetensorError, RuntimeError, OSError) as exc:
         raise MiakitError(
             f"model.target_weights: {path} does not load into the model {model.arch} builds "
             f"for {pool.name}: {exc}"

@@ -53,7 +53,9 @@ def tiny_run(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("args", [["--help"], ["datasets", "list"], ["audit", "--help"]])
+@pytest.mark.parametrize(
+    "args", [["--help"], ["datasets", "list"], ["models", "list"], ["audit", "--help"]]
+)
 def test_commands_that_need_no_run_import_no_torch(args):
     assert heavy_modules(*args) == []
 

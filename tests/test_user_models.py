@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
 
 from miakit import jobs, pipeline
+from miakit.cli import app
 from miakit.config import load_config
 from miakit.errors import MiakitError
 from miakit.plan import queried, trained
@@ -179,3 +181,14 @@ def test_plan_checks_the_target_checkpoint(tmp_path, setting, message):
     overrides = [f"{key}={files.get(value, value)}"]
     with pytest.raises(MiakitError, match=message):
         pipeline.plan(user_config(*base, *overrides), RunDir(tmp_path / "run"), log=None)
+
+
+def test_models_list_shows_every_form_with_parameter_counts():
+    result = CliRunner().invoke(app, ["models", "list", "--data", "digits"])
+    assert result.exit_code == 0, result.output
+    for form in ("mlp", "wrn28-2", "sklearn", "python:package.module:factory", "skops"):
+        assert form in result.output
+    mlp = 64 * 256 + 256 + 256 * 10 + 10  # the default MLP [256] on 64 features, 10 classes
+    assert f"{mlp:,}" in result.output
+    bad = CliRunner().invoke(app, ["models", "list", "--data", "nope"])
+    assert bad.exit_code == 2 and "unknown data set" in bad.output

@@ -123,16 +123,27 @@ def plan(config: AuditConfig, run: RunDir, log: Callable[[str], None] | None = N
     and pool.json.
 
     Nothing is written when a check fails (MiakitError: attacks and their options, architecture,
-    query views against the data kind, the references and records each attack needs, each
-    attack's options against the classes, references and loss traces (`Attack.check`), the output
-    folder), and files whose content is unchanged are left untouched. `attacks: all` is expanded
-    in the returned plan's config and in run.yaml. With `log`, a config that changes an existing
+    query views against the data kind, a user's module (imported) or estimator (built from
+    model.params), a target checkpoint and its members, the references and records each attack
+    needs, each attack's options against the classes, references and loss traces
+    (`Attack.check`), the output folder), and files whose content is unchanged are left
+    untouched. `attacks: all` is expanded in the returned plan's config and in run.yaml, as are
+    RMIA's signal for estimators and the target checkpoint's paths (made absolute). With `log`,
+    a config that changes an existing
     run is described (what changed, what will be redone). Model folders beyond num_models are
     removed.
     """
     check_output_dir(run.root)
     config = config.model_copy(update={"attacks": resolve_attacks(config.attacks)})
     config = estimator_attack_options(config)
+    model = config.model
+    if model.target_weights is not None and model.target_members is not None:
+        # absolute in run.yaml: the checkpoint's hash is read wherever a later stage runs
+        resolved = {
+            "target_weights": Path(model.target_weights).resolve(),
+            "target_members": Path(model.target_members).resolve(),
+        }
+        config = config.model_copy(update={"model": model.model_copy(update=resolved)})
     check_attack_options(config)
     pool = load_configured_pool(config)
     check_model(config, pool)

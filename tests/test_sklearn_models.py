@@ -242,3 +242,14 @@ def test_processes_train_estimators_in_parallel(tmp_path):
             forest.predict_proba(plan.pool.x.astype(np.float64)),
             again.predict_proba(plan.pool.x.astype(np.float64)),
         )
+
+
+def test_the_verdict_suggests_regularizing_an_estimator_not_dp_sgd():
+    from miakit.config import dump_config
+    from miakit.report.verdict import _is_estimator_run, next_step
+
+    assert _is_estimator_run(dump_config(sklearn_config(RF)))
+    assert not _is_estimator_run(dump_config(load_config(None, [])))
+    step = next_step("lira-online", None, 0.01, True, 0.1, "runs/x", estimator=True)
+    assert "regularize the estimator" in step and "dpsgd" not in step
+    assert "dpsgd" in next_step("lira-online", None, 0.01, True, 0.1, "runs/x")

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from miakit.evaluate.thresholds import ppv
 from miakit.evaluate.vulnerability import FLAG_FPR, record_vulnerability
@@ -154,10 +155,17 @@ def exposed_by_chance(keep: np.ndarray, fpr: float) -> float:
 
 
 def next_step(
-    attack: str, tpr: Figure | None, fpr: float, leaks_records: bool, gap: float | None, run: str
+    attack: str,
+    tpr: Figure | None,
+    fpr: float,
+    leaks_records: bool,
+    gap: float | None,
+    run: str,
+    estimator: bool = False,
 ) -> str:
     """What to do about it: defend and compare when the model leaks (TPR at `fpr` above `fpr`
-    beyond its interval, or more exposed records than chance), else audit harder."""
+    beyond its interval, or more exposed records than chance), else audit harder. For an
+    `estimator` (model.arch sklearn), which DP-SGD cannot train, regularize it instead."""
     beats_chance = tpr is not None and tpr.low is not None and tpr.low > fpr
     leaks = beats_chance or leaks_records
     if leaks:
@@ -166,6 +174,13 @@ def next_step(
             if gap is not None and gap > 0.05
             else ""
         )
+        if estimator:
+            return (
+                "regularize the estimator and audit again (e.g. a larger min_samples_leaf or a "
+                "smaller max_depth for trees, a smaller C for linear models; miakit's DP-SGD "
+                f"trains torch models only), then `miakit compare {run} runs/regularized` to "
+                f"weigh the privacy gained against the accuracy lost.{overfit}"
+            )
         return (
             "train with a defence and audit again, e.g. `miakit audit --config "
             "configs/dpsgd_digits.yaml --out runs/dpsgd` (DP-SGD; on other data "
@@ -234,6 +249,22 @@ def verdict(data: RunData) -> Verdict:
         test_accuracy=test_accuracy,
         smallest_fpr=1.0 / int(non_members.min()),
         next_step=next_step(
-            attack, Figure.of(figures, f"tpr@fpr={x:g}"), x, leaks_records, gap, str(data.run.root)
+            attack,
+            Figure.of(figures, f"tpr@fpr={x:g}"),
+            x,
+            leaks_records,
+            gap,
+            str(data.run.root),
+            estimator=_is_estimator_run(data.config_text),
         ),
     )
+
+
+def _is_estimator_run(config_text: str) -> bool:
+    """Whether run.yaml's model is a scikit-learn estimator (model.arch sklearn)."""
+    try:
+        config = yaml.safe_load(config_text or "") or {}
+    except yaml.YAMLError:
+        return False
+    model = config.get("model") if isinstance(config, dict) else None
+    return isinstance(model, dict) and model.get("arch") == "sklearn"

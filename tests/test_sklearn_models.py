@@ -253,3 +253,15 @@ def test_the_verdict_suggests_regularizing_an_estimator_not_dp_sgd():
     step = next_step("lira-online", None, 0.01, True, 0.1, "runs/x", estimator=True)
     assert "regularize the estimator" in step and "dpsgd" not in step
     assert "dpsgd" in next_step("lira-online", None, 0.01, True, 0.1, "runs/x")
+
+
+def test_the_single_point_experiment_refuses_estimators(tmp_path):
+    from miakit.config import SinglePointConfig
+    from miakit.single_point import run_single_point
+
+    config = load_config(
+        None, ["model.arch=sklearn", f"model.estimator={RF}", "target_index=0"], SinglePointConfig
+    )
+    with pytest.raises(MiakitError, match="single-point experiment trains torch"):
+        run_single_point(config, tmp_path / "sp")
+    assert not (tmp_path / "sp").exists()

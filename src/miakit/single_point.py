@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from miakit.architectures import is_sklearn
 from miakit.config import SinglePointConfig
 from miakit.data import Pool, load_pool
 from miakit.errors import MiakitError
@@ -150,9 +151,17 @@ def run_single_point(
         raise MiakitError(
             f"num_classes is {config.num_classes} but {pool.name!r} has {pool.num_classes} classes"
         )
+    if is_sklearn(config.model.arch) or config.model.target_weights is not None:
+        raise MiakitError(
+            "model.arch sklearn, model.target_weights: the single-point experiment trains torch "
+            "models of its own; use a built-in or python: architecture"
+        )
     targets = choose_targets(config, pool)
     rounds = config.n_iterations + config.eval_pairs
-    state = _State.open(out, content_hash(config.model_dump(mode="json")), len(targets), rounds)
+    # the estimator and checkpoint settings, refused above, stay out of the resume hash
+    unused = {"estimator", "params", "standardize", "target_weights", "target_members"}
+    settings = config.model_dump(mode="json", exclude={"model": unused})
+    state = _State.open(out, content_hash(settings), len(targets), rounds)
     trainer = _Trainer(config, pool, targets, on_epoch)
     for r in range(rounds):
         if state.done[r]:

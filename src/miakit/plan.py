@@ -348,7 +348,8 @@ def query_hash(
     (temperature scaling or Laplace, where the defences apply to m)."""
     dp_applies = config.defences.dp.enabled and defended
     train = train_hash(training_inputs, fingerprint, keep_row, m, device, dp_applies)
-    inputs = {"train": train, **config.query.model_dump(mode="json")}
+    # query.output restricts what attacks read of the stored logits: it changes no logits
+    inputs = {"train": train, **config.query.model_dump(mode="json", exclude={"output"})}
     defences = config.defences
     if defended and (defences.temperature_scaling or defences.laplace.enabled):
         inputs["calibration"] = defences.model_dump(mode="json", include=set(QUERY_SIDE_DEFENCES))

@@ -20,6 +20,7 @@ from miakit.attacks.base import Setting
 from miakit.config import AuditConfig, TrainConfig
 from miakit.data import Pool
 from miakit.errors import MiakitError
+from miakit.output_restriction import check_output
 
 #: `attacks: all` (or `--attacks all`) stands for every registered attack.
 ALL = "all"
@@ -68,14 +69,15 @@ def check_output_dir(root: Path) -> None:
 
 
 def check_model(config: AuditConfig, pool: Pool) -> None:
-    """The training device exists, the architecture exists and fits the records, and query
-    views beyond the record itself are asked only of images."""
+    """The training device exists, the architecture exists and fits the records, query views
+    beyond the record itself are asked only of images, and query.output fits the classes."""
     from miakit.models import build_model  # torch: imported only by the stage that plans
     from miakit.train.trainer import resolve_device
 
     resolve_device(config.train.device)
     options = config.model.model_dump(exclude={"arch"})
     build_model(config.model.arch, pool.x.shape[1:], pool.num_classes, **options)
+    check_output(config.query.output, pool.num_classes)
     if config.query.augmentations > 1 and not pool.is_image:
         raise MiakitError(
             f"query.augmentations: {config.query.augmentations} views (flips and shifts) need "

@@ -52,7 +52,7 @@ def test_fpr_at_the_predicted_quantile_is_close_to_alpha_for_easy_and_hard_recor
     non = ~members
     # with two classes and label 1 both scores are φ exactly: margin = φ − q̂(x)
     fpr = np.mean(margin[non] > 0)
-    assert abs(fpr - ALPHA) < 0.015, fpr
+    assert abs(fpr - ALPHA) < 0.012, fpr
     for part in (x < -1, x > 1):  # small σ, large σ
         assert abs(np.mean(margin[non & part] > 0) - ALPHA) < 0.03
     # the predicted quantile is near the true one: φ − margin = q̂(x)

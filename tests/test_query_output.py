@@ -180,3 +180,22 @@ def test_a_label_only_run_scores_or_skips_every_attack_with_its_reason(
     comparison = pipeline.compare([run, RunDir(tmp_path / "label")], tmp_path / "compare")
     assert list(comparison.privacy_utility["output"]) == ["rounded:2", "label"]
     assert "per-class scores" in comparison.path.read_text()
+
+
+@pytest.mark.parametrize("name", ["rmia", "rmia-offline"])
+def test_rmia_reads_logits_with_its_taylor_signal_and_probabilities_with_softmax(name):
+    """The Taylor soft-margin changes when the logits shift by a constant, which is all that
+    log-probabilities lose; RMIA's softmax signal ignores the shift."""
+    _, logits, labels, keep = random_signals(models=8, records=60, seed=5)
+    full = Signals.from_arrays(logits, labels, keep)
+    shifted = Signals.from_arrays(logits - 7.0, labels, keep)
+    probabilities = Signals.from_arrays(logits, labels, keep, output="probabilities")
+    taylor, softmax = make_attack(name), make_attack(name, {"signal": "softmax"})
+    assert not np.array_equal(
+        taylor.score_leave_one_out(full, [0]), taylor.score_leave_one_out(shifted, [0])
+    )
+    assert "signal=softmax" in taylor.unavailable(probabilities)
+    assert softmax.unavailable(probabilities) is None
+    np.testing.assert_array_equal(
+        softmax.score_leave_one_out(full, [0]), softmax.score_leave_one_out(probabilities, [0])
+    )

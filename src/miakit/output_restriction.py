@@ -21,7 +21,9 @@ half the last digit, 0.5·10⁻ᵈ, for `rounded:d`). So every restricted logit 
 order within a record is kept (ties where the API ties), and the softmax of the representation is
 q renormalized after the floor. `label` is the one-hot q of the predicted class (0 for it, log
 floor ≈ −103.3 for the others); attacks that need per-class scores are skipped on it
-(`Attack.unavailable`), and the label-only attacks read only its argmax.
+(`Attack.unavailable`), and the label-only attacks read only its argmax. Log-probabilities are
+the logits up to a constant per record, which every softmax-based signal ignores; RMIA's Taylor
+soft-margin does not, so it runs on `logits` only (its `signal: softmax` runs on all).
 """
 
 from __future__ import annotations

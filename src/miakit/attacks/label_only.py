@@ -39,8 +39,9 @@ def correct_labels(signals: Signals, target: int) -> np.ndarray:
 
 @register
 class Gap(Attack):
-    """Gap attack (Choquette-Choo et al. 2021; Yeom et al. 2018): 1 where the target labels the
-    record correctly, else 0; reads the predicted class only."""
+    """Gap attack (Choquette-Choo et al. 2021): 1 where the target labels the record correctly.
+
+    Reads the predicted class only (after Yeom et al. 2018's baseline)."""
 
     name = "gap"
     output_needs = "labels"
@@ -61,8 +62,9 @@ class Gap(Attack):
 
 @register
 class LabelAugmentation(Attack):
-    """Data-augmentation attack (Choquette-Choo et al. 2021): the share of the A query views the
-    target labels correctly; reads the predicted class only."""
+    """Augmentation attack (Choquette-Choo et al. 2021): share of query views labelled correctly.
+
+    Reads the predicted class only, of each of the A views (flips × shifts)."""
 
     name = "label-augmentation"
     output_needs = "labels"

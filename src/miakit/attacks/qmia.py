@@ -88,9 +88,10 @@ def quantile_regressor(config: QmiaConfig):
 
 @register
 class Qmia(Attack):
-    """QMIA (Bertran et al., NeurIPS 2023): the margin of the target's score over its predicted
-    (1 − α) non-member quantile, from a quantile regressor on the records' features; no
-    reference model."""
+    """QMIA (Bertran et al. 2023): score margin over a regressed non-member quantile; no references.
+
+    The regressor predicts, from the record's features, the (1 − α) quantile of the target's
+    score on non-members (see the module docstring)."""
 
     name = "qmia"
     Config = QmiaConfig

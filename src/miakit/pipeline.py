@@ -458,6 +458,12 @@ def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = N
     inputs, files = metrics_inputs(run, config, names, design, read_record(run.metrics_json))
     records = slice(None) if design.eval_records is None else design.eval_records
     skipped_attacks = inputs["skipped"]
+    if len(skipped_attacks) == len(names):
+        reasons = "; ".join(skipped_attacks.values())
+        raise MiakitError(
+            f"every attack was skipped on these signals, so there is nothing to evaluate "
+            f"({reasons}); choose an attack that can run on them"
+        )
     metrics = {}
     for name in tracked([n for n in names if n not in skipped_attacks], "evaluating"):
         scores = load_npy(run.scores(name))

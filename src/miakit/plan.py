@@ -34,6 +34,7 @@ from miakit.validate import (
     check_attack_settings,
     check_design,
     check_model,
+    check_output_attacks,
     check_output_dir,
     resolve_attacks,
 )
@@ -111,7 +112,8 @@ def plan(config: AuditConfig, run: RunDir, log: Callable[[str], None] | None = N
     labels.npy, split.json (with eval_records.npy / pair_records.npy where the strategy has them)
     and pool.json.
 
-    Nothing is written when a check fails (MiakitError: attacks and their options, architecture,
+    Nothing is written when a check fails (MiakitError: attacks and their options, an attack
+    that reads query.output's answer, architecture,
     query views against the data kind, the references and records each attack needs, each
     attack's options against the classes, references and loss traces (`Attack.check`), the output
     folder), and files whose content is unchanged are left untouched. `attacks: all` is expanded
@@ -122,6 +124,7 @@ def plan(config: AuditConfig, run: RunDir, log: Callable[[str], None] | None = N
     check_output_dir(run.root)
     config = config.model_copy(update={"attacks": resolve_attacks(config.attacks)})
     check_attack_options(config)
+    check_output_attacks(config)
     pool = load_configured_pool(config)
     check_model(config, pool)
     s = config.split

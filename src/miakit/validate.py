@@ -20,7 +20,7 @@ from miakit.attacks.base import Setting
 from miakit.config import AuditConfig, TrainConfig
 from miakit.data import Pool
 from miakit.errors import MiakitError
-from miakit.output_restriction import check_output
+from miakit.output_restriction import check_output, parse_output
 
 #: `attacks: all` (or `--attacks all`) stands for every registered attack.
 ALL = "all"
@@ -82,6 +82,19 @@ def check_model(config: AuditConfig, pool: Pool) -> None:
         raise MiakitError(
             f"query.augmentations: {config.query.augmentations} views (flips and shifts) need "
             f"images, but {pool.name}'s records are feature vectors; use query.augmentations=1"
+        )
+
+
+def check_output_attacks(config: AuditConfig) -> None:
+    """Some chosen attack can read what query.output returns (only label-only attacks, and those
+    reading no outputs, run on `label`); else MiakitError naming the attacks that can."""
+    if parse_output(config.query.output).scores:
+        return
+    if all(ATTACKS[name].output_needs == "scores" for name in config.attacks):
+        usable = [name for name, cls in ATTACKS.items() if cls.output_needs != "scores"]
+        raise MiakitError(
+            f"query.output={config.query.output}: none of the attacks {config.attacks} can run "
+            f"on the predicted class alone; add one that can ({', '.join(usable)})"
         )
 
 

@@ -5,8 +5,8 @@ score-based ones, for the same trained models and targets.
 For each setup the models are trained and queried once; then, for each `query.output` in
 OUTPUTS, every attack is scored (or skipped, with why) and evaluated: the stored logits stay
 full, only what the attacks read changes. Prints, per setup, TPR at 1% and at 0.1% FPR (mean
-over the targets, in %), AUC, and each attack's scoring time on full logits with the reference
-models it used.
+over the targets, in %), AUC, and each attack's scoring time on full logits (scores from earlier
+runs are removed first) with the reference models it used.
 
 Setups: digits (configs/digits.yaml: 64 MLPs, 16 of them targets) and Fashion-MNIST (16 MLPs on
 a 4,000-record subsample, 18 query views, 4 targets; needs the data in --data-dir).
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -71,6 +72,7 @@ def measure(name: str, config_path: Path | None, overrides: list[str], runs: Pat
     pipeline.train(planned, run, log=None)
     pipeline.query(planned, run, log=None)
     trained = time.perf_counter() - started
+    shutil.rmtree(run.scores_dir, ignore_errors=True)  # time the scoring itself, not a cache
     num_models, targets = len(planned.keep), len(planned.targets)
     print(f"\n## {name}: {num_models} models, {targets} targets, {planned.pool.num_records} records, "
           f"A={config.query.augmentations}; train+query {trained:.0f} s (cached runs: ~0)")  # fmt: skip

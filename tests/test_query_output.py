@@ -204,6 +204,6 @@ def test_rmia_reads_logits_with_its_taylor_signal_and_probabilities_with_softmax
 def test_plan_refuses_a_label_output_no_chosen_attack_can_read(tmp_path, tiny_config):
     config = tiny_config.model_copy(deep=True)
     config.query.output = "label"  # the fixture's attacks: loss and LiRA, all need scores
-    with pytest.raises(MiakitError, match="add one that can.*gap"):
+    with pytest.raises(MiakitError, match=r"add one that can.*gap"):
         pipeline.plan(config, RunDir(tmp_path / "run"))
     assert not (tmp_path / "run" / "run.yaml").exists()

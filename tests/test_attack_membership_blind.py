@@ -23,10 +23,12 @@ def twin_records(target: int):
     logits[np.arange(MODELS)[:, None], np.arange(RECORDS), :, labels] += 2.0 * keep[..., None]
     traces = rng.gamma(2.0, 0.5, (MODELS, 6, RECORDS))
     a, b = TWIN
+    features = rng.normal(0, 1, (RECORDS, 3))
     logits[:, b], labels[b], traces[:, :, b] = logits[:, a], labels[a], traces[:, :, a]
+    features[b] = features[a]
     keep[:, b] = keep[:, a]
     keep[target, a], keep[target, b] = True, False
-    return Signals.from_arrays(logits, labels, keep, traces=traces)
+    return Signals.from_arrays(logits, labels, keep, traces=traces, features=features)
 
 
 @pytest.mark.parametrize("name", sorted(ATTACKS))

@@ -21,7 +21,8 @@ def with_queries(signals: Signals, seed: int = 1) -> tuple[Signals, np.ndarray, 
     return signals.with_queries(list(logits), labels), logits, labels
 
 
-@pytest.mark.parametrize("name", sorted(set(ATTACKS) - {"lt-iqr"}))
+#: lt-iqr has no loss traces and qmia no features for query-only records (each says why: its tests)
+@pytest.mark.parametrize("name", sorted(set(ATTACKS) - {"lt-iqr", "qmia"}))
 def test_queries_leave_the_pool_scores_as_they_were(name):
     signals, *_ = random_signals(models=MODELS, records=RECORDS, augmentations=2)
     extended, *_ = with_queries(signals)

@@ -22,7 +22,8 @@ def signals_for(keep: np.ndarray) -> Signals:
     labels = rng.integers(0, 3, num_records)
     logits = rng.normal(size=(num_models, num_records, 1, 3)).astype(np.float32)
     traces = rng.normal(size=(num_models, 5, num_records)).astype(np.float16)
-    return Signals.from_arrays(logits, labels, keep, traces)
+    features = rng.normal(size=(num_records, 2))  # for qmia's regressor
+    return Signals.from_arrays(logits, labels, keep, traces, features=features)
 
 
 def test_every_registered_attack_declares_needs_plan_knows():

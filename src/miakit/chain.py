@@ -4,10 +4,13 @@ Models are current when their meta.json records the hash of their inputs (plan.p
 holds for what is derived from them:
 
 - `scores/<attack>.json` records what `scores/<attack>.npy` was computed from: the attack's name
-  and effective options, the design (targets, references), and the SHA-256 of keep.npy,
-  labels.npy and every model's logits.npy (and trace.npy where every model has one);
+  and effective options, `query.output` (what the attacks see of the logits), the design (targets,
+  references), and the SHA-256 of keep.npy, labels.npy and every model's logits.npy (and
+  trace.npy where every model has one; pool.json, whose fingerprint covers the records'
+  features, for attacks that read them). An attack that cannot run on the signals writes no
+  scores and its record says why (`skipped`); it is current, skipped, while the inputs are;
 - `metrics.json` records the SHA-256 of each attack's scores, the evaluate settings, the seed,
-  keep.npy and the evaluated records;
+  keep.npy, the evaluated records and the attacks skipped, with why;
 - `report.json` records the SHA-256 of metrics.json, run.yaml, pool.json, every model's
   meta.json and the included single-point summaries, and of report.html itself.
 
@@ -94,12 +97,15 @@ def scores_inputs(
     run: RunDir, config: AuditConfig, name: str, design: Design, record: dict | None
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """The inputs of scores/<name>.npy as they are now, and the files they name."""
+    attack = make_attack(name, config.attack_options.get(name))
     files = scores_files(run, len(load_npy(run.keep, mmap=True)))
+    if attack.needs_features:
+        files["pool.json"] = run.pool
     hashes = _hashes(files, record)
-    options = make_attack(name, config.attack_options.get(name)).config.model_dump(mode="json")
     inputs = {
         "attack": name,
-        "options": options,
+        "options": attack.config.model_dump(mode="json"),
+        "output": config.query.output,
         "design": {"targets": list(design.targets), "references": design.references},
         "files": hashes,
     }
@@ -110,14 +116,31 @@ def scores_record_path(run: RunDir, name: str) -> Path:
     return run.scores_dir / f"{name}.json"
 
 
-def scores_stale(run: RunDir, config: AuditConfig, name: str, design: Design) -> str | None:
-    """None when scores/<name>.npy is current; else why not."""
+def skipped_record(inputs: dict[str, Any], files: Mapping[str, Path], reason: str) -> dict:
+    """The record of an attack skipped on `inputs` (no scores file), saying why."""
+    return {
+        "inputs": inputs,
+        "inputs_hash": content_hash(inputs),
+        "stamps": {key: file_stamp(path) for key, path in files.items() if path.is_file()},
+        "skipped": reason,
+    }
+
+
+def scores_skipped(run: RunDir, name: str) -> str | None:
+    """Why the attack was skipped, where its record says it was (current or not); else None."""
     record = read_record(scores_record_path(run, name))
-    if not run.scores(name).is_file():
+    return None if record is None else record.get("skipped")
+
+
+def scores_stale(run: RunDir, config: AuditConfig, name: str, design: Design) -> str | None:
+    """None when scores/<name>.npy is current, or the attack's skip is; else why not."""
+    record = read_record(scores_record_path(run, name))
+    skipped = record is not None and "skipped" in record
+    if not skipped and not run.scores(name).is_file():
         return "there are none"
     inputs, _ = scores_inputs(run, config, name, design, record)
     reason = stale_reason(record, inputs)
-    if reason is None and not _output_current(run.scores(name), record):
+    if reason is None and not skipped and not _output_current(run.scores(name), record):
         reason = "the scores file was changed since it was written"
     return reason
 
@@ -138,12 +161,15 @@ def metrics_inputs(
     record: dict | None,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """The inputs of metrics.json for the attacks `names` as they are now, and their files."""
-    files = {"keep.npy": run.keep} | {f"scores/{n}.npy": run.scores(n) for n in names}
+    skipped = {n: reason for n in names if (reason := scores_skipped(run, n)) is not None}
+    scored = [n for n in names if n not in skipped]
+    files = {"keep.npy": run.keep} | {f"scores/{n}.npy": run.scores(n) for n in scored}
     if run.eval_records.is_file():
         files["eval_records.npy"] = run.eval_records
     hashes = _hashes(files, record)
     inputs: dict[str, Any] = {
         "attacks": list(names),
+        "skipped": skipped,
         "evaluate": config.evaluate.model_dump(mode="json"),
         "seed": config.seed,
         "targets": list(design.targets),
@@ -155,7 +181,7 @@ def metrics_inputs(
                 [meta.get("query_hash"), meta.get("finished_at")]
                 for meta in (run.read_meta(m) or {} for m in range(len(load_npy(run.keep))))
             ],
-            "options": {n: config.attack_options.get(n) for n in names},
+            "options": {n: config.attack_options.get(n) for n in scored},
         }
     return inputs, files
 
@@ -168,7 +194,8 @@ def metrics_stale(
     inputs, _ = metrics_inputs(run, config, names, design, record)
     reason = stale_reason(record, inputs)
     if reason is None:
-        outputs = [run.metrics_csv, *(run.plots / f"roc_{n}.png" for n in names)]
+        scored = [n for n in names if n not in inputs["skipped"]]
+        outputs = [run.metrics_csv, *(run.plots / f"roc_{n}.png" for n in scored)]
         missing = [p for p in outputs if not p.is_file()]
         if missing:
             reason = f"{missing[0]} is missing"

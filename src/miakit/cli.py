@@ -115,6 +115,8 @@ def print_metrics(run: RunDir, config: AuditConfig, strongest: str | None = None
     console.print(f"TPR in % of members, at each FPR{note}.", highlight=False)
     for attack, warning in warnings.items():
         console.print(f"⚠ {attack}: {warning}", highlight=False)
+    for attack, reason in stored.get("skipped", {}).items():
+        console.print(f"skipped {attack}: {reason}", highlight=False)
     for reason in reasons.values():
         console.print(f"n/m: {reason}", highlight=False)
 

@@ -21,6 +21,7 @@ from miakit.architectures import (
 )
 from miakit.defences.config import DefenceConfig
 from miakit.errors import MiakitError
+from miakit.output_restriction import parse_output
 from miakit.store import content_hash, file_hash, path_fingerprint
 
 
@@ -249,6 +250,22 @@ class QueryConfig(Section):
     batchnorm: Literal["eval", "train"] = Field(
         default="eval", description="train: batch statistics, as the LiRA reference inference"
     )
+    output: str = Field(
+        default="logits",
+        description="what the deployed model's API returns, and so what every attack sees: "
+        "logits, probabilities (float32), rounded:d (probabilities to d decimals), top-k:k "
+        "(the k largest probabilities) or label (the predicted class); see "
+        "miakit.output_restriction. Changing it re-runs the attacks, not training or queries",
+    )
+
+    @field_validator("output")
+    @classmethod
+    def _known_output(cls, spec: str) -> str:
+        try:
+            parse_output(spec)
+        except MiakitError as exc:
+            raise ValueError(str(exc).removeprefix("query.output: ")) from exc
+        return spec
 
 
 class OODConfig(Section):

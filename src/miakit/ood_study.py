@@ -76,7 +76,7 @@ def ood_study(
 ) -> tuple[dict[str, dict[str, list[float]]], dict[str, str]]:
     """Per attack, `ood_fpr@fpr=x,set=<label>` → one value per target; and the attacks that
     cannot score query-only records (e.g. LT-IQR: no loss trace exists for them), with why."""
-    pool_signals = Signals.from_run(run)
+    pool_signals = Signals.from_run(run, config.query.output)
     design = evaluation_design(run, config, pool_signals.num_models)
     records = (
         np.arange(pool_signals.num_records)

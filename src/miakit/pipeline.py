@@ -34,6 +34,7 @@ from miakit.chain import (
     scores_inputs,
     scores_record_path,
     scores_stale,
+    skipped_record,
 )
 from miakit.config import AuditConfig, ExecutionConfig, read_run_config
 from miakit.data import resolve_data_dir
@@ -388,8 +389,10 @@ def _check_models(run: RunDir) -> None:
 def attack(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = None) -> list[str]:
     """Score every target with each attack whose scores are stale; writes scores/<attack>.npy
     [T, N] (row i: target i of the design) and its record scores/<attack>.json. References are
-    every other model (leave-one-out) unless the split names them. Returns the attacks scored
-    now (the others were current)."""
+    every other model (leave-one-out) unless the split names them. Attacks see the logits as
+    `query.output` restricts them; one that cannot run on them (`Attack.unavailable`, e.g.
+    LiRA on labels alone) writes no scores, and its record says why. Returns the attacks scored
+    or skipped now (the others were current)."""
     names = resolve_attacks(attacks or config.attacks)
     _check_models(run)
     instances = {n: make_attack(n, config.attack_options.get(n)) for n in names}
@@ -398,12 +401,21 @@ def attack(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = Non
     stale = [n for n in names if scores_stale(run, config, n, design) is not None]
     if not stale:
         return []
-    signals = Signals.from_run(run)
+    features = None
+    if run.run_yaml.is_file() and any(instances[n].needs_features for n in stale):
+        features = load_plan(run).pool.x
+    signals = Signals.from_run(run, config.query.output, features)
     with progress_bar() as bar:
         task = bar.add_task("attacking", total=len(stale))
         for name in stale:
             record = read_record(scores_record_path(run, name))
             inputs, files = scores_inputs(run, config, name, design, record)
+            reason = instances[name].unavailable(signals)
+            if reason is not None:
+                run.scores(name).unlink(missing_ok=True)
+                save_json(scores_record_path(run, name), skipped_record(inputs, files, reason))
+                bar.advance(task)
+                continue
             scores = instances[name].score_targets(
                 signals, design.targets, design.references, design.eval_records
             )
@@ -432,7 +444,8 @@ def _check_scores(run: RunDir, config: AuditConfig, names: Sequence[str], design
 
 def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = None) -> dict:
     """metrics.json, metrics.csv, tables and a log-log ROC plot per attack, from the stored
-    scores (restricted to the split's evaluation records, where it has them). Stale or missing
+    scores (restricted to the split's evaluation records, where it has them); attacks skipped
+    on these signals are listed under metrics.json's `skipped` with why. Stale or missing
     scores are an error naming `miakit attack`; when metrics.json is current for these attacks
     and settings, nothing is written and its metrics are returned."""
     from miakit.report.plots import plot_roc
@@ -445,8 +458,15 @@ def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = N
         return json.loads(run.metrics_json.read_text())["attacks"]
     inputs, files = metrics_inputs(run, config, names, design, read_record(run.metrics_json))
     records = slice(None) if design.eval_records is None else design.eval_records
+    skipped_attacks = inputs["skipped"]
+    if len(skipped_attacks) == len(names):
+        reasons = "; ".join(skipped_attacks.values())
+        raise MiakitError(
+            f"every attack was skipped on these signals, so there is nothing to evaluate "
+            f"({reasons}); choose an attack that can run on them"
+        )
     metrics = {}
-    for name in tracked(names, "evaluating"):
+    for name in tracked([n for n in names if n not in skipped_attacks], "evaluating"):
         scores = load_npy(run.scores(name))
         if scores.shape != (len(design.targets), keep.shape[1]):
             raise MiakitError(
@@ -482,6 +502,7 @@ def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = N
         run.metrics_json,
         {
             "attacks": metrics,
+            "skipped": skipped_attacks,
             "intervals": INTERVAL_NOTE,
             "warnings": warnings,
             "ood_skipped": skipped,

@@ -35,6 +35,7 @@ from miakit.validate import (
     check_attack_settings,
     check_design,
     check_model,
+    check_output_attacks,
     check_output_dir,
     check_target_checkpoint,
     estimator_attack_options,
@@ -122,14 +123,14 @@ def plan(config: AuditConfig, run: RunDir, log: Callable[[str], None] | None = N
     labels.npy, split.json (with eval_records.npy / pair_records.npy where the strategy has them)
     and pool.json.
 
-    Nothing is written when a check fails (MiakitError: attacks and their options, architecture,
-    query views against the data kind, a user's module (imported) or estimator (built from
-    model.params), a target checkpoint and its members, the references and records each attack
-    needs, each attack's options against the classes, references and loss traces
-    (`Attack.check`), the output folder), and files whose content is unchanged are left
-    untouched. `attacks: all` is expanded in the returned plan's config and in run.yaml, as are
-    RMIA's signal for estimators and the target checkpoint's paths (made absolute). With `log`,
-    a config that changes an existing
+    Nothing is written when a check fails (MiakitError: attacks and their options, an attack
+    that reads query.output's answer, architecture, query views against the data kind, a user's
+    module (imported) or estimator (built from model.params), a target checkpoint and its
+    members, the references and records each attack needs, each attack's options against the
+    classes, references and loss traces (`Attack.check`), the output folder), and files whose
+    content is unchanged are left untouched. `attacks: all` is expanded in the returned plan's
+    config and in run.yaml, as are RMIA's signal for estimators and the target checkpoint's paths
+    (made absolute). With `log`, a config that changes an existing
     run is described (what changed, what will be redone). Model folders beyond num_models are
     removed.
     """
@@ -145,6 +146,7 @@ def plan(config: AuditConfig, run: RunDir, log: Callable[[str], None] | None = N
         }
         config = config.model_copy(update={"model": model.model_copy(update=resolved)})
     check_attack_options(config)
+    check_output_attacks(config)
     pool = load_configured_pool(config)
     check_model(config, pool)
     check_target_checkpoint(config, pool)
@@ -397,7 +399,8 @@ def query_hash(
     dp_applies = config.defences.dp.enabled and defended
     checkpoint = checkpoint_inputs(config, m)
     train = train_hash(training_inputs, fingerprint, keep_row, m, device, dp_applies, checkpoint)
-    inputs = {"train": train, **config.query.model_dump(mode="json")}
+    # query.output restricts what attacks read of the stored logits: it changes no logits
+    inputs = {"train": train, **config.query.model_dump(mode="json", exclude={"output"})}
     defences = config.defences
     if defended and (defences.temperature_scaling or defences.laplace.enabled):
         inputs["calibration"] = defences.model_dump(mode="json", include=set(QUERY_SIDE_DEFENCES))

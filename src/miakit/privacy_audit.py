@@ -23,6 +23,7 @@ import math
 
 import numpy as np
 
+from miakit.chain import scores_skipped
 from miakit.config import AuditConfig
 from miakit.data.canaries import redraw_slack
 from miakit.errors import MiakitError
@@ -52,8 +53,12 @@ def audit_dp(run: RunDir, config: AuditConfig) -> dict:
     audit = config.dp_audit
     delta = config.defences.dp.delta if audit.delta is None else audit.delta
     members = keep[design.targets][:, canaries]
-    results = {}
+    results, skipped = {}, {}
     for name in audit.attacks or config.attacks:
+        reason = scores_skipped(run, name)
+        if reason is not None:  # it cannot run on the query.output (no scores)
+            skipped[name] = reason
+            continue
         path = run.scores(name)
         if not path.is_file():
             raise MiakitError(f"no scores for {name!r} in {run.root}; run `miakit attack` first")
@@ -71,6 +76,7 @@ def audit_dp(run: RunDir, config: AuditConfig) -> dict:
         # the keep bits' distance from fair coins (data.canaries.canary_keep) lowers confidence
         "confidence": 1 - audit.beta - redraw_slack(len(keep), len(canaries)),
         "attacks": results,
+        "skipped": skipped,
     }
     save_json(audit_json(run), out)
     return out

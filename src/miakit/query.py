@@ -23,15 +23,9 @@ from torch import Tensor, nn
 
 from miakit.errors import MiakitError
 from miakit.train.inputs import Normalization, is_images, model_inputs
+from miakit.views import SHIFTS, identity_view  # noqa: F401 (identity_view: for callers)
 
 CHUNK = 5000  # records per batch, as the reference code's inference
-SHIFTS = {1: None, 2: 0, 18: 1, 50: 2}  # A → reflect shift s (None: no flip either)
-
-
-def identity_view(augmentations: int) -> int:
-    """Index along A of the record as it is (s·(2s + 1) + s: the centre crop of the unflipped)."""
-    shift = SHIFTS[augmentations] or 0
-    return shift * (2 * shift + 1) + shift
 
 
 def check_views(x: Tensor, augmentations: int) -> None:

@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 
 from miakit.errors import MiakitError
+from miakit.output_restriction import check_output, restrict_logits
 from miakit.store import RunDir, load_npy
 
 SignalKind = Literal[
@@ -30,6 +31,7 @@ SignalKind = Literal[
     "entropy",
     "modified_entropy",
     "taylor_soft_margin",
+    "hinge",
 ]
 
 #: Upper bound on the float64 bytes one chunk of logits may take when read for all models.
@@ -96,6 +98,14 @@ def _top_log_odds(z: np.ndarray) -> np.ndarray:
     """φ of the largest class, z_max − logsumexp of the others, [...] from float64 z [..., C]."""
     top = np.argmax(z, axis=-1)[..., None]
     return np.take_along_axis(z, top, axis=-1)[..., 0] - logsumexp(_without(z, top), axis=-1)
+
+
+def hinge(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The hinge score z_y − max_{j≠y} z_j (Carlini et al. 2022; Bertran et al. 2023's QMIA
+    score): positive exactly when the label is the unique predicted class."""
+    z = np.asarray(logits, dtype=np.float64)
+    index = _broadcast_labels(z, labels)
+    return np.take_along_axis(z, index, axis=-1)[..., 0] - _without(z, index).max(axis=-1)
 
 
 def true_class_log_prob(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -213,6 +223,7 @@ TRANSFORMS = {
     "entropy": entropy,
     "modified_entropy": modified_entropy,
     "taylor_soft_margin": taylor_soft_margin,
+    "hinge": hinge,
 }
 
 
@@ -227,6 +238,12 @@ class Signals:
     studies append them): no model trained on them, and an attack fits nothing on them (no
     population, threshold, training pair or pooled statistic), so the other records' scores are
     exactly what they are without them. Record chunks never mix the two kinds.
+
+    output: what the deployed model's API returns (`query.output`, `miakit.output_restriction`):
+    `read_logits` and `signal` return the restricted outputs, as log-probabilities; the stored
+    logits stay full. features: optional, the pool records' features [N, ...] (images or feature
+    vectors) for attacks that read them (QMIA); None where the run has none (brought-in models)
+    and with query-only records.
     """
 
     logits: Sequence[np.ndarray]
@@ -234,6 +251,8 @@ class Signals:
     keep: np.ndarray
     traces: Sequence[np.ndarray] | None = None
     queries: int = 0
+    output: str = "logits"
+    features: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         validate(self)
@@ -267,13 +286,18 @@ class Signals:
         keep: np.ndarray,
         traces: np.ndarray | None = None,
         queries: int = 0,
+        output: str = "logits",
+        features: np.ndarray | None = None,
     ) -> Signals:
-        """From in-memory arrays: logits [M, N, A, C], traces [M, E+1, N]."""
-        return cls(list(logits), np.asarray(labels), np.asarray(keep), traces, queries)
+        """From in-memory arrays: logits [M, N, A, C], traces [M, E+1, N], features [N, ...]."""
+        return cls(
+            list(logits), np.asarray(labels), np.asarray(keep), traces, queries, output, features
+        )
 
     def with_queries(self, logits: Sequence[np.ndarray], labels: np.ndarray) -> Signals:
         """These signals plus K query-only records: logits M arrays [K, A, C], labels [K]. The
-        pool's logits stay memory-mapped; traces are dropped (nobody trained on the queries)."""
+        pool's logits stay memory-mapped; traces and features are dropped (nobody trained on the
+        queries, and their features are not at hand); the output restriction is kept."""
         if len(logits) != self.num_models:
             raise MiakitError(f"query logits for {len(logits)} models, expected {self.num_models}")
         if self.queries:
@@ -285,11 +309,15 @@ class Signals:
             np.concatenate([self.labels, np.asarray(labels, dtype=self.labels.dtype)]),
             keep,
             queries=count,
+            output=self.output,
         )
 
     @classmethod
-    def from_run(cls, run: RunDir) -> Signals:
-        """Memory-map a run's logits; works for runs miakit trained and for brought-in models."""
+    def from_run(
+        cls, run: RunDir, output: str = "logits", features: np.ndarray | None = None
+    ) -> Signals:
+        """Memory-map a run's logits; works for runs miakit trained and for brought-in models.
+        output: `query.output`; features: the pool's [N, ...], where an attack reads them."""
         keep = load_npy(run.keep)
         labels = load_npy(run.labels)
         if keep.ndim != 2:
@@ -304,7 +332,7 @@ class Signals:
         traces = None
         if all(run.trace(m).is_file() for m in range(keep.shape[0])):
             traces = [load_npy(run.trace(m), mmap=True) for m in range(keep.shape[0])]
-        return cls(logits, labels, keep, traces)
+        return cls(logits, labels, keep, traces, output=output, features=features)
 
     def record_chunks(self, num_models: int | None = None) -> Iterator[slice]:
         """Slices of records small enough that their float64 logits for all models fit CHUNK_BYTES;
@@ -317,7 +345,8 @@ class Signals:
                 yield slice(start, min(start + size, end))
 
     def read_logits(self, models: Sequence[int], records: slice = slice(None)) -> np.ndarray:
-        """Logits [len(models), n, A, C] as float64; stops on NaN or infinity, naming where."""
+        """Logits [len(models), n, A, C] as float64, restricted to what `output` returns (full
+        logits by default); stops on NaN or infinity in the stored logits, naming where."""
         out = np.stack([np.asarray(self.logits[m][records], dtype=np.float64) for m in models])
         if not np.isfinite(out).all():
             bad_model, bad_record = np.argwhere(~np.isfinite(out).all(axis=(2, 3)))[0]
@@ -326,7 +355,7 @@ class Signals:
                 f"logits of model {models[bad_model]} hold NaN or infinity "
                 f"(first at record {first + bad_record}); retrain or re-query that model"
             )
-        return out
+        return restrict_logits(out, self.output)
 
     def signal(
         self, kind: SignalKind, models: Sequence[int], records: slice = slice(None)
@@ -387,6 +416,13 @@ def validate(signals: Signals) -> None:
         raise MiakitError(
             f"labels must lie in [0, {expected[2]}) for logits with {expected[2]} classes, "
             f"got range [{labels.min()}, {labels.max()}]"
+        )
+    check_output(signals.output, expected[2])
+    features = signals.features
+    if features is not None and (features.ndim < 2 or len(features) != num_records):
+        raise MiakitError(
+            f"features must have shape [N, ...] = ({num_records}, ...), one row per record, "
+            f"got {features.shape}"
         )
     if not 0 <= signals.queries < num_records:
         raise MiakitError(f"queries must lie in [0, {num_records}), got {signals.queries}")

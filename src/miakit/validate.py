@@ -21,6 +21,7 @@ from miakit.attacks.base import Setting
 from miakit.config import AuditConfig, TrainConfig
 from miakit.data import Pool
 from miakit.errors import MiakitError
+from miakit.output_restriction import check_output, parse_output
 
 #: `attacks: all` (or `--attacks all`) stands for every registered attack.
 ALL = "all"
@@ -70,8 +71,10 @@ def check_output_dir(root: Path) -> None:
 
 def check_model(config: AuditConfig, pool: Pool) -> None:
     """The training device exists, the architecture exists and fits the records (a user's
-    module is imported and built; an estimator is built from model.params), and query views
-    beyond the record itself are asked only of images (never of estimators)."""
+    module is imported and built; an estimator is built from model.params), query.output fits
+    the classes, and query views beyond the record itself are asked only of images (never of
+    estimators)."""
+    check_output(config.query.output, pool.num_classes)
     if is_sklearn(config.model.arch):
         check_estimator(config)
         return
@@ -215,6 +218,19 @@ def check_target_checkpoint(config: AuditConfig, pool: Pool) -> None:
             f"model.target_weights: {path} does not load into the model {model.arch} builds "
             f"for {pool.name}: {exc}"
         ) from exc
+
+
+def check_output_attacks(config: AuditConfig) -> None:
+    """Some chosen attack can read what query.output returns (only label-only attacks, and those
+    reading no outputs, run on `label`); else MiakitError naming the attacks that can."""
+    if parse_output(config.query.output).scores:
+        return
+    if all(ATTACKS[name].output_needs == "scores" for name in config.attacks):
+        usable = [name for name, cls in ATTACKS.items() if cls.output_needs != "scores"]
+        raise MiakitError(
+            f"query.output={config.query.output}: none of the attacks {config.attacks} can run "
+            f"on the predicted class alone; add one that can ({', '.join(usable)})"
+        )
 
 
 def check_design(

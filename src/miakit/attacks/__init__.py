@@ -1,6 +1,17 @@
 """Membership inference attacks; importing this package registers every attack."""
 
-from miakit.attacks import confidence, learned, lira, loss, lt_iqr, reference, rmia, threshold
+from miakit.attacks import (
+    confidence,
+    label_only,
+    learned,
+    lira,
+    loss,
+    lt_iqr,
+    qmia,
+    reference,
+    rmia,
+    threshold,
+)
 from miakit.attacks.base import ATTACKS, Attack, AttackConfig, make_attack, register
 
 __all__ = [
@@ -8,11 +19,13 @@ __all__ = [
     "Attack",
     "AttackConfig",
     "confidence",
+    "label_only",
     "learned",
     "lira",
     "loss",
     "lt_iqr",
     "make_attack",
+    "qmia",
     "reference",
     "register",
     "rmia",

@@ -13,13 +13,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from miakit.attacks.engine import Layout
 from miakit.errors import MiakitError
+from miakit.output_restriction import parse_output
 from miakit.signals import Signals
 
 
@@ -54,6 +55,12 @@ class Attack(ABC):
     #: Empty for attacks that look at the target alone. `plan` checks it before anything trains
     #: (`validate.check_design`).
     reference_needs: ClassVar[tuple[str, ...]] = ()
+    #: What the attack reads of the models' query outputs: "scores" (per-class scores: it runs on
+    #: every `query.output` but `label`), "labels" (the predicted class: it runs on every
+    #: output) or "nothing" (e.g. loss traces). `unavailable` skips it where the output lacks it.
+    output_needs: ClassVar[Literal["scores", "labels", "nothing"]] = "scores"
+    #: Whether it reads the records' features (`Signals.features`), as QMIA's regressor does.
+    needs_features: ClassVar[bool] = False
 
     def __init__(self, config: AttackConfig | None = None):
         self.config = config if config is not None else self.Config()
@@ -62,6 +69,22 @@ class Attack(ABC):
         """Raise MiakitError, naming the option, where the options do not fit the setting; `plan`
         calls this before anything trains, and attacks whose options depend on the setting call
         it again when scoring. This default accepts every setting."""
+        return None
+
+    def unavailable(self, signals: Signals) -> str | None:
+        """Why the attack cannot run on these signals, in words (the attack stage skips it and
+        metrics.json gives the reason), or None when it can: per-class scores under
+        `query.output: label`, or features the signals do not hold."""
+        if self.output_needs == "scores" and not parse_output(signals.output).scores:
+            return (
+                f"{self.name} needs the target's per-class scores; query.output={signals.output} "
+                "returns the predicted class only"
+            )
+        if self.needs_features and signals.features is None:
+            return (
+                f"{self.name} needs the records' features, which this run does not have "
+                "(brought-in models without run.yaml, or query-only records)"
+            )
         return None
 
     @abstractmethod

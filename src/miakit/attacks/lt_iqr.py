@@ -65,6 +65,7 @@ class LtIqr(Attack):
 
     name = "lt-iqr"
     Config = LtIqrConfig
+    output_needs = "nothing"  # the training's loss traces, whatever the API returns
 
     def check(self, setting: Setting) -> None:
         """MiakitError without loss traces, where `epochs` reaches past the recorded points, or

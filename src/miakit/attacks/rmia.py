@@ -174,6 +174,17 @@ class Rmia(AllTargetsAttack):
     offline: ClassVar[bool] = False
     reference_needs = ("any",)
 
+    def unavailable(self, signals: Signals) -> str | None:
+        """The Taylor soft-margin reads logits, and it changes when they shift by a constant: an
+        API that returns probabilities (query.output) fixes them only up to that constant."""
+        if self.config.signal == "taylor_soft_margin" and signals.output != "logits":
+            return (
+                f"{self.name}'s Taylor soft-margin signal reads the logits themselves, which "
+                f"query.output={signals.output} does not return; use attack_options.{self.name}."
+                "signal=softmax"
+            )
+        return super().unavailable(signals)
+
     def score_targets(
         self,
         signals: Signals,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from miakit.errors import MiakitError
 from miakit.evaluate.metrics import long_rows
@@ -57,12 +58,16 @@ def privacy_utility_table(runs: Sequence[RunData], labels: Sequence[str]) -> pd.
     rows = []
     for data, label in zip(runs, labels, strict=True):
         figures = privacy_utility(data)
-        strongest = strongest_attack({a: data.metrics[a] for a in attacks}, data.fprs)
+        # runs on different query outputs may share no attack: then each run's own strongest
+        strongest = strongest_attack(
+            {a: data.metrics[a] for a in attacks or data.metrics}, data.fprs
+        )
         attack = data.metrics[strongest]
         rows.append(
             {
                 "run": label,
                 "data": data.pool.get("name", "–"),
+                "output": query_output(data),
                 "defences": figures["defences"],
                 "test_accuracy": figures.get("pool_test_accuracy"),
                 "test_split_accuracy": figures["test_accuracy"],
@@ -78,6 +83,12 @@ def privacy_utility_table(runs: Sequence[RunData], labels: Sequence[str]) -> pd.
             }
         )
     return pd.DataFrame(rows)
+
+
+def query_output(data: RunData) -> str:
+    """The run's `query.output` (logits where run.yaml does not say: brought-in models)."""
+    config = yaml.safe_load(data.config_text) if data.config_text else None
+    return ((config or {}).get("query") or {}).get("output", "logits")
 
 
 def summary_table(
@@ -104,7 +115,12 @@ def summary_table(
                 row["ε ≥ (one run)"] = f"{measured[attack]['one_run']['epsilon_lower']:.3g}"
             row["defences"] = own["defences"]
             rows.append(row)
-    return pd.DataFrame(rows).sort_values(["attack", "run"], kind="stable")
+        for attack, reason in data.skipped.items():
+            rows.append({"attack": attack, "run": label, "AUC": "–", "skipped": reason})
+    table = pd.DataFrame(rows)
+    if "skipped" in table:  # attacks a run's query.output could not feed, with why
+        table = table.fillna({"skipped": ""}).fillna("–")
+    return table.sort_values(["attack", "run"], kind="stable")
 
 
 def agreement_tables(

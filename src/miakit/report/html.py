@@ -163,6 +163,16 @@ def measurable(figure: dict | None) -> bool:
     return figure is not None and "not_measurable" not in figure
 
 
+def skipped_note(data: RunData) -> str:
+    """The attacks not scored on this run's signals, each with why (empty when none)."""
+    if not data.skipped:
+        return ""
+    items = "".join(
+        f"<li><b>{html.escape(a)}</b>: {html.escape(r)}</li>" for a, r in data.skipped.items()
+    )
+    return f'<p class="note">Skipped attacks (no scores on these outputs):</p><ul>{items}</ul>'
+
+
 def summary_section(data: RunData, found: Verdict) -> str:
     x = flag_fpr(data)
     fprs = sorted(data.fprs, reverse=True)  # 1% first, as the CLI table
@@ -206,13 +216,17 @@ def summary_section(data: RunData, found: Verdict) -> str:
     strongest = list(data.metrics).index(found.attack)
     intervals = html.escape(data.interval_note or "95% interval")
     unmeasured = "".join(f" {html.escape(r[0].upper() + r[1:])}." for r in sorted(reasons))
-    return rows_table(rows, highlight=strongest) + (
-        f'<p class="note">Mean over {len(data.targets)} target models; brackets: {intervals}.'
-        f"{unmeasured} False positives: the mean count of non-members behind the TPR. Shadow "
-        "threshold: the median of the other targets' thresholds, as an attacker without the "
-        "target's membership would set it, and the TPR and FPR it achieves on the target. PPV: "
-        "the share of member calls (at that threshold, from those mean TPR and FPR) that are "
-        "right when 1% or 10% of the records an attacker tests are members.</p>"
+    return (
+        rows_table(rows, highlight=strongest)
+        + skipped_note(data)
+        + (
+            f'<p class="note">Mean over {len(data.targets)} target models; brackets: {intervals}.'
+            f"{unmeasured} False positives: the mean count of non-members behind the TPR. Shadow "
+            "threshold: the median of the other targets' thresholds, as an attacker without the "
+            "target's membership would set it, and the TPR and FPR it achieves on the target. PPV: "
+            "the share of member calls (at that threshold, from those mean TPR and FPR) that are "
+            "right when 1% or 10% of the records an attacker tests are members.</p>"
+        )
     )
 
 

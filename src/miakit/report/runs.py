@@ -37,6 +37,8 @@ class RunData:
     interval_note: str | None = None
     #: Attack → a caveat to show next to its figures (e.g. too few models for online LiRA).
     warnings: dict[str, str] = field(default_factory=dict)
+    #: Attack → why it was not scored on this run's `query.output` (metrics.json's `skipped`).
+    skipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -110,4 +112,5 @@ def load_run(root: Path | str) -> RunData:
         evaluated=evaluated,
         interval_note=stored.get("intervals"),
         warnings=stored.get("warnings", {}),
+        skipped=stored.get("skipped", {}),
     )

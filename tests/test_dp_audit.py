@@ -115,7 +115,79 @@ def test_one_run_bad_input():
         dp_audit.one_run_guesses(np.array([np.nan, 1.0]), np.zeros(2, bool), 1, 0)
 
 
-# ---------------------------------------------------------------- many runs
+# ---------------------------------------------------------------- many runs, pooled guesses
+
+
+def _pooled_bound_by_clopper_pearson(scores, members, k_pos, k_neg, beta):
+    """δ = 0: logit of the one-sided Clopper–Pearson lower bound (scipy's beta quantile) on the
+    precision of guesses counted by loops over the pooled pairs sorted by score."""
+    pairs = sorted(zip(scores.ravel().tolist(), members.ravel().tolist(), strict=True))
+    guessed_in = pairs[len(pairs) - k_pos :] if k_pos else []
+    correct = sum(m for _, m in guessed_in) + sum(not m for _, m in pairs[:k_neg])
+    r = k_pos + k_neg
+    p_lo = stats.beta.ppf(beta, correct, r - correct + 1) if correct else 0.0
+    return max(0.0, math.log(p_lo / (1 - p_lo))) if p_lo > 0 else 0.0, r, correct
+
+
+def test_many_run_audit_is_clopper_pearson_on_pooled_guesses():
+    rng = np.random.default_rng(6)
+    members = rng.random((8, 200)) < 0.5
+    scores = members * 1.0 + rng.normal(size=(8, 200)) + rng.normal(size=(8, 1))
+    audit = dp_audit.many_run_audit(scores[:4], members[:4], scores[4:], members[4:], 0.0, 0.05)
+    f_pos, f_neg = dp_audit.choose_guess_counts(scores[:4].ravel(), members[:4].ravel(), 0.05)
+    assert (audit.k_pos, audit.k_neg) == (round(f_pos * 800), round(f_neg * 800))
+    want, r, v = _pooled_bound_by_clopper_pearson(
+        scores[4:], members[4:], audit.k_pos, audit.k_neg, 0.05
+    )
+    assert (audit.guesses, audit.correct, audit.m, audit.method) == (r, v, 800, "many_runs")
+    assert audit.epsilon_lower == pytest.approx(want, abs=1e-9)
+    assert audit.epsilon_lower > 0.5
+
+
+def _correlated_randomized_response(rng, eps, runs, m, shared):
+    """ε-DP per canary, correlated within a run: run t reports each bit through ε-randomized
+    response, then (shared="shift") adds one offset z_t ~ N(0, 0.5²) to all its scores, or
+    (shared="key") flips all its reports with probability 1/2 (a mixture of ε-DP mechanisms,
+    chosen independently of the bits, is ε-DP)."""
+    members = rng.random((runs, m)) < 0.5
+    truthful = rng.random((runs, m)) < math.exp(eps) / (1 + math.exp(eps))
+    reported = np.where(truthful, members, ~members).astype(np.float64)
+    if shared == "shift":
+        reported += rng.normal(scale=0.5, size=(runs, 1))
+    else:
+        flip = rng.random((runs, 1)) < 0.5
+        reported = np.where(flip, 1 - reported, reported)
+    return reported + 1e-3 * rng.random((runs, m)), members
+
+
+@pytest.mark.parametrize("shared", ["shift", "key"])
+def test_many_run_audit_soundness_with_correlated_scores_within_a_run(shared):
+    """Known ε, scores correlated within each run: the pooled bound exceeds ε in at most ~β of
+    the repetitions (the guesses' correctness is correlated within runs; Theorem 3 of Steinke et
+    al. does not need independence)."""
+    rng = np.random.default_rng(7)
+    eps, runs, m, reps, beta = 1.0, 8, 100, 200, 0.05
+    bounds = []
+    for _ in range(reps):
+        scores, members = _correlated_randomized_response(rng, eps, runs, m, shared)
+        half = runs // 2
+        parts = (scores[:half], members[:half], scores[half:], members[half:])
+        bounds.append(dp_audit.many_run_audit(*parts, 0.0, beta).epsilon_lower)
+    bounds = np.array(bounds)
+    assert (bounds > eps).mean() <= beta + 2 * math.sqrt(beta * (1 - beta) / reps)
+    if shared == "shift":
+        assert np.median(bounds) > 0.3  # and it has power
+
+
+def test_many_run_audit_bad_input():
+    s, m = np.arange(4.0), np.array([1, 0, 1, 0], bool)
+    with pytest.raises(MiakitError, match="shape"):
+        dp_audit.many_run_audit(s, m[:3], s, m, 0.0, 0.05)
+    with pytest.raises(MiakitError, match="delta"):
+        dp_audit.many_run_audit(s, m, s, m, 1.0, 0.05)
+
+
+# ---------------------------------------------------------------- many runs, independent trials
 
 
 def _cp_lower(k, n, level):

@@ -108,7 +108,9 @@ def test_audit_dp_end_to_end(tmp_path, one_thread):
         row = one["per_target"][0]
         assert row["guesses"] == row["k_pos"] + row["k_neg"] and row["m"] == 200
         assert 0 <= row["correct"] <= row["guesses"]
-        assert audit["attacks"][name]["many_runs"]["mu_lower"] >= 0
+        many = audit["attacks"][name]["many_runs"]
+        assert many["method"] == "many_runs" and many["m"] == 8 * 200
+        assert many["epsilon_lower"] >= 0 and many["independent_trials"]["mu_lower"] >= 0
     # a non-private MLP memorises mislabelled digits: a clearly positive bound
     assert audit["attacks"]["lira-online"]["one_run"]["epsilon_lower"] > 0.5
     again = CliRunner().invoke(app, ["audit-dp", str(out)])

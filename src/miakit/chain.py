@@ -11,8 +11,12 @@ holds for what is derived from them:
   scores and its record says why (`skipped`); it is current, skipped, while the inputs are;
 - `metrics.json` records the SHA-256 of each attack's scores, the evaluate settings, the seed,
   keep.npy, the evaluated records and the attacks skipped, with why;
-- `report.json` records the SHA-256 of metrics.json, run.yaml, pool.json, every model's
-  meta.json and the included single-point summaries, and of report.html itself.
+- `audit.json` (the DP audit) records the SHA-256 of each audited attack's scores (or why it was
+  skipped), keep.npy and the targets' meta.json (the accountant's ε), with the dp_audit settings,
+  δ, the seed and the targets;
+- `report.json` records the SHA-256 of metrics.json, audit.json where there is one, run.yaml,
+  pool.json, every model's meta.json and the included single-point summaries, and of
+  report.html itself.
 
 Each record is `{"inputs": {...}, "inputs_hash": ..., "stamps": {...}}`; `stamps` keeps each input
 file's size and times beside its hash, so a file whose size and times are unchanged is not read
@@ -49,14 +53,18 @@ def _hashes(files: Mapping[str, Path], record: dict | None) -> dict[str, str | N
     return {key: stamped_hash(path, stamps.get(key)) for key, path in files.items()}
 
 
-def output_record(inputs: dict[str, Any], files: Mapping[str, Path], output: Path) -> dict:
-    """The record of `output` made from `inputs` (reading `files`); written after `output`."""
+def inputs_record(inputs: dict[str, Any], files: Mapping[str, Path]) -> dict:
+    """The record of what a file was made from: `inputs`, their hash and the stamps of `files`."""
     return {
         "inputs": inputs,
         "inputs_hash": content_hash(inputs),
         "stamps": {key: file_stamp(path) for key, path in files.items() if path.is_file()},
-        "output": file_stamp(output),
     }
+
+
+def output_record(inputs: dict[str, Any], files: Mapping[str, Path], output: Path) -> dict:
+    """The record of `output` made from `inputs` (reading `files`); written after `output`."""
+    return inputs_record(inputs, files) | {"output": file_stamp(output)}
 
 
 def stale_reason(record: dict | None, inputs: dict[str, Any]) -> str | None:
@@ -202,11 +210,52 @@ def metrics_stale(
     return reason
 
 
+# --- audit.json ---------------------------------------------------------------------------
+
+
+def audit_json_path(run: RunDir) -> Path:
+    return run.root / "audit.json"
+
+
+def audit_inputs(
+    run: RunDir, config: AuditConfig, names: Sequence[str], design: Design, record: dict | None
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    """The inputs of audit.json for the audited attacks `names` as they are now, and their files."""
+    skipped = {n: reason for n in names if (reason := scores_skipped(run, n)) is not None}
+    files = {"keep.npy": run.keep}
+    files |= {f"scores/{n}.npy": run.scores(n) for n in names if n not in skipped}
+    files |= {f"models/{t:04d}/meta.json": run.meta(t) for t in design.targets}
+    inputs: dict[str, Any] = {
+        "attacks": list(names),
+        "skipped": skipped,
+        "dp_audit": config.dp_audit.model_dump(mode="json"),
+        "dp_delta": config.defences.dp.delta,
+        "seed": config.seed,
+        "targets": list(design.targets),
+        "files": _hashes(files, record),
+    }
+    return inputs, files
+
+
+def audit_stale(
+    run: RunDir, config: AuditConfig, names: Sequence[str], design: Design
+) -> str | None:
+    """None when audit.json is current for the audited attacks `names`; else why not."""
+    path = audit_json_path(run)
+    if not path.is_file():
+        return "there is none"
+    record = read_record(path)
+    inputs, _ = audit_inputs(run, config, names, design, record)
+    return stale_reason(record, inputs)
+
+
 # --- report -------------------------------------------------------------------------------
 
 
 def report_files(run: RunDir, single_point: Sequence[Path]) -> dict[str, Path]:
     files = {"metrics.json": run.metrics_json, "run.yaml": run.run_yaml, "pool.json": run.pool}
+    if audit_json_path(run).is_file():
+        files["audit.json"] = audit_json_path(run)
     num_models = len(load_npy(run.keep, mmap=True))
     files |= {f"models/{m:04d}/meta.json": run.meta(m) for m in range(num_models)}
     files |= {f"single_point:{folder}": Path(folder) / "summary.json" for folder in single_point}

@@ -287,14 +287,14 @@ def audit_dp(run: Path = RunArgument) -> None:
     """Empirical ε lower bounds from the run's canaries (dp_audit section): RUN/audit.json."""
     run_dir = RunDir(run)
     result = pipeline.audit_dp(run_dir, pipeline.run_config(run_dir))
-    table = Table("attack", "ε one run", "ε many runs", "μ many runs")
+    table = Table("attack", "ε one run", "ε many runs", "μ (independent trials)")
     for name, figures in result["attacks"].items():
         many = figures.get("many_runs") or {}
         table.add_row(
             name,
             f"{figures['one_run']['epsilon_lower']:.3g}",
             "–" if not many else f"{many['epsilon_lower']:.3g}",
-            "–" if not many else f"{many['mu_lower']:.3g}",
+            "–" if not many else f"{many['independent_trials']['mu_lower']:.3g}",
         )
     console.print(table)
     eps = result["accountant_epsilon"]

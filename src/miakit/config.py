@@ -296,6 +296,11 @@ class EvaluateConfig(Section):
         default=None, ge=1, description="T: the first T models are targets in turn; default all M"
     )
     fprs: list[float] = Field(default_factory=lambda: [0.01, 0.001, 0.0001, 0.00001])
+    include_canaries: bool = Field(
+        default=False,
+        description="score the DP audit's canaries (dp_audit.canaries) in the membership "
+        "metrics too; by default they are left out (they stay in audit.json)",
+    )
     ood: list[OODConfig] = Field(
         default_factory=list,
         description="out-of-distribution sets for the false-positive study (none by default)",

@@ -24,6 +24,7 @@ from rich.progress import Progress
 
 from miakit.attacks import ATTACKS, make_attack
 from miakit.chain import (
+    audit_json_path,
     metrics_inputs,
     metrics_stale,
     output_record,
@@ -57,6 +58,7 @@ from miakit.plan import (
     Hashes,
     Plan,
     check_labels,
+    configured_canaries,
     evaluation_design,
     load_configured_pool,
     load_plan,
@@ -65,7 +67,7 @@ from miakit.plan import (
     trained,
 )
 from miakit.plan import plan as plan_run
-from miakit.privacy_audit import audit_dp
+from miakit.privacy_audit import audit_dp, check_audit_current
 from miakit.progress import ProgressLines, progress, tracked
 from miakit.signals import Signals
 from miakit.store import (
@@ -457,7 +459,7 @@ def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = N
     if metrics_stale(run, config, names, design) is None:
         return json.loads(run.metrics_json.read_text())["attacks"]
     inputs, files = metrics_inputs(run, config, names, design, read_record(run.metrics_json))
-    records = slice(None) if design.eval_records is None else design.eval_records
+    records, left_out = _membership_records(config, design, keep.shape[1])
     skipped_attacks = inputs["skipped"]
     if len(skipped_attacks) == len(names):
         reasons = "; ".join(skipped_attacks.values())
@@ -496,7 +498,7 @@ def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = N
         run.metrics_csv, lambda tmp: pd.DataFrame(long_rows(metrics)).to_csv(tmp, index=False)
     )
     all_scores = {name: load_npy(run.scores(name)) for name in metrics}
-    write_evaluation_tables(run, all_scores, config.evaluate.fprs)
+    write_evaluation_tables(run, all_scores, config.evaluate.fprs, records)
     record = output_record(inputs, files, run.metrics_csv)  # metrics.json last: it marks done
     save_json(
         run.metrics_json,
@@ -506,10 +508,29 @@ def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = N
             "intervals": INTERVAL_NOTE,
             "warnings": warnings,
             "ood_skipped": skipped,
+            "canaries_left_out": {"count": len(left_out), "records": left_out.tolist()},
             **record,
         },
     )
     return metrics
+
+
+def _membership_records(
+    config: AuditConfig, design, num_records: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(int pool indices the membership metrics are computed on, int pool indices of the canaries
+    left out): the split's evaluation records (all records without one), less the DP audit's
+    canaries unless evaluate.include_canaries. Canaries are an auditing device with random keep
+    bits, not the population the metrics and the verdict speak for."""
+    evaluated = np.ones(num_records, dtype=bool)
+    if design.eval_records is not None:
+        evaluated = np.asarray(design.eval_records, dtype=bool).copy()
+    left_out = np.zeros(0, dtype=np.int64)
+    if not config.evaluate.include_canaries:
+        canaries = configured_canaries(config, num_records)
+        left_out = canaries[evaluated[canaries]]
+        evaluated[left_out] = False
+    return np.flatnonzero(evaluated), left_out
 
 
 def _check_metrics(run: RunDir) -> None:
@@ -540,8 +561,10 @@ def report(run: RunDir, single_point: Sequence[Path] = ()) -> Path:
     (output folders of `miakit single-point`). Stale metrics are an error naming `miakit
     evaluate`; a report that is current for its inputs is left as it is."""
     from miakit.report.html import write_report
+    from miakit.report.runs import evaluated_records
 
     _check_metrics(run)
+    check_audit_current(run, run_config(run))
     own = run.root / "single_point"
     folders = list(
         dict.fromkeys(
@@ -555,7 +578,8 @@ def report(run: RunDir, single_point: Sequence[Path] = ()) -> Path:
     images = features = None
     if run.run_yaml.is_file():
         pool = load_configured_pool(read_run_config(run.run_yaml))
-        evaluated = load_npy(run.eval_records) if run.eval_records.is_file() else slice(None)
+        evaluated = evaluated_records(run, json.loads(run.metrics_json.read_text()), len(pool.y))
+        evaluated = slice(None) if evaluated is None else evaluated
         pictures = pool.pictures()  # the report sees the evaluated records only
         if pictures is not None:
             images = pictures[evaluated]
@@ -630,5 +654,7 @@ def audit(config: AuditConfig, run: RunDir, log: Log | None = _stderr) -> dict:
     metrics = evaluate(run, config)
     if config.dp_audit.canaries.count:
         audit_dp(run, config)
+    elif audit_json_path(run).is_file():  # from an earlier config with canaries: stale now
+        audit_json_path(run).unlink()
     report(run)
     return metrics

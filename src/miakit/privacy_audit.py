@@ -8,39 +8,65 @@ attack writes, in audit.json:
   the audited target's), or, with a single target, on half of its canaries while the other half is
   audited. Each target's bound is computed at β/T (Bonferroni), so `epsilon_lower`, their maximum,
   holds at confidence 1 − β for the run as a whole.
-- `many_runs`: the threshold bound on ε and on Gaussian-DP μ (miakit.evaluate.dp_audit
-  .threshold_audit) over the canaries of all targets, the threshold chosen on the first half of
-  the targets and the bound computed on the second (needs two targets or more). Its Clopper–Pearson
-  intervals treat every (target, canary) pair as an independent trial, which canaries sharing a
-  model are not strictly: the one-run bound is the rigorous one, the many-run figure indicative.
+- `many_runs` (needs two targets or more): the guess fractions chosen on the first half of the
+  targets, the bound computed on the second half's (target, canary) pairs pooled
+  (miakit.evaluate.dp_audit.many_run_audit: Steinke, Nasr and Jagielski's theorem over the
+  pairs, valid however one model's canary scores are correlated), at confidence 1 − β; its
+  `assumption` says what it rests on. Under `independent_trials`, the threshold bounds on ε and
+  on Gaussian-DP μ (threshold_audit) on the same halves, whose Clopper–Pearson intervals count
+  every pair as an independent trial, which canaries sharing a model are not: labelled so, and
+  indicative only.
 - the accountant's ε of the targets (the largest, from their meta.json), when trained with DP-SGD.
 - `confidence`: 1 − β − redraw_slack(M, m), the confidence the one-run bounds hold at once.
 """
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 
-from miakit.chain import scores_skipped
+from miakit.chain import (
+    audit_inputs,
+    audit_json_path,
+    audit_stale,
+    inputs_record,
+    read_record,
+    scores_skipped,
+    scores_stale,
+)
 from miakit.config import AuditConfig
 from miakit.data.canaries import redraw_slack
 from miakit.errors import MiakitError
-from miakit.evaluate.dp_audit import choose_guess_counts, one_run_audit, threshold_audit
+from miakit.evaluate.dp_audit import (
+    choose_guess_counts,
+    many_run_audit,
+    one_run_audit,
+    threshold_audit,
+)
 from miakit.plan import configured_canaries, evaluation_design
 from miakit.store import RunDir, load_npy, save_json
 
-
-def audit_json(run: RunDir):
-    return run.root / "audit.json"
+MANY_RUNS_ASSUMPTION = (
+    "each (target, canary) keep bit an independent fair coin (up to the stated confidence), and "
+    "the scores computed without the evaluation targets' keep bits; attacks whose references "
+    "are the other models (leave-one-out) read those bits as reference labels, which the theorem "
+    "does not cover"
+)
+INDEPENDENT_TRIALS_ASSUMPTION = (
+    "every (target, canary) pair an independent trial, which canaries sharing a model are not: "
+    "indicative only"
+)
 
 
 def audit_dp(run: RunDir, config: AuditConfig) -> dict:
-    """Compute every configured attack's DP-audit bounds; writes and returns audit.json's content.
+    """Compute every audited attack's DP-audit bounds; writes and returns audit.json's content
+    (with its record of inputs, miakit.chain.audit_inputs). When audit.json is current for
+    these scores and settings, nothing is written and its content is returned.
 
-    Raises MiakitError when the run has no canaries, or an attack's scores are missing or of the
-    wrong shape.
+    Raises MiakitError when the run has no canaries, or an attack's scores are missing, stale or
+    of the wrong shape (naming `miakit attack`).
     """
     keep = load_npy(run.keep)
     canaries = configured_canaries(config, keep.shape[1])
@@ -50,21 +76,30 @@ def audit_dp(run: RunDir, config: AuditConfig) -> dict:
             "(e.g. `miakit audit --set dp_audit.canaries.count=500`)"
         )
     design = evaluation_design(run, config, len(keep))
+    names = audited_attacks(config)
+    for name in names:
+        reason = scores_stale(run, config, name, design)
+        if reason is not None:
+            raise MiakitError(
+                f"the scores of {name!r} in {run.root} are not current ({reason}); run "
+                f"`miakit attack {run.root} --attacks {name}` first"
+            )
+    path = audit_json_path(run)
+    if audit_stale(run, config, names, design) is None:
+        return json.loads(path.read_text())
+    inputs, files = audit_inputs(run, config, names, design, read_record(path))
     audit = config.dp_audit
     delta = config.defences.dp.delta if audit.delta is None else audit.delta
     members = keep[design.targets][:, canaries]
     results, skipped = {}, {}
-    for name in audit.attacks or config.attacks:
+    for name in names:
         reason = scores_skipped(run, name)
         if reason is not None:  # it cannot run on the query.output (no scores)
             skipped[name] = reason
             continue
-        path = run.scores(name)
-        if not path.is_file():
-            raise MiakitError(f"no scores for {name!r} in {run.root}; run `miakit attack` first")
-        scores = load_npy(path)
+        scores = load_npy(run.scores(name))
         if scores.shape != (len(design.targets), keep.shape[1]):
-            raise MiakitError(f"{path} has shape {scores.shape}; rerun `miakit attack`")
+            raise MiakitError(f"{run.scores(name)} has shape {scores.shape}; rerun `miakit attack`")
         results[name] = _audit_scores(scores[:, canaries], members, delta, audit.beta)
     out = {
         "canaries": {"count": len(canaries), "kind": audit.canaries.kind},
@@ -78,8 +113,31 @@ def audit_dp(run: RunDir, config: AuditConfig) -> dict:
         "attacks": results,
         "skipped": skipped,
     }
-    save_json(audit_json(run), out)
-    return out
+    record = inputs_record(inputs, files)  # audit.json holds its own record, as metrics.json does
+    save_json(path, out | record)
+    return out | record
+
+
+def audited_attacks(config: AuditConfig) -> list[str]:
+    """The attacks whose scores the DP audit reads: dp_audit.attacks, else every attack."""
+    return list(config.dp_audit.attacks or config.attacks)
+
+
+def check_audit_current(run: RunDir, config: AuditConfig) -> None:
+    """Where the run has an audit.json, it must be current (else: the command that makes it so).
+
+    Raises MiakitError naming `miakit audit-dp` when audit.json's scores, keep bits, targets'
+    meta.json or dp_audit settings changed since it was computed.
+    """
+    if not audit_json_path(run).is_file():
+        return
+    design = evaluation_design(run, config, len(load_npy(run.keep, mmap=True)))
+    reason = audit_stale(run, config, audited_attacks(config), design)
+    if reason is not None:
+        raise MiakitError(
+            f"{audit_json_path(run)} is stale ({reason}); run `miakit audit-dp {run.root}` "
+            "to make it current"
+        )
 
 
 def _audit_scores(scores: np.ndarray, members: np.ndarray, delta: float, beta: float) -> dict:
@@ -110,12 +168,15 @@ def _audit_scores(scores: np.ndarray, members: np.ndarray, delta: float, beta: f
     }
     if num_targets >= 2:
         half = num_targets // 2
-        many = threshold_audit(
-            scores[:half], members[:half], scores[half:], members[half:], delta, beta
-        )
-        result["many_runs"] = {
-            k: (None if isinstance(v, float) and math.isinf(v) else v)
-            for k, v in many.as_dict().items()
+        parts = (scores[:half], members[:half], scores[half:], members[half:], delta, beta)
+        indicative = threshold_audit(*parts).as_dict()
+        result["many_runs"] = many_run_audit(*parts).as_dict() | {
+            "assumption": MANY_RUNS_ASSUMPTION,
+            "independent_trials": {
+                k: (None if isinstance(v, float) and math.isinf(v) else v)
+                for k, v in indicative.items()
+            }
+            | {"assumption": INDEPENDENT_TRIALS_ASSUMPTION},
         }
     return result
 

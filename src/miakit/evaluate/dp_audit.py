@@ -10,11 +10,20 @@ confidence 1 − β"):
   and "out" for the k− lowest, abstains on the rest, and counts its correct guesses v out of
   r = k+ + k−. Under (ε, δ)-DP, P[correct ≥ v] is at most the tail of Binomial(r, e^ε/(1+e^ε))
   plus a δ term; the bound is the largest ε whose tail is still ≤ β.
-- **Many runs** (Jagielski, Ullman and Oprea, NeurIPS 2020, "Auditing Differentially Private
-  Machine Learning: How Private is Private SGD?"; Nasr, Song, Thakurta, Papernot and Carlini,
-  S&P 2021, "Adversary Instantiation"): (ε, δ)-DP implies TPR ≤ e^ε·FPR + δ and
-  TNR ≤ e^ε·FNR + δ for every threshold test; with one-sided Clopper–Pearson bounds on TPR and
-  FPR at a threshold chosen on separate data, ln((TPR_lo − δ)/FPR_hi) is a lower bound on ε.
+- **Many runs, pooled guesses** (many_run_audit): the (target, canary) pairs of several targets
+  are the canaries of one audit by the same theorem. Each pair's keep bit is a fair coin that
+  changes one record of one model's training set, so the joint training of all models is
+  (ε, δ)-DP with respect to each pair, and Theorem 3 holds however the scores of one model's
+  canaries are correlated; the guess fractions are chosen on other targets. For δ = 0 the bound
+  is logit of the one-sided Clopper–Pearson lower bound on the guesses' precision: the many-run
+  threshold audit of Jagielski, Ullman and Oprea (NeurIPS 2020) made valid for many canaries per
+  run (their own audit uses one canary per run, which makes the trials independent).
+- **Many runs, independent trials** (threshold_audit; Jagielski, Ullman and Oprea 2020; Nasr,
+  Song, Thakurta, Papernot and Carlini, S&P 2021, "Adversary Instantiation"): (ε, δ)-DP implies
+  TPR ≤ e^ε·FPR + δ and TNR ≤ e^ε·FNR + δ for every threshold test; with one-sided
+  Clopper–Pearson bounds on TPR and FPR at a threshold chosen on separate data,
+  ln((TPR_lo − δ)/FPR_hi) is a lower bound on ε — when the trials are independent, as with one
+  canary per training run; canaries sharing a model are not.
 - **Gaussian DP** (Dong, Roth and Su, JRSS-B 2022, "Gaussian Differential Privacy"): μ-GDP
   implies TPR ≤ Φ(Φ⁻¹(FPR) + μ) for every test (Definition 2.6, trade-off function G_μ), so the
   same intervals give a lower bound on μ; Corollary 2.13 converts μ to the (ε, δ) curve
@@ -207,7 +216,42 @@ def choose_guess_counts(
     return best_pair
 
 
-# ---------------------------------------------------------------- many runs and Gaussian DP
+# ---------------------------------------------------------------- many runs
+
+
+def many_run_audit(
+    select_scores: np.ndarray,
+    select_members: np.ndarray,
+    eval_scores: np.ndarray,
+    eval_members: np.ndarray,
+    delta: float,
+    beta: float,
+) -> OneRunAudit:
+    """The one-run bound (Steinke, Nasr and Jagielski 2023, Theorem 3) over the pooled
+    (target, canary) pairs of the evaluation targets, with guess fractions chosen on the
+    selection targets' pairs (choose_guess_counts), applied to the evaluation pairs as top-k+ and
+    bottom-k− over all of them.
+
+    Scores: float [T, m] (or flat), members: bool of the same shape. Sound whatever the
+    correlation of a model's canary scores, provided each pair's keep bit is an independent fair
+    coin and the scores are computed without the evaluation targets' keep bits (each score is a
+    function of the trained models, and of keep bits outside the audited pairs). The result's m
+    is the number of evaluation pairs and its method "many_runs". Raises MiakitError on shape
+    mismatch, non-finite scores, δ outside [0, 1) or β outside (0, 1).
+    """
+    _check_level("beta", beta)
+    _check_level("delta", delta, low_open=False)
+    s_sel, m_sel = _scores_and_members(select_scores, select_members)
+    s_ev, m_ev = _scores_and_members(eval_scores, eval_members)
+    f_pos, f_neg = choose_guess_counts(s_sel, m_sel, beta)
+    size = len(s_ev)
+    k_pos = round(f_pos * size)
+    k_neg = min(round(f_neg * size), size - k_pos)
+    audit = one_run_audit(s_ev, m_ev, k_pos, k_neg, delta, beta)
+    return OneRunAudit(**(audit.as_dict() | {"method": "many_runs"}))
+
+
+# ---------------------------------------------------------------- independent trials, Gaussian DP
 
 
 def _scores_and_members(scores, members) -> tuple[np.ndarray, np.ndarray]:
@@ -312,7 +356,8 @@ def threshold_audit(
     ε ≥ max(ln((TPR_lo − δ)/FPR_hi), ln((TNR_lo − δ)/FNR_hi)); likewise, at its own threshold,
     μ ≥ max(Φ⁻¹(TPR_lo) − Φ⁻¹(FPR_hi), Φ⁻¹(TNR_lo) − Φ⁻¹(FNR_hi)) (Dong, Roth and Su 2022,
     trade-off function G_μ). Each bound holds with probability ≥ 1 − β when the evaluation
-    trials are independent of each other and of the selection part. epsilon_from_mu is the ε at δ
+    trials are independent of each other and of the selection part (one canary per model, as in
+    Jagielski et al.; with many canaries per model use many_run_audit for ε). epsilon_from_mu is the ε at δ
     of a μ_lower-GDP mechanism (gdp_epsilon): an estimate that assumes a Gaussian trade-off curve,
     not a bound.
 

@@ -87,20 +87,24 @@ def write_tables(folder: Path, tables: Mapping[str, pd.DataFrame]) -> list[Path]
 
 
 def write_evaluation_tables(
-    run: RunDir, scores: Mapping[str, np.ndarray], fprs: Sequence[float]
+    run: RunDir,
+    scores: Mapping[str, np.ndarray],
+    fprs: Sequence[float],
+    records: np.ndarray | None = None,
 ) -> list[Path]:
     """The evaluate stage's tables in <run>/tables/ from attack → scores [T, N] (row i is target
     model i): thresholds, vulnerability_<attack>, precision_at_k, and calibration when the
-    targets' logits are there. A split that scores only part of the pool (eval_records.npy)
-    restricts the record-level tables to it; their `record` column keeps pool indices."""
+    targets' logits are there. The record-level tables cover `records` (int pool indices; the
+    evaluate stage passes the evaluated records without the DP audit's canaries), by default
+    the split's evaluation records (eval_records.npy) or all; their `record` column keeps pool
+    indices."""
     keep = load_npy(run.keep)
+    if records is None:
+        evaluated = load_npy(run.eval_records) if run.eval_records.is_file() else None
+        records = np.arange(keep.shape[1]) if evaluated is None else np.flatnonzero(evaluated)
+    keep = keep[:, records]
     targets = list(range(next(iter(scores.values())).shape[0]))
-    if run.eval_records.is_file():
-        records = np.flatnonzero(load_npy(run.eval_records))
-        keep = keep[:, records]
-        scores = {name: s[:, records] for name, s in scores.items()}
-    else:
-        records = np.arange(keep.shape[1])
+    scores = {name: s[:, records] for name, s in scores.items()}
     tables = evaluation_tables(scores, keep, targets, fprs)
     for table in tables.values():
         if "record" in table:

@@ -74,6 +74,20 @@ class RunData:
         return logits if self.evaluated is None else [m[self.evaluated] for m in logits]
 
 
+def evaluated_records(run: RunDir, metrics: dict, num_records: int) -> np.ndarray | None:
+    """Int pool indices of the records metrics.json (`metrics`) speaks for, or None for all: a
+    split's evaluation records (eval_records.npy), less the DP audit's canaries that evaluate
+    left out (metrics["canaries_left_out"])."""
+    left_out = (metrics.get("canaries_left_out") or {}).get("records", [])
+    if not (run.eval_records.is_file() or left_out):
+        return None
+    mask = np.ones(num_records, dtype=bool)
+    if run.eval_records.is_file():
+        mask = load_npy(run.eval_records).astype(bool)
+    mask[left_out] = False
+    return np.flatnonzero(mask)
+
+
 def load_run(root: Path | str) -> RunData:
     run = RunDir(root)
     if not run.metrics_json.is_file():
@@ -96,9 +110,8 @@ def load_run(root: Path | str) -> RunData:
                 f"{keep.shape[1]}]; rerun `miakit attack` and `miakit evaluate`"
             )
     labels = load_npy(run.labels)
-    evaluated = None
-    if run.eval_records.is_file():  # a split that scores only part of the pool (disjoint)
-        evaluated = np.flatnonzero(load_npy(run.eval_records))
+    evaluated = evaluated_records(run, stored, keep.shape[1])
+    if evaluated is not None:
         keep, labels = keep[:, evaluated], labels[evaluated]
         scores = {name: s[:, evaluated] for name, s in scores.items()}
     return RunData(

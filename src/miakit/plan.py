@@ -16,7 +16,7 @@ import numpy as np
 from miakit.config import AuditConfig, TrainConfig, dump_config, read_run_config
 from miakit.data import Pool, load_pool, make_split
 from miakit.data.canaries import canary_keep, canary_records, insert_canaries
-from miakit.defences.config import DefenceConfig
+from miakit.config.defences import DefenceConfig
 from miakit.errors import MiakitError
 from miakit.seeding import rng
 from miakit.store import (

@@ -28,7 +28,7 @@ from opacus.validators import ModuleValidator
 from torch import Tensor, nn
 
 from miakit.config import TrainConfig
-from miakit.defences.config import DPConfig
+from miakit.config.defences import DPConfig
 from miakit.errors import MiakitError
 from miakit.seeding import derive_seed
 from miakit.train.augment import Augmenter

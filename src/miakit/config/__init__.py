@@ -2,6 +2,8 @@
 
 Every model forbids unknown keys, so a typo stops the run with the key path instead of being ignored.
 The defaults are the embedded audit: 64 MLPs on scikit-learn's digits, leave-one-out over all 64.
+The schema layer is the bottom of miakit: it imports only `errors`, `store` (hashing) and
+`architectures` (the revisions table), never torch, so any command can load and check a config.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from miakit.architectures import REVISIONS
-from miakit.defences.config import DefenceConfig
+from miakit.config.defences import DefenceConfig
 from miakit.errors import MiakitError
 from miakit.store import content_hash, path_fingerprint
 

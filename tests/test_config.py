@@ -97,7 +97,6 @@ def test_readme_lists_every_ready_config():
     assert {p.name for p in CONFIGS} <= listed
 
 
-
 #: With `import torch` blocked, loads every shipped config and its content hashes.
 WITHOUT_TORCH = """
 import sys

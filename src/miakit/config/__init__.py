@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from miakit.architectures import REVISIONS
+from miakit.architectures import REVISIONS, STACKED_TRAINER_REVISION
 from miakit.config.defences import DefenceConfig
 from miakit.errors import MiakitError
 from miakit.store import content_hash, path_fingerprint
@@ -300,7 +300,8 @@ class AuditConfig(Section):
             # where the files live does not matter: the pool's fingerprint covers their content
             "data": self.data.model_dump(mode="json", exclude={"data_dir", "path", "download"}),
             "model": self.model.hash_inputs(),
-            "train": self.train.model_dump(mode="json", exclude={"device"}),
+            "train": self.train.model_dump(mode="json", exclude={"device"})
+            | ({"stacked_revision": STACKED_TRAINER_REVISION} if self.train.batched else {}),
             "defences": self.defences.model_dump(mode="json", exclude={"transfer"})
             | self._transfer_inputs(),
         }

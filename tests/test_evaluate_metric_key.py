@@ -42,7 +42,7 @@ def test_any_fpr_round_trips_as_percent_g(fpr):
     ["tpr@", "tpr@fpr", "tpr@alpha=0.1", "tpr@fpr=x", "ppv@prior=0.1,fpr=0.01", "tpr@fpr=1,fpr=2"],
 )
 def test_malformed_names_are_errors(name):
-    with pytest.raises(MiakitError, match="metric name|order"):
+    with pytest.raises(MiakitError, match=r"metric name|order"):
         MetricKey.parse(name)
 
 

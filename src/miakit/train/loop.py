@@ -158,6 +158,8 @@ class Lane:
 
 
 class Step(Protocol):
+    """What a trainer plugs into `train_lanes`: the update of its models."""
+
     #: bf16 autocast (on CUDA) for traces and held-out accuracy
     bf16: bool
 
@@ -249,8 +251,8 @@ def train_lanes(
             steps=lane.step,
             final_loss=lane.loss.item() if lane.loss is not None else float("nan"),
             epochs=lane.epochs_run,
-            trace=lane.trace.array() if trace_on is not None and lane.trace else None,
-            trace_epochs=lane.trace.epochs if trace_on is not None and lane.trace else None,
+            trace=lane.trace.array() if lane.trace is not None else None,
+            trace_epochs=lane.trace.epochs if lane.trace is not None else None,
             trace_seconds=lane.trace_seconds,
             held_out_accuracy=accuracy(m) if held_out is not None else None,
         )

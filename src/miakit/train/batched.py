@@ -9,10 +9,10 @@ batches padded to one size (padded records weigh 0); with BatchNorm, whose batch
 depend on the batch, models are grouped by batch size instead.
 
 The parameters are stacked with `torch.func.stack_module_state`, one leaf [M, ...] per parameter,
-and updated by torch.optim's own SGD or Adam (as `train_model`'s, with its parameter groups): one
-optimizer per cohort of models with equal batch counts per epoch, which always step together at
-one learning rate; the models are stacked cohort by cohort, so each cohort's optimizer holds
-slices [k, ...] of the leaves (views: its updates are the leaves').
+and updated by torch.optim's own SGD or Adam (as `train_model`'s, with its parameter groups, in
+torch's fused kernel): one optimizer per cohort of models with equal batch counts per epoch,
+which always step together at one learning rate; the models are stacked cohort by cohort, so
+each cohort's optimizer holds slices [k, ...] of the leaves (views: its updates are the leaves').
 """
 
 from __future__ import annotations
@@ -74,7 +74,8 @@ class StackedStep:
                 for name, leaf in self.params.items()
                 if leaf.requires_grad
             }
-            self.cohorts.append(Cohort(start, stop, slices, make_optimizer(self.base, cfg, slices)))
+            optimizer = make_optimizer(self.base, cfg, slices, fused=True)
+            self.cohorts.append(Cohort(start, stop, slices, optimizer))
 
     def _forward(self, p: dict[str, Tensor], b: dict[str, Tensor], inp: Tensor) -> Tensor:
         return functional_call(self.base, (p, b), (inp,))

@@ -63,12 +63,18 @@ def rate_and_decay(
 
 
 def make_optimizer(
-    model: nn.Module, cfg: TrainConfig, tensors: dict[str, Tensor] | None = None
+    model: nn.Module,
+    cfg: TrainConfig,
+    tensors: dict[str, Tensor] | None = None,
+    *,
+    fused: bool = False,
 ) -> torch.optim.Optimizer:
     """torch.optim's SGD or Adam over the parameters of `model` that train, or over `tensors` in
     their place (by parameter name; the stacked trainer's [k, ...] slices of k models' stacked
     parameters, `model` then giving each one's names and per-model shape). Each parameter group's
-    `lr_scale` multiplies the scheduled lr (set_lr)."""
+    `lr_scale` multiplies the scheduled lr (set_lr). fused: torch's fused kernel, one pass over
+    each parameter (the stacked trainer's few large tensors: about 3× faster on CPU than the
+    default per-operation update, whose rounding it does not match bit for bit)."""
     norm_biases = norm_bias_names(model)
     groups: dict[tuple[float, float], list[Tensor]] = {}
     for name, p in model.named_parameters():
@@ -79,11 +85,12 @@ def make_optimizer(
         {"params": params, "lr_scale": scale, "weight_decay": decay}
         for (scale, decay), params in groups.items()
     ]
+    options = {"fused": True} if fused else {}
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
-            param_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov
+            param_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **options
         )
-    return torch.optim.Adam(param_groups, lr=cfg.lr)
+    return torch.optim.Adam(param_groups, lr=cfg.lr, **options)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, rate: float) -> None:

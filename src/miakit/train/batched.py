@@ -65,10 +65,10 @@ class StackedStep:
         self.exact_batches = any(
             isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.base.modules()
         )
-        self.cohorts = []
-        for _, members in itertools.groupby(range(len(lanes)), lambda m: lanes[m].steps_per_epoch):
-            ms = list(members)
-            start, stop = ms[0], ms[-1] + 1
+        self.cohorts: list[Cohort] = []
+        for _, cohort in itertools.groupby(range(len(lanes)), lambda m: lanes[m].steps_per_epoch):
+            members = list(cohort)
+            start, stop = members[0], members[-1] + 1
             slices = {
                 name: leaf.detach()[start:stop]
                 for name, leaf in self.params.items()

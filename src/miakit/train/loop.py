@@ -63,7 +63,7 @@ REFUSED: dict[str, dict[str, str]] = {
     },
     "private": {
         "train.early_stopping_patience": "the accountant's ε is for a fixed number of steps",
-        "train.lookahead": "DP-SGD's steps are the noisy ones the accountant counts",
+        "train.lookahead": "the fast net's recipe, whose BatchNorm DP-SGD cannot train",
         "train.batched": "Opacus clips the records of one model at a time",
         "train.augment.cutmix": "it mixes records, which DP-SGD cannot account for",
     },

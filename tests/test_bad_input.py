@@ -104,6 +104,14 @@ BAD_SETTINGS = {
     "not YAML": (["model.hidden=[1,"], "is not valid YAML"),
     "no equals sign": (["train.epochs"], "--set expects KEY.PATH=VALUE"),
     "not a section": (["train.epochs=3", "train.epochs.x=1"], "train.epochs is not a section"),
+    "batched with dropout": (
+        ["train.batched=true", "model.dropout=0.5"],
+        "model.dropout is not supported by train.batched",
+    ),
+    "DP-SGD with lookahead": (
+        ["defences.dp.enabled=true", "defences.dp.noise_multiplier=1", "train.lookahead=true"],
+        "train.lookahead is not supported by DP-SGD (defences.dp)",
+    ),
     "dropout on an architecture without": (
         ["data.name=user", "model.arch=resnet20", "model.dropout=0.5"],
         "resnet20 has no dropout",

@@ -1,6 +1,9 @@
 """Config loading: errors name the key path and what was expected."""
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -92,3 +95,40 @@ def test_readme_lists_every_ready_config():
     readme = (CONFIGS[0].parents[1] / "README.md").read_text()
     listed = set(re.findall(r"`([a-z0-9_]+\.yaml)`", readme))
     assert {p.name for p in CONFIGS} <= listed
+
+
+#: With `import torch` blocked, loads every shipped config and its content hashes.
+WITHOUT_TORCH = """
+import sys
+from pathlib import Path
+sys.modules["torch"] = None  # from here on, `import torch` raises ModuleNotFoundError
+try:
+    import torch
+except ModuleNotFoundError:
+    pass
+else:
+    sys.exit("torch was not blocked")
+from miakit.config import AuditConfig, SinglePointConfig, load_config
+paths = sorted(Path(sys.argv[1]).glob("*.yaml"))
+for path in paths:
+    single = path.name.startswith("single_point")
+    config = load_config(path, schema=SinglePointConfig if single else AuditConfig)
+    config.model.hash_inputs()
+    if not single:
+        config.training_inputs()
+        config.hash()
+print("loaded", len(paths))
+"""
+
+
+def test_configs_load_where_torch_cannot_be_imported():
+    env = {**os.environ, "PYTHONPATH": str(CONFIGS[0].parents[1] / "src")}
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_TORCH, str(CONFIGS[0].parent)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.split() == ["loaded", str(len(CONFIGS))]

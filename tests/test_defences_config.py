@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from miakit.defences.config import DefenceConfig
+from miakit.config.defences import DefenceConfig
 
 
 def test_defaults_apply_no_defence():

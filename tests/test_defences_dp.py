@@ -14,8 +14,8 @@ from torch import nn
 
 from miakit import pipeline
 from miakit.config import TrainConfig, load_config
+from miakit.config.defences import DPConfig
 from miakit.data.registry import load_pool
-from miakit.defences.config import DPConfig
 from miakit.defences.dp import train_private
 from miakit.errors import MiakitError
 from miakit.models import build_model

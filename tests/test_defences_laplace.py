@@ -11,8 +11,8 @@ from scipy.special import log_softmax, softmax
 from torch import nn
 
 from miakit.config import TrainConfig
+from miakit.config.defences import LaplaceConfig
 from miakit.data.registry import load_pool
-from miakit.defences.config import LaplaceConfig
 from miakit.defences.laplace import (
     choose_prior_precision,
     features_and_logits,

@@ -72,9 +72,9 @@ def test_sgd_nesterov_mlps_of_different_sizes_equal_training_alone() -> None:
 @pytest.mark.parametrize(
     ("sizes", "schedule", "decay_on"),
     [
-        ([60, 50, 70], "constant", "all"),  # models drop out early: the per-model update path
-        ([60, 60, 60], "cosine", "all"),  # every model at every step: torch's fused Adam kernel
-        ([60, 60, 60], "lira-cosine", "weights"),  # fused, in two groups: decayed and not
+        ([60, 50, 70], "constant", "all"),  # a model ends early: two cohorts, two optimizers
+        ([60, 60, 60], "cosine", "all"),  # every model at every step: one optimizer
+        ([60, 60, 60], "lira-cosine", "weights"),  # one optimizer, two groups: decayed and not
         ([60, 50, 70], "cosine-epoch", "weights"),
     ],
 )

@@ -78,7 +78,7 @@ def test_trace_every_keeps_the_due_rows_of_the_full_trace_in_every_trainer() -> 
     """trace_every = 2 over 5 epochs keeps epochs 0, 2, 4 and the last, 5: the same rows as the
     full trace (tracing does not change the training path), in the plain, batched and DP-SGD
     trainers."""
-    from miakit.defences.config import DPConfig
+    from miakit.config.defences import DPConfig
     from miakit.defences.dp import train_private
     from miakit.train.batched import train_batched
 

@@ -130,3 +130,8 @@ def list_models(
         )
     )
     return rows
+
+
+#: The same for the stacked trainer (train.batched), in the content hash of models it trains:
+#: 2: torch.optim's SGD and Adam over the stacked parameters (rounding differs from revision 1's).
+STACKED_TRAINER_REVISION = 2

@@ -26,7 +26,7 @@ from miakit.config import (
     load_config,
 )
 from miakit.errors import MiakitError
-from miakit.evaluate.metrics import tpr_metric_name
+from miakit.evaluate.metric_key import MetricKey
 from miakit.store import RunDir
 
 app = typer.Typer(
@@ -98,7 +98,7 @@ def print_metrics(run: RunDir, config: AuditConfig, strongest: str | None = None
         auc = figures["auc"]
         cells = [f"{auc['mean']:.3f}±{auc['std']:.3f}" + (" ⚠" if attack in warnings else "")]
         for x in fprs:
-            f = figures[tpr_metric_name(x)]
+            f = figures[str(MetricKey("tpr", fpr=x))]
             if "not_measurable" in f:
                 reasons[x] = f["not_measurable"]
                 cells.append("n/m")
@@ -335,8 +335,8 @@ def compare(
         "epsilon": "ε",
         "strongest_attack": "strongest attack",
         "auc": "AUC",
-        "tpr@fpr=0.01": "TPR@1%",
-        "tpr@fpr=0.001": "TPR@0.1%",
+        str(MetricKey("tpr", fpr=0.01)): "TPR@1%",
+        str(MetricKey("tpr", fpr=0.001)): "TPR@0.1%",
     }
     shown = [c for c in columns if c in comparison.privacy_utility]
     for c in shown:
@@ -353,7 +353,7 @@ def compare(
 def _cell(column: str, value) -> str:
     if value is None or (isinstance(value, float) and value != value):  # None or NaN
         return "–"
-    if column in ("test_accuracy", "tpr@fpr=0.01", "tpr@fpr=0.001"):
+    if column == "test_accuracy" or MetricKey.parse(column).name == "tpr":
         return f"{100 * value:.1f}"
     if column == "auc":
         return f"{value:.3f}"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from miakit.config import AuditConfig, OODConfig
 from miakit.data.ood import make_ood
 from miakit.errors import MiakitError
 from miakit.evaluate.calibration import ood_false_positive_rates
+from miakit.evaluate.metric_key import MetricKey
 from miakit.plan import Plan, evaluation_design
 from miakit.seeding import rng
 from miakit.signals import Signals
@@ -108,5 +110,7 @@ def ood_study(
                 design.targets,
                 config.evaluate.fprs,
             )
-            results[name] |= {f"{key},set={spec.label}": v for key, v in rates.items()}
+            results[name] |= {
+                str(replace(MetricKey.parse(key), set=spec.label)): v for key, v in rates.items()
+            }
     return results, skipped

@@ -15,9 +15,9 @@ import numpy as np
 
 from miakit.architectures import is_sklearn
 from miakit.config import AuditConfig, TrainConfig, dump_config, read_run_config
+from miakit.config.defences import DefenceConfig
 from miakit.data import Pool, load_pool, make_split
 from miakit.data.canaries import canary_keep, canary_records, insert_canaries
-from miakit.defences.config import DefenceConfig
 from miakit.errors import MiakitError
 from miakit.seeding import rng
 from miakit.store import (

@@ -72,18 +72,24 @@ def check_output_dir(root: Path) -> None:
 def check_model(config: AuditConfig, pool: Pool) -> None:
     """The training device exists, the architecture exists and fits the records (a user's
     module is imported and built; an estimator is built from model.params), query.output fits
-    the classes, and query views beyond the record itself are asked only of images (never of
-    estimators)."""
+    the classes, the trainer the config picks (DP-SGD, batched, plain) supports its options
+    (`train.loop.REFUSED`), and query views beyond the record itself are asked only of images
+    (never of estimators)."""
     check_output(config.query.output, pool.num_classes)
     if is_sklearn(config.model.arch):
         check_estimator(config)
         return
     from miakit.models import build_model  # torch: imported only by the stage that plans
+    from miakit.train.loop import check_options
     from miakit.train.trainer import resolve_device
 
     resolve_device(config.train.device)
     options = config.model.model_dump(exclude={"arch"})
-    build_model(config.model.arch, pool.x.shape[1:], pool.num_classes, **options)
+    model = build_model(config.model.arch, pool.x.shape[1:], pool.num_classes, **options)
+    step = (
+        "private" if config.defences.dp.enabled else "stacked" if config.train.batched else "plain"
+    )
+    check_options(step, config.train, model)
     if config.query.augmentations > 1 and not pool.is_image:
         raise MiakitError(
             f"query.augmentations: {config.query.augmentations} views (flips and shifts) need "

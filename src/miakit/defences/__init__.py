@@ -6,6 +6,6 @@ returning a module that replaces the model at query time). Submodules are import
 Opacus is only loaded where DP-SGD is used.
 """
 
-from miakit.defences.config import DefenceConfig, DPConfig, LaplaceConfig
+from miakit.config.defences import DefenceConfig, DPConfig, LaplaceConfig
 
 __all__ = ["DPConfig", "DefenceConfig", "LaplaceConfig"]

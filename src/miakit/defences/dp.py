@@ -16,7 +16,8 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -28,20 +29,21 @@ from opacus.validators import ModuleValidator
 from torch import Tensor, nn
 
 from miakit.config import TrainConfig
-from miakit.defences.config import DPConfig
+from miakit.config.defences import DPConfig
 from miakit.errors import MiakitError
 from miakit.seeding import derive_seed
 from miakit.train.augment import Augmenter
 from miakit.train.inputs import Normalization
-from miakit.train.schedule import lr_factor
-from miakit.train.trainer import (
-    TraceRecorder,
+from miakit.train.loop import (
+    Lane,
+    Poisson,
     TrainReport,
+    check_options,
     held_out_accuracy,
-    make_optimizer,
-    mixed_loss,
-    set_lr,
+    train_lanes,
 )
+from miakit.train.traces import LossTrace
+from miakit.train.trainer import make_optimizer, mixed_loss, set_lr
 
 #: Opacus' backward hooks on a first layer whose input needs no gradient warn; harmless here
 HOOK_WARNING = "Full backward hook is firing when gradients are computed with respect to module"
@@ -88,8 +90,8 @@ def noise_multiplier_for(dp: DPConfig, sample_rate: float, steps: int) -> float:
 
 
 def check_trainable(model: nn.Module, cfg: TrainConfig) -> None:
-    """Stop with a clear message on what DP-SGD cannot do (per-record clipping needs per-record
-    gradients: no BatchNorm, no CutMix mixing records, a fixed step count)."""
+    """Stop with a clear message on what DP-SGD cannot do: per-record clipping needs per-record
+    gradients (no BatchNorm), and the options in `loop.REFUSED["private"]`."""
     errors = ModuleValidator.validate(model, strict=False)
     if errors:
         names = "; ".join(sorted({str(e) for e in errors}))
@@ -97,12 +99,63 @@ def check_trainable(model: nn.Module, cfg: TrainConfig) -> None:
             f"dp: this model cannot be trained with DP-SGD ({names}); use a model without "
             "BatchNorm, e.g. model.arch 'mlp' or 'cnn'"
         )
-    if cfg.augment.cutmix:
-        raise MiakitError("dp: train.augment.cutmix mixes records, which DP-SGD cannot account for")
-    if cfg.early_stopping_patience is not None or cfg.batched or cfg.lookahead:
-        raise MiakitError(
-            "dp: train.early_stopping_patience, train.batched and train.lookahead are not supported"
+    check_options("private", cfg, model)
+
+
+class PrivateStep:
+    """The loop's step for `train_private`: Opacus' per-record clipping and Gaussian noise around
+    torch.optim's SGD or Adam, full precision, not compiled; every step is counted by the
+    accountant."""
+
+    bf16 = False
+
+    def __init__(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        cfg: TrainConfig,
+        dp: DPConfig,
+        sigma: float,
+        expected_batch: int,
+        noise: torch.Generator,
+    ) -> None:
+        self.model, self.x, self.y, self.cfg = model, x, y, cfg
+        self.sigma = sigma
+        self.net = GradSampleModule(model, loss_reduction="mean")
+        self.optimizer = DPOptimizer(
+            make_optimizer(model, cfg),
+            noise_multiplier=sigma,
+            max_grad_norm=dp.max_grad_norm,
+            expected_batch_size=expected_batch,
+            generator=noise,
         )
+        self.accountant = create_accountant(dp.accountant)
+
+    def train(
+        self, lanes: list[Lane], batches: dict[int, Tensor], rates: dict[int, float]
+    ) -> dict[int, Tensor]:
+        ((m, rows),) = batches.items()
+        lane = lanes[m]
+        self.model.train()
+        set_lr(self.optimizer, rates[m])
+        batch = lane.augmenter(self.x[rows], self.y[rows], rows, lane.epoch)
+        per_record = mixed_loss(self.net(batch.x), batch.y, batch.y, 1.0, self.cfg.label_smoothing)
+        loss = per_record.sum() / max(len(rows), 1)  # the mean; 0 if no record drawn
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.accountant.step(noise_multiplier=self.sigma, sample_rate=lane.batches.rate)
+        return {m: loss}
+
+    def forward(self, m: int) -> Callable[[Tensor], Tensor]:
+        self.model.eval()
+        return self.model
+
+    def close(self) -> None:
+        """Opacus' hooks removed: the model is a plain module again."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.net.to_standard_module()
 
 
 def train_private(
@@ -119,67 +172,39 @@ def train_private(
     held_out: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[TrainReport, PrivacySpent]:
     """Train `model` in place with DP-SGD on (x, y) (already on the training device) for
-    cfg.epochs epochs; returns the training report and the privacy spent.
+    cfg.epochs epochs with `loop.train_lanes` and a `PrivateStep`; returns the training report and
+    the privacy spent.
 
     The train config's optimizer, lr, schedule, weight decay, label smoothing and augmentation
     apply; cfg.batch_size is the expected Poisson batch size. Full precision, not compiled.
+    MiakitError for a model or option DP-SGD cannot train (`check_trainable`).
     """
     check_trainable(model, cfg)
-    start = time.perf_counter()
+    started = time.perf_counter()
     device = x.device
     sample_rate, steps_per_epoch, expected_batch = schedule(len(y), cfg)
     total_steps = cfg.epochs * steps_per_epoch
     sigma = noise_multiplier_for(dp, sample_rate, total_steps)
     sampler = torch.Generator(device=device).manual_seed(derive_seed(seed, "dp-sampling"))
     noise = torch.Generator(device=device).manual_seed(derive_seed(seed, "dp-noise"))
-    net = GradSampleModule(model, loss_reduction="mean")
-    optimizer = DPOptimizer(
-        make_optimizer(model, cfg),
-        noise_multiplier=sigma,
-        max_grad_norm=dp.max_grad_norm,
-        expected_batch_size=expected_batch,
-        generator=noise,
+    step = PrivateStep(model, x, y, cfg, dp, sigma, expected_batch, noise)
+    lane = Lane(
+        batches=Poisson(len(y), steps_per_epoch, sampler),
+        augmenter=Augmenter(cfg.augment, norm, device, augment_seed, len(y)),
+        epochs=cfg.epochs,
+        trace=LossTrace(cfg.trace_every, cfg.epochs) if trace_on is not None else None,
     )
-    accountant = create_accountant(dp.accountant)
-    augmenter = Augmenter(cfg.augment, norm, device, augment_seed, len(y))
-    full_precision = cfg.model_copy(update={"bf16": False})
-    trace = TraceRecorder(model, model, trace_on, norm, full_precision)
-    loss = torch.tensor(float("nan"))
-    trace.record(0)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=HOOK_WARNING, category=UserWarning)
         try:
-            for step in range(total_steps):
-                model.train()
-                draw = torch.rand(len(y), generator=sampler, device=device) < sample_rate
-                rows = torch.nonzero(draw).flatten()
-                set_lr(optimizer, cfg.lr * lr_factor(cfg, step, steps_per_epoch))
-                batch = augmenter(x[rows], y[rows], rows, step // steps_per_epoch)
-                per_record = mixed_loss(net(batch.x), batch.y, batch.y, 1.0, cfg.label_smoothing)
-                loss = per_record.sum() / max(len(rows), 1)  # the mean; 0 if no record drawn
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                accountant.step(noise_multiplier=sigma, sample_rate=sample_rate)
-                if (step + 1) % steps_per_epoch == 0:
-                    trace.record((step + 1) // steps_per_epoch)
+            (report,) = train_lanes(step, [lane], cfg, started, norm=norm, trace_on=trace_on)
         finally:
-            optimizer.zero_grad(set_to_none=True)
-            net.to_standard_module()  # removes Opacus' hooks: the model is a plain module again
-    report = TrainReport(
-        seconds=time.perf_counter() - start,
-        steps=total_steps,
-        final_loss=loss.item(),
-        epochs=cfg.epochs,
-        trace=trace.array(),
-        trace_epochs=trace.epochs(),
-        trace_seconds=trace.seconds,
-        held_out_accuracy=(
-            held_out_accuracy(model, model, held_out, norm, False) if held_out else None
-        ),
-    )
+            step.close()
+    if held_out is not None:  # of the plain module, after training
+        accuracy = held_out_accuracy(step.forward(0), held_out, norm, bf16=False)
+        report = replace(report, held_out_accuracy=accuracy)
     spent = PrivacySpent(
-        epsilon=float(accountant.get_epsilon(delta=dp.delta)),
+        epsilon=float(step.accountant.get_epsilon(delta=dp.delta)),
         delta=dp.delta,
         noise_multiplier=sigma,
         max_grad_norm=dp.max_grad_norm,

@@ -26,7 +26,7 @@ import torch
 from scipy.optimize import minimize_scalar
 from torch import Tensor, nn
 
-from miakit.defences.config import LaplaceConfig
+from miakit.config.defences import LaplaceConfig
 from miakit.errors import MiakitError
 from miakit.train.inputs import Normalization, model_inputs
 

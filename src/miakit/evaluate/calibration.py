@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from miakit.errors import MiakitError
+from miakit.evaluate.metric_key import MetricKey
 from miakit.evaluate.roc import roc_curve
 
 BINS = 15
@@ -73,11 +74,11 @@ def ood_false_positive_rates(
 ) -> dict[str, list[float]]:
     """Per target, the share of out-of-distribution records [T, K] an attack calls member at the
     threshold calibrated on in-distribution records for each FPR: ood_fpr@fpr=x → [T] values."""
-    out: dict[str, list[float]] = {f"ood_fpr@fpr={x:g}": [] for x in fprs}
+    out: dict[str, list[float]] = {str(MetricKey("ood_fpr", fpr=x)): [] for x in fprs}
     for i, t in enumerate(targets):
         roc = roc_curve(scores[i], keep[t])
         for x in fprs:
-            out[f"ood_fpr@fpr={x:g}"].append(
+            out[str(MetricKey("ood_fpr", fpr=x))].append(
                 float((ood_scores[i] >= roc.threshold_at_fpr(x)).mean())
             )
     return out

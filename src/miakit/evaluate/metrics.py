@@ -9,20 +9,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from miakit.evaluate.intervals import auc_interval, tpr_interval
+from miakit.evaluate.metric_key import MetricKey
 from miakit.evaluate.roc import roc_curve
 from miakit.evaluate.thresholds import PRIORS, calibrate
 
 #: Online LiRA with leave-one-out reads below 0.5 without signal under this many models (README).
 SMALL_M = 32
-
-
-def tpr_metric_name(fpr: float) -> str:
-    return f"tpr@fpr={fpr:g}"
-
-
-def fp_metric_name(fpr: float) -> str:
-    """The count of false positives behind tpr_metric_name(fpr)."""
-    return f"fp@fpr={fpr:g}"
 
 
 def target_metrics(scores: np.ndarray, members: np.ndarray, fprs: Sequence[float]) -> dict:
@@ -31,8 +23,8 @@ def target_metrics(scores: np.ndarray, members: np.ndarray, fprs: Sequence[float
     roc = roc_curve(scores, members)
     figures = {"auc": roc.auc(), "balanced_accuracy": roc.balanced_accuracy()}
     for x in fprs:
-        figures[tpr_metric_name(x)] = roc.tpr_at_fpr(x)
-        figures[fp_metric_name(x)] = roc.false_positives_at_fpr(x)
+        figures[str(MetricKey("tpr", fpr=x))] = roc.tpr_at_fpr(x)
+        figures[str(MetricKey("fp", fpr=x))] = roc.false_positives_at_fpr(x)
     return figures
 
 
@@ -60,23 +52,13 @@ def realistic_figures(
     table = calibrate(scores, keep, targets, fprs, priors)
     summary = {}
     for x, rows in table.groupby("fpr", sort=False):
-        summary[f"shadow_tpr@fpr={x:g}"] = aggregate(rows["tpr_shadow"])
-        summary[f"shadow_fpr@fpr={x:g}"] = aggregate(rows["fpr_shadow"])
+        summary[str(MetricKey("shadow_tpr", fpr=x))] = aggregate(rows["tpr_shadow"])
+        summary[str(MetricKey("shadow_fpr", fpr=x))] = aggregate(rows["fpr_shadow"])
         for p in priors:
-            summary[f"ppv@fpr={x:g},prior={p:g}"] = aggregate(rows[f"ppv_target@prior={p:g}"])
-            summary[f"shadow_ppv@fpr={x:g},prior={p:g}"] = aggregate(
-                rows[f"ppv_shadow@prior={p:g}"]
-            )
+            for name, kind in (("ppv", "target"), ("shadow_ppv", "shadow")):
+                column = rows[str(MetricKey(f"ppv_{kind}", prior=p))]
+                summary[str(MetricKey(name, fpr=x, prior=p))] = aggregate(column)
     return summary
-
-
-def fpr_of(metric: str) -> float | None:
-    """The FPR a metric is read at ("tpr@fpr=0.001" → 0.001; "ppv@fpr=0.01,prior=0.1" → 0.01),
-    None for figures of the whole ROC."""
-    if "@" not in metric:
-        return None
-    params = dict(part.split("=", 1) for part in metric.split("@", 1)[1].split(","))
-    return float(params["fpr"]) if "fpr" in params else None
 
 
 def unmeasurable(fprs: Sequence[float], non_members: int) -> dict[float, str]:
@@ -98,7 +80,7 @@ def mark_unmeasurable(summary: dict[str, dict], reasons: dict[float, str]) -> di
     ({"mean": None, "std": None, "n_targets": 0, "not_measurable": reason})."""
     out = {}
     for name, figure in summary.items():
-        x = fpr_of(name)
+        x = MetricKey.parse(name).fpr
         reason = next((r for y, r in reasons.items() if x is not None and math.isclose(x, y)), None)
         out[name] = (
             figure
@@ -114,7 +96,7 @@ def target_intervals(
     """One target's 95% intervals over its records: AUC and TPR at each FPR (`intervals`)."""
     out = {"auc": auc_interval(scores, members)}
     for x in fprs:
-        out[tpr_metric_name(x)] = tpr_interval(scores, members, x)
+        out[str(MetricKey("tpr", fpr=x))] = tpr_interval(scores, members, x)
     return out
 
 

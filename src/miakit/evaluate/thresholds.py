@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from miakit.errors import MiakitError
+from miakit.evaluate.metric_key import MetricKey
 from miakit.evaluate.roc import roc_curve
 
 PRIORS = (0.01, 0.1, 0.5)
@@ -69,6 +70,6 @@ def calibrate(
                     f"fpr_{kind}": fpr,
                     f"fp_{kind}": fp,
                 }
-                row |= {f"ppv_{kind}@prior={p:g}": ppv(tpr, fpr, p) for p in priors}
+                row |= {str(MetricKey(f"ppv_{kind}", prior=p)): ppv(tpr, fpr, p) for p in priors}
             rows.append(row)
     return pd.DataFrame(rows)

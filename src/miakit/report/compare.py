@@ -15,6 +15,7 @@ import pandas as pd
 import yaml
 
 from miakit.errors import MiakitError
+from miakit.evaluate.metric_key import MetricKey
 from miakit.evaluate.metrics import long_rows
 from miakit.evaluate.reproducibility import rank_stability, set_agreement
 from miakit.evaluate.tables import write_tables
@@ -76,9 +77,9 @@ def privacy_utility_table(runs: Sequence[RunData], labels: Sequence[str]) -> pd.
                 "strongest_attack": strongest,
                 "auc": attack["auc"]["mean"],
                 **{
-                    f"tpr@fpr={x:g}": attack[f"tpr@fpr={x:g}"]["mean"]
-                    for x in (0.01, 0.001)
-                    if f"tpr@fpr={x:g}" in attack
+                    key: attack[key]["mean"]
+                    for key in (str(MetricKey("tpr", fpr=x)) for x in (0.01, 0.001))
+                    if key in attack
                 },
             }
         )
@@ -105,8 +106,9 @@ def summary_table(
         for attack, figures in data.metrics.items():
             row = {"attack": attack, "run": label, "AUC": decimal(figures["auc"]["mean"])}
             for x in data.fprs:
-                row[f"TPR@FPR {x:g}"] = figure_text(figures[f"tpr@fpr={x:g}"])
-            row["shadow TPR′"] = figure_text(figures.get(f"shadow_tpr@fpr={flag_fpr(data):g}"))
+                row[f"TPR@FPR {x:g}"] = figure_text(figures[str(MetricKey("tpr", fpr=x))])
+            shadow_tpr = figures.get(str(MetricKey("shadow_tpr", fpr=flag_fpr(data))))
+            row["shadow TPR′"] = figure_text(shadow_tpr)
             row["test accuracy"] = pct(own["test_accuracy"])
             row["test-split accuracy"] = pct(own["test_split_accuracy"])
             row["ECE"] = "–" if pd.isna(own["ece"]) else decimal(own["ece"])

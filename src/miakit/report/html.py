@@ -19,6 +19,7 @@ from PIL import Image
 import miakit
 from miakit.errors import MiakitError
 from miakit.evaluate.calibration import reliability
+from miakit.evaluate.metric_key import MetricKey
 from miakit.evaluate.tables import evaluation_tables
 from miakit.evaluate.thresholds import ppv
 from miakit.evaluate.vulnerability import flagged_members
@@ -196,14 +197,15 @@ def summary_section(data: RunData, found: Verdict) -> str:
             "AUC": cell("auc", fmt=decimal) + (f" ⚠ {warning}" if warning else ""),
         }
         for fpr in fprs:
-            fp = figures[f"fp@fpr={fpr:g}"]
+            fp = figures[str(MetricKey("fp", fpr=fpr))]
             count = f", {fp['mean']:.1f} false positives" if measurable(fp) else ""
-            row[f"TPR at FPR {fpr_label(fpr)}"] = cell(f"tpr@fpr={fpr:g}") + count
+            row[f"TPR at FPR {fpr_label(fpr)}"] = cell(str(MetricKey("tpr", fpr=fpr))) + count
         row["balanced accuracy"] = cell("balanced_accuracy", fmt=decimal)
-        row[f"shadow threshold for FPR {fpr_label(x)}: TPR / FPR achieved"] = (
-            f"{cell(f'shadow_tpr@fpr={x:g}')} / {cell(f'shadow_fpr@fpr={x:g}')}"
+        shadow_keys = [str(MetricKey(f"shadow_{k}", fpr=x)) for k in ("tpr", "fpr")]
+        row[f"shadow threshold for FPR {fpr_label(x)}: TPR / FPR achieved"] = " / ".join(
+            cell(k) for k in shadow_keys
         )
-        shadow_tpr, shadow_fpr = (figures.get(f"shadow_{k}@fpr={x:g}") for k in ("tpr", "fpr"))
+        shadow_tpr, shadow_fpr = (figures.get(k) for k in shadow_keys)
         for prior in VERDICT_PRIORS:
             row[f"PPV at {100 * prior:g}% members"] = (
                 pct(ppv(shadow_tpr["mean"], shadow_fpr["mean"], prior))
@@ -250,7 +252,7 @@ def ppv_section(data: RunData, tables: dict[str, pd.DataFrame]) -> str:
         return '<p class="note">Needs two targets or more.</p>'
     figures = next(iter(data.metrics.values()))
     fprs = sorted(data.fprs, reverse=True)
-    shown = [x for x in fprs if measurable(figures.get(f"tpr@fpr={x:g}"))]
+    shown = [x for x in fprs if measurable(figures.get(str(MetricKey("tpr", fpr=x))))]
     skipped = [x for x in fprs if x not in shown]
     note = (
         '<p class="note">Not shown, not measurable with this many non-members per target: FPR '
@@ -455,14 +457,14 @@ def training_section(data: RunData) -> str:
 def ood_section(data: RunData) -> str:
     """Per attack and out-of-distribution set, the share of its records called member at the
     threshold that gives FPR x on the target's own non-members (mean over targets)."""
-    rows: dict[tuple[str, str], dict[str, str]] = {}
+    rows: dict[tuple[str, str], dict[float, str]] = {}
     for attack, figures in data.metrics.items():
         for name, f in figures.items():
-            if name.startswith("ood_fpr@"):
-                fpr, ood_set = (part.split("=")[1] for part in name[len("ood_fpr@") :].split(","))
-                rows.setdefault((attack, ood_set), {})[fpr] = figure_text(f)
-    fprs = sorted({float(x) for row in rows.values() for x in row}, reverse=True)
-    columns = {f"{x:g}": f"OOD FPR at FPR {x:g}" for x in fprs}
+            key = MetricKey.parse(name)
+            if key.name == "ood_fpr" and key.set is not None and key.fpr is not None:
+                rows.setdefault((attack, key.set), {})[key.fpr] = figure_text(f)
+    fprs = sorted({x for row in rows.values() for x in row}, reverse=True)
+    columns = {x: f"OOD FPR at FPR {x:g}" for x in fprs}
     if not rows:
         return (
             '<p class="note">Not run: list out-of-distribution sets under evaluate.ood (e.g. '

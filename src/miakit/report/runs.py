@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from miakit.errors import MiakitError
+from miakit.evaluate.metric_key import MetricKey
 from miakit.evaluate.tables import calibration_table
 from miakit.store import RunDir, load_npy
 
@@ -52,7 +53,8 @@ class RunData:
     def fprs(self) -> list[float]:
         """The FPRs metrics.json reports TPR at, smallest first."""
         figures = next(iter(self.metrics.values()))
-        return sorted(float(k.split("=")[1]) for k in figures if k.startswith("tpr@fpr="))
+        keys = [MetricKey.parse(name) for name in figures]
+        return sorted(k.fpr for k in keys if k.name == "tpr" and k.fpr is not None)
 
     @cached_property
     def calibration(self) -> pd.DataFrame | None:

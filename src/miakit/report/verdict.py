@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from miakit.evaluate.metric_key import MetricKey
 from miakit.evaluate.thresholds import ppv
 from miakit.evaluate.vulnerability import FLAG_FPR, record_vulnerability
 from miakit.report.runs import RunData
@@ -138,7 +139,7 @@ def strongest_attack(metrics: dict[str, dict], fprs: list[float]) -> str:
 
     def key(attack: str) -> tuple[float, ...]:
         figures = metrics[attack]
-        values = [figures.get(f"tpr@fpr={x:g}", {}).get("mean") for x in order]
+        values = [figures.get(str(MetricKey("tpr", fpr=x)), {}).get("mean") for x in order]
         values.append(figures.get("auc", {}).get("mean"))
         return tuple(-np.inf if v is None or np.isnan(v) else v for v in values)
 
@@ -196,7 +197,9 @@ def next_step(
 def operating_fpr(figures: dict, fprs: list[float]) -> float:
     """The FPR the verdict's record-level and PPV sentences use: 0.1% where the data resolve it
     (at least 1,000 non-members per target), else the smallest evaluated FPR they resolve."""
-    resolved = [x for x in fprs if "not_measurable" not in figures.get(f"tpr@fpr={x:g}", {})]
+    resolved = [
+        x for x in fprs if "not_measurable" not in figures.get(str(MetricKey("tpr", fpr=x)), {})
+    ]
     if FLAG_FPR in resolved:
         return FLAG_FPR
     return min(resolved) if resolved else max(fprs)
@@ -223,10 +226,12 @@ def verdict(data: RunData) -> Verdict:
     if data.calibration is not None:
         train_accuracy = float(np.nanmean(data.calibration["train_accuracy"]))
         test_accuracy = float(np.nanmean(data.calibration["test_accuracy"]))
-    tpr = {f: Figure.of(figures, f"tpr@fpr={f:g}") for f in VERDICT_FPRS if f in data.fprs}
+    tpr = {
+        f: Figure.of(figures, str(MetricKey("tpr", fpr=f))) for f in VERDICT_FPRS if f in data.fprs
+    }
     gap = None if train_accuracy is None else train_accuracy - test_accuracy
-    shadow_tpr = Figure.of(figures, f"shadow_tpr@fpr={x:g}")
-    shadow_fpr = Figure.of(figures, f"shadow_fpr@fpr={x:g}")
+    shadow_tpr = Figure.of(figures, str(MetricKey("shadow_tpr", fpr=x)))
+    shadow_fpr = Figure.of(figures, str(MetricKey("shadow_fpr", fpr=x)))
     ppvs: dict[float, float | None] = dict.fromkeys(VERDICT_PRIORS)
     if shadow_tpr is not None and shadow_fpr is not None:
         ppvs = {p: ppv(shadow_tpr.mean, shadow_fpr.mean, p) for p in VERDICT_PRIORS}
@@ -250,7 +255,7 @@ def verdict(data: RunData) -> Verdict:
         smallest_fpr=1.0 / int(non_members.min()),
         next_step=next_step(
             attack,
-            Figure.of(figures, f"tpr@fpr={x:g}"),
+            Figure.of(figures, str(MetricKey("tpr", fpr=x))),
             x,
             leaks_records,
             gap,

@@ -1,4 +1,5 @@
-"""Training one model on its keep row, deterministic for fixed seeds on CPU.
+"""Training one model on its keep row, deterministic for fixed seeds on CPU (`train_model`), and
+what every trainer shares: the device, the optimizer and its parameter groups, the loss.
 
 Data stay as tensors on the training device (images as uint8); batches are drawn by indexing with
 a seeded permutation, so no DataLoader (or its worker processes) is involved. On CUDA the model
@@ -8,10 +9,8 @@ compiled: torch.compile caches the graph by code, so every model of a run reuses
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,20 +22,8 @@ from miakit.errors import MiakitError
 from miakit.train.augment import Augmenter
 from miakit.train.inputs import Normalization, autocast, model_inputs
 from miakit.train.lookahead import Lookahead
-from miakit.train.schedule import lr_factor
-from miakit.train.traces import LossTrace, record_losses
-
-
-@dataclass(frozen=True)
-class TrainReport:
-    seconds: float
-    steps: int
-    final_loss: float
-    epochs: int
-    trace: np.ndarray | None = None
-    trace_epochs: list[int] | None = None
-    trace_seconds: float = 0.0
-    held_out_accuracy: float | None = None
+from miakit.train.loop import Lane, Shuffled, TrainReport, check_options, train_lanes
+from miakit.train.traces import LossTrace
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -75,23 +62,35 @@ def rate_and_decay(
     return scale, decay / scale
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """torch.optim's SGD or Adam; each parameter group's `lr_scale` multiplies the scheduled lr
-    (set_lr)."""
+def make_optimizer(
+    model: nn.Module,
+    cfg: TrainConfig,
+    tensors: dict[str, Tensor] | None = None,
+    *,
+    fused: bool = False,
+) -> torch.optim.Optimizer:
+    """torch.optim's SGD or Adam over the parameters of `model` that train, or over `tensors` in
+    their place (by parameter name; the stacked trainer's [k, ...] slices of k models' stacked
+    parameters, `model` then giving each one's names and per-model shape). Each parameter group's
+    `lr_scale` multiplies the scheduled lr (set_lr). fused: torch's fused kernel, one pass over
+    each parameter (the stacked trainer's few large tensors: about 3× faster on CPU than the
+    default per-operation update, whose rounding it does not match bit for bit)."""
     norm_biases = norm_bias_names(model)
     groups: dict[tuple[float, float], list[Tensor]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            groups.setdefault(rate_and_decay(cfg, name, p, norm_biases), []).append(p)
+            key = rate_and_decay(cfg, name, p, norm_biases)
+            groups.setdefault(key, []).append(p if tensors is None else tensors[name])
     param_groups = [
         {"params": params, "lr_scale": scale, "weight_decay": decay}
         for (scale, decay), params in groups.items()
     ]
+    options = {"fused": True} if fused else {}
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
-            param_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov
+            param_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **options
         )
-    return torch.optim.Adam(param_groups, lr=cfg.lr)
+    return torch.optim.Adam(param_groups, lr=cfg.lr, **options)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, rate: float) -> None:
@@ -136,6 +135,41 @@ def prepare_model(model: nn.Module, cfg: TrainConfig, device: torch.device) -> n
     return torch.compile(model) if cfg.compile else model
 
 
+class PlainStep:
+    """One model, torch.optim's SGD or Adam; on CUDA channels_last, bf16 autocast and compiled
+    where configured (the loop's step for `train_model`)."""
+
+    def __init__(
+        self, model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, norm: Normalization | None
+    ) -> None:
+        self.model, self.x, self.y, self.cfg = model, x, y, cfg
+        self.bf16 = cfg.bf16
+        init_from_data(model, x, norm)
+        self.net = prepare_model(model, cfg, x.device)
+        self.optimizer = make_optimizer(model, cfg)
+
+    def train(
+        self, lanes: list[Lane], batches: dict[int, Tensor], rates: dict[int, float]
+    ) -> dict[int, Tensor]:
+        ((m, positions),) = batches.items()
+        lane = lanes[m]
+        self.model.train()
+        set_lr(self.optimizer, rates[m])
+        batch = lane.augmenter(self.x[positions], self.y[positions], positions, lane.epoch)
+        with autocast(self.x.device, self.cfg.bf16):
+            logits = self.net(batch.x)
+        smoothing = self.cfg.label_smoothing
+        loss = mixed_loss(logits, batch.y, batch.y_mix, batch.lam, smoothing).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {m: loss}
+
+    def forward(self, m: int) -> Callable[[Tensor], Tensor]:
+        self.model.eval()
+        return self.net
+
+
 def train_model(
     model: nn.Module,
     x: Tensor,
@@ -149,122 +183,36 @@ def train_model(
     held_out: tuple[Tensor, Tensor] | None = None,
     on_epoch: Callable[[int, int], None] | None = None,
 ) -> TrainReport:
-    """Train `model` in place on (x, y), already on the training device.
+    """Train `model` in place on (x, y), already on the training device, with `loop.train_lanes`
+    and a `PlainStep`: batches of a permutation drawn from `order_seed` each epoch.
 
     trace_on: records (normally the whole pool) whose loss is recorded before training and after
     every epoch (every train.trace_every-th); the report then carries the trace [rows, N] float16
     and its epochs. held_out: records whose accuracy the report gives and, with
     train.early_stopping_patience, drives early stopping: training stops after that many epochs
     without a new best, keeping the last weights (as the LiRA reference code does), and the trace
-    then ends at the epoch stopped at. on_epoch(done,
-    total) is called after every epoch, for progress bars.
+    then ends at the epoch stopped at. on_epoch(done, total) is called after every epoch, for
+    progress bars. Raises MiakitError on early stopping without held-out records.
     """
-    patience = cfg.early_stopping_patience
-    if patience is not None and held_out is None:
-        raise MiakitError("train.early_stopping_patience needs held-out records (a test split)")
-    start = time.perf_counter()
-    device = x.device
-    order_generator = torch.Generator().manual_seed(order_seed)
-    augmenter = Augmenter(cfg.augment, norm, device, augment_seed, len(y))
-    init_from_data(model, x, norm)
-    net = prepare_model(model, cfg, device)
-    optimizer = make_optimizer(model, cfg)
-    steps_per_epoch = math.ceil(len(y) / cfg.batch_size)
-    trace = TraceRecorder(net, model, trace_on, norm, cfg)
-    lookahead = Lookahead(model, cfg.epochs * steps_per_epoch) if cfg.lookahead else None
-    best, best_epoch, epochs_run = -1.0, 0, 0
-    steps, loss = 0, torch.tensor(float("nan"))
-    trace.record(0)
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        order = torch.randperm(len(y), generator=order_generator).to(device)
-        for rows in order.split(cfg.batch_size):
-            set_lr(optimizer, cfg.lr * lr_factor(cfg, steps, steps_per_epoch))
-            batch = augmenter(x[rows], y[rows], rows, epoch - 1)
-            with autocast(device, cfg.bf16):
-                logits = net(batch.x)
-            smoothing = cfg.label_smoothing
-            loss = mixed_loss(logits, batch.y, batch.y_mix, batch.lam, smoothing).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            steps += 1
-            if lookahead is not None:
-                lookahead.after_step(steps)
-        epochs_run = epoch
-        stopping = False
-        if patience is not None:
-            accuracy_now = held_out_accuracy(net, model, held_out, norm, cfg.bf16)
-            if accuracy_now > best:
-                best, best_epoch = accuracy_now, epoch
-            stopping = epoch - best_epoch >= patience
-        if lookahead is not None and (stopping or epoch == cfg.epochs):
-            lookahead.finish()  # before the last trace row, which is the final model's
-        trace.record(epoch, stopping)
-        if on_epoch is not None:
-            on_epoch(epoch, cfg.epochs)
-        if stopping:
-            break
-    return TrainReport(
-        seconds=time.perf_counter() - start,
-        steps=steps,
-        final_loss=loss.item(),
-        epochs=epochs_run,
-        trace=trace.array(),
-        trace_epochs=trace.epochs(),
-        trace_seconds=trace.seconds,
-        held_out_accuracy=(
-            held_out_accuracy(net, model, held_out, norm, cfg.bf16) if held_out else None
+    check_options("plain", cfg, model)
+    started = time.perf_counter()
+    augmenter = Augmenter(cfg.augment, norm, x.device, augment_seed, len(y))
+    step = PlainStep(model, x, y, cfg, norm)
+    batches = Shuffled(len(y), cfg.batch_size, order_seed, x.device)
+    lane = Lane(
+        batches=batches,
+        augmenter=augmenter,
+        epochs=cfg.epochs,
+        trace=LossTrace(cfg.trace_every, cfg.epochs) if trace_on is not None else None,
+        lookahead=(
+            Lookahead(model, cfg.epochs * batches.steps_per_epoch) if cfg.lookahead else None
         ),
     )
-
-
-class TraceRecorder:
-    """Adds a loss-trace row when one is due, timing itself; does nothing without records."""
-
-    def __init__(
-        self,
-        net: nn.Module,
-        model: nn.Module,
-        records: tuple[Tensor, Tensor] | None,
-        norm: Normalization | None,
-        cfg: TrainConfig,
-    ) -> None:
-        self.net, self.model, self.records, self.norm = net, model, records, norm
-        self.bf16 = cfg.bf16
-        self.trace = LossTrace(cfg.trace_every, cfg.epochs) if records is not None else None
-        self.seconds = 0.0
-
-    def record(self, epoch: int, stopping: bool = False) -> None:
-        """The row after `epoch` (0: before training), if due; `stopping`: the last one run."""
-        if self.trace is None or self.records is None or not self.trace.due(epoch, stopping):
-            return
-        tick = time.perf_counter()
-        self.model.eval()
-        with autocast(self.records[0].device, self.bf16):
-            self.trace.add(epoch, record_losses(self.net, *self.records, self.norm))
-        self.seconds += time.perf_counter() - tick
-
-    def array(self) -> np.ndarray | None:
-        return self.trace.array() if self.trace is not None else None
-
-    def epochs(self) -> list[int] | None:
-        return self.trace.epochs if self.trace is not None else None
-
-
-@torch.no_grad()
-def held_out_accuracy(
-    net: nn.Module,
-    model: nn.Module,
-    records: tuple[Tensor, Tensor],
-    norm: Normalization | None,
-    bf16: bool,
-) -> float:
-    model.eval()
-    x, y = records
-    with autocast(x.device, bf16):
-        logits = torch.cat([net(model_inputs(chunk, norm)) for chunk in x.split(4096)])
-    return (logits.argmax(-1) == y).float().mean().item()
+    (report,) = train_lanes(
+        step, [lane], cfg, started, norm=norm, trace_on=trace_on, held_out=held_out,
+        on_epoch=on_epoch,
+    )  # fmt: skip
+    return report
 
 
 @torch.no_grad()

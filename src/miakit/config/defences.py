@@ -1,7 +1,8 @@
-"""Settings of the defences an audit can apply to every model it trains.
+"""Settings of the defences an audit can apply to every model it trains (`defences.*`).
 
-A base of its own (not `miakit.config.Section`), so the audit config can embed `DefenceConfig`
-without an import cycle. Unknown keys are errors, as everywhere in miakit.
+Part of the schema layer (`miakit.config`), below the defences that read it; a base of its own (not
+`miakit.config.Section`), so the audit config can embed `DefenceConfig` without an import cycle.
+Unknown keys are errors, as everywhere in miakit.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 Every model forbids unknown keys, so a typo stops the run with the key path instead of being ignored.
 The defaults are the embedded audit: 64 MLPs on scikit-learn's digits, leave-one-out over all 64.
+The schema layer is the bottom of miakit: it imports only `errors`, `store` (hashing) and
+`architectures` (the revisions table), never torch, so any command can load and check a config.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from miakit.architectures import (
     REVISIONS,
+    STACKED_TRAINER_REVISION,
     check_arch_name,
     is_sklearn,
     is_user_module,
     user_module_file,
 )
-from miakit.defences.config import DefenceConfig
+from miakit.config.defences import DefenceConfig
 from miakit.errors import MiakitError
 from miakit.output_restriction import parse_output
 from miakit.store import content_hash, file_hash, path_fingerprint
@@ -411,7 +414,8 @@ class AuditConfig(Section):
             # an estimator trains by its own fit: no train.* setting changes it
             "train": {}
             if is_sklearn(self.model.arch)
-            else self.train.model_dump(mode="json", exclude={"device"}),
+            else self.train.model_dump(mode="json", exclude={"device"})
+            | ({"stacked_revision": STACKED_TRAINER_REVISION} if self.train.batched else {}),
             "defences": self.defences.model_dump(mode="json", exclude={"transfer"})
             | self._transfer_inputs(),
         }

@@ -129,19 +129,25 @@ def precision_rows(run: RunDir, dataset: str, seed: int) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std over targets of precision@k per data set, ground truth and ranking."""
+def summary_tables(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(exposed members per data set and ground truth; precision@k per data set and ranking with a
+    column per ground truth and fraction), mean ± std over targets."""
+    # the ground truth does not depend on the ranking: one ranking's rows count each target once
+    first = rows[(rows["fraction"] == FRACTIONS[0]) & (rows["ranking"] == "loss")]
+    exposed = (
+        first.groupby(["dataset", "ground_truth"], sort=False)["n_vulnerable"]
+        .agg(lambda v: mean_std(v, 1))
+        .unstack()
+        .reset_index()
+        .rename(columns={"dataset": "data set"})
+    )
     out = []
-    for (dataset, truth, ranking), group in rows.groupby(
-        ["dataset", "ground_truth", "ranking"], sort=False
-    ):
-        row = {"data set": dataset, "ground truth": truth, "ranking": ranking}
-        row["exposed members"] = mean_std(group["n_vulnerable"].iloc[:: len(FRACTIONS)], 1)
-        for f in FRACTIONS:
-            at = group[group["fraction"] == f]
-            row[f"precision@{f:.0%} (k={int(at['k'].iloc[0])})"] = mean_std(at["precision"])
+    for (dataset, ranking), group in rows.groupby(["dataset", "ranking"], sort=False):
+        row = {"data set": dataset, "ranking": ranking}
+        for (truth, f), part in group.groupby(["ground_truth", "fraction"], sort=False):
+            row[f"{truth} P@{f:.0%}"] = mean_std(part["precision"])
         out.append(row)
-    return pd.DataFrame(out)
+    return exposed, pd.DataFrame(out)
 
 
 def plot(rows: pd.DataFrame, path: Path) -> None:
@@ -196,13 +202,18 @@ def main(argv: Sequence[str] | None = None) -> Path:
     args.out.mkdir(parents=True, exist_ok=True)
     rows.to_csv(args.out / "precision_at_k.csv", index=False)
     plot(rows, args.out / "precision_at_1pct.png")
+    exposed, precision = summary_tables(rows)
+    ks = rows.groupby(["dataset", "fraction"])["k"].mean().unstack()
     body = (
         "\n".join(details)
-        + "\n\nPrecision@k of each ranking of a target's members against the members the "
-        "ground-truth attack (all other models as references) calls member at FPR 0.1%, mean ± "
-        "std over targets:\n\n"
-        + markdown_table(summary_table(rows))
-        + "\n\n![precision@1%](precision_at_1pct.png)\n"
+        + "\n\nGround truth: a target's members that online LiRA, RMIA (all other models as "
+        "references), or either, calls member at FPR 0.1% (target-calibrated). Their number per "
+        "target, mean ± std:\n\n"
+        + markdown_table(exposed)
+        + "\n\nPrecision@k (P@f: k = f × the target's members; "
+        + "; ".join(f"{d}: k = " + ", ".join(f"{int(k)}" for k in ks.loc[d]) for d in ks.index)
+        + ") of each ranking of a target's members against each ground truth, mean ± std over "
+        "targets:\n\n" + markdown_table(precision) + "\n\n![precision@1%](precision_at_1pct.png)\n"
     )
     return write_results(args.out, TITLE, args.scale, body)
 

@@ -104,6 +104,14 @@ BAD_SETTINGS = {
     "not YAML": (["model.hidden=[1,"], "is not valid YAML"),
     "no equals sign": (["train.epochs"], "--set expects KEY.PATH=VALUE"),
     "not a section": (["train.epochs=3", "train.epochs.x=1"], "train.epochs is not a section"),
+    "batched training with dropout": (
+        ["train.batched=true", "model.dropout=0.3"],
+        "train.batched does not support dropout",
+    ),
+    "training augmentation of feature rows": (
+        ["train.augment.crop_padding=2"],
+        "train.augment works on images, but digits's records are feature vectors",
+    ),
     "dropout on an architecture without": (
         ["data.name=user", "model.arch=resnet20", "model.dropout=0.5"],
         "resnet20 has no dropout",

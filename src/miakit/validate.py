@@ -68,14 +68,22 @@ def check_output_dir(root: Path) -> None:
 
 
 def check_model(config: AuditConfig, pool: Pool) -> None:
-    """The training device exists, the architecture exists and fits the records, and query
-    views beyond the record itself are asked only of images."""
+    """The training device exists, the architecture exists and fits the records (and batched
+    training supports it), and query views and training augmentations are asked only of images."""
     from miakit.models import build_model  # torch: imported only by the stage that plans
+    from miakit.train.batched import check_batchable
     from miakit.train.trainer import resolve_device
 
     resolve_device(config.train.device)
     options = config.model.model_dump(exclude={"arch"})
-    build_model(config.model.arch, pool.x.shape[1:], pool.num_classes, **options)
+    model = build_model(config.model.arch, pool.x.shape[1:], pool.num_classes, **options)
+    if config.train.batched:
+        check_batchable([model], config.train)
+    if any(config.train.augment.model_dump().values()) and not pool.is_image:
+        raise MiakitError(
+            f"train.augment works on images, but {pool.name}'s records are feature vectors; "
+            "turn train.augment off"
+        )
     if config.query.augmentations > 1 and not pool.is_image:
         raise MiakitError(
             f"query.augmentations: {config.query.augmentations} views (flips and shifts) need "

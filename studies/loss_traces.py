@@ -6,9 +6,9 @@ Per data set, one audit trains M models in complementary pairs with loss traces.
 first T models (the targets), the ground truth is the set of its members that online LiRA, RMIA
 (each with all M − 1 other models as references), or either, calls member at FPR 0.1%
 (target-calibrated, as the paper's Tables 1 and 5). Rankings of the target's members are judged
-by precision@k, k = 1% and 5% of its members: LT-IQR, the loss alone, and online LiRA / RMIA with
-only 2, 4 and 8 references (k/2 complementary pairs drawn per target, so every record has k/2 IN
-and k/2 OUT references).
+by precision@k, k = 1% and 5% of its members: LT-IQR, the loss alone (highest first), and online
+LiRA / RMIA with only 2, 4 and 8 references (k/2 complementary pairs drawn per target, so every
+record has k/2 IN and k/2 OUT references).
 
     python studies/loss_traces.py --scale cpu --out runs/studies/loss_traces --data-dir DIR
 
@@ -113,7 +113,11 @@ def precision_rows(run: RunDir, dataset: str, seed: int) -> pd.DataFrame:
     full = {name: load_npy(run.scores(name)) for name in GROUND_TRUTH}
     truths = {name: {name: s} for name, s in full.items()}
     truths["lira-online ∪ rmia"] = full
-    rankings = {"lt-iqr": load_npy(run.scores("lt-iqr")), "loss": load_npy(run.scores("loss"))}
+    # the loss baseline ranks the riskiest first: highest loss (the LOSS attack's score is −loss)
+    rankings = {
+        "lt-iqr": load_npy(run.scores("lt-iqr")),
+        "loss (highest first)": -load_npy(run.scores("loss")),
+    }
     for attack in GROUND_TRUTH:
         for count in FEW_REFERENCES:
             if count // 2 < signals.num_models // 2:
@@ -133,7 +137,7 @@ def summary_tables(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(exposed members per data set and ground truth; precision@k per data set and ranking with a
     column per ground truth and fraction), mean ± std over targets."""
     # the ground truth does not depend on the ranking: one ranking's rows count each target once
-    first = rows[(rows["fraction"] == FRACTIONS[0]) & (rows["ranking"] == "loss")]
+    first = rows[(rows["fraction"] == FRACTIONS[0]) & (rows["ranking"] == "lt-iqr")]
     exposed = (
         first.groupby(["dataset", "ground_truth"], sort=False)["n_vulnerable"]
         .agg(lambda v: mean_std(v, 1))

@@ -163,7 +163,7 @@ def plot(rows: pd.DataFrame, path: Path) -> None:
     union = rows[(rows["ground_truth"] == "lira-online ∪ rmia") & (rows["fraction"] == 0.01)]
     datasets = list(dict.fromkeys(union["dataset"]))
     rankings = list(dict.fromkeys(union["ranking"]))
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    fig, ax = plt.subplots(figsize=(9.5, 3.6))
     width = 0.8 / len(datasets)
     for i, dataset in enumerate(datasets):
         part = union[union["dataset"] == dataset].groupby("ranking", sort=False)["precision"]
@@ -179,7 +179,7 @@ def plot(rows: pd.DataFrame, path: Path) -> None:
     ax.set_ylabel("precision@1% (mean ± std)")
     ax.set_ylim(0, 1)
     ax.set_title("finding the members LiRA ∪ RMIA (all refs) expose at FPR 0.1%", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

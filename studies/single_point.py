@@ -58,7 +58,7 @@ SCALES: dict[str, dict] = {
             "eval_pairs=2",
         ],
     },
-    "cpu": {"per_group": 20, "overrides": []},
+    "cpu": {"per_group": 10, "overrides": []},  # 20 would take about 40 min on a loaded machine
     # the published experiment's scale on study 1's full run (CIFAR-10, WRN-28-2; a GPU)
     "full": {
         "per_group": 20,

@@ -7,7 +7,8 @@ Per variant one audit (configs realistic_lira_<variant>.yaml). From its metrics.
 LiRA at each FPR the data can resolve: the TPR at the target-calibrated threshold; the TPR′ and
 FPR′ the shadow-calibrated threshold (the median of the other targets' thresholds) achieves on
 the target; the PPV of each at priors π = 1%, 10%, 50%; mean ± std over targets. The baseline
-is also run with other seeds: per run, the records online LiRA identifies (called member by a
+is also run with other seeds (the same pool; each seed draws its own keep matrix, initializations
+and batch orders): per run, the records online LiRA identifies (called member by a
 target that trained on them and by none that did not, at FPR 0.1%, shadow-calibrated), and over
 every combination of 1…R runs the mean size of their intersection and union.
 
@@ -186,8 +187,12 @@ def main(argv: Sequence[str] | None = None) -> Path:
         )
         if variant == "baseline":
             seed_runs = [run]
+            # the same pool (data.subsample draws with the run seed unless told): records align
+            pool_seed = config.data.subsample_seed
+            same_pool = f"data.subsample_seed={config.seed if pool_seed is None else pool_seed}"
             for seed in range(1, scale["seeds"]):
-                seeded = study_config(name, [*scale["overrides"], f"seed={seed}"], args.data_dir)
+                sets = [*scale["overrides"], f"seed={seed}", same_pool]
+                seeded = study_config(name, sets, args.data_dir)
                 seed_runs.append(run_audit(seeded, args.out / f"baseline_seed{seed}"))
     table = pd.DataFrame(rows)
     curve, rho = reproducibility(seed_runs)

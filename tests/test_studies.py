@@ -153,6 +153,14 @@ def test_realistic_lira_tiny(tmp_path, studies, one_thread):
     text = path.read_text()
     assert "anti-overfitting" in text and "transfer learning" in text
     assert "not measurable" in text  # FPR 0.001% with a few hundred non-members
+    pools = [
+        json.loads((tmp_path / f / "pool.json").read_text()) for f in ("baseline", "baseline_seed1")
+    ]
+    assert pools[0]["fingerprint"] == pools[1]["fingerprint"]  # the seeds share their records
+    assert not np.array_equal(
+        np.load(tmp_path / "baseline" / "keep.npy"),
+        np.load(tmp_path / "baseline_seed1" / "keep.npy"),
+    )
     curve = pd.read_csv(tmp_path / "reproducibility.csv")
     sets = []
     for folder in ("baseline", "baseline_seed1"):

@@ -147,7 +147,6 @@ def test_single_point_tiny(tmp_path, studies, one_thread):
     assert table["error_rate"].between(0, 1).all()
 
 
-@pytest.mark.slow  # four audits: about a minute on a loaded 2-core machine
 def test_realistic_lira_tiny(tmp_path, studies, one_thread):
     path = studies("realistic_lira").main(["--scale", "tiny", "--out", str(tmp_path)])
     text = path.read_text()

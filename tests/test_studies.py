@@ -174,3 +174,25 @@ def test_realistic_lira_tiny(tmp_path, studies, one_thread):
         "anti-overfitting",
         "transfer learning",
     ]
+
+
+def test_every_scale_gives_valid_configs(studies):
+    """The cpu and full scales (not run by the tests) are valid miakit configs."""
+    from study_common import CONFIGS, study_config
+
+    from miakit.config import SinglePointConfig, load_config
+
+    loss_traces, overconfidence = studies("loss_traces"), studies("overconfidence")
+    realistic_lira, single_point = studies("realistic_lira"), studies("single_point")
+    for scale in ("cpu", "full"):
+        for name in loss_traces.SCALES[scale]["datasets"]:
+            study_config(name, loss_traces.SCALES[scale]["overrides"])
+        for overrides in overconfidence.DEFENCES.values():
+            study_config(overconfidence.CONFIG, overconfidence.SCALES[scale] + overrides)
+        for name in realistic_lira.VARIANTS.values():
+            config = study_config(name, realistic_lira.SCALES[scale]["overrides"])
+            assert config.evaluate.targets >= 2  # shadow calibration needs two targets
+        sets = [*single_point.SCALES[scale]["overrides"], "targets.indices=[0, 1]"]
+        load_config(CONFIGS / "single_point.yaml", sets, schema=SinglePointConfig)
+    full = study_config("realistic_lira_baseline", realistic_lira.SCALES["full"]["overrides"])
+    assert (full.data.name, full.split.num_models, full.model.arch) == ("cifar10", 256, "wrn28-2")

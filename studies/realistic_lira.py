@@ -164,7 +164,7 @@ def plot(curve: pd.DataFrame, path: Path) -> None:
     ax.plot(curve["runs"], curve["intersection"], "o-", label="intersection")
     ax.plot(curve["runs"], curve["union"], "s-", label="union")
     ax.set_xlabel("runs (different seeds)")
-    ax.set_ylabel("records identified (mean over combinations)")
+    ax.set_ylabel("records identified")
     ax.set_xticks(curve["runs"])
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -22,8 +22,8 @@ demo: $(INSTALLED)
 	$(BIN)/miakit audit --config configs/digits.yaml --out runs/digits
 
 lint: $(INSTALLED_DEV)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench studies
+	$(BIN)/ruff format --check src tests bench studies
 
 test: lint
 	$(BIN)/pytest

@@ -112,6 +112,10 @@ BAD_SETTINGS = {
         ["defences.dp.enabled=true", "defences.dp.noise_multiplier=1", "train.lookahead=true"],
         "train.lookahead is not supported by DP-SGD (defences.dp)",
     ),
+    "training augmentation of feature rows": (
+        ["train.augment.crop_padding=2"],
+        "train.augment works on images, but digits's records are feature vectors",
+    ),
     "dropout on an architecture without": (
         ["data.name=user", "model.arch=resnet20", "model.dropout=0.5"],
         "resnet20 has no dropout",

@@ -73,8 +73,8 @@ def check_model(config: AuditConfig, pool: Pool) -> None:
     """The training device exists, the architecture exists and fits the records (a user's
     module is imported and built; an estimator is built from model.params), query.output fits
     the classes, the trainer the config picks (DP-SGD, batched, plain) supports its options
-    (`train.loop.REFUSED`), and query views beyond the record itself are asked only of images
-    (never of estimators)."""
+    (`train.loop.REFUSED`), and query views and training augmentations are asked only of
+    images (never of estimators)."""
     check_output(config.query.output, pool.num_classes)
     if is_sklearn(config.model.arch):
         check_estimator(config)
@@ -90,6 +90,11 @@ def check_model(config: AuditConfig, pool: Pool) -> None:
         "private" if config.defences.dp.enabled else "stacked" if config.train.batched else "plain"
     )
     check_options(step, config.train, model)
+    if any(config.train.augment.model_dump().values()) and not pool.is_image:
+        raise MiakitError(
+            f"train.augment works on images, but {pool.name}'s records are feature vectors; "
+            "turn train.augment off"
+        )
     if config.query.augmentations > 1 and not pool.is_image:
         raise MiakitError(
             f"query.augmentations: {config.query.augmentations} views (flips and shifts) need "

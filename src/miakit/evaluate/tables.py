@@ -15,9 +15,12 @@ from miakit.evaluate.vulnerability import FLAG_FPR, precision_at_k_table, record
 from miakit.signals import softmax
 from miakit.store import RunDir, load_npy, write_atomic
 
-#: Cheap record rankings judged by precision@k, and the attacks whose flagged members they are
-#: judged against (each alone, and their union), as in the LT-IQR paper.
-RANKINGS = ("lt-iqr", "loss")
+#: Cheap record rankings judged by precision@k, riskiest first, and the attacks whose flagged
+#: members they are judged against (each alone, and their union), as in the LT-IQR paper. Each
+#: ranking is the attack's score times its sign: LT-IQR's score (the IQR) ranks the riskiest
+#: first; the loss baseline ranks the highest training loss first, while the LOSS attack's score
+#: is −loss (ordered for membership, not for risk).
+RANKINGS = {"lt-iqr": 1.0, "loss": -1.0}
 REFERENCES = ("lira-online", "attack-r", "rmia")
 TABLES_DIR = "tables"
 
@@ -45,10 +48,10 @@ def evaluation_tables(
     if len(references) > 1:
         groups["union(" + ", ".join(references) + ")"] = references
     parts = [
-        precision_at_k_table(scores[ranking], group, keep, targets, flag_fpr).assign(
+        precision_at_k_table(sign * scores[ranking], group, keep, targets, flag_fpr).assign(
             ranking=ranking, reference=label
         )
-        for ranking in RANKINGS
+        for ranking, sign in RANKINGS.items()
         if ranking in scores
         for label, group in groups.items()
     ]

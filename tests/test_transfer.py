@@ -13,8 +13,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import miakit.config
-from miakit import jobs, pipeline, transfer
+from miakit import model_jobs, pipeline
 from miakit.config import AuditConfig, load_config
+from miakit.defences import transfer
 from miakit.errors import MiakitError
 from miakit.models import MODELS, build_model
 from miakit.models.split import SPLITTERS, split_model
@@ -283,7 +284,7 @@ def test_weights_with_another_class_count_load_and_a_changed_file_makes_models_s
     save_weights(build_model("mlp", (64,), 7, hidden=[32]), weights)  # same path, new content
     calls = []
     monkeypatch.setattr(
-        jobs, "train_model", lambda *a, **k: calls.append(1) or train_model(*a, **k)
+        model_jobs, "train_model", lambda *a, **k: calls.append(1) or train_model(*a, **k)
     )
     replanned = pipeline.plan(config, run)
     assert replanned.train_hash(0) != old_hash

@@ -75,6 +75,7 @@ def main() -> None:
             f"train.epochs={args.epochs}",
             "train.batch_size=128",
             "train.device=cpu",
+            "attacks=[loss]",  # only training is measured; LiRA online refuses 2 models
         ]
         transfer = [
             "defences.transfer.enabled=true",

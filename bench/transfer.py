@@ -3,7 +3,7 @@
 Two runs of the same pool, architecture, recipe and epochs: one trains every model in full; the
 other (defences.transfer) trains only a linear head on the shared features of a frozen extractor,
 pretrained once by miakit on `--records` records left out of the pool, for the same epochs. Both
-go through miakit's own training job (jobs.train_models), so the figures are what an audit pays.
+go through miakit's own train stage (pipeline.train), so the figures are what an audit pays.
 The one-off cost (pretraining + features of every pool record) is printed apart, and amortized
 over M models. Data: Fashion-MNIST from --data-dir (default ../shared/datasets) when present,
 else synthetic 28×28 images of the same size.
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from machine import header
 
-from miakit import jobs
+from miakit import pipeline
 from miakit.config import AuditConfig, load_config
 from miakit.plan import plan
 from miakit.store import RunDir
@@ -44,9 +44,9 @@ def data_settings(data_dir: Path, records: int, scratch: Path) -> tuple[list[str
 
 
 def train_run(config: AuditConfig, root: Path) -> tuple[list[dict], dict | None]:
-    """Train the run's models with miakit's job; their meta.json and transfer.json."""
+    """Train the run's models with miakit's train stage; their meta.json and transfer.json."""
     run = RunDir(root)
-    jobs.train_models(plan(config, run), run, list(range(MODELS)))
+    pipeline.train(plan(config, run), run, log=None)
     shared = None
     if run.transfer_json.is_file():
         shared = json.loads(run.transfer_json.read_text())
@@ -75,6 +75,7 @@ def main() -> None:
             f"train.epochs={args.epochs}",
             "train.batch_size=128",
             "train.device=cpu",
+            "attacks=[loss]",  # only training is measured; LiRA online refuses 2 models
         ]
         transfer = [
             "defences.transfer.enabled=true",

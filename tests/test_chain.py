@@ -10,7 +10,7 @@ import pytest
 from scipy.special import log_softmax
 from typer.testing import CliRunner
 
-from miakit import jobs, pipeline
+from miakit import model_jobs, pipeline
 from miakit.cli import app
 from miakit.errors import MiakitError
 from miakit.store import RunDir
@@ -21,7 +21,7 @@ from .synthetic import balanced_keep_matrix
 class CountingTrainer:
     def __init__(self):
         self.calls = 0
-        self.real = jobs.train_model
+        self.real = model_jobs.train_model
 
     def __call__(self, *args, **kwargs):
         self.calls += 1
@@ -81,7 +81,7 @@ def test_a_rerun_of_a_finished_audit_writes_nothing(run_copy, monkeypatch):
     config, run = run_copy
     before = snapshot(run.root)
     counter = CountingTrainer()
-    monkeypatch.setattr(jobs, "train_model", counter)
+    monkeypatch.setattr(model_jobs, "train_model", counter)
     pipeline.audit(config, run)  # the copy: every file has new times, so each is hashed again
     pipeline.audit(config, run)
     assert counter.calls == 0

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from miakit import jobs
+from miakit import model_jobs
 from miakit.cli import app
 from miakit.progress import ProgressLines
 from miakit.store import RunDir
@@ -68,15 +68,15 @@ def test_audit_ends_with_the_verdict(audited):
 def test_ctrl_c_says_how_many_models_are_saved_and_rerunning_resumes(tmp_path, monkeypatch):
     out = tmp_path / "run"
     trainer = CountingTrainer(interrupt_after=3)
-    monkeypatch.setattr(jobs, "train_model", trainer)
+    monkeypatch.setattr(model_jobs, "train_model", trainer)
     result = CliRunner().invoke(app, ["audit", "--out", str(out), *TINY])
     assert result.exit_code == 130
     assert "2 of 4 models are trained and saved" in result.output
     assert "Rerun the same command to resume" in result.output
-    monkeypatch.setattr(jobs, "train_model", CountingTrainer())
+    monkeypatch.setattr(model_jobs, "train_model", CountingTrainer())
     result = CliRunner().invoke(app, ["audit", "--out", str(out), *TINY])
     assert result.exit_code == 0, result.output
-    assert jobs.train_model.calls == 2  # only the models that were not saved
+    assert model_jobs.train_model.calls == 2  # only the models that were not saved
 
 
 def test_status_of_brought_in_models_says_what_the_run_has(tmp_path):

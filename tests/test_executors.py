@@ -150,10 +150,10 @@ def test_ray_executor_trains_a_run(tmp_path, tiny_config):
 
 
 def test_a_failed_model_does_not_stop_the_others_and_is_redone(tmp_path, tiny_config, monkeypatch):
-    from miakit import jobs
+    from miakit import model_jobs
     from miakit.errors import MiakitError
 
-    real, calls = jobs.train_model, []
+    real, calls = model_jobs.train_model, []
 
     def third_fails(*args, **kwargs):
         calls.append(1)
@@ -161,7 +161,7 @@ def test_a_failed_model_does_not_stop_the_others_and_is_redone(tmp_path, tiny_co
             raise ValueError("out of memory, say")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(jobs, "train_model", third_fails)
+    monkeypatch.setattr(model_jobs, "train_model", third_fails)
     run = RunDir(tmp_path / "run")
     planned = plan(tiny_config, run)
     with pytest.raises(MiakitError, match=r"1 models failed \(models \[2\]\).*out of memory"):

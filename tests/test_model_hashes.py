@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from miakit import jobs, pipeline
+from miakit import model_jobs, pipeline
 from miakit.cli import app
 from miakit.config import AuditConfig, load_config
 from miakit.errors import MiakitError
@@ -18,7 +18,7 @@ from miakit.store import RunDir, array_hash, content_hash
 class CountingTrainer:
     def __init__(self):
         self.calls = 0
-        self.real = jobs.train_model
+        self.real = model_jobs.train_model
 
     def __call__(self, *args, **kwargs):
         self.calls += 1
@@ -52,7 +52,7 @@ def run_copy(finished, tmp_path):
 @pytest.fixture
 def counter(monkeypatch):
     counting = CountingTrainer()
-    monkeypatch.setattr(jobs, "train_model", counting)
+    monkeypatch.setattr(model_jobs, "train_model", counting)
     return counting
 
 
@@ -83,7 +83,7 @@ def test_weights_that_do_not_match_meta_are_refused_when_read(run_copy):
     size = run.weights(0).stat().st_size
     run.weights(0).write_bytes(np.random.default_rng(1).bytes(size))
     with pytest.raises(MiakitError, match="not the file model 0 was trained to"):
-        jobs.query_all(planned, run, planned.pool.x[:5])
+        model_jobs.query_all(planned, run, planned.pool.x[:5])
 
 
 def test_settings_the_cpu_ignores_retrain_nothing(run_copy, counter):
@@ -141,7 +141,7 @@ def test_default_settings_keep_the_hashes_they_had():
 def test_the_transfer_extractor_ignores_what_its_device_ignores():
     """Pretrained on the CPU, the extractor is the same with or without bf16 (so a CPU run keeps
     it); on CUDA, bf16 changes its weights and so its hash."""
-    from miakit.transfer import extractor_hash
+    from miakit.defences.transfer import extractor_hash
 
     base = ["defences.transfer.enabled=true", "defences.transfer.pretrain_data=rest"]
     plain = load_config(None, [*base, "train.bf16=true"])

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from miakit import jobs, pipeline
+from miakit import model_jobs, pipeline
 from miakit.config import load_config
 from miakit.signals import cross_entropy
 from miakit.store import RunDir
@@ -79,8 +79,8 @@ def test_every_attack_and_set_is_reported(study):
 def test_models_are_queried_once_and_again_when_retrained(study, monkeypatch):
     config, run, _ = study
     calls = []
-    real = jobs.query_all
-    monkeypatch.setattr(jobs, "query_all", lambda *a: calls.append(1) or real(*a))
+    real = model_jobs.query_all
+    monkeypatch.setattr(model_jobs, "query_all", lambda *a: calls.append(1) or real(*a))
     pipeline.evaluate(run, config)
     assert calls == []
     meta = run.read_meta(3)
@@ -94,7 +94,7 @@ def test_query_all_on_pool_records_reproduces_the_stored_logits(study):
     """Other records are queried exactly as the query stage queries the pool."""
     _, run, _ = study
     plan = pipeline.load_plan(run)
-    logits = jobs.query_all(plan, run, plan.pool.x[:25])
+    logits = model_jobs.query_all(plan, run, plan.pool.x[:25])
     for m in range(8):
         np.testing.assert_allclose(logits[m], np.load(run.logits(m))[:25], rtol=1e-5, atol=1e-6)
 
@@ -123,7 +123,7 @@ def test_query_all_in_transfer_mode_with_query_views(tmp_path):
     plan = pipeline.plan(config, run)
     pipeline.train(plan, run)
     pipeline.query(plan, run)
-    logits = jobs.query_all(plan, run, plan.pool.x[:10])
+    logits = model_jobs.query_all(plan, run, plan.pool.x[:10])
     assert logits.shape == (4, 10, 2, 3)
     for m in range(4):
         np.testing.assert_allclose(logits[m], np.load(run.logits(m))[:10], rtol=1e-5, atol=1e-6)

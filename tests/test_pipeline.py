@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from miakit import jobs, pipeline
+from miakit import model_jobs, pipeline
 from miakit.cli import app
 from miakit.config import load_config
 from miakit.errors import MiakitError
@@ -23,7 +23,7 @@ class CountingTrainer:
     def __init__(self, interrupt_after: int | None = None):
         self.calls = 0
         self.interrupt_after = interrupt_after
-        self.real = jobs.train_model
+        self.real = model_jobs.train_model
 
     def __call__(self, *args, **kwargs):
         report = self.real(*args, **kwargs)
@@ -79,20 +79,20 @@ def test_audit_writes_the_documented_run_directory(tmp_path, tiny_config):
 def test_resume_after_interrupt_trains_each_model_once(tmp_path, tiny_config, monkeypatch):
     run = RunDir(tmp_path / "run")
     interrupted = CountingTrainer(interrupt_after=4)
-    monkeypatch.setattr(jobs, "train_model", interrupted)
+    monkeypatch.setattr(model_jobs, "train_model", interrupted)
     with pytest.raises(KeyboardInterrupt):
         pipeline.audit(tiny_config, run)
     done = {m: run.read_meta(m) for m in range(3)}
     assert all(done.values()) and run.read_meta(3) is None
 
     resumed = CountingTrainer()
-    monkeypatch.setattr(jobs, "train_model", resumed)
+    monkeypatch.setattr(model_jobs, "train_model", resumed)
     metrics = pipeline.audit(tiny_config, run)
     assert resumed.calls == 5  # models 3..7 only
     for m, meta in done.items():
         assert run.read_meta(m)["finished_at"] == meta["finished_at"]
 
-    monkeypatch.setattr(jobs, "train_model", interrupted.real)
+    monkeypatch.setattr(model_jobs, "train_model", interrupted.real)
     fresh = pipeline.audit(tiny_config, RunDir(tmp_path / "fresh"))
     assert metrics == fresh
 
@@ -103,7 +103,7 @@ def test_changed_training_setting_retrains_and_other_changes_do_not(
     run = RunDir(tmp_path / "run")
     pipeline.audit(tiny_config, run)
     counter = CountingTrainer()
-    monkeypatch.setattr(jobs, "train_model", counter)
+    monkeypatch.setattr(model_jobs, "train_model", counter)
 
     pipeline.audit(tiny_config.model_copy(update={"attacks": ["loss"]}), run)
     assert counter.calls == 0
@@ -186,7 +186,7 @@ def test_attack_refuses_a_half_retrained_run(tmp_path, tiny_config, monkeypatch)
     pipeline.audit(tiny_config, run)
     changed = tiny_config.model_copy(deep=True)
     changed.train.epochs = 2
-    monkeypatch.setattr(jobs, "train_model", CountingTrainer(interrupt_after=2))
+    monkeypatch.setattr(model_jobs, "train_model", CountingTrainer(interrupt_after=2))
     with pytest.raises(KeyboardInterrupt):
         pipeline.audit(changed, run)
     with pytest.raises(MiakitError, match="missing or stale logits"):

@@ -15,7 +15,7 @@ import shutil
 import numpy as np
 import pytest
 
-from miakit import jobs, pipeline
+from miakit import model_jobs, pipeline
 from miakit.attacks import ATTACKS, make_attack
 from miakit.config import load_config
 from miakit.errors import MiakitError
@@ -165,8 +165,8 @@ def test_a_label_only_run_scores_or_skips_every_attack_with_its_reason(
 
     # another output: the attacks run again, nothing is retrained or re-queried
     calls = []
-    monkeypatch.setattr(jobs, "train_models", lambda *a, **k: calls.append("train"))
-    monkeypatch.setattr(jobs, "query_models", lambda *a, **k: calls.append("query"))
+    monkeypatch.setattr(model_jobs, "train_models", lambda *a, **k: calls.append("train"))
+    monkeypatch.setattr(model_jobs, "query_models", lambda *a, **k: calls.append("query"))
     config.query.output = "rounded:2"
     pipeline.audit(config, run)
     assert calls == []

@@ -12,7 +12,7 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import roc_auc_score
 
-from miakit import jobs, pipeline
+from miakit import model_jobs, pipeline
 from miakit.config import load_config
 from miakit.data import load_pool
 from miakit.errors import MiakitError
@@ -211,7 +211,7 @@ def test_audit_scores_agree_with_the_estimators_predict_proba(tmp_path, estimato
         lira = np.load(run.scores("lira-online"))
         assert np.mean([roc_auc_score(plan.keep[t], lira[t]) for t in range(16)]) > 0.55
     # resumes: nothing retrains; an overwritten estimator file is stale
-    assert jobs.train_models(plan, run, range(16)) == []
+    assert model_jobs.train_models(plan, run, range(16)) == []
     run.estimator(3).write_bytes(run.estimator(5).read_bytes())
     assert not trained(run, plan, 3) and trained(run, plan, 4)
 

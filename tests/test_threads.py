@@ -29,17 +29,17 @@ def test_torch_threads_sets_the_count_for_the_block_and_restores_it():
 
 
 def test_the_pipeline_trains_a_small_model_on_one_thread(tmp_path, tiny_config, monkeypatch):
-    from miakit import jobs, pipeline
+    from miakit import model_jobs, pipeline
     from miakit.store import RunDir
 
     seen = []
-    train_model = jobs.train_model
+    train_model = model_jobs.train_model
 
     def spy(*args, **kwargs):
         seen.append(torch.get_num_threads())
         return train_model(*args, **kwargs)
 
-    monkeypatch.setattr(jobs, "train_model", spy)
+    monkeypatch.setattr(model_jobs, "train_model", spy)
     torch.set_num_threads(2)
     try:
         config = tiny_config.model_copy(update={"attacks": ["loss"]})

@@ -13,9 +13,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import miakit.config
-from miakit import jobs, pipeline, transfer
+from miakit import model_jobs, pipeline
 from miakit.config import AuditConfig, load_config
+from miakit.defences import transfer
 from miakit.errors import MiakitError
+from miakit.features import ExtractorFeatures, PlainInputs, feature_source
 from miakit.models import MODELS, build_model
 from miakit.models.split import SPLITTERS, split_model
 from miakit.query import identity_view, views
@@ -196,6 +198,46 @@ def test_frozen_extractor_is_unchanged_by_training(tmp_path):
     np.testing.assert_array_equal(recomputed, np.load(run.transfer_features)[0])
 
 
+def test_model_jobs_only_read_the_features_a_stage_built(tmp_path):
+    run = RunDir(tmp_path)
+    planned = pipeline.plan(digits_config(), run)
+    with pytest.raises(MiakitError, match="miakit train"):
+        model_jobs.train_models(planned, run, [0])
+    assert not run.transfer_json.exists() and run.read_meta(0) is None  # nothing pretrained
+    assert sorted(pipeline.train(planned, run)) == [0, 1, 2, 3]
+    features = np.load(run.transfer_features)
+    run.transfer_json.unlink()  # stale features: the query stage's step rebuilds them
+    with pytest.raises(MiakitError, match="missing or stale"):
+        model_jobs.query_models(planned, run, [0])
+    assert sorted(pipeline.query(planned, run)) == [0, 1, 2, 3]
+    np.testing.assert_array_equal(np.load(run.transfer_features), features)
+
+
+@pytest.mark.parametrize("transfer_on", [True, False])
+def test_feature_sources_query_as_the_network_computes_by_hand(tmp_path, transfer_on):
+    run = RunDir(tmp_path)
+    planned = trained(digits_config(f"defences.transfer.enabled={transfer_on}"), run)
+    source = feature_source(planned, run)
+    assert isinstance(source, ExtractorFeatures if transfer_on else PlainInputs)
+    assert (source.describe(planned) is not None) == transfer_on
+    model = source.new_model(planned)
+    model.load_state_dict(load_file(str(run.weights(1))))
+    model.eval()
+    pool = planned.pool
+    norm = Normalization(pool.mean, pool.std) if pool.mean is not None else None
+    x = torch.from_numpy(pool.x[:30])
+    with torch.no_grad():
+        inputs = model_inputs(x, norm)
+        if transfer_on:
+            inputs = split_model(source.shared.extractor, "features").frozen(inputs)
+        expected = model(inputs).double().numpy()
+    query = planned.config.query
+    np.testing.assert_allclose(source.query(model, query)[:30, 0], expected, atol=1e-5)
+    np.testing.assert_allclose(
+        source.query_records(model, pool.x[:30], query)[:, 0], expected, atol=1e-5
+    )
+
+
 def test_fine_tuning_trains_only_the_last_block_and_head(tmp_path):
     run = RunDir(tmp_path)
     config = digits_config("defences.transfer.fine_tune=last_block", "model.hidden=[32, 16]")
@@ -283,7 +325,7 @@ def test_weights_with_another_class_count_load_and_a_changed_file_makes_models_s
     save_weights(build_model("mlp", (64,), 7, hidden=[32]), weights)  # same path, new content
     calls = []
     monkeypatch.setattr(
-        jobs, "train_model", lambda *a, **k: calls.append(1) or train_model(*a, **k)
+        model_jobs, "train_model", lambda *a, **k: calls.append(1) or train_model(*a, **k)
     )
     replanned = pipeline.plan(config, run)
     assert replanned.train_hash(0) != old_hash

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from miakit import jobs, pipeline
+from miakit import model_jobs, pipeline
 from miakit.cli import app
 from miakit.config import load_config
 from miakit.errors import MiakitError
@@ -148,7 +148,7 @@ def test_a_target_checkpoint_is_audited_with_references_miakit_trains(tmp_path, 
     save_file(weights, str(checkpoint))
     assert not trained(run, plan, 0) and not queried(run, plan, 0)
     assert all(trained(run, plan, m) for m in range(1, 8))
-    assert jobs.train_models(plan, run, range(8)) == [0]
+    assert model_jobs.train_models(plan, run, range(8)) == [0]
     assert run.weights(0).read_bytes() == checkpoint.read_bytes()
 
 

@@ -4,7 +4,8 @@ plan → train → query → attack → evaluate → report. Each stage is idemp
 what is stale: train and query the models whose meta.json does not record the current content
 hash; attack, evaluate and report the files whose record of their inputs (chain.py) does not
 match the inputs as they are now. Run on its own, a stage refuses stale inputs and names the
-command that makes them current.
+command that makes them current. The model jobs of train and query run on an executor
+(`model_jobs`); with defences.transfer, a step before them builds the run's shared features.
 """
 
 from __future__ import annotations
@@ -222,6 +223,16 @@ def _wait(run: RunDir, held: dict[int, dict], stage: str, log: Log | None) -> No
         time.sleep(LOCK_POLL_SECONDS)
 
 
+def _build_features(plan: Plan, run: RunDir) -> None:
+    """The step before a stage's model jobs: with defences.transfer, build the run's shared
+    features (the extractor, pretrained or loaded, and its outputs) unless they are current, so
+    a bad setting is one error, not one a task, and no job pretrains anything."""
+    if plan.config.defences.transfer.enabled:
+        from miakit.defences.transfer import shared_features
+
+        shared_features(plan, run)
+
+
 def train(
     plan: Plan,
     run: RunDir,
@@ -232,17 +243,17 @@ def train(
     """Train every model (of the shard) that is not current: its meta.json does not match its
     training inputs, or its weights are not the file meta.json records. Models another process
     holds are waited for (`wait`) or named in `log` and left to it."""
-    from miakit import jobs
-    from miakit.transfer import shared_features
+    from miakit import model_jobs
 
     done: list[int] = []
     before: list[int] = []
     while True:
         todo = [m for m in shard_models(len(plan.keep), shard) if not trained(run, plan, m)]
-        if todo and plan.config.defences.transfer.enabled:
-            # built once here: a bad setting is one error, not one a task
-            shared_features(plan, run)
-        result = _run_model_jobs(plan, run, "training", todo, jobs.train_models, jobs.train_task)
+        if todo:
+            _build_features(plan, run)
+        result = _run_model_jobs(
+            plan, run, "training", todo, model_jobs.train_models, model_jobs.train_task
+        )
         done.extend(result)
         rest = [m for m in todo if m not in result and not trained(run, plan, m)]
         held = _held(run, rest)
@@ -269,7 +280,7 @@ def query(
     """Write logits.npy for every trained model (of the shard) whose logits are missing or stale.
     A model that is not trained is an error, or, while another process holds it, waited for
     (`wait`) or an error naming that process."""
-    from miakit import jobs
+    from miakit import model_jobs
 
     done: list[int] = []
     before: list[int] = []
@@ -290,7 +301,11 @@ def query(
                 f"meta.json); run `miakit train {run.root}` first"
             )
         todo = [m for m in models if not queried(run, plan, m)]
-        result = _run_model_jobs(plan, run, "querying", todo, jobs.query_models, jobs.query_task)
+        if todo:
+            _build_features(plan, run)
+        result = _run_model_jobs(
+            plan, run, "querying", todo, model_jobs.query_models, model_jobs.query_task
+        )
         done.extend(result)
         rest = [m for m in todo if m not in result and not queried(run, plan, m)]
         held = _held(run, rest)
@@ -480,9 +495,9 @@ def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = N
         plot_roc(run.plots / f"roc_{name}.png", name, scores, members, design.targets)
     skipped: dict[str, str] = {}
     if config.evaluate.ood and run.run_yaml.is_file():
-        from miakit import jobs
+        from miakit import model_jobs
 
-        ood, skipped = ood_study(load_plan(run), run, config, list(metrics), jobs.query_all)
+        ood, skipped = ood_study(load_plan(run), run, config, list(metrics), model_jobs.query_all)
         evaluated = keep[:, records]
         non_members = int(min((~evaluated[t]).sum() for t in design.targets))
         reasons = unmeasurable(config.evaluate.fprs, non_members)

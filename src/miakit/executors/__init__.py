@@ -1,4 +1,4 @@
-"""Where model jobs run: in this process, in local worker processes, or on a Ray cluster.
+"""Where model jobs (`miakit.model_jobs`) run: in this process, in worker processes, or on Ray.
 
 An executor runs a picklable function over tasks (here: groups of model indices), reports each
 result or failure as it happens, and never lets one failed task stop the others.

@@ -12,10 +12,11 @@ results are stored in RUN/transfer/:
 - transfer.json, written last: the content hash of everything the files depend on, and where
   the extractor came from.
 
-Models then train and are queried on these features like any model on feature vectors: plain,
-batched, DP-SGD, loss traces and calibration need no change. The files are built under a
-run-level lock; a worker that finds them being built waits, and every worker reuses them while
-the hash matches.
+Models then train and are queried on these features like any model on feature vectors
+(`miakit.features.ExtractorFeatures`): plain, batched, DP-SGD, loss traces and calibration need
+no change. `shared_features` builds the files as a step of the train and query stages, before
+any model job runs, under a run-level lock (a process that finds them being built waits);
+model jobs only load them (`stored_features`) and reuse them while the hash matches.
 """
 
 from __future__ import annotations
@@ -177,8 +178,9 @@ def features_hash(plan: Plan) -> str:
 
 
 def shared_features(plan: Plan, run: RunDir) -> SharedFeatures:
-    """The run's shared features: reused when current, else built by one worker while the
-    others wait for it."""
+    """The run's shared features: reused when current, else built by one process while the
+    others wait for it. A step of the train and query stages (`miakit.pipeline`); MiakitError
+    on settings that cannot work on features (`check_config`) or a bad extractor source."""
     check_config(plan.config)
     expected = features_hash(plan)
     while True:
@@ -188,13 +190,29 @@ def shared_features(plan: Plan, run: RunDir) -> SharedFeatures:
                 if mine:
                     info = _current(run, expected) or _build(plan, run, expected)
         if info is not None:
-            return SharedFeatures(
-                _stored_extractor(plan, run)[0],
-                load_npy(run.transfer_features, mmap=True),
-                _test_features(run),
-                info,
-            )
+            return _loaded_features(plan, run, info)
         time.sleep(POLL_SECONDS)
+
+
+def stored_features(plan: Plan, run: RunDir) -> SharedFeatures:
+    """The run's shared features as a model job uses them: they must be current (built by
+    `shared_features` before the job ran), else MiakitError naming the stage that builds them."""
+    info = _current(run, features_hash(plan))
+    if info is None:
+        raise MiakitError(
+            f"defences.transfer: the shared features in {run.transfer_dir} are missing "
+            f"or stale; `miakit train {run.root}` builds them before any model is trained"
+        )
+    return _loaded_features(plan, run, info)
+
+
+def _loaded_features(plan: Plan, run: RunDir, info: dict[str, Any]) -> SharedFeatures:
+    return SharedFeatures(
+        _stored_extractor(plan, run)[0],
+        load_npy(run.transfer_features, mmap=True),
+        _test_features(run),
+        info,
+    )
 
 
 def _current(run: RunDir, expected: str) -> dict[str, Any] | None:

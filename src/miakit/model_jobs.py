@@ -1,4 +1,10 @@
-"""The work on one model: train it, or query it. Safe to run from several workers at once.
+"""Model jobs: train a group of models, or query them. Safe to run from several workers at once.
+
+The functions executors run (`train_task`, `query_task`, picklable by this module's path), and
+what they call. A job sees the pool through the run's feature source (`miakit.features`: the
+records as they are, or a frozen extractor's features), so the same code trains and queries
+plain and transfer-learning models; estimators (model.arch sklearn) are fitted and queried on the
+pool directly, and a target checkpoint (model.target_weights) is copied in.
 
 Each model owns its folder. A worker takes the model's lock first and re-checks whether the model
 is still to do, so two workers never write the same model, and a model finished meanwhile by
@@ -26,7 +32,7 @@ from miakit.defences.dp import train_private
 from miakit.defences.laplace import fit_laplace
 from miakit.defences.temperature import temperature_scaled
 from miakit.errors import MiakitError
-from miakit.models import build_model
+from miakit.features import FeatureSource, feature_source
 from miakit.models.sklearn_model import (
     estimator_logits,
     fit_estimator,
@@ -47,59 +53,18 @@ from miakit.store import (
     write_atomic,
 )
 from miakit.train.batched import train_batched
-from miakit.train.inputs import Normalization
 from miakit.train.threads import threads_for, torch_threads
 from miakit.train.trainer import TrainReport, accuracy, resolve_device, train_model
-from miakit.transfer import SharedFeatures, shared_features
-
-
-def new_model(plan: Plan, data: _Device) -> torch.nn.Module:
-    """A fresh model.arch network; in transfer mode only its trained part (head, or last block
-    and head) on the shared features."""
-    if data.transfer is not None:
-        return data.transfer.new_trainable(plan.config, plan.pool.num_classes)
-    options = plan.config.model.model_dump(exclude={"arch"})
-    return build_model(
-        plan.config.model.arch, plan.pool.x.shape[1:], plan.pool.num_classes, **options
-    )
-
-
-class _Device:
-    """The pool on the training device (images stay uint8) and how a model sees it; in transfer
-    mode, the shared features of the pool (the records as they are) and of the test split.
-    `image_norm` normalizes raw records; `norm` is what the trained models' inputs need (none
-    for shared features)."""
-
-    def __init__(self, plan: Plan, run: RunDir):
-        pool = plan.pool
-        self.device = resolve_device(plan.config.train.device)
-        self.transfer: SharedFeatures | None = None
-        self.image_norm = Normalization(pool.mean, pool.std) if pool.mean is not None else None
-        self.norm = self.image_norm
-        x, x_test = pool.x, pool.x_test
-        if plan.config.defences.transfer.enabled:
-            self.transfer = shared_features(plan, run)
-            self.norm = None
-            x = self.transfer.identity(plan.config.query.augmentations)
-            x_test = self.transfer.test_features
-        self.x = torch.from_numpy(x).to(self.device)
-        self.y = torch.from_numpy(pool.y).to(self.device)
-        self.held_out = None
-        if x_test is not None and pool.y_test is not None:
-            self.held_out = (
-                torch.from_numpy(np.array(x_test)).to(self.device),
-                torch.from_numpy(pool.y_test).to(self.device),
-            )
 
 
 def _seeds(plan: Plan, m: int) -> dict[str, int]:
     return {p: derive_seed(plan.config.seed, p, m) for p in ("init", "order", "augment")}
 
 
-def _initialized(plan: Plan, m: int, data: _Device) -> torch.nn.Module:
+def _initialized(plan: Plan, m: int, data: FeatureSource) -> torch.nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_seeds(plan, m)["init"])
-        return new_model(plan, data).to(data.device)
+        return data.new_model(plan).to(data.device)
 
 
 def train_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
@@ -132,7 +97,7 @@ def _train_networks(plan: Plan, run: RunDir, todo: list[int]) -> list[int]:
     """Train the torch models `todo` (locked by the caller, stale outputs removed)."""
     cfg = plan.config.train
     with ExitStack() as locks:
-        data = _Device(plan, run)
+        data = feature_source(plan, run)
         trace_on = (data.x, data.y) if cfg.record_trace else None
         nets = [_initialized(plan, m, data) for m in todo]
         rows = [torch.from_numpy(np.flatnonzero(plan.keep[m])).to(data.device) for m in todo]
@@ -176,7 +141,7 @@ def _train_networks(plan: Plan, run: RunDir, todo: list[int]) -> list[int]:
                 _train_plain(plan, data, net, r, sd, trace_on)
                 for net, r, sd in zip(nets, rows, seeds, strict=True)
             ]
-        transfer = data.transfer.describe(plan.config) if data.transfer is not None else None
+        transfer = data.describe(plan)
         for m, net, report, seed, privacy in zip(todo, nets, reports, seeds, spent, strict=True):
             _save_trained(plan, run, m, net, report, seed, privacy, transfer)
     return todo
@@ -238,7 +203,7 @@ def _install_checkpoint(plan: Plan, run: RunDir) -> None:
     )
 
 
-def _train_plain(plan: Plan, data: _Device, net, rows, seeds: dict, trace_on) -> TrainReport:
+def _train_plain(plan: Plan, data: FeatureSource, net, rows, seeds: dict, trace_on) -> TrainReport:
     return train_model(
         net,
         data.x[rows],
@@ -292,8 +257,7 @@ def _save_trained(
 
 def query_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
     """Write logits.npy for those of `models` whose logits are missing or stale."""
-    query = plan.config.query
-    data: _Device | None = None
+    data: FeatureSource | None = None
     done = []
     for m in models:
         with model_lock(run, m) as mine:
@@ -305,19 +269,10 @@ def query_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
                 _save_logits(plan, run, m, logits, None)
                 done.append(m)
                 continue
-            data = data or _Device(plan, run)
+            data = data or feature_source(plan, run)
             model, calibration = _queryable(plan, run, data, m)
             with torch_threads(threads_for(model, plan.config.execution.threads)):
-                if data.transfer is not None:
-                    logits = data.transfer.query(model, data.device, query.batchnorm)
-                else:
-                    logits = query_logits(
-                        model,
-                        data.x,
-                        query.augmentations,
-                        norm=data.norm,
-                        batchnorm=query.batchnorm,
-                    )
+                logits = data.query(model, plan.config.query)
             _save_logits(plan, run, m, logits, calibration)
             done.append(m)
     return done
@@ -359,11 +314,11 @@ def _fitted_estimator(plan: Plan, run: RunDir, m: int):
 
 
 def _queryable(
-    plan: Plan, run: RunDir, data: _Device, m: int
+    plan: Plan, run: RunDir, data: FeatureSource, m: int
 ) -> tuple[torch.nn.Module, dict | None]:
     """Model m as the query stage asks it: its trained weights, wrapped by the calibration its
     defences ask for, and what was fitted (for meta.json)."""
-    model = new_model(plan, data).to(data.device)
+    model = data.new_model(plan).to(data.device)
     _check_stamp(run, run.weights(m), m)
     model.load_state_dict(load_file(str(run.weights(m)), device=str(data.device)))
     return _calibrated(plan, data, m, model)
@@ -375,7 +330,7 @@ CALIBRATION_RECORDS = 1000
 
 
 def _calibrated(
-    plan: Plan, data: _Device, m: int, model: torch.nn.Module
+    plan: Plan, data: FeatureSource, m: int, model: torch.nn.Module
 ) -> tuple[torch.nn.Module, dict | None]:
     """The model as queried: wrapped by temperature scaling or last-layer Laplace where the
     defences ask for it, and what was fitted (for meta.json)."""
@@ -417,20 +372,11 @@ def query_all(plan: Plan, run: RunDir, x: np.ndarray) -> np.ndarray:
                 for m in range(len(plan.keep))
             ]
         )
-    data, query = _Device(plan, run), plan.config.query
-    records = torch.from_numpy(x).to(data.device)
+    data = feature_source(plan, run)
     out = []
     for m in range(len(plan.keep)):
         model, _ = _queryable(plan, run, data, m)
-        if data.transfer is not None:
-            logits = data.transfer.query_records(
-                model, records, query.augmentations, data.image_norm, query.batchnorm
-            )
-        else:
-            logits = query_logits(
-                model, records, query.augmentations, norm=data.norm, batchnorm=query.batchnorm
-            )
-        out.append(logits)
+        out.append(data.query_records(model, x, plan.config.query))
     return np.stack(out)
 
 

@@ -37,7 +37,7 @@ from study_common import (
     write_results,
 )
 
-from miakit import jobs
+from miakit import model_jobs
 from miakit.attacks import make_attack
 from miakit.attacks.threshold import threshold_report
 from miakit.config import AuditConfig
@@ -102,7 +102,7 @@ def defence_rows(run: RunDir, config: AuditConfig, defence: str) -> list[dict]:
     design = evaluation_design(run, config, signals.num_models)
     plan = load_plan(run)
     calibration = pd.read_parquet(run.root / "tables" / "calibration.parquet").set_index("target")
-    ood = {spec.label: ood_logits(plan, run, spec, jobs.query_all) for spec in config.evaluate.ood}
+    ood = {spec.label: ood_logits(plan, run, spec, model_jobs.query_all) for spec in config.evaluate.ood}
     n = signals.num_records
     rows = []
     for name in ATTACKS:

@@ -102,7 +102,10 @@ def defence_rows(run: RunDir, config: AuditConfig, defence: str) -> list[dict]:
     design = evaluation_design(run, config, signals.num_models)
     plan = load_plan(run)
     calibration = pd.read_parquet(run.root / "tables" / "calibration.parquet").set_index("target")
-    ood = {spec.label: ood_logits(plan, run, spec, model_jobs.query_all) for spec in config.evaluate.ood}
+    ood = {
+        spec.label: ood_logits(plan, run, spec, model_jobs.query_all)
+        for spec in config.evaluate.ood
+    }
     n = signals.num_records
     rows = []
     for name in ATTACKS:

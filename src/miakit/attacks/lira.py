@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from typing import ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 from scipy.special import log_ndtr
 
 from miakit.attacks.base import AllTargetsAttack, AttackConfig, register
@@ -55,8 +56,16 @@ _HALF_LOG_2PI = 0.5 * np.log(2 * np.pi)
 
 
 class LiraConfig(AttackConfig):
-    center: Literal["median", "mean"] = "median"
-    offline_tail: Literal["one-sided", "two-sided"] = "one-sided"
+    center: Literal["median", "mean"] = Field(
+        "median",
+        description="centre of the IN and OUT Gaussians: the references' median φ "
+        "(the reference code) or mean φ",
+    )
+    offline_tail: Literal["one-sided", "two-sided"] = Field(
+        "one-sided",
+        description="offline test: the paper's log Pr[Z < φ] (one-sided) or the "
+        "reference code's −log N(φ; μ_out, σ_out) (two-sided)",
+    )
 
 
 def log_normal_pdf(x: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
+from pydantic import Field
 from scipy.special import ndtr
 
 from miakit.attacks.base import AllTargetsAttack, AttackConfig, register
@@ -50,7 +51,11 @@ LINEAR_ITP_ENDS = (0.0, 1000.0)
 
 
 class AttackRConfig(AttackConfig):
-    threshold: Literal["linear_itp", "logit_rescale", "min", "mean"] = "linear_itp"
+    threshold: Literal["linear_itp", "logit_rescale", "min", "mean"] = Field(
+        "linear_itp",
+        description="α from the OUT losses: linear interpolation of their CDF, a Gaussian on "
+        "their log-odds, or the larger ('min' threshold) or mean of both",
+    )
 
 
 def linear_itp_alpha(loss: np.ndarray, points: LeftOut, below: np.ndarray) -> np.ndarray:

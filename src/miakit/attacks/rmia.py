@@ -59,17 +59,34 @@ _RATIO_BYTES = 512 * 2**20
 
 
 class RmiaConfig(PopulationConfig):
-    gamma: float = Field(2.0, gt=0)
-    signal: Literal["taylor_soft_margin", "softmax"] = "taylor_soft_margin"
-    temperature: float = Field(2.0, gt=0)
-    margin: float = 0.6
-    taylor_order: int = Field(4, ge=1)
-    trim: float = Field(0.2, ge=0, lt=0.5)
+    gamma: float = Field(
+        2.0,
+        gt=0,
+        description="γ: a pair (x, z) passes when LR(x, z) = (s(x)/p(x)) / (s(z)/p(z)) > γ",
+    )
+    signal: Literal["taylor_soft_margin", "softmax"] = Field(
+        "taylor_soft_margin",
+        description="s: the Taylor soft-margin softmax of the true class, or its softmax at "
+        "`temperature`",
+    )
+    temperature: float = Field(2.0, gt=0, description="T dividing the logits of either signal")
+    margin: float = Field(
+        0.6, description="m subtracted from the true class's scaled logit (Taylor)"
+    )
+    taylor_order: int = Field(
+        4, ge=1, description="highest power of the Taylor polynomial (3: the RMIA code's cubic)"
+    )
+    trim: float = Field(
+        0.2, ge=0, lt=0.5, description="share trimmed at each end for p(x), the references' mean"
+    )
 
 
 class RmiaOfflineConfig(RmiaConfig):
-    #: 0.3 is the paper's CIFAR-10 value; "auto" tunes it on a paired reference model.
-    offline_a: Annotated[float, Field(ge=0, le=1)] | Literal["auto"] = 0.3
+    offline_a: Annotated[float, Field(ge=0, le=1)] | Literal["auto"] = Field(
+        0.3,
+        description="a in p(x) = (1+a)/2 · p_OUT(x) + (1−a)/2; 0.3 is the paper's CIFAR-10 value, "
+        "'auto' picks the best of 0, 0.1, …, 1 on a paired reference model",
+    )
 
 
 def _passing_prefix(sorted_z: np.ndarray, ratio_x: np.ndarray, gamma: float) -> np.ndarray:

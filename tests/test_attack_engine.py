@@ -335,17 +335,31 @@ def test_rmia_all_targets_match_per_target_loops(name, augmentations):
 
 
 @pytest.mark.attack("rmia")
+@pytest.mark.attack("attack-p")
+@pytest.mark.attack("lira-global")
 @pytest.mark.parametrize(
-    "name", ["lira-online", "lira-online-fixed", "lira-offline", "attack-r", "rmia", "rmia-offline"]
+    "name",
+    [
+        "lira-online",
+        "lira-online-fixed",
+        "lira-offline",
+        "lira-global",
+        "attack-r",
+        "attack-p",
+        "rmia",
+        "rmia-offline",
+    ],
 )
 def test_many_small_chunks_on_threads_give_the_same_scores(name, monkeypatch):
-    """Chunks of a few records, handled on several threads, with query-only records: the same
-    scores as one chunk (the global spread and the pooled IN Gaussian span all chunks)."""
+    """Chunks of a few records (and targets), handled on several threads, with query-only
+    records: the same scores as one chunk on one thread (the global spread and the pooled IN
+    Gaussian span all chunks)."""
     import miakit.attacks.engine as engine
     import miakit.signals
 
     signals, *_ = tied_case(3, queries=5)
     scored = scorable("lira-online", RECORDS)
+    monkeypatch.setattr(engine, "THREADS", 1)
     whole = make_attack(name).score_targets(signals, range(MODELS), None, scored)
     monkeypatch.setattr(miakit.signals, "CHUNK_BYTES", 8 * MODELS * 3 * 2 * 3)  # 3 records
     monkeypatch.setattr(engine, "THREADS", 3)

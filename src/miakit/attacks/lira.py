@@ -101,10 +101,13 @@ class Lira(AllTargetsAttack):
         layout = Layout(signals, targets, references, records)
         out = np.full((layout.targets.size, signals.num_records), np.nan)
         if self.mode == "global":
-            for i, t in enumerate(layout.targets):
+
+            def score_target(i: int) -> None:
                 for chunk in signals.record_chunks(1):
-                    phi = read_signal(signals, log_odds, [t], chunk)[0]
+                    phi = read_signal(signals, log_odds, [layout.targets[i]], chunk)[0]
                     out[i, chunk] = np.where(layout.scored[chunk], phi.mean(axis=-1), np.nan)
+
+            map_chunks(score_target, range(layout.targets.size))
             return out
         spread: dict[str, np.ndarray] = {}
         lock = threading.Lock()

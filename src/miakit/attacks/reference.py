@@ -167,8 +167,13 @@ class AttackP(AllTargetsAttack):
     ) -> np.ndarray:
         layout = Layout(signals, targets, references, records)
         out = np.full((layout.targets.size, signals.num_records), np.nan)
-        for i, target in enumerate(layout.targets):
-            population = population_indices(signals, target, self.config.population, layout.scored)
+        populations = [
+            population_indices(signals, t, self.config.population, layout.scored)
+            for t in layout.targets
+        ]  # before any work: a bad population is an error at once
+
+        def score_target(i: int) -> None:
+            target, population = layout.targets[i], populations[i]
             loss = np.concatenate(
                 [
                     read_signal(signals, cross_entropy, [target], c)[0]
@@ -181,4 +186,6 @@ class AttackP(AllTargetsAttack):
             # α = the share of z ∈ Z with a lower loss (x's own pair never counts)
             scores = -(alpha / population.size).mean(axis=-1)
             out[i] = np.where(layout.scored, scores, np.nan)
+
+        map_chunks(score_target, range(layout.targets.size))
         return out

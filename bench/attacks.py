@@ -96,19 +96,20 @@ def _peak_sampler():
     return stop
 
 
-def measure(run_dir: str, attack: str, all_targets: bool) -> dict:
-    """Score target 0, or every target; seconds (wall and CPU, all threads), and peak anonymous
-    memory (MiB) above the baseline. With all targets, the scores are kept for `--evaluate` in
+def measure(run_dir: str, attack: str, all_targets: bool, count: int | None = None) -> dict:
+    """Score target 0, or every target (the first `count` of them, each still against all the
+    other models); seconds (wall and CPU, all threads), and peak anonymous memory (MiB) above the
+    baseline. With all targets, the scores are kept for `--evaluate` in
     <run_dir>/bench_scores/<attack>.npy."""
     signals = Signals.from_run(RunDir(run_dir))
     instance = make_attack(attack)
-    targets = list(range(signals.num_models)) if all_targets else [0]
+    targets = list(range(count or signals.num_models)) if all_targets else [0]
     stop = _peak_sampler()
     start, cpu = time.perf_counter(), time.process_time()
     scores = instance.score_targets(signals, targets, None)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     peak = stop()
-    if all_targets:
+    if all_targets and count is None:
         np.save(_scores_path(run_dir, attack), scores)
     auc = float(
         np.mean([_auc(row, signals.keep[t]) for row, t in zip(scores, targets, strict=True)])
@@ -239,6 +240,9 @@ def main() -> None:
     parser.add_argument("--dir", help="where to write (or reuse) the synthetic run")
     parser.add_argument("--attacks", default=",".join(ATTACKS))
     parser.add_argument("--all-targets", action="store_true", help="leave-one-out, every target")
+    parser.add_argument(
+        "--targets", type=int, help="with --all-targets: only the first K targets (leave-one-out)"
+    )
     parser.add_argument("--ratio-records", type=int, default=10_000)
     parser.add_argument("--ratio-targets", type=int, default=2)
     parser.add_argument("--ratio-dir", help="where to write (or reuse) the run of the ratio")
@@ -251,7 +255,7 @@ def main() -> None:
     parser.add_argument("--ratio", help=argparse.SUPPRESS)  # child process: one ratio
     args = parser.parse_args()
     if args.measure:
-        print(json.dumps(measure(args.dir, args.measure, args.all_targets)))
+        print(json.dumps(measure(args.dir, args.measure, args.all_targets, args.targets)))
         return
     if args.measure_evaluate:
         print(json.dumps(measure_evaluate(args.dir, args.measure_evaluate)))
@@ -281,8 +285,11 @@ def main() -> None:
         )
         print(f"M={shape[0]} N={shape[1]} A={shape[2]} C={shape[3]}, {who}")
         print(f"synthetic logits written or found in {written:.1f} s")
-        print(f"{'attack':>20} {'seconds':>9} {'CPU-s':>9} {'peak MiB':>9} {'AUC':>6}")
         flags = ["--all-targets"] if args.all_targets else []
+        if args.all_targets and args.targets:
+            flags += ["--targets", str(args.targets)]
+            print(f"only the first {args.targets} targets, each against all other models")
+        print(f"{'attack':>20} {'seconds':>9} {'CPU-s':>9} {'peak MiB':>9} {'AUC':>6}")
         attacks = [a for a in args.attacks.split(",") if a]
         for attack in attacks:
             r = _child("--dir", run_dir, "--measure", attack, *flags)
@@ -291,6 +298,7 @@ def main() -> None:
                 f"{r['auc']:6.3f}",
                 flush=True,
             )
+        ratio_attacks = [a for a in args.ratio_attacks.split(",") if a]
         if not args.all_targets:
             return
         if args.evaluate and (Path(run_dir) / "bench_scores" / f"{args.evaluate}.npy").is_file():
@@ -300,6 +308,8 @@ def main() -> None:
                 f"{label:>20} {r['seconds']:9.2f} {r['cpu_seconds']:9.1f} {r['peak_mib']:9.0f}",
                 flush=True,
             )
+        if not ratio_attacks:
+            return
         small = (shape[0], args.ratio_records, *shape[2:])
         ratio_run = RunDir(ratio_dir)
         if not (ratio_run.keep.is_file() and ratio_run.logits(args.models - 1).is_file()):
@@ -312,7 +322,7 @@ def main() -> None:
             f"{'attack':>20} {'engine':>9} {'plain':>9} {'ratio':>7} {'CPU-s eng':>9} "
             f"{'CPU-s pl':>9} {'ratio':>7} {'max diff':>9}"
         )
-        for attack in args.ratio_attacks.split(","):
+        for attack in ratio_attacks:
             r = _child(
                 "--ratio-dir", ratio_dir, "--ratio", attack,
                 "--ratio-targets", str(args.ratio_targets),

@@ -366,3 +366,69 @@ def test_many_small_chunks_on_threads_give_the_same_scores(name, monkeypatch):
     assert len(list(signals.record_chunks())) > 10
     chunked = make_attack(name).score_targets(signals, range(MODELS), None, scored)
     np.testing.assert_allclose(chunked, whole, rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
+@pytest.mark.parametrize("variant", [*LIRA, "lira-global"])
+@pytest.mark.parametrize("augmentations", [1, 18])
+def test_lira_fit_once_scores_any_query_records_as_the_per_target_loops(variant, augmentations):
+    """Fit on the pool alone, then score two query sets from that fit: each equals the loops
+    with that set appended, and the fit's pool scores equal the loops' pool scores; query 0
+    repeats a pool record's φ under every model (ties with the pool)."""
+    signals, phi, keep = tied_case(augmentations, queries=9)
+    pool, logits, labels = signals.split_queries()
+    assert pool.queries == 0 and pool.num_records == RECORDS
+    scored = scorable(variant, RECORDS + 9)
+    targets = [0, 4, 7]
+    fit = make_attack(variant).fit(pool, targets, None, scored[:RECORDS])
+    sets = [(slice(0, 4), logits), (slice(4, 9), logits)]
+    for part, all_logits in sets:
+        got = fit.score_queries([x[part] for x in all_logits], labels[part])
+        assert got.shape == (len(targets), part.stop - part.start)
+        queries = part.stop - part.start
+        sub_phi = np.concatenate([phi[:, :RECORDS], phi[:, RECORDS:][:, part]], axis=1)
+        sub_keep = keep[:, : RECORDS + queries]
+        for i, t in enumerate(targets):
+            refs = [m for m in range(MODELS) if m != t]
+            if variant == "lira-global":
+                expected = sub_phi[t].mean(axis=-1)
+            else:
+                expected = lira_per_target(
+                    variant, sub_phi, sub_keep, t, refs, scored, queries=queries
+                )
+            np.testing.assert_allclose(got[i], expected[RECORDS:], rtol=1e-10, atol=1e-10)
+            np.testing.assert_allclose(
+                fit.scores[i], np.where(scored[:RECORDS], expected[:RECORDS], np.nan),
+                rtol=1e-10, atol=1e-10, equal_nan=True,
+            )  # fmt: skip
+
+
+@pytest.mark.attack("lira-online")
+@pytest.mark.parametrize(
+    "name", ["lira-online", "lira-offline-fixed", "attack-r", "attack-p", "rmia", "loss", "shokri"]
+)
+def test_fit_then_score_queries_equals_scoring_with_the_queries_appended(name):
+    """Every attack has `fit` (its own, or the bridge that appends the queries): the pool's
+    scores and the queries' scores are those `score_targets` gives on the appended signals."""
+    signals, *_ = tied_case(2, queries=6)
+    pool, logits, labels = signals.split_queries()
+    scored = scorable("lira-online", RECORDS)
+    targets = [1, 6]
+    whole = make_attack(name).score_targets(signals, targets, None, scored)
+    fit = make_attack(name).fit(pool, targets, None, scored)
+    queries = fit.score_queries(logits, labels)
+    np.testing.assert_allclose(fit.scores, whole[:, :RECORDS], rtol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(queries, whole[:, RECORDS:], rtol=1e-12)
+
+
+def test_split_queries_is_the_inverse_of_with_queries():
+    signals, *_ = tied_case(3)
+    rng = np.random.default_rng(5)
+    logits = [rng.normal(size=(4, 3, 2)) for _ in range(MODELS)]
+    labels = rng.integers(0, 2, 4)
+    pool, back, back_labels = signals.with_queries(logits, labels).split_queries()
+    assert pool.queries == 0 and pool.num_records == RECORDS
+    np.testing.assert_array_equal(pool.keep, signals.keep)
+    np.testing.assert_array_equal(back_labels, labels)
+    for m in range(MODELS):
+        np.testing.assert_array_equal(back[m], logits[m])
+        np.testing.assert_array_equal(pool.logits[m][:], signals.logits[m][:])

@@ -75,9 +75,7 @@ def tpr_interval(
     members [N]. ordered_non_members: the non-members' scores sorted in decreasing order, when
     the caller has them (one sort per target for all FPRs)."""
     alpha = 1 - confidence
-    neg = (
-        np.sort(scores[~members])[::-1] if ordered_non_members is None else ordered_non_members
-    )
+    neg = np.sort(scores[~members])[::-1] if ordered_non_members is None else ordered_non_members
     pos = scores[members]
     n0 = len(neg)
     # Pr[C < j_lo] ≤ α/4 and Pr[C > j_hi] ≤ α/4 for C ~ Binomial(n0, x) non-members above q

@@ -432,3 +432,31 @@ def test_split_queries_is_the_inverse_of_with_queries():
     for m in range(MODELS):
         np.testing.assert_array_equal(back[m], logits[m])
         np.testing.assert_array_equal(pool.logits[m][:], signals.logits[m][:])
+
+
+@pytest.mark.attack("attack-r")
+@pytest.mark.parametrize("threshold", ["linear_itp", "logit_rescale", "min"])
+@pytest.mark.parametrize("augmentations", [1, 18])
+def test_attack_r_fit_once_scores_query_records_as_the_per_target_loops(threshold, augmentations):
+    """Fitted on the pool, Attack-R scores query-only records (every reference OUT, tied losses
+    among them) as the loops do with the queries appended and the spread of the pool's OUT φ."""
+    from .test_attack_reference import expected_attack_r
+
+    pool, logits, labels, keep = few_out_case(augmentations)
+    rng = np.random.default_rng(3)
+    q_logits = np.round(rng.normal(0, 2, (MODELS, 5, augmentations, logits.shape[-1])))
+    q_labels = rng.integers(0, logits.shape[-1], 5)
+    scored = np.arange(30) != 0
+    fit = make_attack("attack-r", {"threshold": threshold}).fit(pool, [2, 5], None, scored)
+    got = fit.score_queries(list(q_logits), q_labels)
+    all_logits = np.concatenate([logits, q_logits], axis=1)
+    all_keep = np.concatenate([keep, np.zeros((MODELS, 5), dtype=bool)], axis=1)
+    for i, t in enumerate([2, 5]):
+        refs = [m for m in range(MODELS) if m != t]
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            expected = expected_attack_r(
+                all_logits, np.r_[labels, q_labels], all_keep, t, refs, threshold, pool=30
+            )
+        np.testing.assert_allclose(got[i], expected[30:], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(fit.scores[i, 1:], expected[1:30], rtol=1e-9, atol=1e-12)

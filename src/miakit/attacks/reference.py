@@ -21,7 +21,9 @@ Differences from the reference code (`research/2022_enhanced_mia/plot_attack_via
 
 Attack-R fits once for all targets (`engine.Fitted`): per record, the references' OUT losses are
 sorted with the two end points, and each target's interpolation points are those with its own loss
-left out; the Gaussian's mean and spread come from sums less the target's term.
+left out; the Gaussian's mean and spread come from sums less the target's term. Query-only records
+are scored from the fit (`AttackRFit.score_queries`, see `base`) by the same formulas. Attack-P
+fits nothing from the references; query-only records reach it through the bridge of `base`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import numpy as np
 from pydantic import Field
 from scipy.special import ndtr
 
-from miakit.attacks.base import AllTargetsAttack, AttackConfig, register
+from miakit.attacks.base import AllTargetsAttack, AttackConfig, Fit, FittedAttack, register
 from miakit.attacks.engine import (
     Fitted,
     Layout,
@@ -84,29 +86,51 @@ def logit_rescale_alpha(phi: np.ndarray, out: LeftOut, spread: np.ndarray) -> np
 
 
 @register
-class AttackR(AllTargetsAttack):
+class AttackR(FittedAttack):
     """Attack-R: a per-record threshold from the reference models' OUT losses."""
 
     name = "attack-r"
     Config = AttackRConfig
     reference_needs = ("out",)
 
-    def score_targets(
+    def fit(
         self,
         signals: Signals,
         targets: Sequence[int],
         references: Sequence[int] | None,
         records: np.ndarray | None = None,
-    ) -> np.ndarray:
-        kind = self.config.threshold
-        layout = Layout(signals, targets, references, records)
-        spread = global_spread(signals, log_odds, layout)["OUT"] if kind != "linear_itp" else None
+    ) -> AttackRFit:
+        return AttackRFit(
+            self.config.threshold, signals, Layout(signals, targets, references, records)
+        )
+
+
+class AttackRFit(Fit):
+    """Attack-R fitted on the pool (the pool scored in the same pass); kept for query-only
+    records, whose references are all OUT: each target's spread of all OUT φ (`logit_rescale`)."""
+
+    def __init__(self, kind: str, signals: Signals, layout: Layout):
+        self.kind, self.layout, self.first_query = kind, layout, signals.num_records
+        self.spread = (
+            global_spread(signals, log_odds, layout)["OUT"] if kind != "linear_itp" else None
+        )
+        self.scores = self._score(signals, layout.scored, 0)
+
+    def score_queries(self, logits: Sequence[np.ndarray], labels: np.ndarray) -> np.ndarray:
+        none = np.zeros((len(logits), len(labels)), dtype=bool)
+        queries = Signals(list(logits), np.asarray(labels), none)
+        return self._score(queries, np.ones(len(labels), dtype=bool), self.first_query)
+
+    def _score(self, signals: Signals, scored: np.ndarray, first: int) -> np.ndarray:
+        """Scores [T, n] of the records of `signals` (NaN where not `scored`); `first`: the
+        number of the first record in error messages."""
+        kind, layout, spread = self.kind, self.layout, self.spread
         out = np.full((layout.targets.size, signals.num_records), np.nan)
 
         def score_chunk(chunk: slice) -> None:
             keep = signals.keep[layout.rows, chunk]
             use = ~keep & layout.is_reference[:, None]
-            scored = layout.scored[chunk]
+            scored_here = scored[chunk]
             alphas = []
             blocks = layout.blocks(chunk.stop - chunk.start, signals.num_augmentations)
             if kind != "logit_rescale":
@@ -142,10 +166,10 @@ class AttackR(AllTargetsAttack):
             for i, b in enumerate(blocks):
                 count = layout.counts(use, b)
                 need = "Attack-R needs at least one OUT reference model for every scored record"
-                require(count, scored, chunk.start, layout.targets[b], need)
+                require(count, scored_here, first + chunk.start, layout.targets[b], need)
                 parts = [a[i] for a in alphas]
                 alpha = np.maximum(*parts) if kind == "min" else np.mean(parts, axis=0)
-                out[b, chunk] = np.where(scored, -alpha.mean(axis=-1), np.nan)
+                out[b, chunk] = np.where(scored_here, -alpha.mean(axis=-1), np.nan)
 
         map_chunks(score_chunk, list(signals.record_chunks(layout.rows.size)))
         return out

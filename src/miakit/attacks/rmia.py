@@ -20,6 +20,10 @@ of z in the population Z whose pair (x, z) passes LR > γ in a majority of the a
 - All targets at once: the signal is computed once per model, and p(x) of each target (its
   references' trimmed mean with its own signal left out) comes from the signals sorted once per
   record (`engine.Fitted`); the counting above then runs per target.
+- Query-only records (`base`: fit and score) reach RMIA through the bridge that appends them to the
+  pool: keeping every target's population ratios between fit and scoring would cost T · |Z| · A
+  floats (about 1 GB at 256 targets of CIFAR-10), so the pool pass runs again per query set; Z
+  never holds a query record.
 
 Defaults are the authors' CIFAR-10 configs (γ = 2, T = 2, m = 0.6, order 4, 20% trim) and a = 0.3.
 

@@ -59,7 +59,7 @@ _BLOCK_WORDS = 2**15
 #: Positions between stored prefix bitsets: Z / _STEP bitsets of Z bits per augmentation.
 _STEP = 32
 #: Bytes of s(x) and p(x) kept for a block of targets between the fitting pass and the counting.
-_RATIO_BYTES = 512 * 2**20
+_RATIO_BYTES = 2 * 2**30  # 149 targets at N = 50,000, A = 18: two fitting passes for 256
 
 
 class RmiaConfig(PopulationConfig):

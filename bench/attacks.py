@@ -96,20 +96,54 @@ def _peak_sampler():
     return stop
 
 
-def measure(run_dir: str, attack: str, all_targets: bool) -> dict:
-    """Score target 0, or every target; seconds and peak anonymous memory (MiB) above the baseline."""
+def measure(run_dir: str, attack: str, all_targets: bool, count: int | None = None) -> dict:
+    """Score target 0, or every target (the first `count` of them, each still against all the
+    other models); seconds (wall and CPU, all threads), and peak anonymous memory (MiB) above the
+    baseline. With all targets, the scores are kept for `--evaluate` in
+    <run_dir>/bench_scores/<attack>.npy."""
     signals = Signals.from_run(RunDir(run_dir))
     instance = make_attack(attack)
-    targets = list(range(signals.num_models)) if all_targets else [0]
+    targets = list(range(count or signals.num_models)) if all_targets else [0]
     stop = _peak_sampler()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     scores = instance.score_targets(signals, targets, None)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     peak = stop()
+    if all_targets and count is None:
+        np.save(_scores_path(run_dir, attack), scores)
     auc = float(
         np.mean([_auc(row, signals.keep[t]) for row, t in zip(scores, targets, strict=True)])
     )
-    return {"attack": attack, "seconds": seconds, "peak_mib": peak, "auc": auc}
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_mib": peak, "auc": auc}
+
+
+def _scores_path(run_dir: str, attack: str) -> Path:
+    folder = Path(run_dir) / "bench_scores"
+    folder.mkdir(exist_ok=True)
+    return folder / f"{attack}.npy"
+
+
+def measure_evaluate(run_dir: str, attack: str) -> dict:
+    """What `miakit evaluate` does per attack, on the all-targets scores [M, N] `measure` kept:
+    metrics with intervals and realistic figures (`summarize`, the default FPRs), the ROC plot,
+    and the tables (thresholds, vulnerability, calibration from every target's logits)."""
+    from miakit.config import EvaluateConfig
+    from miakit.evaluate.metrics import summarize
+    from miakit.evaluate.tables import write_evaluation_tables
+    from miakit.report.plots import plot_roc
+
+    run = RunDir(run_dir)
+    scores = np.load(_scores_path(run_dir, attack))
+    keep = np.load(run.keep)
+    targets = list(range(scores.shape[0]))
+    fprs = EvaluateConfig().fprs
+    stop = _peak_sampler()
+    start, cpu = time.perf_counter(), time.process_time()
+    summarize(scores, keep, targets, fprs)
+    plot_roc(Path(run_dir) / "bench_scores" / f"roc_{attack}.png", attack, scores, keep, targets)
+    write_evaluation_tables(run, {attack: scores}, fprs)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_mib": stop(), "auc": np.nan}
 
 
 def straightforward(signals: Signals, attack: str, target: int) -> np.ndarray:
@@ -167,15 +201,18 @@ def measure_ratio(run_dir: str, attack: str, count: int) -> dict:
     signals = Signals.from_run(RunDir(run_dir))
     targets = list(range(signals.num_models))
     start = time.perf_counter()
+    cpu = time.process_time()
     engine = make_attack(attack).score_targets(signals, targets, None)
-    engine_seconds = time.perf_counter() - start
-    start = time.perf_counter()
+    engine_seconds, engine_cpu = time.perf_counter() - start, time.process_time() - cpu
+    start, cpu = time.perf_counter(), time.process_time()
     plain = [straightforward(signals, attack, t) for t in range(count)]
-    plain_seconds = time.perf_counter() - start
+    plain_seconds, plain_cpu = time.perf_counter() - start, time.process_time() - cpu
     return {
         "attack": attack,
         "engine_per_target": engine_seconds / len(targets),
         "plain_per_target": plain_seconds / count,
+        "engine_cpu_per_target": engine_cpu / len(targets),
+        "plain_cpu_per_target": plain_cpu / count,
         "max_difference": float(np.max(np.abs(np.stack(plain) - engine[:count]))),
     }
 
@@ -203,15 +240,25 @@ def main() -> None:
     parser.add_argument("--dir", help="where to write (or reuse) the synthetic run")
     parser.add_argument("--attacks", default=",".join(ATTACKS))
     parser.add_argument("--all-targets", action="store_true", help="leave-one-out, every target")
+    parser.add_argument(
+        "--targets", type=int, help="with --all-targets: only the first K targets (leave-one-out)"
+    )
     parser.add_argument("--ratio-records", type=int, default=10_000)
     parser.add_argument("--ratio-targets", type=int, default=2)
     parser.add_argument("--ratio-dir", help="where to write (or reuse) the run of the ratio")
     parser.add_argument("--ratio-attacks", default=",".join(RATIO_ATTACKS))
+    parser.add_argument(
+        "--evaluate", default="lira-online", help="attack whose all-targets scores to evaluate"
+    )
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # child process: one attack
+    parser.add_argument("--measure-evaluate", help=argparse.SUPPRESS)  # child: evaluate
     parser.add_argument("--ratio", help=argparse.SUPPRESS)  # child process: one ratio
     args = parser.parse_args()
     if args.measure:
-        print(json.dumps(measure(args.dir, args.measure, args.all_targets)))
+        print(json.dumps(measure(args.dir, args.measure, args.all_targets, args.targets)))
+        return
+    if args.measure_evaluate:
+        print(json.dumps(measure_evaluate(args.dir, args.measure_evaluate)))
         return
     if args.ratio:
         print(json.dumps(measure_ratio(args.ratio_dir, args.ratio, args.ratio_targets)))
@@ -238,12 +285,30 @@ def main() -> None:
         )
         print(f"M={shape[0]} N={shape[1]} A={shape[2]} C={shape[3]}, {who}")
         print(f"synthetic logits written or found in {written:.1f} s")
-        print(f"{'attack':>20} {'seconds':>9} {'peak MiB':>9} {'AUC':>6}")
         flags = ["--all-targets"] if args.all_targets else []
-        for attack in args.attacks.split(","):
+        if args.all_targets and args.targets:
+            flags += ["--targets", str(args.targets)]
+            print(f"only the first {args.targets} targets, each against all other models")
+        print(f"{'attack':>20} {'seconds':>9} {'CPU-s':>9} {'peak MiB':>9} {'AUC':>6}")
+        attacks = [a for a in args.attacks.split(",") if a]
+        for attack in attacks:
             r = _child("--dir", run_dir, "--measure", attack, *flags)
-            print(f"{attack:>20} {r['seconds']:9.2f} {r['peak_mib']:9.0f} {r['auc']:6.3f}")
+            print(
+                f"{attack:>20} {r['seconds']:9.2f} {r['cpu_seconds']:9.1f} {r['peak_mib']:9.0f} "
+                f"{r['auc']:6.3f}",
+                flush=True,
+            )
+        ratio_attacks = [a for a in args.ratio_attacks.split(",") if a]
         if not args.all_targets:
+            return
+        if args.evaluate and (Path(run_dir) / "bench_scores" / f"{args.evaluate}.npy").is_file():
+            r = _child("--dir", run_dir, "--measure-evaluate", args.evaluate)
+            label = f"evaluate {args.evaluate}"
+            print(
+                f"{label:>20} {r['seconds']:9.2f} {r['cpu_seconds']:9.1f} {r['peak_mib']:9.0f}",
+                flush=True,
+            )
+        if not ratio_attacks:
             return
         small = (shape[0], args.ratio_records, *shape[2:])
         ratio_run = RunDir(ratio_dir)
@@ -253,16 +318,22 @@ def main() -> None:
             f"ratio at M={small[0]} N={small[1]} A={small[2]} C={small[3]}: seconds per target, "
             f"engine over all targets vs straightforward per-target NumPy on {args.ratio_targets}"
         )
-        print(f"{'attack':>20} {'engine':>9} {'plain':>9} {'ratio':>7} {'max diff':>9}")
-        for attack in args.ratio_attacks.split(","):
+        print(
+            f"{'attack':>20} {'engine':>9} {'plain':>9} {'ratio':>7} {'CPU-s eng':>9} "
+            f"{'CPU-s pl':>9} {'ratio':>7} {'max diff':>9}"
+        )
+        for attack in ratio_attacks:
             r = _child(
                 "--ratio-dir", ratio_dir, "--ratio", attack,
                 "--ratio-targets", str(args.ratio_targets),
             )  # fmt: skip
             ratio = r["plain_per_target"] / r["engine_per_target"]
+            cpu_ratio = r["plain_cpu_per_target"] / r["engine_cpu_per_target"]
             print(
                 f"{attack:>20} {r['engine_per_target']:9.3f} {r['plain_per_target']:9.3f} "
-                f"{ratio:6.1f}x {r['max_difference']:9.1e}"
+                f"{ratio:6.1f}x {r['engine_cpu_per_target']:9.3f} "
+                f"{r['plain_cpu_per_target']:9.3f} {cpu_ratio:6.1f}x {r['max_difference']:9.1e}",
+                flush=True,
             )
 
 

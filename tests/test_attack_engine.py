@@ -335,20 +335,130 @@ def test_rmia_all_targets_match_per_target_loops(name, augmentations):
 
 
 @pytest.mark.attack("rmia")
+@pytest.mark.attack("attack-p")
+@pytest.mark.attack("lira-global")
 @pytest.mark.parametrize(
-    "name", ["lira-online", "lira-online-fixed", "lira-offline", "attack-r", "rmia", "rmia-offline"]
+    "name",
+    [
+        "lira-online",
+        "lira-online-fixed",
+        "lira-offline",
+        "lira-global",
+        "attack-r",
+        "attack-p",
+        "rmia",
+        "rmia-offline",
+    ],
 )
 def test_many_small_chunks_on_threads_give_the_same_scores(name, monkeypatch):
-    """Chunks of a few records, handled on several threads, with query-only records: the same
-    scores as one chunk (the global spread and the pooled IN Gaussian span all chunks)."""
+    """Chunks of a few records (and targets), handled on several threads, with query-only
+    records: the same scores as one chunk on one thread (the global spread and the pooled IN
+    Gaussian span all chunks)."""
     import miakit.attacks.engine as engine
+    import miakit.attacks.rmia as rmia
     import miakit.signals
 
     signals, *_ = tied_case(3, queries=5)
     scored = scorable("lira-online", RECORDS)
+    monkeypatch.setattr(engine, "THREADS", 1)
     whole = make_attack(name).score_targets(signals, range(MODELS), None, scored)
     monkeypatch.setattr(miakit.signals, "CHUNK_BYTES", 8 * MODELS * 3 * 2 * 3)  # 3 records
     monkeypatch.setattr(engine, "THREADS", 3)
+    monkeypatch.setattr(rmia, "_RATIO_BYTES", 1)  # RMIA: one target per fitting pass
     assert len(list(signals.record_chunks())) > 10
     chunked = make_attack(name).score_targets(signals, range(MODELS), None, scored)
     np.testing.assert_allclose(chunked, whole, rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
+@pytest.mark.parametrize("variant", [*LIRA, "lira-global"])
+@pytest.mark.parametrize("augmentations", [1, 18])
+def test_lira_fit_once_scores_any_query_records_as_the_per_target_loops(variant, augmentations):
+    """Fit on the pool alone, then score two query sets from that fit: each equals the loops
+    with that set appended, and the fit's pool scores equal the loops' pool scores; query 0
+    repeats a pool record's φ under every model (ties with the pool)."""
+    signals, phi, keep = tied_case(augmentations, queries=9)
+    pool, logits, labels = signals.split_queries()
+    assert pool.queries == 0 and pool.num_records == RECORDS
+    scored = scorable(variant, RECORDS + 9)
+    targets = [0, 4, 7]
+    fit = make_attack(variant).fit(pool, targets, None, scored[:RECORDS])
+    sets = [(slice(0, 4), logits), (slice(4, 9), logits)]
+    for part, all_logits in sets:
+        got = fit.score_queries([x[part] for x in all_logits], labels[part])
+        assert got.shape == (len(targets), part.stop - part.start)
+        queries = part.stop - part.start
+        sub_phi = np.concatenate([phi[:, :RECORDS], phi[:, RECORDS:][:, part]], axis=1)
+        sub_keep = keep[:, : RECORDS + queries]
+        for i, t in enumerate(targets):
+            refs = [m for m in range(MODELS) if m != t]
+            if variant == "lira-global":
+                expected = sub_phi[t].mean(axis=-1)
+            else:
+                expected = lira_per_target(
+                    variant, sub_phi, sub_keep, t, refs, scored, queries=queries
+                )
+            np.testing.assert_allclose(got[i], expected[RECORDS:], rtol=1e-10, atol=1e-10)
+            np.testing.assert_allclose(
+                fit.scores[i], np.where(scored[:RECORDS], expected[:RECORDS], np.nan),
+                rtol=1e-10, atol=1e-10, equal_nan=True,
+            )  # fmt: skip
+
+
+@pytest.mark.attack("lira-online")
+@pytest.mark.parametrize(
+    "name", ["lira-online", "lira-offline-fixed", "attack-r", "attack-p", "rmia", "loss", "shokri"]
+)
+def test_fit_then_score_queries_equals_scoring_with_the_queries_appended(name):
+    """Every attack has `fit` (its own, or the bridge that appends the queries): the pool's
+    scores and the queries' scores are those `score_targets` gives on the appended signals."""
+    signals, *_ = tied_case(2, queries=6)
+    pool, logits, labels = signals.split_queries()
+    scored = scorable("lira-online", RECORDS)
+    targets = [1, 6]
+    whole = make_attack(name).score_targets(signals, targets, None, scored)
+    fit = make_attack(name).fit(pool, targets, None, scored)
+    queries = fit.score_queries(logits, labels)
+    np.testing.assert_allclose(fit.scores, whole[:, :RECORDS], rtol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(queries, whole[:, RECORDS:], rtol=1e-12)
+
+
+def test_split_queries_is_the_inverse_of_with_queries():
+    signals, *_ = tied_case(3)
+    rng = np.random.default_rng(5)
+    logits = [rng.normal(size=(4, 3, 2)) for _ in range(MODELS)]
+    labels = rng.integers(0, 2, 4)
+    pool, back, back_labels = signals.with_queries(logits, labels).split_queries()
+    assert pool.queries == 0 and pool.num_records == RECORDS
+    np.testing.assert_array_equal(pool.keep, signals.keep)
+    np.testing.assert_array_equal(back_labels, labels)
+    for m in range(MODELS):
+        np.testing.assert_array_equal(back[m], logits[m])
+        np.testing.assert_array_equal(pool.logits[m][:], signals.logits[m][:])
+
+
+@pytest.mark.attack("attack-r")
+@pytest.mark.parametrize("threshold", ["linear_itp", "logit_rescale", "min"])
+@pytest.mark.parametrize("augmentations", [1, 18])
+def test_attack_r_fit_once_scores_query_records_as_the_per_target_loops(threshold, augmentations):
+    """Fitted on the pool, Attack-R scores query-only records (every reference OUT, tied losses
+    among them) as the loops do with the queries appended and the spread of the pool's OUT φ."""
+    from .test_attack_reference import expected_attack_r
+
+    pool, logits, labels, keep = few_out_case(augmentations)
+    rng = np.random.default_rng(3)
+    q_logits = np.round(rng.normal(0, 2, (MODELS, 5, augmentations, logits.shape[-1])))
+    q_labels = rng.integers(0, logits.shape[-1], 5)
+    scored = np.arange(30) != 0
+    fit = make_attack("attack-r", {"threshold": threshold}).fit(pool, [2, 5], None, scored)
+    got = fit.score_queries(list(q_logits), q_labels)
+    all_logits = np.concatenate([logits, q_logits], axis=1)
+    all_keep = np.concatenate([keep, np.zeros((MODELS, 5), dtype=bool)], axis=1)
+    for i, t in enumerate([2, 5]):
+        refs = [m for m in range(MODELS) if m != t]
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            expected = expected_attack_r(
+                all_logits, np.r_[labels, q_labels], all_keep, t, refs, threshold, pool=30
+            )
+        np.testing.assert_allclose(got[i], expected[30:], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(fit.scores[i, 1:], expected[1:30], rtol=1e-9, atol=1e-12)

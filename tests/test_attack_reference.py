@@ -23,9 +23,10 @@ def losses_and_log_odds(logits, labels):
     return loss, phi
 
 
-def expected_attack_r(logits, labels, keep, target, refs, threshold):
+def expected_attack_r(logits, labels, keep, target, refs, threshold, pool=None):
+    """In loops; the spread of all OUT φ is over the first `pool` records (None: all)."""
     loss, phi = losses_and_log_odds(logits, labels)
-    all_out = np.concatenate([phi[r][~keep[r]].ravel() for r in refs])
+    all_out = np.concatenate([phi[r, :pool][~keep[r, :pool]].ravel() for r in refs])
     scores = []
     for n in range(keep.shape[1]):
         out = [r for r in refs if not keep[r, n]]

@@ -60,3 +60,26 @@ def test_c(x):
     pass
 """
     assert marked_attacks(source) == {"a", "b", "c"}
+
+
+def test_every_attack_option_is_described_and_listed():
+    """Each option of each registered attack has a pydantic Field description, and
+    `miakit attacks list` prints it beside the option's name."""
+    from typer.testing import CliRunner
+
+    from miakit.cli import app
+
+    undescribed = [
+        f"{name}.{option}"
+        for name, cls in ATTACKS.items()
+        for option, field in cls.Config.model_fields.items()
+        if not field.description
+    ]
+    assert not undescribed, f"attack options without a description: {undescribed}"
+    result = CliRunner().invoke(app, ["attacks", "list"], terminal_width=400)
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    for cls in ATTACKS.values():
+        for option, field in cls.Config.model_fields.items():
+            assert f"{option}: {field.default!r} — " in flat
+            assert " ".join(field.description.split()[:3]) in flat

@@ -91,6 +91,24 @@ def test_counting_equals_pairwise_brute_force_with_ties(augmentations, gamma):
     np.testing.assert_array_equal(got, pairwise(ratio, population, gamma))
 
 
+@pytest.mark.parametrize("augmentations", [1, 2, 4, 5, 7, 8, 17, 18])
+def test_counting_over_many_blocks_and_threads_equals_brute_force(augmentations, monkeypatch):
+    """Blocks of a few records (so the carry-save adder and the thread map see many small
+    blocks), a population of several 64-bit words with prefixes ending between the stored
+    bitsets, every majority threshold from A = 1 to 18."""
+    import miakit.attacks.engine as engine
+    import miakit.attacks.rmia as rmia
+
+    monkeypatch.setattr(rmia, "_BLOCK_WORDS", 8)
+    monkeypatch.setattr(engine, "THREADS", 2)
+    rng = np.random.default_rng(100 + augmentations)
+    ratio = rng.lognormal(0, 0.5, (120, augmentations))
+    ratio[:40] = np.round(ratio[:40], 1)
+    population = np.sort(rng.choice(120, 111, replace=False))
+    got = relative_scores(ratio, ratio[population], 1.3)
+    np.testing.assert_array_equal(got, pairwise(ratio, population, 1.3))
+
+
 def test_counting_is_exact_at_rounding_boundaries():
     """ratio_x / γ lands between floats: the binary search must agree with the division test."""
     ratio = np.array([[0.3], [0.1], [0.1 + 1e-17], [0.15], [0.6], [0.3 / 3]])

@@ -93,3 +93,16 @@ def test_figures_below_the_resolution_are_not_measured():
     for x in ("0.001", "0.0001"):
         for name in (f"tpr@fpr={x}", f"fp@fpr={x}"):
             assert summary[name]["mean"] is None and "900" in summary[name]["not_measurable"]
+
+
+@pytest.mark.parametrize("trials", [1, 2, 37, 25_000])
+def test_clopper_pearson_equals_scipys_exact_binomial_interval(trials):
+    from scipy.stats import binomtest
+
+    from miakit.evaluate.intervals import clopper_pearson
+
+    for hits in sorted({0, 1, trials // 3, trials - 1, trials}):
+        expected = binomtest(hits, trials).proportion_ci(0.975, method="exact")
+        low, high = clopper_pearson(hits, trials, 0.975)
+        assert low == pytest.approx(expected.low, abs=1e-10)
+        assert high == pytest.approx(expected.high, abs=1e-10)

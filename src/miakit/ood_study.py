@@ -4,9 +4,9 @@ scaled or noise inputs).
 
 Every model is queried on each set once (kept in <run>/ood/<set>/ with a content hash of the
 set's settings and of when each model was trained and with which query settings, so that a
-retrained model is queried again). Each attack then scores the set as
-query-only records (`Signals.queries`): it learns nothing from them, so the pool's scores are
-unchanged. Per target and FPR x, the threshold that gives FPR x on the target's own non-members is
+retrained model is queried again). Each attack is fitted once on the pool (`Attack.fit`) and
+scores each set as query-only records (`Fit.score_queries`): it learns nothing from them, so the
+pool's scores are unchanged. Per target and FPR x, the threshold that gives FPR x on the target's own non-members is
 applied to the set: the share called member is the OOD false-positive rate. A sound attack keeps
 it at or below x; an attack that flags whatever looks unusual does not.
 """
@@ -87,25 +87,21 @@ def ood_study(
     )
     results: dict[str, dict[str, list[float]]] = {a: {} for a in attacks}
     skipped: dict[str, str] = {}
-    for spec in config.evaluate.ood:
-        labels, logits = ood_logits(plan, run, spec, query_all)
-        signals = pool_signals.with_queries(list(logits), labels)
-        n = pool_signals.num_records
-        for name in attacks:
-            if name in skipped:
-                continue
-            attack = make_attack(name, config.attack_options.get(name))
-            try:
-                scores = attack.score_targets(
-                    signals, design.targets, design.references, design.eval_records
-                )
-            except MiakitError as exc:
-                skipped[name] = str(exc)
-                results.pop(name, None)
-                continue
+    sets = [(spec, *ood_logits(plan, run, spec, query_all)) for spec in config.evaluate.ood]
+    for name in attacks:
+        attack = make_attack(name, config.attack_options.get(name))
+        try:  # fitted once on the pool; every set is then "score these records"
+            fit = attack.fit(pool_signals, design.targets, design.references, design.eval_records)
+            per_set = [(spec, fit.score_queries(list(x), y)) for spec, y, x in sets]
+            pool_scores = fit.scores
+        except MiakitError as exc:
+            skipped[name] = str(exc)
+            results.pop(name, None)
+            continue
+        for spec, query_scores in per_set:
             rates = ood_false_positive_rates(
-                scores[:, n:],
-                scores[:, records],
+                query_scores,
+                pool_scores[:, records],
                 pool_signals.keep[:, records],
                 design.targets,
                 config.evaluate.fprs,

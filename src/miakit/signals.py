@@ -312,6 +312,24 @@ class Signals:
             output=self.output,
         )
 
+    def split_queries(self) -> tuple[Signals, list[np.ndarray], np.ndarray]:
+        """The pool records alone, and the query-only records' logits (M arrays [K, A, C]) and
+        labels [K]: the inverse of `with_queries`."""
+        n = self.num_fit
+
+        def parts(logits) -> tuple[np.ndarray, np.ndarray]:
+            if isinstance(logits, _Appended):
+                return logits.first, logits.second
+            return logits[:n], np.asarray(logits[n:])
+
+        pool, queries = zip(*(parts(m) for m in self.logits), strict=True)
+        traces = None if self.traces is None else [t[:, :n] for t in self.traces]
+        return (
+            Signals(list(pool), self.labels[:n], self.keep[:, :n], traces),
+            list(queries),
+            self.labels[n:],
+        )
+
     @classmethod
     def from_run(
         cls, run: RunDir, output: str = "logits", features: np.ndarray | None = None

@@ -6,6 +6,19 @@ scores. `score_targets` scores many targets at once and only the records asked f
 need no reference and get NaN); attacks built on per-record statistics of the references fit
 them once for all targets (`engine`). Each attack has a pydantic config whose defaults are its
 paper's, and is registered under a name the config and CLI use.
+
+Fit and score (DESIGN): `Attack.fit(signals, targets, references, records)` is scikit-learn's
+`fit` for a set of targets: one pass over the pool that learns what the attack learns from the
+references (per-record statistics, global spreads, populations, thresholds, classifiers) and
+scores the pool records in the same pass (`Fit.scores`; keeping per-record statistics of every
+target instead would cost T · N · A floats). `Fit.score_queries(logits, labels)` then scores
+query-only records, which no model trained on (out-of-distribution sets), from what was fitted
+plus every model's outputs on them. `FittedAttack`s (LiRA, Attack-R) implement both halves
+themselves, so their pool pass never sees a query record; the other attacks get a bridge
+(`AppendedQueries`) that appends the queries to the pool (`Signals.with_queries`) and scores again
+through `score` / `score_targets`, which handle `Signals.queries` as they always did. Signals that
+hold query-only records can still be passed to `score_targets` directly: a `FittedAttack` splits
+them into pool and queries (`Signals.split_queries`).
 """
 
 from __future__ import annotations
@@ -117,6 +130,95 @@ class Attack(ABC):
             for t in layout.targets
         ]
         return np.where(layout.scored, np.stack(rows), np.nan)
+
+    def fit(
+        self,
+        signals: Signals,
+        targets: Sequence[int],
+        references: Sequence[int] | None,
+        records: np.ndarray | None = None,
+    ) -> Fit:
+        """The attack fitted on the pool for these targets (module docstring); arguments as
+        `score_targets`. This default is the bridge `AppendedQueries`."""
+        return AppendedQueries(self, signals, targets, references, records)
+
+
+class Fit(ABC):
+    """An attack fitted on the pool for T targets: `scores` [T, N] of the pool records (NaN
+    where not asked for), and `score_queries` for query-only records."""
+
+    scores: np.ndarray
+
+    @abstractmethod
+    def score_queries(self, logits: Sequence[np.ndarray], labels: np.ndarray) -> np.ndarray:
+        """Scores [T, K] of K query-only records from every model's logits on them (M arrays
+        [K, A, C], the pool's order of models) and their labels [K]."""
+
+
+class AppendedQueries(Fit):
+    """The bridge for attacks without a `Fit` of their own: the pool scored by `score_targets`,
+    query-only records by scoring again with them appended (`Signals.with_queries`), which by
+    the contract of `Signals.queries` leaves the pool's scores as they were. The pool is scored
+    when `scores` is first read, unless a `score_queries` pass has scored it already."""
+
+    def __init__(
+        self,
+        attack: Attack,
+        signals: Signals,
+        targets: Sequence[int],
+        references: Sequence[int] | None,
+        records: np.ndarray | None,
+    ):
+        self.attack, self.signals, self.records = attack, signals, records
+        self.targets, self.references = targets, references
+        self._scores: np.ndarray | None = None
+
+    @property
+    def scores(self) -> np.ndarray:
+        if self._scores is None:
+            self._scores = self.attack.score_targets(
+                self.signals, self.targets, self.references, self.records
+            )
+        return self._scores
+
+    def score_queries(self, logits: Sequence[np.ndarray], labels: np.ndarray) -> np.ndarray:
+        extended = self.signals.with_queries(logits, labels)
+        scores = self.attack.score_targets(extended, self.targets, self.references, self.records)
+        if self._scores is None:
+            self._scores = scores[:, : self.signals.num_records]
+        return scores[:, self.signals.num_records :]
+
+
+class FittedAttack(Attack):
+    """An attack with a `Fit` of its own (`fit`): `score_targets` is its fit's pool scores,
+    followed by the scores of the query-only records the signals hold, if any."""
+
+    def score(self, signals: Signals, target: int, reference: Sequence[int]) -> np.ndarray:
+        return self.score_targets(signals, [target], reference)[0]
+
+    @abstractmethod
+    def fit(
+        self,
+        signals: Signals,
+        targets: Sequence[int],
+        references: Sequence[int] | None,
+        records: np.ndarray | None = None,
+    ) -> Fit:
+        """The attack fitted on the pool records of `signals` (which hold no query-only ones)."""
+
+    def score_targets(
+        self,
+        signals: Signals,
+        targets: Sequence[int],
+        references: Sequence[int] | None,
+        records: np.ndarray | None = None,
+    ) -> np.ndarray:
+        if not signals.queries:
+            return self.fit(signals, targets, references, records).scores
+        pool, logits, labels = signals.split_queries()
+        within = None if records is None else np.asarray(records, dtype=bool)[: pool.num_records]
+        fit = self.fit(pool, targets, references, within)
+        return np.concatenate([fit.scores, fit.score_queries(logits, labels)], axis=1)
 
 
 class AllTargetsAttack(Attack):

@@ -33,6 +33,7 @@ from miakit.errors import MiakitError
 from miakit.signals import Signals
 
 T = TypeVar("T")
+C = TypeVar("C")
 
 
 class Fitted:
@@ -170,13 +171,13 @@ class LeftOut:
         return (self.first_sum(self.count - cut) - self.first_sum(cut)) / kept[..., None]
 
 
-#: Record chunks handled at once (NumPy releases the GIL in the array work).
+#: Chunks of work handled at once (NumPy releases the GIL in the array work).
 THREADS = max(1, min(4, len(os.sched_getaffinity(0))))
 
 
-def map_chunks(fn: Callable[[slice], T], chunks: Sequence[slice]) -> list[T]:
-    """fn over record chunks on THREADS threads, results in chunk order; the first error (in
-    chunk order) is raised."""
+def map_chunks(fn: Callable[[C], T], chunks: Sequence[C]) -> list[T]:
+    """fn over chunks of work (record slices, targets, blocks of records) on THREADS threads,
+    results in chunk order; the first error (in chunk order) is raised."""
     if THREADS == 1 or len(chunks) <= 1:
         return [fn(c) for c in chunks]
     with ThreadPoolExecutor(THREADS) as pool:

@@ -29,23 +29,35 @@ from miakit.signals import Signals, softmax, sorted_probs
 
 
 class LearnedConfig(AttackConfig):
-    classifier: Literal["mlp", "logistic", "random-forest", "torch-mlp"] = "mlp"
-    hidden: int = Field(64, ge=1)
-    #: How many reference models serve as shadow models (the first ones); None = all.
-    shadow_models: int | None = Field(None, ge=1)
-    max_samples: int = Field(20_000, ge=2)
-    #: Training iterations of the MLPs.
-    epochs: int = Field(200, ge=1)
-    seed: int = 0
+    classifier: Literal["mlp", "logistic", "random-forest", "torch-mlp"] = Field(
+        "mlp",
+        description="the attack model: scikit-learn's MLP, logistic regression or random "
+        "forest, or a small torch MLP",
+    )
+    hidden: int = Field(64, ge=1, description="units of the MLPs' hidden layer")
+    shadow_models: int | None = Field(
+        None,
+        ge=1,
+        description="how many reference models serve as shadow models (the first ones); null: all",
+    )
+    max_samples: int = Field(
+        20_000, ge=2, description="most (shadow model, record) training pairs per attack model"
+    )
+    epochs: int = Field(200, ge=1, description="training iterations of the MLPs")
+    seed: int = Field(0, description="seeds the drawn training pairs and the classifiers")
 
 
 class ShokriConfig(LearnedConfig):
-    per_class: bool = True
+    per_class: bool = Field(
+        True, description="one attack model per class, or one overall that sees the label"
+    )
 
 
 class SalemConfig(LearnedConfig):
-    shadow_models: int | None = Field(1, ge=1)
-    top_k: int = Field(3, ge=1)
+    shadow_models: int | None = Field(
+        1, ge=1, description="how many reference models serve as shadow models (the paper: one)"
+    )
+    top_k: int = Field(3, ge=1, description="how many sorted probabilities are the features")
 
 
 def _torch_mlp(

@@ -25,9 +25,11 @@ Differences from the reference code (`plot.py` of the LiRA release), each on pur
   online LiRA cannot score them as the paper does: their IN Gaussian is their OUT one shifted by
   the references' mean μ_in − μ_out over the scored pool records, with their mean σ_in.
 
-Fitting is separate from scoring: per record, the references' IN and OUT φ are sorted and summed
+Fitting (`LiraFit`, see `base`): per record, the references' IN and OUT φ are sorted and summed
 once (`engine.Fitted`), and every target reads its Gaussians from them with its own φ left out
-(`Fitted.without`), so leave-one-out over all M targets costs about one pass over the logits.
+(`Fitted.without`), so leave-one-out over all M targets costs about one pass over the logits; the
+pool is scored in that pass. Query-only records are scored afterwards (`LiraFit.score_queries`)
+from the references' φ on them and what the pool pass kept.
 """
 
 from __future__ import annotations
@@ -37,9 +39,10 @@ from collections.abc import Sequence
 from typing import ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 from scipy.special import log_ndtr
 
-from miakit.attacks.base import AllTargetsAttack, AttackConfig, register
+from miakit.attacks.base import AttackConfig, Fit, FittedAttack, register
 from miakit.attacks.engine import (
     Fitted,
     Layout,
@@ -55,8 +58,16 @@ _HALF_LOG_2PI = 0.5 * np.log(2 * np.pi)
 
 
 class LiraConfig(AttackConfig):
-    center: Literal["median", "mean"] = "median"
-    offline_tail: Literal["one-sided", "two-sided"] = "one-sided"
+    center: Literal["median", "mean"] = Field(
+        "median",
+        description="centre of the IN and OUT Gaussians: the references' median φ "
+        "(the reference code) or mean φ",
+    )
+    offline_tail: Literal["one-sided", "two-sided"] = Field(
+        "one-sided",
+        description="offline test: the paper's log Pr[Z < φ] (one-sided) or the "
+        "reference code's −log N(φ; μ_out, σ_out) (two-sided)",
+    )
 
 
 def log_normal_pdf(x: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
@@ -75,98 +86,132 @@ def offline_score(phi, mu_out, sd_out, tail: str) -> np.ndarray:
     return -log_normal_pdf(phi, mu_out, sd_out).mean(axis=-1)
 
 
-class Lira(AllTargetsAttack):
+class Lira(FittedAttack):
     """Base of the five registered variants, which differ only in `mode` and `fixed_variance`."""
 
     Config = LiraConfig
     mode: ClassVar[Literal["online", "offline", "global"]]
     fixed_variance: ClassVar[bool] = False
 
-    def score_targets(
+    def fit(
         self,
         signals: Signals,
         targets: Sequence[int],
         references: Sequence[int] | None,
         records: np.ndarray | None = None,
-    ) -> np.ndarray:
-        layout = Layout(signals, targets, references, records)
-        out = np.full((layout.targets.size, signals.num_records), np.nan)
-        if self.mode == "global":
-            for i, t in enumerate(layout.targets):
-                for chunk in signals.record_chunks(1):
-                    phi = read_signal(signals, log_odds, [t], chunk)[0]
-                    out[i, chunk] = np.where(layout.scored[chunk], phi.mean(axis=-1), np.nan)
-            return out
-        spread: dict[str, np.ndarray] = {}
-        lock = threading.Lock()
+    ) -> LiraFit:
+        return LiraFit(self, signals, Layout(signals, targets, references, records))
 
-        def global_std(side: str) -> np.ndarray:
-            with lock:
-                if not spread:
-                    spread.update(global_spread(signals, log_odds, layout))
-            return spread[side]
 
-        # sums of μ_in − μ_out and of σ_in over the scored pool records, and their count, per
-        # target: query-only records (scored after every pool record) get their mean IN Gaussian
-        pooled = np.zeros((3, layout.targets.size))
+class LiraFit(Fit):
+    """LiRA fitted on the pool: per record, each target's Gaussians from its references' φ (in
+    the same pass as the pool's scores); kept for query-only records: the global spreads of all
+    IN and OUT φ and, online, each target's mean gap μ_in − μ_out and mean σ_in over the scored
+    pool records (a query has no IN reference: its IN Gaussian is its OUT one shifted by that gap,
+    with that spread)."""
 
-        def score_chunk(chunk: slice) -> np.ndarray:
-            """Fills out[:, chunk]; returns this chunk's part of `pooled`."""
-            part = np.zeros_like(pooled)
-            phi = read_signal(signals, log_odds, layout.rows, chunk)
-            keep = signals.keep[layout.rows, chunk]
-            scored = layout.scored[chunk]
-            query = chunk.start >= signals.num_fit
-            refs = layout.is_reference[:, None]
-            fit_in = None if query or self.mode == "offline" else Fitted(phi, keep & refs)
-            fit_out = Fitted(phi, ~keep & refs)
+    def __init__(self, attack: Lira, signals: Signals, layout: Layout):
+        self.attack, self.config, self.signals, self.layout = attack, attack.config, signals, layout
+        self._spread: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+        # per target: sums of μ_in − μ_out and of σ_in over the scored records, and their count
+        self.pooled = np.zeros((3, layout.targets.size))
+        self.scores = np.full((layout.targets.size, signals.num_records), np.nan)
+        if attack.mode == "global":
+            map_chunks(self._score_global, range(layout.targets.size))
+            return
+        chunks = list(signals.record_chunks(layout.rows.size))
+        for part in map_chunks(self._score_pool, chunks):
+            self.pooled += part
+
+    def global_std(self, side: str) -> np.ndarray:
+        """[T]: the std of all the target's references' `side` φ (`engine.global_spread`)."""
+        with self._lock:
+            if not self._spread:
+                self._spread.update(global_spread(self.signals, log_odds, self.layout))
+        return self._spread[side]
+
+    def _score_global(self, i: int) -> None:
+        for chunk in self.signals.record_chunks(1):
+            phi = read_signal(self.signals, log_odds, [self.layout.targets[i]], chunk)[0]
+            self.scores[i, chunk] = np.where(self.layout.scored[chunk], phi.mean(axis=-1), np.nan)
+
+    def _score_pool(self, chunk: slice) -> np.ndarray:
+        """Fills scores[:, chunk]; returns this chunk's part of `pooled`."""
+        layout, mode = self.layout, self.attack.mode
+        part = np.zeros_like(self.pooled)
+        phi = read_signal(self.signals, log_odds, layout.rows, chunk)
+        keep = self.signals.keep[layout.rows, chunk]
+        scored = layout.scored[chunk]
+        refs = layout.is_reference[:, None]
+        fit_in = None if mode == "offline" else Fitted(phi, keep & refs)
+        fit_out = Fitted(phi, ~keep & refs)
+        for block in layout.blocks(phi.shape[1], phi.shape[2]):
+            mine = phi[layout.target_rows[block]]
+            drop = layout.drop[block]
+            where = (scored, chunk.start, block)
+            mu_out, sd_out = self._gaussian(fit_out.without(drop, mine), "OUT", *where)
+            if mode == "offline":
+                scores = offline_score(mine, mu_out, sd_out, self.config.offline_tail)
+            else:
+                mu_in, sd_in = self._gaussian(fit_in.without(drop, mine), "IN", *where)
+                scores = online_score(mine, mu_in, sd_in, mu_out, sd_out)
+                counted = scored[None, :, None]  # unscored records' values may be ±inf
+                part[0, block] = np.where(counted, mu_in - mu_out, 0.0).sum(axis=(1, 2))
+                part[1, block] = np.where(counted, sd_in, 0.0).sum(axis=(1, 2))
+                part[2, block] = scored.sum() * phi.shape[2]
+            self.scores[block, chunk] = np.where(scored, scores, np.nan)
+        return part
+
+    def score_queries(self, logits: Sequence[np.ndarray], labels: np.ndarray) -> np.ndarray:
+        """Every reference is OUT for a query record: its OUT Gaussian is its references' φ on
+        it; offline scores against that alone, online adds the pool's mean IN Gaussian."""
+        layout, mode = self.layout, self.attack.mode
+        queries = Signals(
+            list(logits), np.asarray(labels), np.zeros((len(logits), len(labels)), dtype=bool)
+        )
+        out = np.empty((layout.targets.size, queries.num_records))
+        first = self.signals.num_records  # query k is record N + k of the extended signals
+        for chunk in queries.record_chunks(layout.rows.size):
+            phi = read_signal(queries, log_odds, layout.rows, chunk)
+            if mode == "global":
+                out[:, chunk] = phi[layout.target_rows].mean(axis=-1)
+                continue
+            fit_out = Fitted(phi, np.broadcast_to(layout.is_reference[:, None], phi.shape[:2]))
+            everything = np.ones(phi.shape[1], dtype=bool)
             for block in layout.blocks(phi.shape[1], phi.shape[2]):
                 mine = phi[layout.target_rows[block]]
-                drop = layout.drop[block]
-                ctx = (scored, chunk.start, layout.targets[block], global_std, block)
-                mu_out, sd_out = self._gaussian(fit_out.without(drop, mine), "OUT", *ctx)
-                if self.mode == "offline":
-                    scores = offline_score(mine, mu_out, sd_out, self.config.offline_tail)
-                elif fit_in is None:  # query-only records: the pool's mean IN Gaussian
-                    count = pooled[2, block]
-                    shift = pooled[0, block] / np.maximum(count, 1)
-                    if self.fixed_variance:
-                        sd_in = sd_out
-                    else:
-                        mean_sd = pooled[1, block] / np.maximum(count, 1)
-                        sd_in = np.where(count > 0, mean_sd, global_std("IN")[block])
-                        sd_in = sd_in[:, None, None]
-                    mu_in = mu_out + shift[:, None, None]
-                    scores = online_score(mine, mu_in, sd_in, mu_out, sd_out)
+                where = (everything, first + chunk.start, block)
+                view = fit_out.without(layout.drop[block], mine)
+                mu_out, sd_out = self._gaussian(view, "OUT", *where)
+                if mode == "offline":
+                    out[block, chunk] = offline_score(
+                        mine, mu_out, sd_out, self.config.offline_tail
+                    )
+                    continue
+                count = self.pooled[2, block]
+                gap = (self.pooled[0, block] / np.maximum(count, 1))[:, None, None]
+                if self.attack.fixed_variance:
+                    sd_in = sd_out
                 else:
-                    mu_in, sd_in = self._gaussian(fit_in.without(drop, mine), "IN", *ctx)
-                    scores = online_score(mine, mu_in, sd_in, mu_out, sd_out)
-                    if signals.queries:
-                        counted = scored[None, :, None]
-                        part[0, block] = np.where(counted, mu_in - mu_out, 0.0).sum(axis=(1, 2))
-                        part[1, block] = np.where(counted, sd_in, 0.0).sum(axis=(1, 2))
-                        part[2, block] = scored.sum() * phi.shape[2]
-                out[block, chunk] = np.where(scored, scores, np.nan)
-            return part
-
-        chunks = list(signals.record_chunks(layout.rows.size))
-        for part in map_chunks(score_chunk, [c for c in chunks if c.start < signals.num_fit]):
-            pooled += part
-        map_chunks(score_chunk, [c for c in chunks if c.start >= signals.num_fit])
+                    mean_sd = self.pooled[1, block] / np.maximum(count, 1)
+                    sd_in = np.where(count > 0, mean_sd, self.global_std("IN")[block])
+                    sd_in = sd_in[:, None, None]
+                out[block, chunk] = online_score(mine, mu_out + gap, sd_in, mu_out, sd_out)
         return out
 
-    def _gaussian(self, view: LeftOut, side, scored, first, targets, global_std, block):
+    def _gaussian(self, view: LeftOut, side: str, scored, first: int, block) -> tuple:
         """Centre and spread [T, n, A] of one side's φ for each target of the block."""
         need = f"LiRA needs at least one {side} reference model for every scored record"
-        require(view.count, scored, first, targets, need)
+        require(view.count, scored, first, self.layout.targets[block], need)
         mu = view.center(self.config.center)
-        if self.fixed_variance:
-            side = "IN" if self.mode == "online" else "OUT"  # the reference code's choice
-            return mu, np.broadcast_to(global_std(side)[block][:, None, None], mu.shape)
+        if self.attack.fixed_variance:
+            side = "IN" if self.attack.mode == "online" else "OUT"  # the reference code's choice
+            return mu, np.broadcast_to(self.global_std(side)[block][:, None, None], mu.shape)
         sd = view.std()
         few = (view.count < 2)[..., None] | (sd <= 0)
         if few.any():
-            sd = np.where(few, global_std(side)[block][:, None, None], sd)
+            sd = np.where(few, self.global_std(side)[block][:, None, None], sd)
         return mu, sd
 
 

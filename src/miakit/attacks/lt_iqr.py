@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from miakit.attacks.base import Attack, AttackConfig, Setting, observed_setting, register
 from miakit.errors import MiakitError
@@ -30,8 +30,15 @@ _NORMS = {"l1": 1, "l2": 2, "l3": 3, "l4": 4, "linf": np.inf}
 class LtIqrConfig(AttackConfig):
     statistic: Literal[
         "iqr", "mean", "slope", "mid-end", "1-end/mid", "l1", "l2", "l3", "l4", "linf"
-    ] = "iqr"
-    epochs: tuple[int, int] | None = None
+    ] = Field(
+        "iqr",
+        description="statistic of the loss trace: the paper's IQR or an ablation (see the module)",
+    )
+    epochs: tuple[int, int] | None = Field(
+        None,
+        description="[start, stop]: keep recorded points start..stop−1 (0: before "
+        "training); null: all",
+    )
 
     @model_validator(mode="after")
     def _window(self) -> LtIqrConfig:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 from miakit.attacks.base import AttackConfig
 from miakit.errors import MiakitError
@@ -20,8 +21,11 @@ from miakit.signals import Signals
 
 
 class PopulationConfig(AttackConfig):
-    #: "target-nonmembers" (the RMIA code's default), "all" pool records, or a list of pool indices.
-    population: Literal["target-nonmembers", "all"] | list[int] = "target-nonmembers"
+    population: Literal["target-nonmembers", "all"] | list[int] = Field(
+        "target-nonmembers",
+        description="Z: the target's non-members (the RMIA code's default), 'all' pool records, "
+        "or a list of pool indices",
+    )
 
 
 def population_indices(

@@ -21,7 +21,9 @@ Differences from the reference code (`research/2022_enhanced_mia/plot_attack_via
 
 Attack-R fits once for all targets (`engine.Fitted`): per record, the references' OUT losses are
 sorted with the two end points, and each target's interpolation points are those with its own loss
-left out; the Gaussian's mean and spread come from sums less the target's term.
+left out; the Gaussian's mean and spread come from sums less the target's term. Query-only records
+are scored from the fit (`AttackRFit.score_queries`, see `base`) by the same formulas. Attack-P
+fits nothing from the references; query-only records reach it through the bridge of `base`.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
+from pydantic import Field
 from scipy.special import ndtr
 
-from miakit.attacks.base import AllTargetsAttack, AttackConfig, register
+from miakit.attacks.base import AllTargetsAttack, AttackConfig, Fit, FittedAttack, register
 from miakit.attacks.engine import (
     Fitted,
     Layout,
@@ -50,7 +53,11 @@ LINEAR_ITP_ENDS = (0.0, 1000.0)
 
 
 class AttackRConfig(AttackConfig):
-    threshold: Literal["linear_itp", "logit_rescale", "min", "mean"] = "linear_itp"
+    threshold: Literal["linear_itp", "logit_rescale", "min", "mean"] = Field(
+        "linear_itp",
+        description="α from the OUT losses: linear interpolation of their CDF, a Gaussian on "
+        "their log-odds, or the larger ('min' threshold) or mean of both",
+    )
 
 
 def linear_itp_alpha(loss: np.ndarray, points: LeftOut, below: np.ndarray) -> np.ndarray:
@@ -79,29 +86,51 @@ def logit_rescale_alpha(phi: np.ndarray, out: LeftOut, spread: np.ndarray) -> np
 
 
 @register
-class AttackR(AllTargetsAttack):
+class AttackR(FittedAttack):
     """Attack-R: a per-record threshold from the reference models' OUT losses."""
 
     name = "attack-r"
     Config = AttackRConfig
     reference_needs = ("out",)
 
-    def score_targets(
+    def fit(
         self,
         signals: Signals,
         targets: Sequence[int],
         references: Sequence[int] | None,
         records: np.ndarray | None = None,
-    ) -> np.ndarray:
-        kind = self.config.threshold
-        layout = Layout(signals, targets, references, records)
-        spread = global_spread(signals, log_odds, layout)["OUT"] if kind != "linear_itp" else None
+    ) -> AttackRFit:
+        return AttackRFit(
+            self.config.threshold, signals, Layout(signals, targets, references, records)
+        )
+
+
+class AttackRFit(Fit):
+    """Attack-R fitted on the pool (the pool scored in the same pass); kept for query-only
+    records, whose references are all OUT: each target's spread of all OUT φ (`logit_rescale`)."""
+
+    def __init__(self, kind: str, signals: Signals, layout: Layout):
+        self.kind, self.layout, self.first_query = kind, layout, signals.num_records
+        self.spread = (
+            global_spread(signals, log_odds, layout)["OUT"] if kind != "linear_itp" else None
+        )
+        self.scores = self._score(signals, layout.scored, 0)
+
+    def score_queries(self, logits: Sequence[np.ndarray], labels: np.ndarray) -> np.ndarray:
+        none = np.zeros((len(logits), len(labels)), dtype=bool)
+        queries = Signals(list(logits), np.asarray(labels), none)
+        return self._score(queries, np.ones(len(labels), dtype=bool), self.first_query)
+
+    def _score(self, signals: Signals, scored: np.ndarray, first: int) -> np.ndarray:
+        """Scores [T, n] of the records of `signals` (NaN where not `scored`); `first`: the
+        number of the first record in error messages."""
+        kind, layout, spread = self.kind, self.layout, self.spread
         out = np.full((layout.targets.size, signals.num_records), np.nan)
 
         def score_chunk(chunk: slice) -> None:
             keep = signals.keep[layout.rows, chunk]
             use = ~keep & layout.is_reference[:, None]
-            scored = layout.scored[chunk]
+            scored_here = scored[chunk]
             alphas = []
             blocks = layout.blocks(chunk.stop - chunk.start, signals.num_augmentations)
             if kind != "logit_rescale":
@@ -137,10 +166,10 @@ class AttackR(AllTargetsAttack):
             for i, b in enumerate(blocks):
                 count = layout.counts(use, b)
                 need = "Attack-R needs at least one OUT reference model for every scored record"
-                require(count, scored, chunk.start, layout.targets[b], need)
+                require(count, scored_here, first + chunk.start, layout.targets[b], need)
                 parts = [a[i] for a in alphas]
                 alpha = np.maximum(*parts) if kind == "min" else np.mean(parts, axis=0)
-                out[b, chunk] = np.where(scored, -alpha.mean(axis=-1), np.nan)
+                out[b, chunk] = np.where(scored_here, -alpha.mean(axis=-1), np.nan)
 
         map_chunks(score_chunk, list(signals.record_chunks(layout.rows.size)))
         return out
@@ -162,8 +191,13 @@ class AttackP(AllTargetsAttack):
     ) -> np.ndarray:
         layout = Layout(signals, targets, references, records)
         out = np.full((layout.targets.size, signals.num_records), np.nan)
-        for i, target in enumerate(layout.targets):
-            population = population_indices(signals, target, self.config.population, layout.scored)
+        populations = [
+            population_indices(signals, t, self.config.population, layout.scored)
+            for t in layout.targets
+        ]  # before any work: a bad population is an error at once
+
+        def score_target(i: int) -> None:
+            target, population = layout.targets[i], populations[i]
             loss = np.concatenate(
                 [
                     read_signal(signals, cross_entropy, [target], c)[0]
@@ -176,4 +210,6 @@ class AttackP(AllTargetsAttack):
             # α = the share of z ∈ Z with a lower loss (x's own pair never counts)
             scores = -(alpha / population.size).mean(axis=-1)
             out[i] = np.where(layout.scored, scores, np.nan)
+
+        map_chunks(score_target, range(layout.targets.size))
         return out

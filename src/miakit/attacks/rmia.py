@@ -13,11 +13,17 @@ of z in the population Z whose pair (x, z) passes LR > γ in a majority of the a
 - Counting never forms the N × |Z| matrix: per augmentation the z ratios are sorted once and each x
   finds by binary search how many z pass (a prefix, since LR falls as s(z)/p(z) grows). The per-pair
   majority vote then needs, per x, the number of z inside a majority of these prefixes; prefixes are
-  held as bitsets over Z (stored every 64 positions, the rest set bit by bit) and summed with
-  bit-sliced counters. The result equals the pairwise computation exactly.
+  held as bitsets over Z (stored every `_STEP` positions, the rest set bit by bit) and summed by a
+  carry-save adder tree, on threads over blocks of x. The result equals the pairwise computation
+  exactly. The vote does not factorise over augmentations (a z inside 10 of x's 18 prefixes is not
+  told apart by per-augmentation counts), so the count stays O(N · A · Z / 64) word operations.
 - All targets at once: the signal is computed once per model, and p(x) of each target (its
   references' trimmed mean with its own signal left out) comes from the signals sorted once per
   record (`engine.Fitted`); the counting above then runs per target.
+- Query-only records (`base`: fit and score) reach RMIA through the bridge that appends them to the
+  pool: keeping every target's population ratios between fit and scoring would cost T · |Z| · A
+  floats (about 1 GB at 256 targets of CIFAR-10), so the pool pass runs again per query set; Z
+  never holds a query record.
 
 Defaults are the authors' CIFAR-10 configs (γ = 2, T = 2, m = 0.6, order 4, 20% trim) and a = 0.3.
 
@@ -48,24 +54,43 @@ from miakit.errors import MiakitError
 from miakit.signals import Signals, taylor_soft_margin, true_class_log_prob
 
 _ONE = np.uint64(1)
-#: Words of bitset per block of records while counting (8 MiB per array).
-_BLOCK_WORDS = 2**20
+#: Words of bitset per block of records while counting (256 KiB per array, to stay in cache).
+_BLOCK_WORDS = 2**15
+#: Positions between stored prefix bitsets: Z / _STEP bitsets of Z bits per augmentation.
+_STEP = 32
 #: Bytes of s(x) and p(x) kept for a block of targets between the fitting pass and the counting.
-_RATIO_BYTES = 512 * 2**20
+_RATIO_BYTES = 2 * 2**30  # 149 targets at N = 50,000, A = 18: two fitting passes for 256
 
 
 class RmiaConfig(PopulationConfig):
-    gamma: float = Field(2.0, gt=0)
-    signal: Literal["taylor_soft_margin", "softmax"] = "taylor_soft_margin"
-    temperature: float = Field(2.0, gt=0)
-    margin: float = 0.6
-    taylor_order: int = Field(4, ge=1)
-    trim: float = Field(0.2, ge=0, lt=0.5)
+    gamma: float = Field(
+        2.0,
+        gt=0,
+        description="γ: a pair (x, z) passes when LR(x, z) = (s(x)/p(x)) / (s(z)/p(z)) > γ",
+    )
+    signal: Literal["taylor_soft_margin", "softmax"] = Field(
+        "taylor_soft_margin",
+        description="s: the Taylor soft-margin softmax of the true class, or its softmax at "
+        "`temperature`",
+    )
+    temperature: float = Field(2.0, gt=0, description="T dividing the logits of either signal")
+    margin: float = Field(
+        0.6, description="m subtracted from the true class's scaled logit (Taylor)"
+    )
+    taylor_order: int = Field(
+        4, ge=1, description="highest power of the Taylor polynomial (3: the RMIA code's cubic)"
+    )
+    trim: float = Field(
+        0.2, ge=0, lt=0.5, description="share trimmed at each end for p(x), the references' mean"
+    )
 
 
 class RmiaOfflineConfig(RmiaConfig):
-    #: 0.3 is the paper's CIFAR-10 value; "auto" tunes it on a paired reference model.
-    offline_a: Annotated[float, Field(ge=0, le=1)] | Literal["auto"] = 0.3
+    offline_a: Annotated[float, Field(ge=0, le=1)] | Literal["auto"] = Field(
+        0.3,
+        description="a in p(x) = (1+a)/2 · p_OUT(x) + (1−a)/2; 0.3 is the paper's CIFAR-10 value, "
+        "'auto' picks the best of 0, 0.1, …, 1 on a paired reference model",
+    )
 
 
 def _passing_prefix(sorted_z: np.ndarray, ratio_x: np.ndarray, gamma: float) -> np.ndarray:
@@ -92,12 +117,14 @@ def _passing_prefix(sorted_z: np.ndarray, ratio_x: np.ndarray, gamma: float) -> 
 
 
 def _prefix_bitsets(order: np.ndarray, words: int) -> np.ndarray:
-    """Bitsets [words + 1, words] over Z of the first 0, 64, 128, … entries of `order`."""
-    blocks = np.zeros((words, words), dtype=np.uint64)
-    position = np.arange(order.size) >> 6
+    """Bitsets [Z // _STEP + 1, words] over Z of the first 0, _STEP, 2 · _STEP, … entries of
+    `order` [Z]."""
+    steps = order.size // _STEP + 1
+    blocks = np.zeros((steps, words), dtype=np.uint64)
+    position = np.arange(order.size) // _STEP
     np.bitwise_or.at(blocks, (position, order >> 6), _ONE << (order & 63).astype(np.uint64))
-    prefixes = np.zeros((words + 1, words), dtype=np.uint64)
-    np.bitwise_or.accumulate(blocks, axis=0, out=prefixes[1:])
+    prefixes = np.zeros((steps, words), dtype=np.uint64)
+    np.bitwise_or.accumulate(blocks[:-1], axis=0, out=prefixes[1:])
     return prefixes
 
 
@@ -106,39 +133,88 @@ def _majority_counts(prefix: np.ndarray, orders: np.ndarray, need: int) -> np.nd
 
     prefix: int [N, A], the length of x's passing prefix in each augmentation's order;
     orders: int [A, Z], population positions sorted by ratio, per augmentation.
+
+    Per block of x, each augmentation's prefix is a bitset over Z (a stored checkpoint every 64
+    positions, the rest set bit by bit); the A bitsets are summed per bit by a carry-save adder
+    tree (about A full adders of five word operations each, instead of a ripple through every
+    counter bit per augmentation), and the bits whose count reaches `need` are counted. Blocks of
+    x run on `engine.THREADS` threads.
     """
     num_x, num_aug = prefix.shape
     words = (orders.shape[1] + 63) // 64
     checkpoints = [_prefix_bitsets(order, words) for order in orders]
-    levels = num_aug.bit_length()
     block = max(1, _BLOCK_WORDS // words)
-    out = np.empty(num_x, dtype=np.int64)
-    for start in range(0, num_x, block):
-        lengths = prefix[start : start + block]
-        rows = len(lengths)
-        counter = [np.zeros((rows, words), dtype=np.uint64) for _ in range(levels)]
+
+    def count(rows: slice) -> np.ndarray:
+        lengths = prefix[rows]
+        adder = _CarrySaveAdder()
         for a in range(num_aug):
-            full, rest = lengths[:, a] >> 6, lengths[:, a] & 63
+            full, rest = lengths[:, a] // _STEP, lengths[:, a] % _STEP
             members = checkpoints[a][full]
-            row = np.repeat(np.arange(rows), rest)
+            row = np.repeat(np.arange(len(lengths)), rest)
             offset = np.arange(row.size) - np.repeat(np.cumsum(rest) - rest, rest)
-            z = orders[a][np.repeat(full << 6, rest) + offset]
-            np.bitwise_or.at(members, (row, z >> 6), _ONE << (z & 63).astype(np.uint64))
-            carry = members
-            for level in counter:  # ripple-carry add of one bit into the bit-sliced counter
-                level_and_carry = level & carry
-                level ^= carry
-                carry = level_and_carry
-        above = np.zeros((rows, words), dtype=np.uint64)
-        equal = ~np.zeros((rows, words), dtype=np.uint64)
-        for bit in reversed(range(levels)):  # counter ≥ need, from the top bit down
-            if (need >> bit) & 1:
-                equal &= counter[bit]
-            else:
-                above |= equal & counter[bit]
-                equal &= ~counter[bit]
-        out[start : start + rows] = np.bitwise_count(above | equal).sum(axis=1)
-    return out
+            z = orders[a][np.repeat(full * _STEP, rest) + offset]
+            flat = members.reshape(-1)
+            np.bitwise_or.at(flat, row * words + (z >> 6), _ONE << (z & 63).astype(np.uint64))
+            adder.add(members)
+        return np.bitwise_count(adder.at_least(need)).sum(axis=1)
+
+    blocks = [slice(s, min(s + block, num_x)) for s in range(0, num_x, block)]
+    parts = map_chunks(count, blocks)
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+class _CarrySaveAdder:
+    """Per-bit sums of bitsets: `add` one bitset (uint64 words) at a time, `at_least(k)` the bits
+    whose sum is ≥ k. Pending bitsets are kept per weight 2^w, at most two each: a third one at a
+    weight goes through a full adder (sum stays, carry moves up a weight)."""
+
+    def __init__(self) -> None:
+        self.pending: list[list[np.ndarray]] = []
+
+    def add(self, bits: np.ndarray, weight: int = 0) -> None:
+        while True:
+            if weight == len(self.pending):
+                self.pending.append([])
+            slot = self.pending[weight]
+            if len(slot) < 2:
+                slot.append(bits)
+                return
+            a, b = slot.pop(), slot.pop()
+            carry = a & b  # full adder of a, b, bits: a ^= b is a ^ b, then the sum
+            a ^= b
+            carry |= a & bits
+            a ^= bits
+            slot.append(a)
+            bits, weight = carry, weight + 1
+
+    def at_least(self, k: int) -> np.ndarray:
+        """Bitset of the bits whose sum is ≥ k (k ≥ 1)."""
+        digits = []  # the sum's binary digits, weight 0 up, after half adders
+        weight = 0
+        while weight < len(self.pending):  # a half adder's carry can add a weight
+            slot = self.pending[weight]
+            if len(slot) == 2:
+                a, b = slot
+                carry = a & b
+                a ^= b
+                slot[:] = [a]
+                self.add(carry, weight + 1)
+            digits.append(slot[0] if slot else None)
+            weight += 1
+        shape = next(d for d in digits if d is not None).shape
+        above = np.zeros(shape, dtype=np.uint64)
+        equal = ~np.zeros(shape, dtype=np.uint64)
+        for bit in reversed(range(max(len(digits), k.bit_length()))):
+            digit = digits[bit] if bit < len(digits) else None
+            if (k >> bit) & 1:
+                if digit is None:
+                    return above
+                equal &= digit
+            elif digit is not None:
+                above |= equal & digit
+                equal &= ~digit
+        return above | equal
 
 
 def relative_scores(ratio_x: np.ndarray, ratio_z: np.ndarray, gamma: float) -> np.ndarray:

@@ -35,16 +35,19 @@ from miakit.signals import Signals
 
 
 class ThresholdConfig(AttackConfig):
-    #: Which reference model is the shadow model (a position in the reference list).
-    shadow: int = Field(0, ge=0)
+    shadow: int = Field(
+        0, ge=0, description="which reference model is the shadow model (a position in the list)"
+    )
 
 
 class ConfidenceThresholdConfig(ThresholdConfig):
-    comparison: Literal[">=", ">"] = ">="
+    comparison: Literal[">=", ">"] = Field(
+        ">=", description="member iff max probability ≥ threshold, or > (the reference code)"
+    )
 
 
 class EntropyThresholdConfig(ThresholdConfig):
-    grid: int = Field(10_000, ge=2)
+    grid: int = Field(10_000, ge=2, description="evenly spaced entropy thresholds tried")
 
 
 def max_tpr_minus_fpr_threshold(scores: np.ndarray, members: np.ndarray) -> float:

@@ -13,7 +13,7 @@ interval can exclude the figure itself; averaging over targets then narrowed it 
 
 - AUC: DeLong et al. (Biometrics 1988): the variance of the Mann–Whitney estimate from its
   placement values (mid-ranks for ties), normal interval clipped to [0, 1].
-- TPR at FPR x, distribution-free (order statistics and Clopper–Pearson, `scipy.stats.binomtest`):
+- TPR at FPR x, distribution-free (order statistics and Clopper–Pearson from beta quantiles):
   the true threshold q (the non-members' 1 − x quantile) has C ~ Binomial(n₀, x) non-members above
   it, so with probability ≥ 1 − α/2 it lies between two non-member order statistics; the members'
   hit counts at those two scores give Clopper–Pearson bounds at level 1 − α/2. Both steps miss with
@@ -25,7 +25,7 @@ Balanced accuracy (a maximum over thresholds) and false-positive counts get no i
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import binom, binomtest, norm, rankdata
+from scipy.stats import beta, binom, norm, rankdata
 
 CONFIDENCE = 0.95
 
@@ -53,13 +53,29 @@ def auc_interval(
     return float(max(auc - z * se, 0.0)), float(min(auc + z * se, 1.0))
 
 
+def clopper_pearson(hits: int, trials: int, level: float) -> tuple[float, float]:
+    """The exact (Clopper–Pearson) two-sided interval of a binomial proportion at `level`: beta
+    quantiles, with the ends 0 at no hit and 1 at all hits (as `scipy.stats.binomtest`'s
+    `proportion_ci(method="exact")`, without its root finding)."""
+    tail = (1 - level) / 2
+    low = beta.ppf(tail, hits, trials - hits + 1) if hits > 0 else 0.0
+    high = beta.ppf(1 - tail, hits + 1, trials - hits) if hits < trials else 1.0
+    return float(low), float(high)
+
+
 def tpr_interval(
-    scores: np.ndarray, members: np.ndarray, max_fpr: float, confidence: float = CONFIDENCE
+    scores: np.ndarray,
+    members: np.ndarray,
+    max_fpr: float,
+    confidence: float = CONFIDENCE,
+    *,
+    ordered_non_members: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """Distribution-free interval of the TPR at FPR `max_fpr` (module docstring); scores,
-    members [N]."""
+    members [N]. ordered_non_members: the non-members' scores sorted in decreasing order, when
+    the caller has them (one sort per target for all FPRs)."""
     alpha = 1 - confidence
-    neg = np.sort(scores[~members])[::-1]
+    neg = np.sort(scores[~members])[::-1] if ordered_non_members is None else ordered_non_members
     pos = scores[members]
     n0 = len(neg)
     # Pr[C < j_lo] ≤ α/4 and Pr[C > j_hi] ≤ α/4 for C ~ Binomial(n0, x) non-members above q
@@ -68,10 +84,8 @@ def tpr_interval(
     level = 1 - alpha / 2
     low = 0.0
     if j_lo >= 1:  # q < the j_lo-th highest non-member score
-        hits = int((pos >= neg[j_lo - 1]).sum())
-        low = binomtest(hits, len(pos)).proportion_ci(level, method="exact").low
+        low = clopper_pearson(int((pos >= neg[j_lo - 1]).sum()), len(pos), level)[0]
     high = 1.0
     if j_hi < n0:  # q ≥ the (j_hi + 1)-th highest non-member score
-        hits = int((pos >= neg[j_hi]).sum())
-        high = binomtest(hits, len(pos)).proportion_ci(level, method="exact").high
+        high = clopper_pearson(int((pos >= neg[j_hi]).sum()), len(pos), level)[1]
     return float(low), float(high)

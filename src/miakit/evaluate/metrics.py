@@ -95,8 +95,11 @@ def target_intervals(
 ) -> dict[str, tuple[float, float]]:
     """One target's 95% intervals over its records: AUC and TPR at each FPR (`intervals`)."""
     out = {"auc": auc_interval(scores, members)}
+    ordered = np.sort(scores[~members])[::-1]
     for x in fprs:
-        out[str(MetricKey("tpr", fpr=x))] = tpr_interval(scores, members, x)
+        out[str(MetricKey("tpr", fpr=x))] = tpr_interval(
+            scores, members, x, ordered_non_members=ordered
+        )
     return out
 
 

@@ -53,10 +53,9 @@ def calibrate(
     positives each achieves on the target, and each one's PPV at the priors.
     scores [T, N]; row i belongs to model targets[i]."""
     rows = []
+    rocs = [roc_curve(scores[i], keep[t]) for i, t in enumerate(targets)]  # one sort per target
     for x in fprs:
-        own = np.array(
-            [roc_curve(scores[i], keep[t]).threshold_at_fpr(x) for i, t in enumerate(targets)]
-        )
+        own = np.array([roc.threshold_at_fpr(x) for roc in rocs])
         taus = {"target": own, "shadow": shadow_thresholds(own)}
         for i, t in enumerate(targets):
             members = keep[t]

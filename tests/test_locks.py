@@ -84,3 +84,16 @@ def test_status_train_query_and_audit_with_held_models(tmp_path, sleeper):
     assert any("waiting for it" in line for line in said)
     assert pipeline.status(run)["done"] == [0, 1, 2, 3]
     assert not run.lock(1).exists()
+
+
+def test_taking_a_model_lock_removes_what_a_killed_writer_left(tmp_path):
+    run = RunDir(tmp_path / "run")
+    planned = pipeline.plan(load_config(None, TINY), run)
+    left = run.model_dir(1) / ".weights.safetensors.k1lled.tmp"  # as atomic_path names them
+    left.parent.mkdir(parents=True, exist_ok=True)
+    left.write_bytes(b"half a file")
+    kept = run.model_dir(1) / "notes.tmp"  # not one of ours: no leading dot
+    kept.write_text("the user's")
+    pipeline.train(planned, run)
+    assert not left.exists() and kept.exists()
+    assert not list(run.root.rglob(".*.tmp"))

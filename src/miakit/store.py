@@ -15,7 +15,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -350,9 +350,17 @@ def describe_holder(holder: dict[str, Any]) -> str:
     return f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}{when}"
 
 
-def model_lock(run: RunDir, m: int) -> AbstractContextManager[bool]:
-    """Hold model m's lock while working on it; yields False when a live worker holds it."""
-    return file_lock(run.lock(m))
+@contextmanager
+def model_lock(run: RunDir, m: int) -> Iterator[bool]:
+    """Hold model m's lock while working on it; yields False when a live worker holds it.
+
+    Taking the lock removes the temporary files (`atomic_path`'s) a writer killed mid-write left
+    in the model's folder: every write there happens under this lock, so none is in progress."""
+    with file_lock(run.lock(m)) as mine:
+        if mine:
+            for leftover in run.model_dir(m).glob(".*.tmp"):
+                leftover.unlink(missing_ok=True)
+        yield mine
 
 
 @contextmanager

@@ -189,12 +189,27 @@ class AppendedQueries(Fit):
         return scores[:, self.signals.num_records :]
 
 
-class FittedAttack(Attack):
-    """An attack with a `Fit` of its own (`fit`): `score_targets` is its fit's pool scores,
-    followed by the scores of the query-only records the signals hold, if any."""
+class AllTargetsAttack(Attack):
+    """An attack that fits per-record statistics of the references once for all targets
+    (`engine`): `score_targets` is its computation, and one target is scored through it."""
 
     def score(self, signals: Signals, target: int, reference: Sequence[int]) -> np.ndarray:
         return self.score_targets(signals, [target], reference)[0]
+
+    @abstractmethod
+    def score_targets(
+        self,
+        signals: Signals,
+        targets: Sequence[int],
+        references: Sequence[int] | None,
+        records: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Scores [T, N], as `Attack.score_targets`."""
+
+
+class FittedAttack(AllTargetsAttack):
+    """An attack with a `Fit` of its own (`fit`): `score_targets` is its fit's pool scores,
+    followed by the scores of the query-only records the signals hold, if any."""
 
     @abstractmethod
     def fit(
@@ -219,24 +234,6 @@ class FittedAttack(Attack):
         within = None if records is None else np.asarray(records, dtype=bool)[: pool.num_records]
         fit = self.fit(pool, targets, references, within)
         return np.concatenate([fit.scores, fit.score_queries(logits, labels)], axis=1)
-
-
-class AllTargetsAttack(Attack):
-    """An attack that fits per-record statistics of the references once for all targets
-    (`engine`): `score_targets` is its computation, and one target is scored through it."""
-
-    def score(self, signals: Signals, target: int, reference: Sequence[int]) -> np.ndarray:
-        return self.score_targets(signals, [target], reference)[0]
-
-    @abstractmethod
-    def score_targets(
-        self,
-        signals: Signals,
-        targets: Sequence[int],
-        references: Sequence[int] | None,
-        records: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """Scores [T, N], as `Attack.score_targets`."""
 
 
 ATTACKS: dict[str, type[Attack]] = {}

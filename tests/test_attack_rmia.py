@@ -93,13 +93,11 @@ def test_counting_equals_pairwise_brute_force_with_ties(augmentations, gamma):
 
 @pytest.mark.parametrize("augmentations", [1, 2, 4, 5, 7, 8, 17, 18])
 def test_counting_over_many_blocks_and_threads_equals_brute_force(augmentations, monkeypatch):
-    """Blocks of a few records (so the carry-save adder and the thread map see many small
-    blocks), a population of several 64-bit words with prefixes ending between the stored
-    bitsets, every majority threshold from A = 1 to 18."""
+    """Blocks of a few records on two threads, every majority threshold from A = 1 to 18."""
     import miakit.attacks.engine as engine
-    import miakit.attacks.rmia as rmia
+    import miakit.attacks.majority_vote as majority_vote
 
-    monkeypatch.setattr(rmia, "_BLOCK_WORDS", 8)
+    monkeypatch.setattr(majority_vote, "_BLOCK", 7)
     monkeypatch.setattr(engine, "THREADS", 2)
     rng = np.random.default_rng(100 + augmentations)
     ratio = rng.lognormal(0, 0.5, (120, augmentations))
@@ -107,6 +105,17 @@ def test_counting_over_many_blocks_and_threads_equals_brute_force(augmentations,
     population = np.sort(rng.choice(120, 111, replace=False))
     got = relative_scores(ratio, ratio[population], 1.3)
     np.testing.assert_array_equal(got, pairwise(ratio, population, 1.3))
+
+
+def test_counting_with_a_population_beyond_16_bit_ranks():
+    """|Z| ≥ 65,535 ranks do not fit 16 bits: the counting switches to 32-bit ranks."""
+    rng = np.random.default_rng(7)
+    ratio = rng.lognormal(0, 0.5, (70_000, 3))
+    population = np.arange(70_000)
+    x = np.r_[0:40, 69_960:70_000]
+    got = relative_scores(ratio[x], ratio[population], 1.2)
+    expected = [((ratio[i] / ratio[population] > 1.2).sum(axis=1) > 1.5).mean() for i in x]
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_counting_is_exact_at_rounding_boundaries():

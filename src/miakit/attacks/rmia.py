@@ -11,15 +11,15 @@ of z in the population Z whose pair (x, z) passes LR > γ in a majority of the a
   `offline_a: auto` picks a in {0, 0.1, …, 1} by the AUC of attacking a paired reference model, as
   the authors' later code (`tune_offline_a`) does.
 - Counting never forms the N × |Z| matrix: per augmentation the z ratios are sorted once and each x
-  finds by binary search how many z pass (a prefix, since LR falls as s(z)/p(z) grows). The per-pair
-  majority vote then needs, per x, the number of z inside a majority of these prefixes; prefixes are
-  held as bitsets over Z (stored every `_STEP` positions, the rest set bit by bit) and summed by a
-  carry-save adder tree, on threads over blocks of x. The result equals the pairwise computation
-  exactly. The vote does not factorise over augmentations (a z inside 10 of x's 18 prefixes is not
-  told apart by per-augmentation counts), so the count stays O(N · A · Z / 64) word operations.
+  finds by binary search how many z pass (a prefix, since LR falls as s(z)/p(z) grows). The
+  per-pair majority vote then needs, per x, the number of z inside a majority of these prefixes;
+  `majority_vote` counts it exactly, looking only at the z that two rank bounds leave undecided.
+  The vote does not factorise over augmentations (a z inside 10 of x's 18 prefixes is not told
+  apart by per-augmentation counts).
 - All targets at once: the signal is computed once per model, and p(x) of each target (its
   references' trimmed mean with its own signal left out) comes from the signals sorted once per
-  record (`engine.Fitted`); the counting above then runs per target.
+  record (`engine.Fitted`); each target's ratios s(x)/p(x) are kept (2 GiB at most: one pass for
+  256 targets of CIFAR-10) and the counting above runs per target.
 - Query-only records (`base`: fit and score) reach RMIA through the bridge that appends them to the
   pool: keeping every target's population ratios between fit and scoring would cost T · |Z| · A
   floats (about 1 GB at 256 targets of CIFAR-10), so the pool pass runs again per query set; Z
@@ -41,7 +41,7 @@ Differences from the reference code (`research/2023_rmia/main.py`), each on purp
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, ClassVar, Literal
 
 import numpy as np
@@ -53,13 +53,9 @@ from miakit.attacks.population import PopulationConfig, population_indices
 from miakit.errors import MiakitError
 from miakit.signals import Signals, taylor_soft_margin, true_class_log_prob
 
-_ONE = np.uint64(1)
-#: Words of bitset per block of records while counting (256 KiB per array, to stay in cache).
-_BLOCK_WORDS = 2**15
-#: Positions between stored prefix bitsets: Z / _STEP bitsets of Z bits per augmentation.
-_STEP = 32
-#: Bytes of s(x) and p(x) kept for a block of targets between the fitting pass and the counting.
-_RATIO_BYTES = 2 * 2**30  # 149 targets at N = 50,000, A = 18: two fitting passes for 256
+#: Bytes of ratios s(x)/p(x) kept for a block of targets between the fitting pass and the
+#: counting: 298 targets at N = 50,000, A = 18, so one fitting pass for CIFAR-10's 256 models.
+_RATIO_BYTES = 2 * 2**30
 
 
 class RmiaConfig(PopulationConfig):
@@ -116,107 +112,6 @@ def _passing_prefix(sorted_z: np.ndarray, ratio_x: np.ndarray, gamma: float) -> 
             count[shrink] = np.searchsorted(sorted_z, sorted_z[count[shrink] - 1], side="left")
 
 
-def _prefix_bitsets(order: np.ndarray, words: int) -> np.ndarray:
-    """Bitsets [Z // _STEP + 1, words] over Z of the first 0, _STEP, 2 · _STEP, … entries of
-    `order` [Z]."""
-    steps = order.size // _STEP + 1
-    blocks = np.zeros((steps, words), dtype=np.uint64)
-    position = np.arange(order.size) // _STEP
-    np.bitwise_or.at(blocks, (position, order >> 6), _ONE << (order & 63).astype(np.uint64))
-    prefixes = np.zeros((steps, words), dtype=np.uint64)
-    np.bitwise_or.accumulate(blocks[:-1], axis=0, out=prefixes[1:])
-    return prefixes
-
-
-def _majority_counts(prefix: np.ndarray, orders: np.ndarray, need: int) -> np.ndarray:
-    """Per x, the number of z inside at least `need` of its A prefixes.
-
-    prefix: int [N, A], the length of x's passing prefix in each augmentation's order;
-    orders: int [A, Z], population positions sorted by ratio, per augmentation.
-
-    Per block of x, each augmentation's prefix is a bitset over Z (a stored checkpoint every 64
-    positions, the rest set bit by bit); the A bitsets are summed per bit by a carry-save adder
-    tree (about A full adders of five word operations each, instead of a ripple through every
-    counter bit per augmentation), and the bits whose count reaches `need` are counted. Blocks of
-    x run on `engine.THREADS` threads.
-    """
-    num_x, num_aug = prefix.shape
-    words = (orders.shape[1] + 63) // 64
-    checkpoints = [_prefix_bitsets(order, words) for order in orders]
-    block = max(1, _BLOCK_WORDS // words)
-
-    def count(rows: slice) -> np.ndarray:
-        lengths = prefix[rows]
-        adder = _CarrySaveAdder()
-        for a in range(num_aug):
-            full, rest = lengths[:, a] // _STEP, lengths[:, a] % _STEP
-            members = checkpoints[a][full]
-            row = np.repeat(np.arange(len(lengths)), rest)
-            offset = np.arange(row.size) - np.repeat(np.cumsum(rest) - rest, rest)
-            z = orders[a][np.repeat(full * _STEP, rest) + offset]
-            flat = members.reshape(-1)
-            np.bitwise_or.at(flat, row * words + (z >> 6), _ONE << (z & 63).astype(np.uint64))
-            adder.add(members)
-        return np.bitwise_count(adder.at_least(need)).sum(axis=1)
-
-    blocks = [slice(s, min(s + block, num_x)) for s in range(0, num_x, block)]
-    parts = map_chunks(count, blocks)
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-
-
-class _CarrySaveAdder:
-    """Per-bit sums of bitsets: `add` one bitset (uint64 words) at a time, `at_least(k)` the bits
-    whose sum is ≥ k. Pending bitsets are kept per weight 2^w, at most two each: a third one at a
-    weight goes through a full adder (sum stays, carry moves up a weight)."""
-
-    def __init__(self) -> None:
-        self.pending: list[list[np.ndarray]] = []
-
-    def add(self, bits: np.ndarray, weight: int = 0) -> None:
-        while True:
-            if weight == len(self.pending):
-                self.pending.append([])
-            slot = self.pending[weight]
-            if len(slot) < 2:
-                slot.append(bits)
-                return
-            a, b = slot.pop(), slot.pop()
-            carry = a & b  # full adder of a, b, bits: a ^= b is a ^ b, then the sum
-            a ^= b
-            carry |= a & bits
-            a ^= bits
-            slot.append(a)
-            bits, weight = carry, weight + 1
-
-    def at_least(self, k: int) -> np.ndarray:
-        """Bitset of the bits whose sum is ≥ k (k ≥ 1)."""
-        digits = []  # the sum's binary digits, weight 0 up, after half adders
-        weight = 0
-        while weight < len(self.pending):  # a half adder's carry can add a weight
-            slot = self.pending[weight]
-            if len(slot) == 2:
-                a, b = slot
-                carry = a & b
-                a ^= b
-                slot[:] = [a]
-                self.add(carry, weight + 1)
-            digits.append(slot[0] if slot else None)
-            weight += 1
-        shape = next(d for d in digits if d is not None).shape
-        above = np.zeros(shape, dtype=np.uint64)
-        equal = ~np.zeros(shape, dtype=np.uint64)
-        for bit in reversed(range(max(len(digits), k.bit_length()))):
-            digit = digits[bit] if bit < len(digits) else None
-            if (k >> bit) & 1:
-                if digit is None:
-                    return above
-                equal &= digit
-            elif digit is not None:
-                above |= equal & digit
-                equal &= ~digit
-        return above | equal
-
-
 def relative_scores(ratio_x: np.ndarray, ratio_z: np.ndarray, gamma: float) -> np.ndarray:
     """RMIA scores [n] from ratios s/p of the scored records [n, A] and of the population [Z, A]
     (all ≥ 0): the fraction of z ∈ Z whose pair with x has LR = ratio_x / ratio_z > γ in more than
@@ -230,7 +125,9 @@ def relative_scores(ratio_x: np.ndarray, ratio_z: np.ndarray, gamma: float) -> n
         ],
         axis=1,
     )
-    return _majority_counts(prefix, orders, need) / ratio_z.shape[0]
+    from miakit.attacks.majority_vote import majority_counts  # numba: compiled on first use
+
+    return majority_counts(prefix, orders, need) / ratio_z.shape[0]
 
 
 def _auc(scores: np.ndarray, members: np.ndarray) -> float:
@@ -274,22 +171,29 @@ class Rmia(AllTargetsAttack):
         chosen = layout.references_of(np.arange(layout.targets.size))
         for index, target in enumerate(layout.targets):  # before any work
             self.check(observed_setting(signals, int(target), layout.rows[chosen[index]]))
+        # p(x) = scale · p_refs(x) + shift: online p_refs itself, offline (1+a)/2 · p_OUT + (1−a)/2
+        scale, shift = np.ones(layout.targets.size), np.zeros(layout.targets.size)
+        if self.offline:
+            for index, target in enumerate(layout.targets):
+                a = self.config.offline_a
+                if a == "auto":
+                    refs = list(layout.rows[chosen[index]])
+                    a = self._tune_offline_a(signals, int(target), refs, layout.scored)
+                scale[index], shift[index] = (1 + a) / 2, (1 - a) / 2
         out = np.full((layout.targets.size, signals.num_records), np.nan)
-        per_target = 2 * 8 * signals.num_records * signals.num_augmentations
+        per_target = 8 * signals.num_records * signals.num_augmentations
         size = max(1, _RATIO_BYTES // per_target)
         for first in range(0, layout.targets.size, size):
             block = np.arange(first, min(first + size, layout.targets.size))
-            s, p = self._signal_and_mean(signals, layout, block)
+            ratio = np.empty((block.size, signals.num_records, signals.num_augmentations))
+
+            def keep_ratio(chunk: slice, s: np.ndarray, p: np.ndarray, block=block, ratio=ratio):
+                ratio[:, chunk] = s / (scale[block, None, None] * p + shift[block, None, None])
+
+            self._fit(signals, layout, block, keep_ratio)
             for i, index in enumerate(block):
                 target = int(layout.targets[index])
-                p_target = p[i]
-                if self.offline:
-                    a = self.config.offline_a
-                    if a == "auto":
-                        refs = list(layout.rows[chosen[index]])
-                        a = self._tune_offline_a(signals, target, refs, layout.scored)
-                    p_target = (1 + a) / 2 * p_target + (1 - a) / 2
-                out[index] = self._relative(signals, target, s[i] / p_target, layout.scored)
+                out[index] = self._relative(signals, target, ratio[i], layout.scored)
         return out
 
     def _tune_offline_a(
@@ -299,7 +203,13 @@ class Rmia(AllTargetsAttack):
         paired = target ^ 1 if (target ^ 1) in reference else reference[0]
         others = [m for m in reference if m != paired]
         layout = Layout(signals, [paired], others, scored[: signals.num_fit])
-        s, p_out = self._signal_and_mean(signals, layout, np.array([0]))
+        shape = (1, signals.num_records, signals.num_augmentations)
+        s, p_out = np.empty(shape), np.empty(shape)
+
+        def keep_both(chunk: slice, signal: np.ndarray, mean: np.ndarray) -> None:
+            s[:, chunk], p_out[:, chunk] = signal, mean
+
+        self._fit(signals, layout, np.array([0]), keep_both)
         fit = np.flatnonzero(layout.scored[: signals.num_fit])
         best_a, best_auc = 0.0, -1.0
         for a in np.round(np.arange(0.0, 1.01, 0.1), 1):
@@ -326,14 +236,17 @@ class Rmia(AllTargetsAttack):
         out[scored] = relative_scores(ratio[scored], ratio[population], cfg.gamma)
         return out
 
-    def _signal_and_mean(
-        self, signals: Signals, layout: Layout, block: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """For the block of targets: s(x) [B, N, A], each target's signal, and p(x) [B, N, A],
-        the trimmed mean of its references' signals (OUT ones when offline), with its own signal
-        left out; NaN where a record has no usable reference (only allowed where not scored)."""
-        shape = (block.size, signals.num_records, signals.num_augmentations)
-        s, p = np.empty(shape), np.empty(shape)
+    def _fit(
+        self,
+        signals: Signals,
+        layout: Layout,
+        block: np.ndarray,
+        keep: Callable[[slice, np.ndarray, np.ndarray], None],
+    ) -> None:
+        """One pass over the references' signals for the block of targets: per record chunk,
+        keep(chunk, s, p) with s(x) [B, n, A], each target's signal, and p(x) [B, n, A], the
+        trimmed mean of its references' signals (OUT ones when offline) with its own signal left
+        out; NaN where a record has no usable reference (only allowed where not scored)."""
 
         def fit_chunk(chunk: slice) -> None:
             values = read_signal(signals, self._signal, layout.rows, chunk)
@@ -356,8 +269,7 @@ class Rmia(AllTargetsAttack):
             )
             require(view.count, scored, chunk.start, layout.targets[block], need)
             mean = view.trimmed_mean(self.config.trim)
-            s[:, chunk] = mine
-            p[:, chunk] = np.where((view.count > 0)[..., None], mean, np.nan)
+            keep(chunk, mine, np.where((view.count > 0)[..., None], mean, np.nan))
             zero = ~(mean > 0) & (scored[None, :, None] & (view.count > 0)[..., None])
             if zero.any():
                 record = chunk.start + int(np.argwhere(zero)[0][1])
@@ -367,7 +279,6 @@ class Rmia(AllTargetsAttack):
                 )
 
         map_chunks(fit_chunk, list(signals.record_chunks(layout.rows.size)))
-        return s, p
 
     def _signal(self, logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
         cfg = self.config

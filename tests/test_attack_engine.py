@@ -355,7 +355,6 @@ def test_many_small_chunks_on_threads_give_the_same_scores(name, monkeypatch):
     records: the same scores as one chunk on one thread (the global spread and the pooled IN
     Gaussian span all chunks)."""
     import miakit.attacks.engine as engine
-    import miakit.attacks.rmia as rmia
     import miakit.signals
 
     signals, *_ = tied_case(3, queries=5)
@@ -364,7 +363,8 @@ def test_many_small_chunks_on_threads_give_the_same_scores(name, monkeypatch):
     whole = make_attack(name).score_targets(signals, range(MODELS), None, scored)
     monkeypatch.setattr(miakit.signals, "CHUNK_BYTES", 8 * MODELS * 3 * 2 * 3)  # 3 records
     monkeypatch.setattr(engine, "THREADS", 3)
-    monkeypatch.setattr(rmia, "_RATIO_BYTES", 1)  # RMIA: one target per fitting pass
+    # one target per RMIA fitting pass; fixed-variance LiRA's global spread in a pass of its own
+    monkeypatch.setattr(engine, "KEPT_BYTES", 1)
     assert len(list(signals.record_chunks())) > 10
     chunked = make_attack(name).score_targets(signals, range(MODELS), None, scored)
     np.testing.assert_allclose(chunked, whole, rtol=1e-12, atol=1e-12, equal_nan=True)

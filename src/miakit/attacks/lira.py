@@ -28,7 +28,8 @@ Differences from the reference code (`plot.py` of the LiRA release), each on pur
 Fitting (`LiraFit`, see `base`): per record, the references' IN and OUT φ are sorted and summed
 once (`engine.Fitted`), and every target reads its Gaussians from them with its own φ left out
 (`Fitted.without`), so leave-one-out over all M targets costs about one pass over the logits; the
-pool is scored in that pass. Query-only records are scored afterwards (`LiraFit.score_queries`)
+pool is scored in that pass. With fixed variance, σ (the global spread) is gathered in the same pass
+and applied after it (`fixed_variance_part`, `fixed_variance_score`). Query-only records are scored afterwards (`LiraFit.score_queries`)
 from the references' φ on them and what the pool pass kept.
 """
 
@@ -42,6 +43,7 @@ import numpy as np
 from pydantic import Field
 from scipy.special import log_ndtr
 
+from miakit.attacks import engine
 from miakit.attacks.base import AttackConfig, Fit, FittedAttack, register
 from miakit.attacks.engine import (
     Fitted,
@@ -49,8 +51,10 @@ from miakit.attacks.engine import (
     LeftOut,
     global_spread,
     map_chunks,
+    merged_spread,
     read_signal,
     require,
+    spread_moments,
 )
 from miakit.signals import Signals, log_odds
 
@@ -86,6 +90,29 @@ def offline_score(phi, mu_out, sd_out, tail: str) -> np.ndarray:
     return -log_normal_pdf(phi, mu_out, sd_out).mean(axis=-1)
 
 
+def fixed_variance_part(phi, mu_in, mu_out, mode: str, tail: str) -> np.ndarray:
+    """What the fixed-variance scores need besides σ, the global spread known only once every
+    record is read: online Σ_a((φ − μ_out)² − (φ − μ_in)²)/A and two-sided offline
+    Σ_a(φ − μ_out)²/A, [..., n]; one-sided offline φ − μ_out, [..., n, A]."""
+    if mode == "online":
+        return (np.square(phi - mu_out) - np.square(phi - mu_in)).mean(axis=-1)
+    if tail == "two-sided":
+        return np.square(phi - mu_out).mean(axis=-1)
+    return phi - mu_out
+
+
+def fixed_variance_score(part: np.ndarray, sigma: np.ndarray, mode: str, tail: str) -> np.ndarray:
+    """`online_score` / `offline_score` with σ_in = σ_out = σ [T] from `fixed_variance_part`
+    [T, ...]: online part / 2σ², two-sided part / 2σ² + log σ + ½ log 2π, one-sided the mean
+    over augmentations of log Φ(part / σ)."""
+    if mode == "offline" and tail == "one-sided":
+        return log_ndtr(part / sigma[:, None, None]).mean(axis=-1)
+    scaled = part / (2 * np.square(sigma))[:, None]
+    if mode == "online":
+        return scaled
+    return scaled + np.log(sigma)[:, None] + _HALF_LOG_2PI
+
+
 class Lira(FittedAttack):
     """Base of the five registered variants, which differ only in `mode` and `fixed_variance`."""
 
@@ -117,12 +144,33 @@ class LiraFit(Fit):
         # per target: sums of μ_in − μ_out and of σ_in over the scored records, and their count
         self.pooled = np.zeros((3, layout.targets.size))
         self.scores = np.full((layout.targets.size, signals.num_records), np.nan)
+        # fixed variance: σ, the global spread, is gathered in the scoring pass and applied after
+        # it (`_fixed`: what the scores need besides σ), unless that would keep too much
+        self._fixed: np.ndarray | None = None
         if attack.mode == "global":
             map_chunks(self._score_global, range(layout.targets.size))
             return
+        if attack.fixed_variance:
+            shape = (layout.targets.size, signals.num_records)
+            if attack.mode == "offline" and self.config.offline_tail == "one-sided":
+                shape += (signals.num_augmentations,)
+            if 8 * np.prod(shape) <= engine.KEPT_BYTES:
+                self._fixed = np.full(shape, np.nan)
+            else:
+                self.global_std("IN")  # a pass of its own, first
         chunks = list(signals.record_chunks(layout.rows.size))
-        for part in map_chunks(self._score_pool, chunks):
-            self.pooled += part
+        parts = map_chunks(self._score_pool, chunks)
+        for pooled, _ in parts:
+            self.pooled += pooled
+        if self._fixed is not None:
+            with self._lock:
+                self._spread.update(merged_spread([moments for _, moments in parts], layout))
+            side = "IN" if attack.mode == "online" else "OUT"  # the reference code's choice
+            tail = self.config.offline_tail
+            with np.errstate(all="ignore"):  # unscored records' parts may be ±inf or NaN
+                fixed = fixed_variance_score(self._fixed, self._spread[side], attack.mode, tail)
+            self.scores = np.where(layout.scored, fixed, np.nan)
+            self._fixed = None
 
     def global_std(self, side: str) -> np.ndarray:
         """[T]: the std of all the target's references' `side` φ (`engine.global_spread`)."""
@@ -136,12 +184,14 @@ class LiraFit(Fit):
             phi = read_signal(self.signals, log_odds, [self.layout.targets[i]], chunk)[0]
             self.scores[i, chunk] = np.where(self.layout.scored[chunk], phi.mean(axis=-1), np.nan)
 
-    def _score_pool(self, chunk: slice) -> np.ndarray:
-        """Fills scores[:, chunk]; returns this chunk's part of `pooled`."""
-        layout, mode = self.layout, self.attack.mode
+    def _score_pool(self, chunk: slice) -> tuple[np.ndarray, np.ndarray | None]:
+        """Fills scores[:, chunk] (`_fixed[:, chunk]` where σ comes after the pass); returns this
+        chunk's part of `pooled` and, where σ comes after the pass, its `spread_moments`."""
+        layout, mode, tail = self.layout, self.attack.mode, self.config.offline_tail
         part = np.zeros_like(self.pooled)
         phi = read_signal(self.signals, log_odds, layout.rows, chunk)
         keep = self.signals.keep[layout.rows, chunk]
+        moments = None if self._fixed is None else spread_moments(phi, keep)
         scored = layout.scored[chunk]
         refs = layout.is_reference[:, None]
         fit_in = None if mode == "offline" else Fitted(phi, keep & refs)
@@ -151,17 +201,22 @@ class LiraFit(Fit):
             drop = layout.drop[block]
             where = (scored, chunk.start, block)
             mu_out, sd_out = self._gaussian(fit_out.without(drop, mine), "OUT", *where)
-            if mode == "offline":
-                scores = offline_score(mine, mu_out, sd_out, self.config.offline_tail)
-            else:
+            mu_in, sd_in = None, None
+            if mode == "online":
                 mu_in, sd_in = self._gaussian(fit_in.without(drop, mine), "IN", *where)
-                scores = online_score(mine, mu_in, sd_in, mu_out, sd_out)
                 counted = scored[None, :, None]  # unscored records' values may be ±inf
                 part[0, block] = np.where(counted, mu_in - mu_out, 0.0).sum(axis=(1, 2))
-                part[1, block] = np.where(counted, sd_in, 0.0).sum(axis=(1, 2))
                 part[2, block] = scored.sum() * phi.shape[2]
+            if self._fixed is not None:
+                self._fixed[block, chunk] = fixed_variance_part(mine, mu_in, mu_out, mode, tail)
+                continue
+            if mode == "offline":
+                scores = offline_score(mine, mu_out, sd_out, tail)
+            else:
+                scores = online_score(mine, mu_in, sd_in, mu_out, sd_out)
+                part[1, block] = np.where(scored[None, :, None], sd_in, 0.0).sum(axis=(1, 2))
             self.scores[block, chunk] = np.where(scored, scores, np.nan)
-        return part
+        return part, moments
 
     def score_queries(self, logits: Sequence[np.ndarray], labels: np.ndarray) -> np.ndarray:
         """Every reference is OUT for a query record: its OUT Gaussian is its references' φ on
@@ -205,6 +260,8 @@ class LiraFit(Fit):
         need = f"LiRA needs at least one {side} reference model for every scored record"
         require(view.count, scored, first, self.layout.targets[block], need)
         mu = view.center(self.config.center)
+        if self._fixed is not None:
+            return mu, None  # σ comes after the pass
         if self.attack.fixed_variance:
             side = "IN" if self.attack.mode == "online" else "OUT"  # the reference code's choice
             return mu, np.broadcast_to(self.global_std(side)[block][:, None, None], mu.shape)

@@ -47,15 +47,12 @@ from typing import Annotated, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
+from miakit.attacks import engine
 from miakit.attacks.base import AllTargetsAttack, Setting, observed_setting, register
 from miakit.attacks.engine import Fitted, Layout, map_chunks, read_signal, require
 from miakit.attacks.population import PopulationConfig, population_indices
 from miakit.errors import MiakitError
 from miakit.signals import Signals, taylor_soft_margin, true_class_log_prob
-
-#: Bytes of ratios s(x)/p(x) kept for a block of targets between the fitting pass and the
-#: counting: 298 targets at N = 50,000, A = 18, so one fitting pass for CIFAR-10's 256 models.
-_RATIO_BYTES = 2 * 2**30
 
 
 class RmiaConfig(PopulationConfig):
@@ -182,7 +179,7 @@ class Rmia(AllTargetsAttack):
                 scale[index], shift[index] = (1 + a) / 2, (1 - a) / 2
         out = np.full((layout.targets.size, signals.num_records), np.nan)
         per_target = 8 * signals.num_records * signals.num_augmentations
-        size = max(1, _RATIO_BYTES // per_target)
+        size = max(1, engine.KEPT_BYTES // per_target)
         for first in range(0, layout.targets.size, size):
             block = np.arange(first, min(first + size, layout.targets.size))
             ratio = np.empty((block.size, signals.num_records, signals.num_augmentations))

@@ -92,19 +92,27 @@ def test_counting_equals_pairwise_brute_force_with_ties(augmentations, gamma):
 
 
 @pytest.mark.parametrize("augmentations", [1, 2, 4, 5, 7, 8, 17, 18])
-def test_counting_over_many_blocks_and_threads_equals_brute_force(augmentations, monkeypatch):
-    """Blocks of a few records on two threads, every majority threshold from A = 1 to 18."""
-    import miakit.attacks.engine as engine
-    import miakit.attacks.majority_vote as majority_vote
-
-    monkeypatch.setattr(majority_vote, "_BLOCK", 7)
-    monkeypatch.setattr(engine, "THREADS", 2)
+def test_counting_at_every_majority_threshold_equals_brute_force(augmentations):
+    """Every majority threshold from A = 1 to 18, most records in the population."""
     rng = np.random.default_rng(100 + augmentations)
     ratio = rng.lognormal(0, 0.5, (120, augmentations))
     ratio[:40] = np.round(ratio[:40], 1)
     population = np.sort(rng.choice(120, 111, replace=False))
     got = relative_scores(ratio, ratio[population], 1.3)
     np.testing.assert_array_equal(got, pairwise(ratio, population, 1.3))
+
+
+@pytest.mark.parametrize("augmentations", [3, 18])
+def test_counting_where_the_rank_bounds_decide_most_pairs(augmentations):
+    """Augmentations that agree closely (as on real data): most z are decided by the two rank
+    bounds of `majority_vote` without being looked at, some only by the vote itself."""
+    rng = np.random.default_rng(augmentations)
+    base = rng.lognormal(0, 1.0, 300)
+    ratio = base[:, None] * rng.lognormal(0, 0.05, (300, augmentations))
+    population = np.sort(rng.choice(300, 200, replace=False))
+    got = relative_scores(ratio, ratio[population], 1.5)
+    np.testing.assert_array_equal(got, pairwise(ratio, population, 1.5))
+    assert 0 < got.mean() < 1
 
 
 def test_counting_with_a_population_beyond_16_bit_ranks():
@@ -201,6 +209,21 @@ def test_taylor_soft_margin_transform_matches_direct_formula():
         for m in range(3)
     ]  # fmt: skip
     np.testing.assert_allclose(taylor_soft_margin(z, y, 1.5, 0.3, 6), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("order", [3, 4])
+def test_taylor_soft_margin_ignores_where_the_label_sits_among_tied_classes(order):
+    """The label tied with other classes (whose terms are negative at odd orders), ten classes
+    in many orders: the same value to the bit, and the direct formula's."""
+    rng = np.random.default_rng(order)
+    values = np.array([-8.0, -8.0, -8.0, -7.3, -6.1, -5.2, -3.7, -2.9, -1.4, 1.1])
+    orders = np.array([rng.permutation(10) for _ in range(40)])
+    z = values[orders][:, None, :]  # 40 records, one augmentation
+    y = np.argmax(orders == rng.integers(0, 3, 40)[:, None], axis=1)  # the label: a tied class
+    got = taylor_soft_margin(z, y, 2.0, 0.6, order)[:, 0]
+    assert np.all(got == got[0])
+    expected = direct_taylor_soft_margin(values, 0, 2.0, 0.6, order)
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
 
 
 def test_odd_taylor_order_turning_negative_is_a_clear_error():

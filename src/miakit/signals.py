@@ -184,8 +184,9 @@ def _taylor_exp(x: np.ndarray, order: int) -> np.ndarray:
     term = np.ones_like(x)
     total = np.ones_like(x)
     for i in range(1, order + 1):
-        term = term * x / i
-        total = total + term
+        term *= x
+        term /= i
+        total += term
     return total
 
 
@@ -202,12 +203,15 @@ def taylor_soft_margin(
     Defaults are RMIA's CIFAR-10 settings (T = 2, m = 0.6, order 4).
     """
     x = np.asarray(logits, dtype=np.float64) / temperature
-    index = _broadcast_labels(x, labels)
-    powers = _taylor_exp(x, order)
-    true_term = _taylor_exp(np.take_along_axis(x, index, axis=-1) - margin, order)
-    np.put_along_axis(powers, index, 0.0, axis=-1)
-    # the other classes' terms in a fixed order, so the label's position changes nothing
-    return true_term[..., 0] / (_sorted_sum(powers, x) + true_term[..., 0])
+    x_true = np.take_along_axis(x, _broadcast_labels(x, labels), axis=-1)
+    true_term = _taylor_exp(x_true - margin, order)[..., 0]
+    # the other classes' terms summed in ascending order of x, so the label's position changes
+    # nothing: the terms of the sorted x, with the label's own (the first of those tied with
+    # it) replaced by 0
+    powers = _taylor_exp(np.sort(x, axis=-1), order)
+    below = (x < x_true).sum(axis=-1, keepdims=True)
+    np.put_along_axis(powers, below, 0.0, axis=-1)
+    return true_term / (powers.sum(axis=-1) + true_term)
 
 
 def sorted_probs(logits: np.ndarray, k: int) -> np.ndarray:

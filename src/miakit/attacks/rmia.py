@@ -15,7 +15,7 @@ of z in the population Z whose pair (x, z) passes LR > γ in a majority of the a
   per-pair majority vote then needs, per x, the number of z inside a majority of these prefixes;
   `majority_vote` counts it exactly, looking only at the z that two rank bounds leave undecided.
   The vote does not factorise over augmentations (a z inside 10 of x's 18 prefixes is not told
-  apart by per-augmentation counts).
+  apart by per-augmentation counts). Targets are counted on `engine.THREADS` threads.
 - All targets at once: the signal is computed once per model, and p(x) of each target (its
   references' trimmed mean with its own signal left out) comes from the signals sorted once per
   record (`engine.Fitted`); each target's ratios s(x)/p(x) are kept (2 GiB at most: one pass for
@@ -188,9 +188,12 @@ class Rmia(AllTargetsAttack):
                 ratio[:, chunk] = s / (scale[block, None, None] * p + shift[block, None, None])
 
             self._fit(signals, layout, block, keep_ratio)
-            for i, index in enumerate(block):
-                target = int(layout.targets[index])
-                out[index] = self._relative(signals, target, ratio[i], layout.scored)
+
+            def count(i: int, block=block, ratio=ratio) -> None:
+                target = int(layout.targets[block[i]])
+                out[block[i]] = self._relative(signals, target, ratio[i], layout.scored)
+
+            map_chunks(count, range(block.size))
         return out
 
     def _tune_offline_a(

@@ -101,16 +101,16 @@ def fixed_variance_part(phi, mu_in, mu_out, mode: str, tail: str) -> np.ndarray:
     return phi - mu_out
 
 
-def fixed_variance_score(part: np.ndarray, sigma: np.ndarray, mode: str, tail: str) -> np.ndarray:
-    """`online_score` / `offline_score` with σ_in = σ_out = σ [T] from `fixed_variance_part`
-    [T, ...]: online part / 2σ², two-sided part / 2σ² + log σ + ½ log 2π, one-sided the mean
-    over augmentations of log Φ(part / σ)."""
+def fixed_variance_score(part: np.ndarray, sigma: float, mode: str, tail: str) -> np.ndarray:
+    """One target's `online_score` / `offline_score` with σ_in = σ_out = σ from its
+    `fixed_variance_part` ([n] or [n, A]): online part / 2σ², two-sided part / 2σ² + log σ +
+    ½ log 2π, one-sided the mean over augmentations of log Φ(part / σ); [n]."""
     if mode == "offline" and tail == "one-sided":
-        return log_ndtr(part / sigma[:, None, None]).mean(axis=-1)
-    scaled = part / (2 * np.square(sigma))[:, None]
+        return log_ndtr(part / sigma).mean(axis=-1)
+    scaled = part / (2 * sigma**2)
     if mode == "online":
         return scaled
-    return scaled + np.log(sigma)[:, None] + _HALF_LOG_2PI
+    return scaled + np.log(sigma) + _HALF_LOG_2PI
 
 
 class Lira(FittedAttack):
@@ -165,11 +165,12 @@ class LiraFit(Fit):
         if self._fixed is not None:
             with self._lock:
                 self._spread.update(merged_spread([moments for _, moments in parts], layout))
-            side = "IN" if attack.mode == "online" else "OUT"  # the reference code's choice
-            tail = self.config.offline_tail
-            with np.errstate(all="ignore"):  # unscored records' parts may be ±inf or NaN
-                fixed = fixed_variance_score(self._fixed, self._spread[side], attack.mode, tail)
-            self.scores = np.where(layout.scored, fixed, np.nan)
+            sigma = self._spread["IN" if attack.mode == "online" else "OUT"]  # as the reference
+            mode, tail = attack.mode, self.config.offline_tail
+            for i, part in enumerate(self._fixed):  # one target at a time: no copy of `_fixed`
+                with np.errstate(all="ignore"):  # unscored records' parts may be ±inf or NaN
+                    score = fixed_variance_score(part, sigma[i], mode, tail)
+                self.scores[i] = np.where(layout.scored, score, np.nan)
             self._fixed = None
 
     def global_std(self, side: str) -> np.ndarray:

@@ -45,10 +45,13 @@ def _broadcast_labels(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 def _sum_exp_shifted(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(Σ exp(z − shift), shift) over the last axis, shift the finite maximum (0 if none), summed
-    in ascending order of z so that the result does not depend on the order of the classes."""
-    shift = np.max(z, axis=-1, keepdims=True)
+    in ascending order of z so that the result does not depend on the order of the classes
+    (z is sorted first: its last value is the maximum, and exp keeps the order)."""
+    ordered = np.sort(z, axis=-1)
+    shift = ordered[..., -1:]
     shift = np.where(np.isfinite(shift), shift, 0.0)
-    return np.sum(np.sort(np.exp(z - shift), axis=-1), axis=-1, keepdims=True), shift
+    ordered -= shift
+    return np.sum(np.exp(ordered, out=ordered), axis=-1, keepdims=True), shift
 
 
 def logsumexp(z: np.ndarray, axis: int = -1, keepdims: bool = False) -> np.ndarray:

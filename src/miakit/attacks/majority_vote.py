@@ -3,8 +3,10 @@ the augmentations (see `rmia.relative_scores`, which finds each x's passing pref
 
 z passes x's test in augmentation a exactly when its rank r_a(z) (its position in that
 augmentation's sorted population ratios) is below x's prefix length L_a(x). The vote does not
-factorise over augmentations, so in general every (x, z) pair is looked at; two bounds spare most
-of them. With q(z) the need-th smallest of z's A ranks:
+factorise over augmentations, so in general every (x, z) pair is looked at; two bounds spare some
+of them (the more, the more the augmentations agree: 31% of the pairs on the benchmark's
+synthetic logits, 82% where each augmentation's ratio is within about 20% of the record's).
+With q(z) the need-th smallest of z's A ranks:
 - q(z) < min_a L_a(x): the `need` augmentations where z ranks lowest all have r_a(z) ≤ q(z) <
   L_a(x), so z passes a majority: counted without looking;
 - q(z) ≥ max_a L_a(x): fewer than `need` of z's ranks are below the longest prefix: not counted.

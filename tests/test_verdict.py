@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from miakit.report.runs import load_run
-from miakit.report.verdict import exposed_by_chance, strongest_attack, verdict
+from miakit.report.verdict import (
+    Figure,
+    Verdict,
+    exposed_by_chance,
+    strongest_attack,
+    verdict,
+)
 from tests.test_report import ATTACKS, TARGETS, write_run
 
 
@@ -95,17 +102,19 @@ def test_verdict_figures_match_a_brute_force_computation(run):
     assert found.attack in text and "Next step" in text
 
 
-def test_exposed_by_chance_matches_a_simulation():
+@pytest.mark.parametrize(("most", "fpr"), [(False, 0.05), (True, 0.3)])
+def test_exposed_by_chance_matches_a_simulation(most, fpr):
     rng = np.random.default_rng(3)
     keep = rng.random((8, 400)) < 0.5
-    fpr = 0.05
     counts = []
     for _ in range(400):
         called = rng.random(keep.shape) < fpr
         tp, fp = (called & keep).sum(axis=0), (called & ~keep).sum(axis=0)
-        counts.append(np.sum((tp > 0) & (fp == 0)))
+        caught = tp > keep.sum(axis=0) / 2 if most else tp > 0
+        counts.append(np.sum(caught & (fp == 0)))
     simulated = np.mean(counts)
-    assert exposed_by_chance(keep, fpr) == pytest.approx(simulated, rel=0.03)
+    assert simulated > 5
+    assert exposed_by_chance(keep, fpr, most) == pytest.approx(simulated, rel=0.03)
 
 
 def test_one_target_gives_a_verdict_without_record_level_claims(tmp_path):
@@ -115,3 +124,33 @@ def test_one_target_gives_a_verdict_without_record_level_claims(tmp_path):
     found = verdict(load_run(run.root))
     assert found.exposed is None and found.top.empty
     assert "needs two target models" in " ".join(found.sentences())
+
+
+@pytest.mark.parametrize(
+    ("exposed", "by_chance", "in_most", "in_most_by_chance", "leak"),
+    [(116, 366.0, 0, 0.0, False), (116, 366.0, 41, 0.0, True), (75, 36.4, 1, 2.0, True)],
+)
+def test_exposed_records_are_read_against_what_chance_exposes(
+    exposed, by_chance, in_most, in_most_by_chance, leak
+):
+    """The verdict says whether the exposed records, or those caught by most of their member
+    targets, exceed an attack without signal's (over twice its expected count, plus 2), and so
+    whether they are evidence that records leak."""
+    found = Verdict(
+        attack="lira-online", auc=Figure(0.6), tpr={0.001: Figure(0.01)}, ppv_fpr=0.001,
+        ppv={0.01: None, 0.1: None}, records=1797, exposed=exposed, exposed_by_chance=by_chance,
+        exposed_in_most=in_most, in_most_by_chance=in_most_by_chance, chance_fpr=0.012,
+        top=pd.DataFrame(), train_accuracy=None, test_accuracy=None, smallest_fpr=0.001,
+        next_step="audit again.",
+    )  # fmt: skip
+    sentence = next(line for line in found.sentences() if "exposed" in line)
+    assert found.records_leak is leak
+    assert f"{exposed} of 1,797" in sentence and f"{in_most} of them by most" in sentence
+    by_most = f"{in_most_by_chance:.0f}" if in_most_by_chance else "none"
+    assert f"about {by_chance:.0f}, {by_most} of them by most" in sentence
+    assert "FPR 1.2%" in sentence
+    assert sentence.endswith(("those records leak.", "these records leak.")) is leak
+    assert ("no evidence" in sentence) is not leak
+    assert (f"the {in_most} caught by most of their targets are not chance" in sentence) is (
+        in_most > 2 * in_most_by_chance + 2
+    )

@@ -12,7 +12,9 @@ the sentences the CLI prints and report.html opens with.
   vulnerable records); exposure = the share of the targets that trained on a record which
   caught it. Chance alone exposes some: an attack with no signal calls each record member with
   the achieved FPR f in every target, so record n is exposed with probability
-  (1 − (1 − f)^members_n) · (1 − f)^non-members_n; their sum is the count quoted beside.
+  (1 − (1 − f)^members_n) · (1 − f)^non-members_n, and by most of its member targets with
+  Pr[Binomial(members_n, f) > members_n / 2] · (1 − f)^non-members_n; their sums are the counts
+  quoted beside. Records leak when either count found is over twice chance's, plus 2.
 - The targets' train/test accuracy gap: accuracy on their members against accuracy on their
   non-members (the pool records they did not train on: the test accuracy everywhere in a report).
 - The smallest FPR the run can measure: 1 / the fewest non-members a target has; a TPR at a
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import yaml
+from scipy.stats import binom
 
 from miakit.evaluate.metric_key import MetricKey
 from miakit.evaluate.thresholds import ppv
@@ -75,11 +78,19 @@ class Verdict:
     exposed: int | None  # None with one target: shadow thresholds need two
     exposed_by_chance: float  # expected count for an attack without signal
     exposed_in_most: int  # exposed records caught by more than half their member targets
+    in_most_by_chance: float  # expected count of those for an attack without signal
+    chance_fpr: float  # the FPR that attack calls members at: the threshold's achieved FPR
     top: pd.DataFrame  # the most exposed: row, record, label, tp, n_member, exposure
     train_accuracy: float | None
     test_accuracy: float | None
     smallest_fpr: float
     next_step: str
+
+    @property
+    def records_leak(self) -> bool:
+        return records_leak(
+            self.exposed, self.exposed_by_chance, self.exposed_in_most, self.in_most_by_chance
+        )
 
     @property
     def gap(self) -> float | None:
@@ -109,12 +120,23 @@ class Verdict:
         if self.exposed is None:
             lines.append("Which records are exposed needs two target models or more.")
         else:
+            by_most = f"{self.in_most_by_chance:,.0f}" if self.in_most_by_chance >= 0.5 else "none"
+            if self.exposed_in_most > 2 * self.in_most_by_chance + 2:
+                conclusion = (
+                    f"the {self.exposed_in_most:,} caught by most of their targets are not "
+                    "chance, so those records leak."
+                )
+            elif self.records_leak:
+                conclusion = "more than chance, so these records leak."
+            else:
+                conclusion = "these counts are no evidence that particular records leak."
             lines.append(
                 f"{self.exposed:,} of {self.records:,} training records are exposed (called "
                 "member by a target that trained on them and by none that did not, at FPR "
-                f"{100 * self.ppv_fpr:g}%; chance alone would expose about "
-                f"{self.exposed_by_chance:.0f}); {self.exposed_in_most} of them by most of the "
-                "targets that trained on them."
+                f"{100 * self.ppv_fpr:g}%), {self.exposed_in_most:,} of them by most of the "
+                "targets that trained on them. An attack without signal, calling members as "
+                f"often as this threshold does (FPR {100 * self.chance_fpr:.2g}%), would expose "
+                f"about {self.exposed_by_chance:,.0f}, {by_most} of them by most: {conclusion}"
             )
         if self.gap is not None:
             lines.append(
@@ -146,13 +168,26 @@ def strongest_attack(metrics: dict[str, dict], fprs: list[float]) -> str:
     return max(metrics, key=key)  # max keeps the first of equals
 
 
-def exposed_by_chance(keep: np.ndarray, fpr: float) -> float:
-    """The expected count of exposed records (TP > 0, FP = 0) for an attack without signal that
-    calls each record member with probability `fpr` in every target (keep: the targets' [T, N]
-    membership)."""
+def exposed_by_chance(keep: np.ndarray, fpr: float, most: bool = False) -> float:
+    """The expected count of exposed records (TP > 0, FP = 0; with `most`, TP over half the
+    record's member targets) for an attack without signal that calls each record member with
+    probability `fpr` in every target (keep: the targets' [T, N] membership): TP is then
+    Binomial(members, fpr), independent of FP = 0, whose probability is (1 − fpr)^non-members."""
     members = keep.sum(axis=0)
     non_members = keep.shape[0] - members
-    return float(np.sum((1 - (1 - fpr) ** members) * (1 - fpr) ** non_members))
+    caught = binom.sf(members // 2, members, fpr) if most else 1 - (1 - fpr) ** members
+    return float(np.sum(caught * (1 - fpr) ** non_members))
+
+
+def records_leak(
+    exposed: int | None, by_chance: float, in_most: int, in_most_by_chance: float
+) -> bool:
+    """Whether the `exposed` records (None: not known), or the `in_most` of them caught by most
+    of their member targets, are more than an attack without signal would plausibly expose:
+    over twice its expected count, plus 2."""
+    if exposed is None:
+        return False
+    return exposed > 2 * by_chance + 2 or in_most > 2 * in_most_by_chance + 2
 
 
 def next_step(
@@ -235,10 +270,11 @@ def verdict(data: RunData) -> Verdict:
     ppvs: dict[float, float | None] = dict.fromkeys(VERDICT_PRIORS)
     if shadow_tpr is not None and shadow_fpr is not None:
         ppvs = {p: ppv(shadow_tpr.mean, shadow_fpr.mean, p) for p in VERDICT_PRIORS}
-    chance = exposed_by_chance(
-        data.keep[data.targets], x if shadow_fpr is None else shadow_fpr.mean
-    )
-    leaks_records = len(data.targets) >= 2 and len(exposed) > 2 * chance + 2
+    chance_fpr = x if shadow_fpr is None else shadow_fpr.mean
+    chance = exposed_by_chance(data.keep[data.targets], chance_fpr)
+    in_most_by_chance = exposed_by_chance(data.keep[data.targets], chance_fpr, most=True)
+    count = len(exposed) if len(data.targets) >= 2 else None
+    in_most = int((exposed["tp"] > exposed["n_member"] / 2).sum())
     return Verdict(
         attack=attack,
         auc=Figure.of(figures, "auc"),
@@ -246,9 +282,11 @@ def verdict(data: RunData) -> Verdict:
         ppv_fpr=x,
         ppv=ppvs,
         records=data.keep.shape[1],
-        exposed=len(exposed) if len(data.targets) >= 2 else None,
+        exposed=count,
         exposed_by_chance=chance,
-        exposed_in_most=int((exposed["tp"] > exposed["n_member"] / 2).sum()),
+        exposed_in_most=in_most,
+        in_most_by_chance=in_most_by_chance,
+        chance_fpr=chance_fpr,
         top=top.reset_index(drop=True),
         train_accuracy=train_accuracy,
         test_accuracy=test_accuracy,
@@ -257,7 +295,7 @@ def verdict(data: RunData) -> Verdict:
             attack,
             Figure.of(figures, str(MetricKey("tpr", fpr=x))),
             x,
-            leaks_records,
+            records_leak(count, chance, in_most, in_most_by_chance),
             gap,
             str(data.run.root),
             estimator=_is_estimator_run(data.config_text),

@@ -147,8 +147,21 @@ def _train_networks(plan: Plan, run: RunDir, todo: list[int]) -> list[int]:
     return todo
 
 
-def _worker() -> dict:
-    return {"host": socket.gethostname(), "pid": os.getpid()}
+def _save_meta(plan: Plan, run: RunDir, m: int, device: str, weights: Path, **details) -> None:
+    """Model m's meta.json, written last: its train hash, device and weights' stamp, `details`
+    (what this kind of model records), and when and where it finished."""
+    save_json(
+        run.meta(m),
+        {
+            "model_index": m,
+            "train_hash": plan.train_hash(m, device),
+            "device": device,
+            "weights": file_stamp(weights),
+            **details,
+            "finished_at": time.time(),
+            "worker": {"host": socket.gethostname(), "pid": os.getpid()},
+        },
+    )
 
 
 def _train_estimator(plan: Plan, run: RunDir, m: int) -> None:
@@ -166,19 +179,15 @@ def _train_estimator(plan: Plan, run: RunDir, m: int) -> None:
     if pool.x_test is not None and pool.y_test is not None:
         logits = estimator_logits(estimator, pool.x_test, pool.num_classes)
         test_accuracy = accuracy(logits[:, 0], pool.y_test)
-    save_json(
-        run.meta(m),
-        {
-            "model_index": m,
-            "train_hash": plan.train_hash(m, "cpu"),
-            "device": "cpu",
-            "weights": file_stamp(run.estimator(m)),
-            "seeds": {"init": seed},
-            "train_seconds": seconds,
-            "test_accuracy": test_accuracy,
-            "finished_at": time.time(),
-            "worker": _worker(),
-        },
+    _save_meta(
+        plan,
+        run,
+        m,
+        "cpu",
+        run.estimator(m),
+        seeds={"init": seed},
+        train_seconds=seconds,
+        test_accuracy=test_accuracy,
     )
 
 
@@ -189,18 +198,7 @@ def _install_checkpoint(plan: Plan, run: RunDir) -> None:
     m = CHECKPOINT_MODEL
     write_atomic(run.weights(m), lambda tmp: shutil.copyfile(source, tmp))
     device = resolve_device(plan.config.train.device).type
-    save_json(
-        run.meta(m),
-        {
-            "model_index": m,
-            "train_hash": plan.train_hash(m, device),
-            "device": device,
-            "weights": file_stamp(run.weights(m)),
-            "trained_elsewhere": str(source),
-            "finished_at": time.time(),
-            "worker": _worker(),
-        },
-    )
+    _save_meta(plan, run, m, device, run.weights(m), trained_elsewhere=str(source))
 
 
 def _train_plain(plan: Plan, data: FeatureSource, net, rows, seeds: dict, trace_on) -> TrainReport:
@@ -231,27 +229,22 @@ def _save_trained(
     write_atomic(run.weights(m), lambda tmp: save_file(state, str(tmp)))
     if report.trace is not None:
         save_npy(run.trace(m), report.trace)
-    device = resolve_device(plan.config.train.device).type
-    save_json(
-        run.meta(m),
-        {
-            "model_index": m,
-            "train_hash": plan.train_hash(m, device),
-            "device": device,
-            "weights": file_stamp(run.weights(m)),
-            "seeds": seeds,
-            "train_seconds": report.seconds,
-            "trace_seconds": report.trace_seconds,
-            "trace_epochs": report.trace_epochs,
-            "epochs": report.epochs,
-            "steps": report.steps,
-            "final_batch_loss": report.final_loss,
-            "test_accuracy": report.held_out_accuracy,
-            "finished_at": time.time(),
-            "worker": _worker(),
-            "dp": privacy,
-            "transfer": transfer,
-        },
+    _save_meta(
+        plan,
+        run,
+        m,
+        resolve_device(plan.config.train.device).type,
+        run.weights(m),
+        seeds=seeds,
+        train_seconds=report.seconds,
+        trace_seconds=report.trace_seconds,
+        trace_epochs=report.trace_epochs,
+        epochs=report.epochs,
+        steps=report.steps,
+        final_batch_loss=report.final_loss,
+        test_accuracy=report.held_out_accuracy,
+        dp=privacy,
+        transfer=transfer,
     )
 
 

@@ -1,13 +1,16 @@
-"""Shared fixtures: a tiny, fast audit config; one torch thread for small models."""
+"""Shared fixtures: a tiny, fast audit config; one torch thread for small models; a copy of a
+module's finished run."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 from miakit.config import AuditConfig, load_config
+from miakit.store import RunDir
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
@@ -34,3 +37,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def run_copy(finished, tmp_path):
+    """(config, RunDir) of a copy of the requesting module's `finished` fixture's run (a
+    (config, root) pair, audited once per module), for a test that changes or breaks it."""
+    config, root = finished
+    shutil.copytree(root, tmp_path / "run")
+    return config, RunDir(tmp_path / "run")

@@ -34,13 +34,6 @@ def finished(tmp_path_factory):
     return config, root
 
 
-@pytest.fixture
-def run_copy(finished, tmp_path):
-    config, root = finished
-    shutil.copytree(root, tmp_path / "run")
-    return config, RunDir(tmp_path / "run")
-
-
 def brute_force_auc(scores, members):
     """P[member score > non-member score] + ½·P[tie], over every (member, non-member) pair."""
     pos, neg = scores[members][:, None], scores[~members][None, :]

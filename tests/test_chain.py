@@ -57,14 +57,6 @@ def finished(tmp_path_factory):
     return config, root
 
 
-@pytest.fixture
-def run_copy(finished, tmp_path):
-    config, root = finished
-    copy = tmp_path / "run"
-    shutil.copytree(root, copy)
-    return config, RunDir(copy)
-
-
 class Invoked:
     """A CLI run: exit code, and its output with rich's line wrapping undone."""
 

@@ -1,8 +1,6 @@
 """Models are retrained exactly when their weights could change: damaged weights are retrained,
 settings the training device ignores and query-side defences are not."""
 
-import shutil
-
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -40,13 +38,6 @@ def finished(tmp_path_factory):
     root = tmp_path_factory.mktemp("finished") / "run"
     pipeline.audit(config, RunDir(root))
     return config, root
-
-
-@pytest.fixture
-def run_copy(finished, tmp_path):
-    config, root = finished
-    shutil.copytree(root, tmp_path / "run")
-    return config, RunDir(tmp_path / "run")
 
 
 @pytest.fixture

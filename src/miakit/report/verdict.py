@@ -121,7 +121,7 @@ class Verdict:
             lines.append("Which records are exposed needs two target models or more.")
         else:
             by_most = f"{self.in_most_by_chance:,.0f}" if self.in_most_by_chance >= 0.5 else "none"
-            if self.exposed_in_most > 2 * self.in_most_by_chance + 2:
+            if beyond_chance(self.exposed_in_most, self.in_most_by_chance):
                 conclusion = (
                     f"the {self.exposed_in_most:,} caught by most of their targets are not "
                     "chance, so those records leak."
@@ -179,15 +179,20 @@ def exposed_by_chance(keep: np.ndarray, fpr: float, most: bool = False) -> float
     return float(np.sum(caught * (1 - fpr) ** non_members))
 
 
+def beyond_chance(found: int, by_chance: float) -> bool:
+    """More records than an attack without signal would plausibly expose: over twice its
+    expected count `by_chance`, plus 2."""
+    return found > 2 * by_chance + 2
+
+
 def records_leak(
     exposed: int | None, by_chance: float, in_most: int, in_most_by_chance: float
 ) -> bool:
     """Whether the `exposed` records (None: not known), or the `in_most` of them caught by most
-    of their member targets, are more than an attack without signal would plausibly expose:
-    over twice its expected count, plus 2."""
+    of their member targets, are `beyond_chance`."""
     if exposed is None:
         return False
-    return exposed > 2 * by_chance + 2 or in_most > 2 * in_most_by_chance + 2
+    return beyond_chance(exposed, by_chance) or beyond_chance(in_most, in_most_by_chance)
 
 
 def next_step(

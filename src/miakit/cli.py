@@ -27,6 +27,7 @@ from miakit.config import (
 )
 from miakit.errors import MiakitError
 from miakit.evaluate.metric_key import MetricKey
+from miakit.evaluate.metrics import figure_words
 from miakit.store import RunDir
 
 app = typer.Typer(
@@ -102,6 +103,8 @@ def print_metrics(run: RunDir, config: AuditConfig, strongest: str | None = None
             if "not_measurable" in f:
                 reasons[x] = f["not_measurable"]
                 cells.append("n/m")
+            elif f["mean"] is None:
+                cells.append(figure_words(f))
             else:
                 cells.append(f"{100 * f['mean']:.1f}±{100 * f['std']:.1f}")
         table.add_row(attack, *cells, style="bold" if attack == strongest else None)

@@ -13,11 +13,25 @@ interval can exclude the figure itself; averaging over targets then narrowed it 
 
 - AUC: DeLong et al. (Biometrics 1988): the variance of the Mann–Whitney estimate from its
   placement values (mid-ranks for ties), normal interval clipped to [0, 1].
-- TPR at FPR x, distribution-free (order statistics and Clopper–Pearson from beta quantiles):
-  the true threshold q (the non-members' 1 − x quantile) has C ~ Binomial(n₀, x) non-members above
-  it, so with probability ≥ 1 − α/2 it lies between two non-member order statistics; the members'
-  hit counts at those two scores give Clopper–Pearson bounds at level 1 − α/2. Both steps miss with
-  probability ≤ α in all, so the interval covers with probability ≥ 1 − α (conservatively).
+- TPR at FPR x, distribution-free, for continuous and discrete scores alike (order statistics
+  and Clopper–Pearson from beta quantiles). The figure is the TPR of the population's operating
+  point: the rule "score ≥ q" (or "> q" where the non-members' scores have an atom at q) with the
+  largest TPR among those whose population FPR is ≤ x. The interval's ends are Clopper–Pearson
+  bounds at level 1 − α/2 on the members' hits at two of the sample's operating points
+  (`roc.Roc.point_within`, ties never split): the one with at most j_lo − 1 false positives for
+  the lower end, at most j_hi for the upper, where j_lo and j_hi are the α/4 and 1 − α/4 quantiles
+  of Binomial(n₀, x). The point with at most j_hi false positives calls every record above the
+  (j_hi + 1)-th highest non-member score w; it misses part of the population's point only where
+  w is itself a threshold of population FPR ≤ x with j_hi + 1 non-members at or above it, which
+  happens with probability ≤ Pr[Binomial(n₀, x) > j_hi] ≤ α/4. Likewise the point with at most
+  j_lo − 1 false positives calls more than the population's point only where a threshold of
+  population FPR > x has fewer than j_lo non-members at or above it: probability ≤ α/4. The
+  points depend on the non-members alone, so the Clopper–Pearson steps hold given them, and the
+  interval covers with probability ≥ 1 − α (conservatively). Since j_lo − 1 ≤ ⌊n₀x⌋ ≤ j_hi (the
+  median of a binomial is ⌊n₀x⌋ or ⌈n₀x⌉), the figure's own point lies between the two, and the
+  interval contains the figure. (Counting members at or above the order statistics instead, as
+  for continuous scores, is invalid when non-members tie there: a 0/1 score whose TPR at FPR 1%
+  is 0 got the interval of its other vertex, [92.8%, 96.3%].)
 
 Balanced accuracy (a maximum over thresholds) and false-positive counts get no interval.
 """
@@ -27,12 +41,14 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import beta, binom, norm, rankdata
 
+from miakit.evaluate.roc import Roc, roc_curve
+
 CONFIDENCE = 0.95
 
 #: What the intervals in metrics.json are of; stored there and shown in the report.
 INTERVAL_NOTE = (
     "95% interval over records of one target (AUC: DeLong; TPR at FPR x: order statistics with "
-    "Clopper-Pearson), averaged over targets: ci_low and ci_high are the means of the targets' "
+    "Clopper-Pearson, at the ROC's vertices), averaged over targets: ci_low and ci_high are the means of the targets' "
     "interval ends"
 )
 
@@ -69,23 +85,24 @@ def tpr_interval(
     max_fpr: float,
     confidence: float = CONFIDENCE,
     *,
-    ordered_non_members: np.ndarray | None = None,
+    roc: Roc | None = None,
 ) -> tuple[float, float]:
     """Distribution-free interval of the TPR at FPR `max_fpr` (module docstring); scores,
-    members [N]. ordered_non_members: the non-members' scores sorted in decreasing order, when
-    the caller has them (one sort per target for all FPRs)."""
+    members [N]. roc: their `roc_curve`, when the caller has it (one sort per target for all
+    FPRs)."""
+    roc = roc_curve(scores, members) if roc is None else roc
     alpha = 1 - confidence
-    neg = np.sort(scores[~members])[::-1] if ordered_non_members is None else ordered_non_members
-    pos = scores[members]
-    n0 = len(neg)
-    # Pr[C < j_lo] ≤ α/4 and Pr[C > j_hi] ≤ α/4 for C ~ Binomial(n0, x) non-members above q
+    n0, n1 = roc.non_members, roc.members
+    # Pr[C < j_lo] ≤ α/4 and Pr[C > j_hi] ≤ α/4 for C ~ Binomial(n0, x)
     j_lo = int(binom.ppf(alpha / 4, n0, max_fpr))
     j_hi = int(binom.ppf(1 - alpha / 4, n0, max_fpr))
     level = 1 - alpha / 2
     low = 0.0
-    if j_lo >= 1:  # q < the j_lo-th highest non-member score
-        low = clopper_pearson(int((pos >= neg[j_lo - 1]).sum()), len(pos), level)[0]
+    if j_lo >= 1:
+        hits = int(roc.true_positives[roc.point_within(j_lo - 1)])
+        low = clopper_pearson(hits, n1, level)[0]
     high = 1.0
-    if j_hi < n0:  # q ≥ the (j_hi + 1)-th highest non-member score
-        high = clopper_pearson(int((pos >= neg[j_hi]).sum()), len(pos), level)[1]
+    if j_hi < n0:
+        hits = int(roc.true_positives[roc.point_within(j_hi)])
+        high = clopper_pearson(hits, n1, level)[1]
     return float(low), float(high)

@@ -28,17 +28,26 @@ def target_metrics(scores: np.ndarray, members: np.ndarray, fprs: Sequence[float
     return figures
 
 
-def aggregate(values: Sequence[float]) -> dict:
-    """Mean and population std over targets, ignoring NaN (a PPV where nothing is called member);
-    NaN is stored as None so metrics.json stays standard JSON."""
+def aggregate(values: Sequence[float], undefined: str | None = None) -> dict:
+    """Mean and population std over targets, ignoring NaN (a figure undefined in a target, as a
+    PPV where nothing is called member); NaN is stored as None so metrics.json stays standard
+    JSON. Where the figure is undefined in every target, mean and std are None and `undefined`
+    holds why (the reason given, else a generic one)."""
     values = np.asarray(values, dtype=np.float64)
     finite = values[~np.isnan(values)]
-    return {
+    figure = {
         "mean": float(finite.mean()) if len(finite) else None,
         "std": float(finite.std()) if len(finite) else None,
         "n_targets": len(finite),
         "per_target": [None if np.isnan(v) else float(v) for v in values],
     }
+    if not len(finite):
+        figure["undefined"] = undefined or "undefined in every target (a ratio over 0)"
+    return figure
+
+
+#: Why a PPV is undefined: it is a ratio over the records called member.
+NOTHING_CALLED = "undefined: no record is called member at this threshold in any target"
 
 
 def realistic_figures(
@@ -57,7 +66,7 @@ def realistic_figures(
         for p in priors:
             for name, kind in (("ppv", "target"), ("shadow_ppv", "shadow")):
                 column = rows[str(MetricKey(f"ppv_{kind}", prior=p))]
-                summary[str(MetricKey(name, fpr=x, prior=p))] = aggregate(column)
+                summary[str(MetricKey(name, fpr=x, prior=p))] = aggregate(column, NOTHING_CALLED)
     return summary
 
 
@@ -95,11 +104,9 @@ def target_intervals(
 ) -> dict[str, tuple[float, float]]:
     """One target's 95% intervals over its records: AUC and TPR at each FPR (`intervals`)."""
     out = {"auc": auc_interval(scores, members)}
-    ordered = np.sort(scores[~members])[::-1]
+    roc = roc_curve(scores, members)
     for x in fprs:
-        out[str(MetricKey("tpr", fpr=x))] = tpr_interval(
-            scores, members, x, ordered_non_members=ordered
-        )
+        out[str(MetricKey("tpr", fpr=x))] = tpr_interval(scores, members, x, roc=roc)
     return out
 
 
@@ -141,9 +148,9 @@ def small_m_warning(attack: str, num_models: int, leave_one_out: bool) -> str | 
 
 
 def long_rows(metrics: dict[str, dict[str, dict]]) -> list[dict]:
-    """metrics.csv rows (attack, metric, mean, std, n_targets, ci_low, ci_high, not_measurable)
-    from {attack: summarize(...)}; figures without an interval leave ci_low and ci_high empty,
-    measurable ones leave not_measurable empty."""
+    """metrics.csv rows (attack, metric, mean, std, n_targets, ci_low, ci_high, not_measurable,
+    undefined) from {attack: summarize(...)}; figures without an interval leave ci_low and
+    ci_high empty, measurable ones leave not_measurable empty, defined ones undefined."""
     return [
         {
             "attack": attack,
@@ -154,7 +161,20 @@ def long_rows(metrics: dict[str, dict[str, dict]]) -> list[dict]:
             "ci_low": f.get("ci_low"),
             "ci_high": f.get("ci_high"),
             "not_measurable": f.get("not_measurable"),
+            "undefined": f.get("undefined"),
         }
         for attack, figures in metrics.items()
         for name, f in figures.items()
     ]
+
+
+def figure_words(figure: dict | None) -> str | None:
+    """What to print instead of a number for a figure of metrics.json that has none: "not
+    measurable", "undefined", or "–" where it was not computed; None where it has a number."""
+    if figure is None:
+        return "–"
+    if "not_measurable" in figure:
+        return "not measurable"
+    if "undefined" in figure:
+        return "undefined"
+    return "–" if figure.get("mean") is None else None

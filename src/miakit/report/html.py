@@ -20,6 +20,7 @@ import miakit
 from miakit.errors import MiakitError
 from miakit.evaluate.calibration import reliability
 from miakit.evaluate.metric_key import MetricKey
+from miakit.evaluate.metrics import figure_words
 from miakit.evaluate.tables import evaluation_tables
 from miakit.evaluate.thresholds import ppv
 from miakit.evaluate.vulnerability import flagged_members
@@ -64,14 +65,13 @@ img.roc { border: 1px solid #2c7be5; }
 
 
 def figure_text(figure: dict | None, fmt=None) -> str:
-    """A metrics.json figure's mean as text: "not measurable" where the data cannot resolve it."""
-    if figure is not None and "not_measurable" in figure:
-        return "not measurable"
-    return (fmt or pct)(None if figure is None else figure["mean"])
+    """A metrics.json figure's mean as text: "not measurable" where the data cannot resolve it,
+    "undefined" where it is a ratio over 0 (`metrics.figure_words`)."""
+    return figure_words(figure) or (fmt or pct)(figure["mean"])
 
 
 def pct(value: float | None) -> str:
-    return "–" if value is None or np.isnan(value) else f"{100 * value:.2f}%"
+    return "–" if value is None or not np.isfinite(value) else f"{100 * value:.2f}%"
 
 
 def decimal(value: float) -> str:
@@ -183,11 +183,10 @@ def summary_section(data: RunData, found: Verdict) -> str:
 
         def cell(name: str, figures: dict = figures, fmt=pct) -> str:
             f = figures.get(name)
-            if f is not None and "not_measurable" in f:
-                reasons.add(f["not_measurable"])
-                return "not measurable"
-            if f is None or f["mean"] is None:
-                return "–"
+            words = figure_words(f)
+            if words is not None:
+                reasons.update(f[k] for k in ("not_measurable", "undefined") if k in (f or {}))
+                return words
             ci = f" [{fmt(f['ci_low'])}, {fmt(f['ci_high'])}]" if "ci_low" in f else ""
             return fmt(f["mean"]) + ci
 
@@ -207,12 +206,17 @@ def summary_section(data: RunData, found: Verdict) -> str:
         )
         shadow_tpr, shadow_fpr = (figures.get(k) for k in shadow_keys)
         for prior in VERDICT_PRIORS:
+            value = (
+                ppv(shadow_tpr["mean"], shadow_fpr["mean"], prior)
+                if measurable(shadow_tpr) and measurable(shadow_fpr)
+                else None
+            )
             row[f"PPV at {100 * prior:g}% members"] = (
-                pct(ppv(shadow_tpr["mean"], shadow_fpr["mean"], prior))
-                if measurable(shadow_tpr)
-                and measurable(shadow_fpr)
-                and shadow_tpr["mean"] is not None
-                else "–"
+                "–"
+                if value is None
+                else "undefined (no member call)"
+                if np.isnan(value)
+                else pct(value)
             )
         rows.append(row)
     strongest = list(data.metrics).index(found.attack)

@@ -2,11 +2,17 @@
 the sentences the CLI prints and report.html opens with.
 
 - The strongest attack: the highest mean TPR at FPR 0.1% over the targets (ties: at 1%, then
-  AUC), with its bootstrap intervals.
+  AUC), with its intervals. Where no attack catches a member at the verdict's FPR (0.1%, or the
+  smallest the data resolve) in any target, as a label-only attack whose 0/1 score calls every
+  correctly labelled record, the verdict says that no attack separates members there, and gives
+  the best one's AUC and the lowest FPR at which it first catches members (the first vertex of its
+  ROC with a member, mean over the targets); attacks silent at that FPR beside a stronger one are
+  named with theirs.
 - What its calls are worth at realistic priors: the PPV at priors 1% and 10% of the TPR and
   FPR its shadow-calibrated threshold achieves (set as an attacker without the target's
   membership would, `evaluate.thresholds`), means over the targets: the mean of per-target PPVs
-  would count a target without any member call as PPV 1.
+  would count a target without any member call as PPV 1. Where that threshold calls no record in
+  any target, PPV is undefined, and the verdict says so instead of quoting PPV and chance.
 - Exposed training records: called member, under that attack's shadow threshold at FPR 0.1%, by
   a target that trained on them and by no target that did not (`record_vulnerability`'s highly
   vulnerable records); exposure = the share of the targets that trained on a record which
@@ -23,7 +29,7 @@ the sentences the CLI prints and report.html opens with.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -31,6 +37,7 @@ import yaml
 from scipy.stats import binom
 
 from miakit.evaluate.metric_key import MetricKey
+from miakit.evaluate.roc import roc_curve
 from miakit.evaluate.thresholds import ppv
 from miakit.evaluate.vulnerability import FLAG_FPR, record_vulnerability
 from miakit.report.runs import RunData
@@ -85,6 +92,14 @@ class Verdict:
     test_accuracy: float | None
     smallest_fpr: float
     next_step: str
+    #: whether the shadow threshold at ppv_fpr calls no record member in any target (PPV is
+    #: then undefined, and nothing is exposed)
+    calls_none: bool = False
+    #: attack → the lowest FPR at which it first catches a member (mean over targets), for the
+    #: attacks that catch no member at FPR ppv_fpr in any target
+    silent: dict[str, float] = field(default_factory=dict)
+    #: whether every attack is silent at FPR ppv_fpr: none separates members there
+    none_separate: bool = False
 
     @property
     def records_leak(self) -> bool:
@@ -100,26 +115,57 @@ class Verdict:
 
     def sentences(self) -> list[str]:
         """The verdict in plain sentences (no markup)."""
-        tprs = ", ".join(
-            f"{f.percent()} of members at FPR {100 * x:g}%"
-            for x, f in self.tpr.items()
-            if f is not None
-        )
+        x = f"FPR {100 * self.ppv_fpr:g}%"
         auc = f" (AUC {self.auc.decimal()})" if self.auc is not None else ""
-        lines = [f"Strongest attack: {self.attack}, which catches {tprs}{auc}."]
+        quoted = self.tpr.get(self.ppv_fpr)
+        if self.none_separate:
+            names = list(self.silent)
+            who = names[0] if len(names) == 1 else "none of " + ", ".join(names)
+            its = f" (TPR {quoted.percent()})" if quoted is not None else ""
+            others = "; ".join(
+                f"at FPR {100 * fpr:g}% it catches {f.percent()} of members"
+                for fpr, f in self.tpr.items()
+                if f is not None and fpr != self.ppv_fpr
+            )
+            lines = [
+                f"No attack separates members at {x}: {who} catches no member there in any "
+                f"target{its}. The best, {self.attack}{auc}, first catches members at FPR "
+                f"{_share(self.silent[self.attack])} (mean over targets)"
+                + (f"; {others}." if others else ".")
+            ]
+        else:
+            tprs = ", ".join(
+                f"{f.percent()} of members at FPR {100 * fpr:g}%"
+                for fpr, f in self.tpr.items()
+                if f is not None
+            )
+            lines = [f"Strongest attack: {self.attack}, which catches {tprs}{auc}."]
+            if self.silent:
+                firsts = ", ".join(f"{a} at FPR {_share(f)}" for a, f in self.silent.items())
+                lines.append(
+                    f"{' and '.join(self.silent)} catch{'es' if len(self.silent) == 1 else ''} "
+                    f"no member at {x} in any target; each first catches members at a higher "
+                    f"FPR (mean over targets): {firsts}."
+                )
         ppvs = [
             f"{100 * f:.1f}% of the time when {100 * p:g}% of the records tested are members"
             for p, f in self.ppv.items()
             if f is not None
         ]
-        if ppvs:
+        if self.calls_none:
             lines.append(
-                f"With its threshold set on shadow models for FPR {100 * self.ppv_fpr:g}%, its "
+                f"With its threshold set on shadow models for {x}, it calls no record member in "
+                "any target: the precision of its member calls (PPV) is undefined, and no "
+                "training record is exposed at that FPR."
+            )
+        elif ppvs:
+            lines.append(
+                f"With its threshold set on shadow models for {x}, its "
                 f"member calls are right (PPV) {' and '.join(ppvs)}."
             )
         if self.exposed is None:
             lines.append("Which records are exposed needs two target models or more.")
-        else:
+        elif not self.calls_none:
             by_most = f"{self.in_most_by_chance:,.0f}" if self.in_most_by_chance >= 0.5 else "none"
             if beyond_chance(self.exposed_in_most, self.in_most_by_chance):
                 conclusion = (
@@ -151,6 +197,11 @@ class Verdict:
         )
         lines.append(f"Next step: {self.next_step}")
         return lines
+
+
+def _share(fpr: float) -> str:
+    """An FPR as a percentage with two significant digits at least (0.93 → "93%")."""
+    return f"{100 * fpr:.3g}%"
 
 
 def strongest_attack(metrics: dict[str, dict], fprs: list[float]) -> str:
@@ -275,6 +326,9 @@ def verdict(data: RunData) -> Verdict:
     ppvs: dict[float, float | None] = dict.fromkeys(VERDICT_PRIORS)
     if shadow_tpr is not None and shadow_fpr is not None:
         ppvs = {p: ppv(shadow_tpr.mean, shadow_fpr.mean, p) for p in VERDICT_PRIORS}
+    calls_none = shadow_tpr is not None and shadow_fpr is not None
+    calls_none = calls_none and shadow_tpr.mean == 0 and shadow_fpr.mean == 0
+    silent = silent_attacks(data, x)
     chance_fpr = x if shadow_fpr is None else shadow_fpr.mean
     chance = exposed_by_chance(data.keep[data.targets], chance_fpr)
     in_most_by_chance = exposed_by_chance(data.keep[data.targets], chance_fpr, most=True)
@@ -305,7 +359,24 @@ def verdict(data: RunData) -> Verdict:
             str(data.run.root),
             estimator=_is_estimator_run(data.config_text),
         ),
+        calls_none=calls_none,
+        silent=silent,
+        none_separate=len(silent) == len(data.metrics),
     )
+
+
+def silent_attacks(data: RunData, fpr: float) -> dict[str, float]:
+    """attack → the lowest FPR at which it first catches a member (the first vertex of its ROC
+    with a true positive, mean over the targets), for the attacks whose TPR at `fpr` is 0 in
+    every target (a mean of 0)."""
+    silent = {}
+    for attack, figures in data.metrics.items():
+        tpr = figures.get(str(MetricKey("tpr", fpr=fpr)), {}).get("mean")
+        if tpr == 0:
+            scores = data.scores[attack]
+            rocs = [roc_curve(scores[i], data.keep[t]) for i, t in enumerate(data.targets)]
+            silent[attack] = float(np.mean([r.fpr[r.first_catch()] for r in rocs]))
+    return silent
 
 
 def _is_estimator_run(config_text: str) -> bool:

@@ -50,8 +50,10 @@ def test_tpr_interval_from_order_statistics_and_clopper_pearson_by_hand():
     cdf = np.cumsum([comb(2000, k) * p**k * (1 - p) ** (2000 - k) for k in range(100)])
     j_lo = int(np.argmax(cdf >= Fraction(1, 80)))
     j_hi = int(np.argmax(cdf >= 1 - Fraction(1, 80)))
-    hits_lo = int((pos >= neg[j_lo - 1]).sum())
-    hits_hi = int((pos >= neg[j_hi]).sum())
+    # members strictly above the order statistics: the ROC's points with at most j_lo − 1 and
+    # at most j_hi false positives (the same as ≥ on continuous scores)
+    hits_lo = int((pos > neg[j_lo - 1]).sum())
+    hits_hi = int((pos > neg[j_hi]).sum())
     # Clopper–Pearson at level 97.5% from the beta quantiles
     low = beta.ppf(0.0125, hits_lo, 1000 - hits_lo + 1)
     high = beta.ppf(1 - 0.0125, hits_hi + 1, 1000 - hits_hi)
@@ -75,6 +77,64 @@ def test_nominal_95_percent_intervals_cover_the_true_figures(targets):
     coverage = {name: count / repetitions for name, count in covered.items()}
     print(f"coverage over {repetitions} audits of {targets} target(s): {coverage}")
     assert all(c >= 0.9 for c in coverage.values()), coverage
+
+
+def test_tpr_interval_on_tied_scores_by_hand():
+    """The issue's example: a 0/1 score with 93% of non-members (and 97% of members) at 1. Its
+    TPR at FPR 1% is 0 (no threshold but the one calling none has FPR ≤ 1%); the interval is
+    read at that vertex, not at the other one (FPR 93%): [0, the Clopper–Pearson upper end of 0
+    hits in 900 at level 97.5%]."""
+    members = np.arange(1800) < 900
+    scores = np.r_[np.arange(900) < 873, np.arange(900) < 837].astype(float)
+    low, high = tpr_interval(scores, members, 0.01)
+    assert low == 0.0
+    assert high == pytest.approx(1 - 0.0125 ** (1 / 900), rel=1e-9)  # beta(1, 900) quantile
+
+
+#: Discrete scores with known population TPR and FPR per level (members, non-members): the
+#: 0/1 score of a label-only attack, rare 0/1 scores (one level of population FPR 0.5% and one
+#: of 0.9%, just under 1%), and a 5-level score.
+DISCRETE = {
+    "0/1": ([0.03, 0.97], [0.07, 0.93]),
+    "0/1 rare": ([0.8, 0.2], [0.995, 0.005]),
+    "0/1 near 1%": ([0.8, 0.2], [0.991, 0.009]),
+    "5-level": ([0.3, 0.25, 0.2, 0.15, 0.1], [0.6, 0.25, 0.1, 0.041, 0.009]),
+}
+DISCRETE_FPRS = (0.1, 0.05, 0.01)
+
+
+def population_tpr(members: list[float], non_members: list[float], fpr: float) -> float:
+    """The largest P(member score ≥ t) over levels t with P(non-member score ≥ t) ≤ fpr
+    (0: the threshold that calls none), in exact arithmetic."""
+    tails = [
+        (sum(map(Fraction, map(str, members[t:]))), sum(map(Fraction, map(str, non_members[t:]))))
+        for t in range(len(members))
+    ]
+    return float(max((m for m, n in tails if n <= Fraction(str(fpr))), default=0))
+
+
+@pytest.mark.parametrize("targets", [1, pytest.param(8, marks=pytest.mark.slow)])
+def test_tpr_intervals_cover_on_discrete_scores(targets):
+    """Over 200 simulated audits (1,000 members and 1,000 non-members per target), the interval
+    of the mean over targets covers the population TPR at each FPR at least at the nominal 95%
+    less three Monte-Carlo standard errors (4.6 points)."""
+    repetitions, n = 200, 1000
+    members = np.arange(2 * n) < n
+    floor = 0.95 - 3 * np.sqrt(0.95 * 0.05 / repetitions)
+    for case, (p1, p0) in DISCRETE.items():
+        rng = np.random.default_rng(targets)
+        covered = dict.fromkeys(DISCRETE_FPRS, 0)
+        for _ in range(repetitions):
+            ends = []
+            for _ in range(targets):
+                scores = np.r_[rng.choice(len(p1), n, p=p1), rng.choice(len(p0), n, p=p0)]
+                ends.append([tpr_interval(scores, members, x) for x in DISCRETE_FPRS])
+            low, high = np.mean(ends, axis=0).T
+            for k, x in enumerate(DISCRETE_FPRS):
+                covered[x] += low[k] <= population_tpr(p1, p0, x) <= high[k]
+        coverage = {x: c / repetitions for x, c in covered.items()}
+        print(f"{case}, {targets} target(s): coverage {coverage}")
+        assert min(coverage.values()) >= floor, (case, coverage)
 
 
 def test_a_figure_at_fpr_x_needs_one_over_x_non_members():

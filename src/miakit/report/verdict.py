@@ -120,19 +120,27 @@ class Verdict:
         quoted = self.tpr.get(self.ppv_fpr)
         if self.none_separate:
             names = list(self.silent)
-            who = names[0] if len(names) == 1 else "none of " + ", ".join(names)
             its = f" (TPR {quoted.percent()})" if quoted is not None else ""
-            others = "; ".join(
-                f"at FPR {100 * fpr:g}% it catches {f.percent()} of members"
+            first = (
+                f"first catches members at FPR {_share(self.silent[self.attack])} (mean over "
+                "targets)"
+            )
+            first += "".join(
+                f"; at FPR {100 * fpr:g}% it catches {f.percent()} of members"
                 for fpr, f in self.tpr.items()
                 if f is not None and fpr != self.ppv_fpr
             )
-            lines = [
-                f"No attack separates members at {x}: {who} catches no member there in any "
-                f"target{its}. The best, {self.attack}{auc}, first catches members at FPR "
-                f"{_share(self.silent[self.attack])} (mean over targets)"
-                + (f"; {others}." if others else ".")
-            ]
+            if len(names) == 1:
+                line = (
+                    f"No attack separates members at {x}: {self.attack} catches no member there "
+                    f"in any target{its}; it {first}{auc}."
+                )
+            else:
+                line = (
+                    f"No attack separates members at {x}: none of {', '.join(names)} catches a "
+                    f"member there in any target. The best, {self.attack}{its}{auc}, {first}."
+                )
+            lines = [line]
         else:
             tprs = ", ".join(
                 f"{f.percent()} of members at FPR {100 * fpr:g}%"

@@ -20,12 +20,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from miakit import cli
 from miakit.attacks import ATTACKS, make_attack
+from miakit.config import load_config
+from miakit.evaluate.intervals import INTERVAL_NOTE
 from miakit.evaluate.metric_key import MetricKey
 from miakit.evaluate.metrics import long_rows, summarize, target_intervals, target_metrics
 from miakit.evaluate.thresholds import PRIORS, calibrate
+from miakit.report.compare import compare_runs
+from miakit.report.html import write_report
+from miakit.report.runs import load_run
+from miakit.report.verdict import verdict
 from miakit.signals import Signals
+from miakit.store import save_json, save_npy
 from tests.synthetic import balanced_keep_matrix
+from tests.test_report import ATTACKS as RUN_ATTACKS
+from tests.test_report import TARGETS as RUN_TARGETS
+from tests.test_report import write_run
 
 FPRS = (0.2, 0.05, 0.01)
 TARGETS = 4
@@ -186,3 +197,75 @@ def test_every_attack_on_few_valued_outputs_gives_right_figures(name):
         )
         assert np.isfinite(scores).all(), (name, kind)
         check_figures(scores, keep[:TARGETS])
+
+
+def write_discrete_run(root, seed: int = 0, silent_only: bool = True):
+    """The synthetic run of test_report with 0/1 and 5-level scores whose TPR at FPR 1% is 0 in
+    every target (most non-members at the top level); with `silent_only` False, one attack keeps
+    its continuous scores and catches members."""
+    run = write_run(root, seed)
+    keep = np.load(run.keep)
+    rng = np.random.default_rng(seed)
+    metrics = {}
+    for k, attack in enumerate(RUN_ATTACKS):
+        scores = np.load(run.scores(attack))
+        if silent_only or k:
+            if k % 2:
+                scores = (rng.random(scores.shape) < np.where(keep[:RUN_TARGETS], 0.97, 0.93)) * 1.0
+            else:
+                scores = np.minimum(rng.integers(1, 5, scores.shape) + keep[:RUN_TARGETS], 4) / 4
+            save_npy(run.scores(attack), scores)
+        metrics[attack] = summarize(scores, keep, range(RUN_TARGETS), [0.01, 0.001])
+    save_json(run.metrics_json, {"attacks": metrics, "intervals": INTERVAL_NOTE})
+    pd.DataFrame(long_rows(metrics)).to_csv(run.metrics_csv, index=False)
+    return run
+
+
+def without_images(text: str) -> str:
+    return re.sub(r"base64,[A-Za-z0-9+/=]+", "", text)
+
+
+def test_a_run_whose_attacks_catch_no_member_says_so_in_words(tmp_path):
+    """The verdict, the CLI, report.html, metrics.csv and compare.html of a run whose attacks
+    catch no member at FPR 1%: no nan, no inf, PPV undefined in words, and the verdict says
+    that no attack separates members there, with the best one's AUC and first catch."""
+
+    runs = [write_discrete_run(tmp_path / f"run{s}", s) for s in (0, 1)]
+    found = verdict(load_run(runs[0].root))
+    assert found.none_separate and found.calls_none
+    assert set(found.silent) == set(load_run(runs[0].root).metrics)
+    sentences = found.sentences()
+    text = " ".join(sentences)
+    assert sentences[0].startswith("No attack separates members at FPR 1%: none of ")
+    assert f"The best, {found.attack} (AUC {found.auc.decimal()}; TPR 0.0% [0.0, " in sentences[0]
+    assert f"first catches members at FPR {100 * found.silent[found.attack]:.3g}%" in text
+    assert "PPV) is undefined" in text and "would expose" not in text
+    config = load_config(None, ["evaluate.fprs=[0.01, 0.001]"])
+    with cli.console.capture() as printed:
+        cli.print_metrics(runs[0], config, found.attack)
+        cli.print_verdict(found)
+    html = without_images(write_report(runs[0].root).read_text())
+    assert "undefined (no member call)" in html
+    compared = compare_runs([r.root for r in runs], tmp_path / "compare")
+    outputs = {
+        "verdict": text,
+        "cli": printed.get(),
+        "report": html,
+        "metrics.csv": runs[0].metrics_csv.read_text(),
+        "compare": without_images(compared.path.read_text()),
+        "compare.csv": (tmp_path / "compare" / "compare.csv").read_text(),
+    }
+    for where, output in outputs.items():
+        assert not NAN_OR_INF.search(output), (where, NAN_OR_INF.search(output))
+
+
+def test_attacks_silent_beside_a_stronger_one_are_named_with_their_first_catch(tmp_path):
+
+    found = verdict(load_run(write_discrete_run(tmp_path / "run", silent_only=False).root))
+    assert not found.none_separate and found.attack == "lira-online"
+    assert set(found.silent) == {"attack-r", "loss", "lt-iqr"}
+    sentence = next(s for s in found.sentences() if "catch no member" in s)
+    assert sentence.startswith("attack-r, loss and lt-iqr catch no member at FPR 1%")
+    for attack, first in found.silent.items():
+        assert f"{attack} at FPR {100 * first:.3g}%" in sentence
+        assert 0.01 < first <= 1  # no threshold of FPR ≤ 1% calls a member

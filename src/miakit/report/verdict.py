@@ -136,9 +136,19 @@ class Verdict:
                     f"in any target{its}; it {first}{auc}."
                 )
             else:
+                facts = "; ".join(
+                    f
+                    for f in (
+                        f"AUC {self.auc.decimal()}" if self.auc is not None else "",
+                        f"TPR {quoted.percent()}" if quoted is not None else "",
+                    )
+                    if f
+                )
                 line = (
-                    f"No attack separates members at {x}: none of {', '.join(names)} catches a "
-                    f"member there in any target. The best, {self.attack}{its}{auc}, {first}."
+                    f"No attack separates members at {x}: none of {_listed(names, 'or')} "
+                    f"catches a member there in any target. The best, {self.attack}"
+                    + (f" ({facts})" if facts else "")
+                    + f", {first}."
                 )
             lines = [line]
         else:
@@ -151,7 +161,7 @@ class Verdict:
             if self.silent:
                 firsts = ", ".join(f"{a} at FPR {_share(f)}" for a, f in self.silent.items())
                 lines.append(
-                    f"{' and '.join(self.silent)} catch{'es' if len(self.silent) == 1 else ''} "
+                    f"{_listed(list(self.silent))} catch{'es' if len(self.silent) == 1 else ''} "
                     f"no member at {x} in any target; each first catches members at a higher "
                     f"FPR (mean over targets): {firsts}."
                 )
@@ -205,6 +215,11 @@ class Verdict:
         )
         lines.append(f"Next step: {self.next_step}")
         return lines
+
+
+def _listed(names: list[str], last: str = "and") -> str:
+    """["a", "b", "c"] → "a, b and c"."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {last} {names[-1]}"
 
 
 def _share(fpr: float) -> str:

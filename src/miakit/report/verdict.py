@@ -52,7 +52,7 @@ SHOWN_RECORDS = 8
 
 @dataclass(frozen=True)
 class Figure:
-    """A mean over targets with its 95% bootstrap interval (None where not computed)."""
+    """A mean over targets with its 95% interval (None where not computed)."""
 
     mean: float
     low: float | None = None

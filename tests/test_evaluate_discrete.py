@@ -237,7 +237,8 @@ def test_a_run_whose_attacks_catch_no_member_says_so_in_words(tmp_path):
     sentences = found.sentences()
     text = " ".join(sentences)
     assert sentences[0].startswith("No attack separates members at FPR 1%: none of ")
-    assert f"The best, {found.attack} (AUC {found.auc.decimal()}; TPR 0.0% [0.0, " in sentences[0]
+    assert f"The best, {found.attack} (TPR 0.0% [0.0, " in sentences[0]
+    assert f"; AUC {found.auc.decimal()})" in sentences[0]
     assert f"first catches members at FPR {100 * found.silent[found.attack]:.3g}%" in text
     assert "PPV) is undefined" in text and "would expose" not in text
     config = load_config(None, ["evaluate.fprs=[0.01, 0.001]"])

@@ -120,7 +120,15 @@ class Verdict:
         quoted = self.tpr.get(self.ppv_fpr)
         if self.none_separate:
             names = list(self.silent)
-            its = f" (TPR {quoted.percent()})" if quoted is not None else ""
+            facts = "; ".join(
+                f
+                for f in (
+                    f"TPR {quoted.percent()}" if quoted is not None else "",
+                    f"AUC {self.auc.decimal()}" if self.auc is not None else "",
+                )
+                if f
+            )
+            facts = f" ({facts})" if facts else ""
             first = (
                 f"first catches members at FPR {_share(self.silent[self.attack])} (mean over "
                 "targets)"
@@ -133,22 +141,13 @@ class Verdict:
             if len(names) == 1:
                 line = (
                     f"No attack separates members at {x}: {self.attack} catches no member there "
-                    f"in any target{its}; it {first}{auc}."
+                    f"in any target{facts}; it {first}."
                 )
             else:
-                facts = "; ".join(
-                    f
-                    for f in (
-                        f"AUC {self.auc.decimal()}" if self.auc is not None else "",
-                        f"TPR {quoted.percent()}" if quoted is not None else "",
-                    )
-                    if f
-                )
                 line = (
                     f"No attack separates members at {x}: none of {_listed(names, 'or')} "
-                    f"catches a member there in any target. The best, {self.attack}"
-                    + (f" ({facts})" if facts else "")
-                    + f", {first}."
+                    f"catches a member there in any target. The best, {self.attack}{facts}, "
+                    f"{first}."
                 )
             lines = [line]
         else:

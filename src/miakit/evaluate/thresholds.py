@@ -1,7 +1,8 @@
 """Thresholds an attacker could deploy, and what they achieve under realistic priors.
 
-A threshold τ read off the target's own ROC at FPR x (target-calibrated) uses the target's
-membership labels, which no attacker has: it overstates risk. A deployable attacker calibrates on
+A threshold τ read off the target's own ROC at FPR x (target-calibrated; the operating-point
+rule of `evaluate.roc`, so that `score ≥ τ` calls exactly the records the figure counts, ties
+together) uses the target's membership labels, which no attacker has: it overstates risk. A deployable attacker calibrates on
 models whose membership it knows: the shadow-calibrated τ of a target is the median of the other
 targets' τ (each of them scored leave-one-out, exactly as the attacker scores a shadow model). Its
 achieved TPR′ and FPR′ on the target may differ from x. Under a prior π of members among the
@@ -23,7 +24,8 @@ PRIORS = (0.01, 0.1, 0.5)
 
 
 def ppv(tpr: float, fpr: float, prior: float) -> float:
-    """Positive predictive value; NaN when nothing is called member (TPR = FPR = 0)."""
+    """Positive predictive value; NaN when nothing is called member (TPR = FPR = 0), which
+    metrics.json records as `undefined` (`metrics.aggregate`)."""
     called = prior * tpr + (1 - prior) * fpr
     return float(prior * tpr / called) if called > 0 else float("nan")
 

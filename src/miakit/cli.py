@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+import miakit
 from miakit import pipeline
 from miakit.config import (
     AuditConfig,
@@ -477,11 +478,12 @@ def attacks_list() -> None:
     table = Table(title="attacks (attack_options.<name>.<option>)", show_lines=True)
     for column in ["name", "what", "options"]:
         table.add_column(column)
-    for name, summary, options in pipeline.list_attacks():
+    for info in miakit.attacks():
         described = "\n".join(
-            f"{o}: {default}" + (f" — {text}" if text else "") for o, default, text in options
+            f"{o.name}: {o.default!r}" + (f" — {o.description}" if o.description else "")
+            for o in info.options
         )
-        table.add_row(Text(name), Text(summary), Text(described or "(none)"))
+        table.add_row(Text(info.name), Text(info.what), Text(described or "(none)"))
     if not console.is_terminal:
         console.width = max(console.width, 160)
     console.print(table)

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from rich.progress import Progress
 
-from miakit.attacks import ATTACKS, make_attack
+from miakit.attacks import Attack, make_attack
 from miakit.chain import (
     audit_json_path,
     metrics_inputs,
@@ -42,7 +42,7 @@ from miakit.config import AuditConfig, ExecutionConfig, read_run_config
 from miakit.data import resolve_data_dir
 from miakit.data.catalog import fetch as fetch_dataset
 from miakit.data.catalog import list_datasets
-from miakit.errors import MiakitError
+from miakit.errors import AttackUnavailable, MiakitError
 from miakit.evaluate.intervals import INTERVAL_NOTE
 from miakit.evaluate.metrics import (
     aggregate,
@@ -403,6 +403,22 @@ def _check_models(run: RunDir) -> None:
     check_labels(run)
 
 
+def score_signals(
+    instance: Attack,
+    signals: Signals,
+    targets: Sequence[int],
+    references: Sequence[int] | None,
+    records: np.ndarray | None = None,
+) -> np.ndarray:
+    """Scores [T, N] of `targets` by one attack (`Attack.score_targets`): what the attack stage
+    writes and `miakit.score` returns. An attack that cannot run on these signals
+    (`Attack.unavailable`) raises AttackUnavailable with the reason."""
+    reason = instance.unavailable(signals)
+    if reason is not None:
+        raise AttackUnavailable(reason)
+    return instance.score_targets(signals, targets, references, records)
+
+
 def attack(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = None) -> list[str]:
     """Score every target with each attack whose scores are stale; writes scores/<attack>.npy
     [T, N] (row i: target i of the design) and its record scores/<attack>.json. References are
@@ -427,15 +443,15 @@ def attack(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = Non
         for name in stale:
             record = read_record(scores_record_path(run, name))
             inputs, files = scores_inputs(run, config, name, design, record)
-            reason = instances[name].unavailable(signals)
-            if reason is not None:
+            try:
+                scores = score_signals(
+                    instances[name], signals, design.targets, design.references, design.eval_records
+                )
+            except AttackUnavailable as exc:
                 run.scores(name).unlink(missing_ok=True)
-                save_json(scores_record_path(run, name), skipped_record(inputs, files, reason))
+                save_json(scores_record_path(run, name), skipped_record(inputs, files, str(exc)))
                 bar.advance(task)
                 continue
-            scores = instances[name].score_targets(
-                signals, design.targets, design.references, design.eval_records
-            )
             save_npy(run.scores(name), scores)
             save_json(scores_record_path(run, name), output_record(inputs, files, run.scores(name)))
             bar.advance(task)
@@ -603,21 +619,6 @@ def report(run: RunDir, single_point: Sequence[Path] = ()) -> Path:
     path = write_report(run.root, images=images, features=features, single_point=single_point)
     save_json(report_record_path(run), output_record(inputs, files, path))
     return path
-
-
-def list_attacks() -> list[tuple[str, str, list[tuple[str, str, str]]]]:
-    """Every registered attack: name, the first line of its docstring (else its module's), and
-    its options as (option, default, description)."""
-    rows = []
-    for name, cls in ATTACKS.items():
-        doc = cls.__doc__ or sys.modules[cls.__module__].__doc__ or ""
-        summary = doc.strip().splitlines()[0] if doc.strip() else ""
-        options = [
-            (option, repr(field.default), field.description or "")
-            for option, field in cls.Config.model_fields.items()
-        ]
-        rows.append((name, summary, options))
-    return rows
 
 
 def list_models(data: str | None = None) -> list[tuple[str, str, int | None]]:

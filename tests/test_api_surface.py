@@ -23,6 +23,7 @@ PUBLIC = [
     "AttackOption",
     "AttackUnavailable",
     "MiakitError",
+    "Run",
     "__version__",
     "attacks",
     "evaluate",

@@ -24,6 +24,7 @@ for _subpackage in ("miakit.attacks", "miakit.evaluate"):
     _import_module(_subpackage)
 
 from miakit.api.arrays import AttackInfo, AttackOption, attacks, evaluate, score  # noqa: E402
+from miakit.api.runs import Run  # noqa: E402
 from miakit.errors import AttackUnavailable, MiakitError  # noqa: E402
 
 __version__ = "0.1.0"
@@ -32,6 +33,7 @@ __all__ = [
     "AttackOption",
     "AttackUnavailable",
     "MiakitError",
+    "Run",
     "__version__",
     "attacks",
     "evaluate",

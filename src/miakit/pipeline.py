@@ -35,6 +35,7 @@ from miakit.chain import (
     report_stale,
     scores_inputs,
     scores_record_path,
+    scores_skipped,
     scores_stale,
     skipped_record,
 )
@@ -475,6 +476,19 @@ def _check_scores(run: RunDir, config: AuditConfig, names: Sequence[str], design
             )
 
 
+def current_scores(run: RunDir, attack: str) -> np.ndarray:
+    """An attack's scores [T, N] (scores/<attack>.npy, row i: target i of the design), once they
+    are checked current (else the error naming `miakit attack`); an attack skipped on the run's
+    signals is an error giving the reason."""
+    (name,) = resolve_attacks([attack])
+    config = run_config(run)
+    _check_scores(run, config, [name], evaluation_design(run, config, len(load_npy(run.keep))))
+    if not run.scores(name).is_file():
+        reason = scores_skipped(run, name)
+        raise MiakitError(f"{name} has no scores in {run.root}: it was skipped ({reason})")
+    return load_npy(run.scores(name))
+
+
 def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = None) -> dict:
     """metrics.json, metrics.csv, tables and a log-log ROC plot per attack, from the stored
     scores (restricted to the split's evaluation records, where it has them); attacks skipped
@@ -564,7 +578,7 @@ def _membership_records(
     return np.flatnonzero(evaluated), left_out
 
 
-def _check_metrics(run: RunDir) -> None:
+def check_metrics(run: RunDir) -> None:
     """metrics.json exists and is current (with the scores and models it rests on)."""
     record = read_record(run.metrics_json)
     if not run.metrics_json.is_file():
@@ -594,7 +608,7 @@ def report(run: RunDir, single_point: Sequence[Path] = ()) -> Path:
     from miakit.report.html import write_report
     from miakit.report.runs import evaluated_records
 
-    _check_metrics(run)
+    check_metrics(run)
     check_audit_current(run, run_config(run))
     own = run.root / "single_point"
     folders = list(

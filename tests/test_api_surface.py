@@ -26,6 +26,7 @@ PUBLIC = [
     "Run",
     "__version__",
     "attacks",
+    "audit",
     "evaluate",
     "score",
 ]

@@ -24,6 +24,7 @@ for _subpackage in ("miakit.attacks", "miakit.evaluate"):
     _import_module(_subpackage)
 
 from miakit.api.arrays import AttackInfo, AttackOption, attacks, evaluate, score  # noqa: E402
+from miakit.api.audits import audit  # noqa: E402
 from miakit.api.runs import Run  # noqa: E402
 from miakit.errors import AttackUnavailable, MiakitError  # noqa: E402
 
@@ -36,6 +37,7 @@ __all__ = [
     "Run",
     "__version__",
     "attacks",
+    "audit",
     "evaluate",
     "score",
 ]

@@ -149,12 +149,7 @@ def resumable(run: Path) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        saved = "nothing is planned yet."
-        try:
-            done, total = pipeline.trained_models(RunDir(run))
-            saved = f"{done} of {total} models are trained and saved."
-        except MiakitError:  # interrupted before the plan was written
-            pass
+        saved = pipeline.saved_models(RunDir(run))
         errors.print(f"\n[bold]interrupted:[/] {saved}", highlight=False)
         errors.print("Rerun the same command to resume from there.", highlight=False)
         raise typer.Exit(130) from None

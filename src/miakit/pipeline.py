@@ -358,6 +358,15 @@ def trained_models(run: RunDir) -> tuple[int, int]:
     return done, len(hashes.keep)
 
 
+def saved_models(run: RunDir) -> str:
+    """What an interrupted audit has saved, in words: "3 of 8 models are trained and saved."."""
+    try:
+        done, total = trained_models(run)
+    except MiakitError:  # interrupted before the plan was written
+        return "nothing is planned yet."
+    return f"{done} of {total} models are trained and saved."
+
+
 def brought_in_status(run: RunDir) -> dict[str, str]:
     """What a run of brought-in models (keep.npy, no run.yaml) holds, and the command that
     makes each missing part: models with logits and loss traces, scores, metrics, report."""

@@ -7,7 +7,8 @@ them and resumes from the CLI as any other: data arrays are written into the run
 data kind (`<run>/data.npz`, `data.name: user`, its fingerprint in pool.json), and an estimator
 instance becomes `model.arch: sklearn` with its class's import path and its constructor
 arguments (`get_params`), from which every model is built afresh, as `sklearn.base.clone` builds
-a copy.
+a copy. A factory function becomes a `memory:` arch (`architectures.register_factory`): its
+models train in this process only.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import copy
 import importlib
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from pydantic import ValidationError
 
 from miakit import pipeline
 from miakit.api.runs import Run
+from miakit.architectures import register_factory
 from miakit.config import AuditConfig, apply_override, format_validation_error, load_config
 from miakit.errors import MiakitError
 from miakit.store import RunDir, write_atomic
@@ -61,7 +64,13 @@ def audit(
             class (under sklearn, xgboost or lightgbm: what a config may name) and its
             `get_params(deep=False)` become model.estimator and model.params, so every model is
             a fresh copy of it, as `sklearn.base.clone` makes, fitted on its own records.
-            random_state is set per model from the run's seed (any given is replaced).
+            random_state is set per model from the run's seed (any given is replaced). Or a
+            factory(input_shape, num_classes) returning a fresh torch.nn.Module that maps a batch
+            of records (features [B, D]; images [B, C, H, W], normalized) to logits
+            [B, num_classes], trained with train.*: run.yaml records it as model.arch
+            `memory:<name>@<hash of its source>`, so changing its code retrains; only this
+            process has it (execution.executor must be local), and resuming such a run from the
+            CLI stops with an error saying to resume it from Python with the same factory.
         overrides: `--set`-style assignments applied to the config, e.g. ["train.epochs=10"].
 
     Returns:
@@ -76,9 +85,9 @@ def audit(
     root = Path(out)
     fresh = not root.exists()
     if model is not None:
-        cfg = _with_estimator(cfg, model)
+        cfg = _updated(cfg, "model", _model_settings(model))
     if data is not None:
-        cfg = _with_data(cfg, data, root)
+        cfg = _updated(cfg, "data", _data_settings(data, root))
     run = RunDir(root)
     try:
         pipeline.audit(cfg, run)
@@ -120,9 +129,19 @@ def _resolve_config(config, overrides: Sequence[str]) -> AuditConfig:
         raise MiakitError(format_validation_error(exc)) from exc
 
 
-def _with_data(config: AuditConfig, data: Sequence[np.ndarray], root: Path) -> AuditConfig:
-    """The config auditing `data` as the user data kind, written to <root>/data.npz (rewritten
-    only when its arrays changed) and checked as the CLI checks such a file."""
+def _updated(config: AuditConfig, section: str, settings: dict[str, Any]) -> AuditConfig:
+    """The config with `settings` replacing those of `section`, validated again."""
+    raw = config.model_dump(mode="json")
+    raw[section] = {**raw[section], **settings}
+    try:
+        return AuditConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise MiakitError(format_validation_error(exc)) from exc
+
+
+def _data_settings(data: Sequence[np.ndarray], root: Path) -> dict[str, Any]:
+    """The data settings auditing `data` as the user data kind, written to <root>/data.npz
+    (rewritten only when its arrays changed) and checked as the CLI checks such a file."""
     from miakit.data.user import load_user
 
     if isinstance(data, np.ndarray) or len(data) not in (2, 4):
@@ -133,16 +152,18 @@ def _with_data(config: AuditConfig, data: Sequence[np.ndarray], root: Path) -> A
         if array.dtype == object:
             raise MiakitError(f"data: {name} holds Python objects; give numeric arrays")
     path = (root / DATA_FILE).resolve()
-    if not (path.is_file() and _same_arrays(path, arrays)):
-        root.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, lambda tmp: _save_npz(tmp, arrays))
-    try:
-        load_user(path)  # the checks of a user's .npz, with their messages
-    except MiakitError:
-        path.unlink()
-        raise
-    update = {"name": "user", "path": path, "data_dir": None}
-    return config.model_copy(update={"data": config.data.model_copy(update=update)})
+    if path.is_file() and _same_arrays(path, arrays):
+        return {"name": "user", "path": str(path), "data_dir": None}
+    with tempfile.TemporaryDirectory() as folder:  # checked before the run's file is replaced
+        checked = Path(folder) / DATA_FILE
+        _save_npz(checked, arrays)
+        try:
+            load_user(checked)  # the checks of a user's .npz, with their messages
+        except MiakitError as exc:
+            raise MiakitError(str(exc).replace(str(checked), "data")) from None
+    root.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, lambda tmp: _save_npz(tmp, arrays))
+    return {"name": "user", "path": str(path), "data_dir": None}
 
 
 def _save_npz(tmp: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -161,17 +182,25 @@ def _same_arrays(path: Path, arrays: dict[str, np.ndarray]) -> bool:
         return False
 
 
-def _with_estimator(config: AuditConfig, estimator: Any) -> AuditConfig:
-    """The config whose models are fresh copies of `estimator` (model.arch sklearn)."""
+def _model_settings(model: Any) -> dict[str, Any]:
+    """The model settings of an estimator instance (`_estimator_settings`) or a factory
+    function (a `memory:` arch, `architectures.register_factory`)."""
+    if hasattr(model, "get_params") and hasattr(model, "fit"):
+        return _estimator_settings(model)
+    if callable(model) and not isinstance(model, type):
+        return {"arch": register_factory(model), "estimator": None, "params": {}}
+    raise MiakitError(
+        f"model must be a scikit-learn estimator instance or a factory(input_shape, "
+        f"num_classes) returning a torch.nn.Module, got {model!r}"
+    )
+
+
+def _estimator_settings(estimator: Any) -> dict[str, Any]:
+    """model.arch sklearn with the estimator's class and constructor arguments: every model is
+    built from them afresh, a copy as `sklearn.base.clone` makes."""
     from miakit.models.sklearn_model import estimator_class
 
     cls = type(estimator)
-    if not hasattr(estimator, "get_params"):
-        raise MiakitError(
-            f"model must be a scikit-learn estimator instance, got {cls.__name__} "
-            "(a factory(input_shape, num_classes) returning a torch module is "
-            "model.arch: python:module:factory in a config)"
-        )
     path = _public_path(cls)
     if estimator_class(path) is not cls:
         raise MiakitError(f"model: {path} does not name the class {cls.__qualname__}")
@@ -187,8 +216,7 @@ def _with_estimator(config: AuditConfig, estimator: Any) -> AuditConfig:
                 "(number, string, bool, None, or lists and mappings of them), so run.yaml cannot "
                 "record it; give it as such (e.g. model.standardize for a scaler)"
             ) from None
-    update = {"arch": "sklearn", "estimator": path, "params": params}
-    return config.model_copy(update={"model": config.model.model_copy(update=update)})
+    return {"arch": "sklearn", "estimator": path, "params": params}
 
 
 def _public_path(cls: type) -> str:

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 INSTALLED_DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test lint bench
+.PHONY: demo test lint bench docs
 
 $(INSTALLED): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -30,3 +30,7 @@ test: lint
 
 bench: $(INSTALLED_DEV)
 	$(BIN)/python bench/stages.py --config configs/digits.yaml
+
+# The API reference, from the docstrings of the public module (`miakit.__all__`): docs/api/.
+docs: $(INSTALLED_DEV)
+	$(BIN)/python -m pdoc miakit '!miakit\..*' -o docs/api

@@ -24,6 +24,7 @@ PUBLIC = [
     "AttackUnavailable",
     "MiakitError",
     "Run",
+    "Verdict",
     "__version__",
     "attacks",
     "audit",
@@ -102,3 +103,18 @@ def test_the_cli_lists_the_attacks_of_the_public_function():
     for info in miakit.attacks():
         assert info.name in result.output
     assert "offline_tail: 'one-sided'" in result.output
+
+
+def test_importing_the_config_layer_loads_no_api():
+    """The public names load when first read: the config layer (and `--help`) stay light."""
+    code = (
+        "import sys, miakit.config; "
+        "print([m for m in ('miakit.api.arrays', 'miakit.pipeline', 'pandas', 'scipy.stats') "
+        "if m in sys.modules])"
+    )
+    env = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert done.stdout.strip() == "[]"
+    assert "score" in dir(miakit) and "attacks" in dir(miakit)

@@ -15,7 +15,8 @@ from miakit import pipeline
 from miakit.config import AuditConfig
 from miakit.errors import MiakitError
 from miakit.evaluate.metrics import long_rows
-from miakit.store import RunDir
+from miakit.report.verdict import Verdict
+from miakit.store import RunDir, load_npy
 
 
 class Run:
@@ -47,6 +48,16 @@ class Run:
     def config(self) -> AuditConfig:
         """The run's resolved config (run.yaml), or the defaults for brought-in models."""
         return pipeline.run_config(self._run)
+
+    @property
+    def keep(self) -> np.ndarray:
+        """The keep matrix, bool [M, N]: keep[m, n] when model m trained on pool record n."""
+        return load_npy(self._run.keep)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """The pool records' labels, int [N]."""
+        return load_npy(self._run.labels)
 
     @property
     def status(self) -> dict[str, list[int]] | dict[str, str]:
@@ -132,9 +143,8 @@ class Run:
         return table[columns + rest].sort_values("rank").reset_index(drop=True)
 
     @property
-    def verdict(self):
-        """The verdict (`miakit.report.verdict.Verdict`) the CLI prints and report.html opens
-        with: `.sentences()` in plain words, and their numbers as fields (attack, auc, tpr by
+    def verdict(self) -> Verdict:
+        """The `Verdict` the CLI prints and report.html opens with: `.sentences()` in plain words, and their numbers as fields (attack, auc, tpr by
         FPR, ppv by prior, exposed, exposed_by_chance, top, train_accuracy, test_accuracy,
         smallest_fpr, next_step, …; rates as fractions).
 

@@ -44,6 +44,12 @@ def test_every_public_name_has_a_docstring():
         value = getattr(miakit, name)
         if inspect.isfunction(value) or inspect.isclass(value):
             assert (value.__doc__ or "").strip(), name
+    for function in (miakit.score, miakit.evaluate, miakit.audit):
+        for part in ("Args:", "Returns:", "Raises:", "MiakitError"):
+            assert part in function.__doc__, (function.__name__, part)
+    for name, member in inspect.getmembers(miakit.Run):
+        if not name.startswith("_") or name == "_repr_html_":
+            assert (member.__doc__ or "").strip(), name
 
 
 #: Imports miakit, then every module of it, and prints what the two names are.
@@ -118,3 +124,16 @@ def test_importing_the_config_layer_loads_no_api():
     )
     assert done.stdout.strip() == "[]"
     assert "score" in dir(miakit) and "attacks" in dir(miakit)
+
+
+def test_the_cli_imports_only_the_public_api_and_the_pipeline():
+    import ast
+
+    tree = ast.parse((ROOT / "src" / "miakit" / "cli.py").read_text())
+    used = {
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+    }
+    assert {m for m in used if m and m.startswith("miakit")} <= {"miakit", "miakit.pipeline"}

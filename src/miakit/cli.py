@@ -1,34 +1,24 @@
-"""The `miakit` command: parses arguments and calls pipeline.py, nothing more."""
+"""The `miakit` command: parses arguments and calls the public API (`miakit`) and pipeline.py,
+nothing more."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from functools import wraps
 from pathlib import Path
 from typing import Any
 
 import typer
-from pydantic import ValidationError
 from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 import miakit
-from miakit import pipeline
-from miakit.config import (
-    AuditConfig,
-    ExecutionConfig,
-    SinglePointConfig,
-    format_validation_error,
-    load_config,
-)
-from miakit.errors import MiakitError
-from miakit.evaluate.metric_key import MetricKey
-from miakit.store import RunDir
+from miakit import MiakitError, pipeline
+from miakit.pipeline import AuditConfig, MetricKey, RunDir, SinglePointConfig, load_config
 
 app = typer.Typer(
     help="Membership inference audits of machine-learning models.",
@@ -194,16 +184,8 @@ def _run_model_stage(
     """Run `stage` (pipeline.train or pipeline.query) on the run's plan, with the command line's
     execution settings: they change no model, so they may differ from run.yaml's."""
     run_dir = RunDir(run)
-    planned = pipeline.load_plan(run_dir)
-    settings = planned.config.execution.model_dump()
-    given = {"executor": executor, "workers": workers}
-    settings.update({k: v for k, v in given.items() if v is not None})
-    try:
-        execution = ExecutionConfig.model_validate(settings)
-    except ValidationError as exc:
-        raise MiakitError(format_validation_error(exc)) from exc
-    config = planned.config.model_copy(update={"execution": execution})
-    return stage(replace(planned, config=config), run_dir, _parse_shard(shard))
+    planned = pipeline.with_execution(pipeline.load_plan(run_dir), executor, workers)
+    return stage(planned, run_dir, _parse_shard(shard))
 
 
 @app.command()

@@ -15,12 +15,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 from rich.progress import Progress
 
 from miakit.attacks import Attack, make_attack
@@ -39,12 +41,20 @@ from miakit.chain import (
     scores_stale,
     skipped_record,
 )
-from miakit.config import AuditConfig, ExecutionConfig, read_run_config
+from miakit.config import (
+    AuditConfig,
+    ExecutionConfig,
+    SinglePointConfig,
+    format_validation_error,
+    load_config,
+    read_run_config,
+)
 from miakit.data import resolve_data_dir
 from miakit.data.catalog import fetch as fetch_dataset
 from miakit.data.catalog import list_datasets
 from miakit.errors import AttackUnavailable, MiakitError
 from miakit.evaluate.intervals import INTERVAL_NOTE
+from miakit.evaluate.metric_key import MetricKey
 from miakit.evaluate.metrics import (
     aggregate,
     long_rows,
@@ -102,6 +112,10 @@ def _stderr(line: str) -> None:
 LOCK_POLL_SECONDS = 1.0
 
 __all__ = [
+    "AuditConfig",
+    "MetricKey",
+    "RunDir",
+    "SinglePointConfig",
     "attack",
     "audit",
     "audit_dp",
@@ -110,6 +124,7 @@ __all__ = [
     "fetch_dataset",
     "list_datasets",
     "list_models",
+    "load_config",
     "load_plan",
     "plan",
     "query",
@@ -184,6 +199,19 @@ def _run_model_jobs(
             f"saved, rerun to redo these. First error: {failures[0].error}"
         )
     return done
+
+
+def with_execution(plan: Plan, executor: str | None, workers: int | None) -> Plan:
+    """The plan with other execution settings (the command line's `--executor`, `--workers`;
+    None keeps run.yaml's): they change no model, so they may differ from run.yaml's."""
+    settings = plan.config.execution.model_dump()
+    given = {"executor": executor, "workers": workers}
+    settings.update({k: v for k, v in given.items() if v is not None})
+    try:
+        execution = ExecutionConfig.model_validate(settings)
+    except ValidationError as exc:
+        raise MiakitError(format_validation_error(exc)) from exc
+    return replace(plan, config=plan.config.model_copy(update={"execution": execution}))
 
 
 def plan(config: AuditConfig, run: RunDir, log: Log | None = _stderr) -> Plan:

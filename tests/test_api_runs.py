@@ -116,9 +116,9 @@ def test_stale_and_missing_inputs_are_refused_with_the_clis_messages(run_copy, t
     scores = run_dir.scores("loss")
     scores.write_bytes(scores.read_bytes()[:-8] + np.float64(7.0).tobytes())
     run = miakit.Run(run_dir.root)
-    with pytest.raises(miakit.MiakitError, match=r"is stale .*miakit attack .* --attacks loss"):
+    with pytest.raises(miakit.StaleInputs, match=r"is stale .*miakit attack .* --attacks loss"):
         run.scores("loss")
-    with pytest.raises(miakit.MiakitError, match="miakit attack"):
+    with pytest.raises(miakit.StaleInputs, match="miakit attack"):
         _ = run.metrics
     assert "miakit attack" in run._repr_html_()  # the view says what to run, not a traceback
     with pytest.raises(miakit.MiakitError, match="unknown attack 'lira'"):

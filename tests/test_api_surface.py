@@ -24,6 +24,7 @@ PUBLIC = [
     "AttackUnavailable",
     "MiakitError",
     "Run",
+    "StaleInputs",
     "Verdict",
     "__version__",
     "attacks",

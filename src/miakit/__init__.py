@@ -19,7 +19,7 @@ from importlib import import_module
 from types import ModuleType
 from typing import Any
 
-from miakit.errors import AttackUnavailable, MiakitError
+from miakit.errors import AttackUnavailable, MiakitError, StaleInputs
 
 __version__ = "0.1.0"
 
@@ -36,7 +36,7 @@ _LAZY = {
     "audit": "miakit.api.audits",
 }
 
-__all__ = ["AttackUnavailable", "MiakitError", "__version__", *_LAZY]
+__all__ = ["AttackUnavailable", "MiakitError", "StaleInputs", "__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -8,3 +8,8 @@ class MiakitError(Exception):
 class AttackUnavailable(MiakitError):
     """An attack cannot run on the signals given (e.g. LiRA on predicted labels alone, QMIA
     without the records' features); the message says why."""
+
+
+class StaleInputs(MiakitError):
+    """What a stage reads is missing or stale (models, scores, metrics); the message names the
+    command that makes it current."""

@@ -52,7 +52,7 @@ from miakit.config import (
 from miakit.data import resolve_data_dir
 from miakit.data.catalog import fetch as fetch_dataset
 from miakit.data.catalog import list_datasets
-from miakit.errors import AttackUnavailable, MiakitError
+from miakit.errors import AttackUnavailable, MiakitError, StaleInputs
 from miakit.evaluate.intervals import INTERVAL_NOTE
 from miakit.evaluate.metric_key import MetricKey
 from miakit.evaluate.metrics import (
@@ -325,7 +325,7 @@ def query(
                 _held_message("trained", held) + f"; wait for it (`miakit status {run.root}`)"
             )
         if untrained:
-            raise MiakitError(
+            raise StaleInputs(
                 f"model {untrained[0]} of {run.root} is not trained (or its weights do not match "
                 f"meta.json); run `miakit train {run.root}` first"
             )
@@ -433,7 +433,7 @@ def _check_models(run: RunDir) -> None:
         return  # brought-in models: their files are all there is
     outdated = outdated_models(run)
     if outdated:
-        raise MiakitError(
+        raise StaleInputs(
             f"{len(outdated)} models of {run.root} (e.g. model {outdated[0]}) have missing "
             f"or stale logits; finish the run with `miakit audit --out {run.root}` (its config), "
             f"or `miakit train {run.root}` and `miakit query {run.root}`"
@@ -502,12 +502,12 @@ def _check_scores(run: RunDir, config: AuditConfig, names: Sequence[str], design
     for name in names:
         reason = scores_stale(run, config, name, design)
         if reason == "there are none":
-            raise MiakitError(
+            raise StaleInputs(
                 f"no scores for {name!r} in {run.root}; run `miakit attack {run.root} "
                 f"--attacks {name}` first"
             )
         if reason is not None:
-            raise MiakitError(
+            raise StaleInputs(
                 f"{run.scores(name)} is stale ({reason}); run "
                 f"`miakit attack {run.root} --attacks {name}` to make it current"
             )
@@ -619,10 +619,10 @@ def check_metrics(run: RunDir) -> None:
     """metrics.json exists and is current (with the scores and models it rests on)."""
     record = read_record(run.metrics_json)
     if not run.metrics_json.is_file():
-        raise MiakitError(f"{run.root} has no metrics.json; run `miakit evaluate {run.root}` first")
+        raise StaleInputs(f"{run.root} has no metrics.json; run `miakit evaluate {run.root}` first")
     names = list((record or {}).get("inputs", {}).get("attacks", []))
     if record is None or not names:
-        raise MiakitError(
+        raise StaleInputs(
             f"{run.metrics_json} does not record what it was computed from; run "
             f"`miakit evaluate {run.root}` to make it current"
         )
@@ -631,7 +631,7 @@ def check_metrics(run: RunDir) -> None:
     _check_scores(run, config, names, design)
     reason = metrics_stale(run, config, names, design)
     if reason is not None:
-        raise MiakitError(
+        raise StaleInputs(
             f"{run.metrics_json} is stale ({reason}); run `miakit evaluate {run.root} "
             f"--attacks {','.join(names)}` to make it current"
         )

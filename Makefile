@@ -22,8 +22,8 @@ demo: $(INSTALLED)
 	$(BIN)/miakit audit --config configs/digits.yaml --out runs/digits
 
 lint: $(INSTALLED_DEV)
-	$(BIN)/ruff check src tests bench studies
-	$(BIN)/ruff format --check src tests bench studies
+	$(BIN)/ruff check src tests bench studies docs
+	$(BIN)/ruff format --check src tests bench studies docs
 
 test: lint
 	$(BIN)/pytest
@@ -33,4 +33,4 @@ bench: $(INSTALLED_DEV)
 
 # The API reference, from the docstrings of the public module (`miakit.__all__`): docs/api/.
 docs: $(INSTALLED_DEV)
-	$(BIN)/python -m pdoc miakit '!miakit\..*' -o docs/api
+	$(BIN)/python docs/build.py docs/api

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 INSTALLED_DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test lint bench
+.PHONY: demo test lint bench docs
 
 $(INSTALLED): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -22,11 +22,15 @@ demo: $(INSTALLED)
 	$(BIN)/miakit audit --config configs/digits.yaml --out runs/digits
 
 lint: $(INSTALLED_DEV)
-	$(BIN)/ruff check src tests bench studies
-	$(BIN)/ruff format --check src tests bench studies
+	$(BIN)/ruff check src tests bench studies docs
+	$(BIN)/ruff format --check src tests bench studies docs
 
 test: lint
 	$(BIN)/pytest
 
 bench: $(INSTALLED_DEV)
 	$(BIN)/python bench/stages.py --config configs/digits.yaml
+
+# The API reference, from the docstrings of the public module (`miakit.__all__`): docs/api/.
+docs: $(INSTALLED_DEV)
+	$(BIN)/python docs/build.py docs/api

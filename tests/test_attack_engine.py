@@ -354,8 +354,8 @@ def test_many_small_chunks_on_threads_give_the_same_scores(name, monkeypatch):
     """Chunks of a few records (and targets), handled on several threads, with query-only
     records: the same scores as one chunk on one thread (the global spread and the pooled IN
     Gaussian span all chunks)."""
-    import miakit.attacks.engine as engine
     import miakit.signals
+    from miakit.attacks import engine
 
     signals, *_ = tied_case(3, queries=5)
     scored = scorable("lira-online", RECORDS)

@@ -6,14 +6,22 @@ command that trains nothing read them).
 - `sklearn`: a scikit-learn-compatible estimator named by `model.estimator` (an import path under
   one of `ESTIMATOR_MODULES`), trained and queried by `miakit.models.sklearn_model`;
 - `python:package.module:factory`: the user's own PyTorch module, `factory(input_shape,
-  num_classes) -> nn.Module` (`miakit.models.user`).
+  num_classes) -> nn.Module` (`miakit.models.user`);
+- `memory:name@hash`: such a factory given to `miakit.audit(model=...)` as a Python object, in
+  the process that runs the audit (`register_factory`). The hash is of its source (else its
+  code), so run.yaml records which code trained the models and an edited factory retrains them;
+  another process (the CLI resuming the run) does not have it and refuses to build its models.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import inspect
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from miakit.errors import MiakitError
 
@@ -34,6 +42,12 @@ ESTIMATOR_MODULES = ("sklearn", "xgboost", "lightgbm")
 
 _USER_ARCH = re.compile(r"python:([A-Za-z_][\w.]*):([A-Za-z_]\w*)")
 
+#: The prefix of `model.arch` for a factory given in memory: `memory:name@hash`.
+MEMORY_PREFIX = "memory:"
+_MEMORY_ARCH = re.compile(r"memory:([\w.<>-]+)@([0-9a-f]{16})")
+#: The factories given in memory to this process, by their `memory:` arch.
+IN_MEMORY: dict[str, Callable[..., Any]] = {}
+
 
 def is_sklearn(arch: str) -> bool:
     return arch == SKLEARN
@@ -43,10 +57,44 @@ def is_user_module(arch: str) -> bool:
     return arch.startswith(USER_PREFIX)
 
 
+def is_in_memory(arch: str) -> bool:
+    return arch.startswith(MEMORY_PREFIX)
+
+
+def register_factory(factory: Callable[..., Any]) -> str:
+    """The `memory:name@hash` arch of a factory(input_shape, num_classes) given as a Python
+    object, registered in this process (`IN_MEMORY`). The hash (16 hex digits of SHA-256) is of
+    the factory's source text where Python has it (files, notebooks), else of its compiled code
+    without file names and line numbers, with its default arguments; what it reads from outside
+    (globals, closures, imports) is not covered."""
+    if not callable(factory):
+        raise MiakitError(f"model: expected a factory(input_shape, num_classes), got {factory!r}")
+    function = factory if inspect.isfunction(factory) else type(factory).__call__
+    try:
+        identity = inspect.getsource(function).encode()
+    except (OSError, TypeError):
+        code = getattr(function, "__code__", None)
+        if code is None:
+            raise MiakitError(
+                f"model: cannot read the code of {factory!r}; give a function"
+            ) from None
+        identity = code.co_code + repr(code.co_consts).encode() + repr(code.co_names).encode()
+    identity += repr(getattr(function, "__defaults__", None)).encode()
+    name = re.sub(r"[^\w.<>-]", "_", getattr(factory, "__qualname__", type(factory).__name__))
+    arch = f"{MEMORY_PREFIX}{name}@{hashlib.sha256(identity).hexdigest()[:16]}"
+    IN_MEMORY[arch] = factory
+    return arch
+
+
 def check_arch_name(arch: str) -> str:
-    """`arch` when it has one of the three forms; else ValueError listing them (the config turns
+    """`arch` when it has one of the four forms; else ValueError listing them (the config turns
     it into an error naming model.arch). Nothing is imported."""
-    if arch in ARCHITECTURES or arch == SKLEARN or _USER_ARCH.fullmatch(arch):
+    if (
+        arch in ARCHITECTURES
+        or arch == SKLEARN
+        or _USER_ARCH.fullmatch(arch)
+        or _MEMORY_ARCH.fullmatch(arch)
+    ):
         return arch
     raise ValueError(
         f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}, {SKLEARN} (with "

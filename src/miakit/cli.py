@@ -1,34 +1,31 @@
-"""The `miakit` command: parses arguments and calls pipeline.py, nothing more."""
+"""The `miakit` command: parses arguments and calls the public API (`miakit`) and pipeline.py,
+nothing more."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from functools import wraps
 from pathlib import Path
 from typing import Any
 
 import typer
-from pydantic import ValidationError
 from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from miakit import pipeline
-from miakit.config import (
+import miakit
+from miakit import MiakitError, pipeline
+from miakit.pipeline import (
     AuditConfig,
-    ExecutionConfig,
+    MetricKey,
+    RunDir,
     SinglePointConfig,
-    format_validation_error,
+    figure_words,
     load_config,
 )
-from miakit.errors import MiakitError
-from miakit.evaluate.metric_key import MetricKey
-from miakit.evaluate.metrics import figure_words
-from miakit.store import RunDir
 
 app = typer.Typer(
     help="Membership inference audits of machine-learning models.",
@@ -151,12 +148,7 @@ def resumable(run: Path) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        saved = "nothing is planned yet."
-        try:
-            done, total = pipeline.trained_models(RunDir(run))
-            saved = f"{done} of {total} models are trained and saved."
-        except MiakitError:  # interrupted before the plan was written
-            pass
+        saved = pipeline.saved_models(RunDir(run))
         errors.print(f"\n[bold]interrupted:[/] {saved}", highlight=False)
         errors.print("Rerun the same command to resume from there.", highlight=False)
         raise typer.Exit(130) from None
@@ -201,16 +193,8 @@ def _run_model_stage(
     """Run `stage` (pipeline.train or pipeline.query) on the run's plan, with the command line's
     execution settings: they change no model, so they may differ from run.yaml's."""
     run_dir = RunDir(run)
-    planned = pipeline.load_plan(run_dir)
-    settings = planned.config.execution.model_dump()
-    given = {"executor": executor, "workers": workers}
-    settings.update({k: v for k, v in given.items() if v is not None})
-    try:
-        execution = ExecutionConfig.model_validate(settings)
-    except ValidationError as exc:
-        raise MiakitError(format_validation_error(exc)) from exc
-    config = planned.config.model_copy(update={"execution": execution})
-    return stage(replace(planned, config=config), run_dir, _parse_shard(shard))
+    planned = pipeline.with_execution(pipeline.load_plan(run_dir), executor, workers)
+    return stage(planned, run_dir, _parse_shard(shard))
 
 
 @app.command()
@@ -480,11 +464,12 @@ def attacks_list() -> None:
     table = Table(title="attacks (attack_options.<name>.<option>)", show_lines=True)
     for column in ["name", "what", "options"]:
         table.add_column(column)
-    for name, summary, options in pipeline.list_attacks():
+    for info in miakit.attacks():
         described = "\n".join(
-            f"{o}: {default}" + (f" — {text}" if text else "") for o, default, text in options
+            f"{o.name}: {o.default!r}" + (f" — {o.description}" if o.description else "")
+            for o in info.options
         )
-        table.add_row(Text(name), Text(summary), Text(described or "(none)"))
+        table.add_row(Text(info.name), Text(info.what), Text(described or "(none)"))
     if not console.is_terminal:
         console.width = max(console.width, 160)
     console.print(table)

@@ -15,15 +15,17 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 from rich.progress import Progress
 
-from miakit.attacks import ATTACKS, make_attack
+from miakit.attacks import Attack, make_attack
 from miakit.chain import (
     audit_json_path,
     metrics_inputs,
@@ -35,17 +37,27 @@ from miakit.chain import (
     report_stale,
     scores_inputs,
     scores_record_path,
+    scores_skipped,
     scores_stale,
     skipped_record,
 )
-from miakit.config import AuditConfig, ExecutionConfig, read_run_config
+from miakit.config import (
+    AuditConfig,
+    ExecutionConfig,
+    SinglePointConfig,
+    format_validation_error,
+    load_config,
+    read_run_config,
+)
 from miakit.data import resolve_data_dir
 from miakit.data.catalog import fetch as fetch_dataset
 from miakit.data.catalog import list_datasets
-from miakit.errors import MiakitError
+from miakit.errors import AttackUnavailable, MiakitError, StaleInputs
 from miakit.evaluate.intervals import INTERVAL_NOTE
+from miakit.evaluate.metric_key import MetricKey
 from miakit.evaluate.metrics import (
     aggregate,
+    figure_words,
     long_rows,
     mark_unmeasurable,
     small_m_warning,
@@ -101,14 +113,20 @@ def _stderr(line: str) -> None:
 LOCK_POLL_SECONDS = 1.0
 
 __all__ = [
+    "AuditConfig",
+    "MetricKey",
+    "RunDir",
+    "SinglePointConfig",
     "attack",
     "audit",
     "audit_dp",
     "compare",
     "evaluate",
     "fetch_dataset",
+    "figure_words",
     "list_datasets",
     "list_models",
+    "load_config",
     "load_plan",
     "plan",
     "query",
@@ -183,6 +201,19 @@ def _run_model_jobs(
             f"saved, rerun to redo these. First error: {failures[0].error}"
         )
     return done
+
+
+def with_execution(plan: Plan, executor: str | None, workers: int | None) -> Plan:
+    """The plan with other execution settings (the command line's `--executor`, `--workers`;
+    None keeps run.yaml's): they change no model, so they may differ from run.yaml's."""
+    settings = plan.config.execution.model_dump()
+    given = {"executor": executor, "workers": workers}
+    settings.update({k: v for k, v in given.items() if v is not None})
+    try:
+        execution = ExecutionConfig.model_validate(settings)
+    except ValidationError as exc:
+        raise MiakitError(format_validation_error(exc)) from exc
+    return replace(plan, config=plan.config.model_copy(update={"execution": execution}))
 
 
 def plan(config: AuditConfig, run: RunDir, log: Log | None = _stderr) -> Plan:
@@ -296,7 +327,7 @@ def query(
                 _held_message("trained", held) + f"; wait for it (`miakit status {run.root}`)"
             )
         if untrained:
-            raise MiakitError(
+            raise StaleInputs(
                 f"model {untrained[0]} of {run.root} is not trained (or its weights do not match "
                 f"meta.json); run `miakit train {run.root}` first"
             )
@@ -357,6 +388,15 @@ def trained_models(run: RunDir) -> tuple[int, int]:
     return done, len(hashes.keep)
 
 
+def saved_models(run: RunDir) -> str:
+    """What an interrupted audit has saved, in words: "3 of 8 models are trained and saved."."""
+    try:
+        done, total = trained_models(run)
+    except MiakitError:  # interrupted before the plan was written
+        return "nothing is planned yet."
+    return f"{done} of {total} models are trained and saved."
+
+
 def brought_in_status(run: RunDir) -> dict[str, str]:
     """What a run of brought-in models (keep.npy, no run.yaml) holds, and the command that
     makes each missing part: models with logits and loss traces, scores, metrics, report."""
@@ -395,12 +435,28 @@ def _check_models(run: RunDir) -> None:
         return  # brought-in models: their files are all there is
     outdated = outdated_models(run)
     if outdated:
-        raise MiakitError(
+        raise StaleInputs(
             f"{len(outdated)} models of {run.root} (e.g. model {outdated[0]}) have missing "
             f"or stale logits; finish the run with `miakit audit --out {run.root}` (its config), "
             f"or `miakit train {run.root}` and `miakit query {run.root}`"
         )
     check_labels(run)
+
+
+def score_signals(
+    instance: Attack,
+    signals: Signals,
+    targets: Sequence[int],
+    references: Sequence[int] | None,
+    records: np.ndarray | None = None,
+) -> np.ndarray:
+    """Scores [T, N] of `targets` by one attack (`Attack.score_targets`): what the attack stage
+    writes and `miakit.score` returns. An attack that cannot run on these signals
+    (`Attack.unavailable`) raises AttackUnavailable with the reason."""
+    reason = instance.unavailable(signals)
+    if reason is not None:
+        raise AttackUnavailable(reason)
+    return instance.score_targets(signals, targets, references, records)
 
 
 def attack(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = None) -> list[str]:
@@ -427,15 +483,15 @@ def attack(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = Non
         for name in stale:
             record = read_record(scores_record_path(run, name))
             inputs, files = scores_inputs(run, config, name, design, record)
-            reason = instances[name].unavailable(signals)
-            if reason is not None:
+            try:
+                scores = score_signals(
+                    instances[name], signals, design.targets, design.references, design.eval_records
+                )
+            except AttackUnavailable as exc:
                 run.scores(name).unlink(missing_ok=True)
-                save_json(scores_record_path(run, name), skipped_record(inputs, files, reason))
+                save_json(scores_record_path(run, name), skipped_record(inputs, files, str(exc)))
                 bar.advance(task)
                 continue
-            scores = instances[name].score_targets(
-                signals, design.targets, design.references, design.eval_records
-            )
             save_npy(run.scores(name), scores)
             save_json(scores_record_path(run, name), output_record(inputs, files, run.scores(name)))
             bar.advance(task)
@@ -448,15 +504,28 @@ def _check_scores(run: RunDir, config: AuditConfig, names: Sequence[str], design
     for name in names:
         reason = scores_stale(run, config, name, design)
         if reason == "there are none":
-            raise MiakitError(
+            raise StaleInputs(
                 f"no scores for {name!r} in {run.root}; run `miakit attack {run.root} "
                 f"--attacks {name}` first"
             )
         if reason is not None:
-            raise MiakitError(
+            raise StaleInputs(
                 f"{run.scores(name)} is stale ({reason}); run "
                 f"`miakit attack {run.root} --attacks {name}` to make it current"
             )
+
+
+def current_scores(run: RunDir, attack: str) -> np.ndarray:
+    """An attack's scores [T, N] (scores/<attack>.npy, row i: target i of the design), once they
+    are checked current (else the error naming `miakit attack`); an attack skipped on the run's
+    signals is an error giving the reason."""
+    (name,) = resolve_attacks([attack])
+    config = run_config(run)
+    _check_scores(run, config, [name], evaluation_design(run, config, len(load_npy(run.keep))))
+    if not run.scores(name).is_file():
+        reason = scores_skipped(run, name)
+        raise MiakitError(f"{name} has no scores in {run.root}: it was skipped ({reason})")
+    return load_npy(run.scores(name))
 
 
 def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = None) -> dict:
@@ -548,14 +617,14 @@ def _membership_records(
     return np.flatnonzero(evaluated), left_out
 
 
-def _check_metrics(run: RunDir) -> None:
+def check_metrics(run: RunDir) -> None:
     """metrics.json exists and is current (with the scores and models it rests on)."""
     record = read_record(run.metrics_json)
     if not run.metrics_json.is_file():
-        raise MiakitError(f"{run.root} has no metrics.json; run `miakit evaluate {run.root}` first")
+        raise StaleInputs(f"{run.root} has no metrics.json; run `miakit evaluate {run.root}` first")
     names = list((record or {}).get("inputs", {}).get("attacks", []))
     if record is None or not names:
-        raise MiakitError(
+        raise StaleInputs(
             f"{run.metrics_json} does not record what it was computed from; run "
             f"`miakit evaluate {run.root}` to make it current"
         )
@@ -564,7 +633,7 @@ def _check_metrics(run: RunDir) -> None:
     _check_scores(run, config, names, design)
     reason = metrics_stale(run, config, names, design)
     if reason is not None:
-        raise MiakitError(
+        raise StaleInputs(
             f"{run.metrics_json} is stale ({reason}); run `miakit evaluate {run.root} "
             f"--attacks {','.join(names)}` to make it current"
         )
@@ -578,7 +647,7 @@ def report(run: RunDir, single_point: Sequence[Path] = ()) -> Path:
     from miakit.report.html import write_report
     from miakit.report.runs import evaluated_records
 
-    _check_metrics(run)
+    check_metrics(run)
     check_audit_current(run, run_config(run))
     own = run.root / "single_point"
     folders = list(
@@ -603,21 +672,6 @@ def report(run: RunDir, single_point: Sequence[Path] = ()) -> Path:
     path = write_report(run.root, images=images, features=features, single_point=single_point)
     save_json(report_record_path(run), output_record(inputs, files, path))
     return path
-
-
-def list_attacks() -> list[tuple[str, str, list[tuple[str, str, str]]]]:
-    """Every registered attack: name, the first line of its docstring (else its module's), and
-    its options as (option, default, description)."""
-    rows = []
-    for name, cls in ATTACKS.items():
-        doc = cls.__doc__ or sys.modules[cls.__module__].__doc__ or ""
-        summary = doc.strip().splitlines()[0] if doc.strip() else ""
-        options = [
-            (option, repr(field.default), field.description or "")
-            for option, field in cls.Config.model_fields.items()
-        ]
-        rows.append((name, summary, options))
-    return rows
 
 
 def list_models(data: str | None = None) -> list[tuple[str, str, int | None]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from miakit.architectures import is_sklearn
+from miakit.architectures import is_in_memory, is_sklearn
 from miakit.attacks import ATTACKS, make_attack
 from miakit.attacks.base import Setting
 from miakit.config import AuditConfig, TrainConfig
@@ -76,6 +76,11 @@ def check_model(config: AuditConfig, pool: Pool) -> None:
     (`train.loop.REFUSED`), and query views and training augmentations are asked only of
     images (never of estimators)."""
     check_output(config.query.output, pool.num_classes)
+    if is_in_memory(config.model.arch) and config.execution.executor != "local":
+        raise MiakitError(
+            f"execution.executor: {config.execution.executor} workers cannot run a model factory "
+            "given in memory (miakit.audit(model=...)); use execution.executor=local"
+        )
     if is_sklearn(config.model.arch):
         check_estimator(config)
         return

@@ -18,6 +18,7 @@ from miakit.architectures import (
     REVISIONS,
     STACKED_TRAINER_REVISION,
     check_arch_name,
+    is_in_memory,
     is_sklearn,
     is_user_module,
     user_module_file,
@@ -120,7 +121,7 @@ class ModelConfig(Section):
             )
         if not sklearn and (self.estimator is not None or self.params or self.standardize):
             raise ValueError("estimator, params, standardize: only with arch 'sklearn'")
-        if self.dropout and (sklearn or is_user_module(self.arch)):
+        if self.dropout and (sklearn or is_user_module(self.arch) or is_in_memory(self.arch)):
             raise ValueError(f"dropout: not with arch {self.arch!r} (set it in your model)")
         if (self.target_weights is None) != (self.target_members is None):
             raise ValueError("target_weights and target_members: give both, or neither")
@@ -146,6 +147,8 @@ class ModelConfig(Section):
             }
         if is_user_module(self.arch):
             return {"arch": self.arch, "source": file_hash(user_module_file(self.arch))}
+        if is_in_memory(self.arch):
+            return {"arch": self.arch}  # the hash of the factory's code is part of its name
         base = self.model_dump(
             mode="json",
             exclude={"estimator", "params", "standardize", "target_weights", "target_members"},

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from miakit.architectures import REVISIONS, is_sklearn, is_user_module
+from miakit.architectures import REVISIONS, is_in_memory, is_sklearn, is_user_module
 from miakit.errors import MiakitError
 from miakit.models.cnn import SmallCNN
 from miakit.models.fastnet import FastNet
@@ -44,7 +44,7 @@ def build_model(
     `python:module:factory` arch is the user's factory(input_shape, num_classes)
     (`miakit.models.user`); `sklearn` is no torch module (`miakit.models.sklearn_model`).
     """
-    if is_user_module(arch):
+    if is_user_module(arch) or is_in_memory(arch):
         return build_user_model(arch, input_shape, num_classes)
     if is_sklearn(arch):
         raise MiakitError("model.arch: sklearn estimators are built by miakit.models.sklearn_model")

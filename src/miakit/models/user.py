@@ -15,13 +15,23 @@ from collections.abc import Callable
 
 from torch import nn
 
-from miakit.architectures import user_factory_path, user_module_file
+from miakit.architectures import IN_MEMORY, is_in_memory, user_factory_path, user_module_file
 from miakit.errors import MiakitError
 
 
 def user_factory(arch: str) -> Callable[..., nn.Module]:
-    """The factory a `python:module:factory` arch names, its module imported; MiakitError naming
-    model.arch when the module or the factory is missing or the module fails to import."""
+    """The factory a `python:module:factory` arch names, its module imported, or the one a
+    `memory:` arch names in this process; MiakitError naming model.arch when the module or the
+    factory is missing, the module fails to import, or a `memory:` factory is not in this
+    process (another process gave it: the CLI resuming a run of `miakit.audit(model=...)`)."""
+    if is_in_memory(arch):
+        if arch not in IN_MEMORY:
+            raise MiakitError(
+                f"model.arch: {arch} is a model factory given to miakit.audit(model=...) in "
+                "another Python process, so its models cannot be built here; resume this run "
+                "from Python with miakit.audit(..., model=<the same factory>)"
+            )
+        return IN_MEMORY[arch]
     module_path, name = user_factory_path(arch)
     user_module_file(arch)  # a clear error when the module is not on the path
     try:

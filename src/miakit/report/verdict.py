@@ -76,6 +76,10 @@ class Figure:
 
 @dataclass(frozen=True)
 class Verdict:
+    """The verdict of an evaluated run (module docstring): `sentences()` in plain words, and the
+    numbers behind them as fields (rates as fractions; Figure: mean over targets with its 95%
+    interval)."""
+
     attack: str
     auc: Figure | None
     tpr: dict[float, Figure | None]  # FPR → TPR

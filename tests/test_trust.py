@@ -1,0 +1,258 @@
+"""A run or config received from someone else: loading it runs no code (skops files admit exact
+types only), code a config names runs only with an opt-in given outside the config file, derived
+files edited by hand are stale, and temporary files of killed writers never accumulate."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import pickle
+import re
+import zipfile
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+import skops.io
+from typer.testing import CliRunner
+
+from miakit import pipeline
+from miakit.cli import app
+from miakit.config import load_config
+from miakit.errors import MiakitError
+from miakit.models.sklearn_model import FITTED_PARTS, load_estimator, save_estimator
+from miakit.store import RunDir, file_stamp, save_json
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "miakit"
+RF = "sklearn.ensemble.RandomForestClassifier"
+FOREST = [
+    "data.name=breast-cancer",
+    "model.arch=sklearn",
+    f"model.estimator={RF}",
+    "model.params={n_estimators: 3}",
+    "split.num_models=4",
+    "attacks=[loss, lira-offline]",
+]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished audit of 4 small forests on breast cancer (about 2 s): (config, root)."""
+    config = load_config(None, FOREST)
+    root = tmp_path_factory.mktemp("trust") / "run"
+    pipeline.audit(config, RunDir(root), log=None)
+    return config, root
+
+
+# --- 1. skops files admit exact types only ----------------------------------------------------
+
+
+class Payload:
+    """Unpickling it writes the marker file: what a pickle inside a hostile file would do."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('ran')",)
+
+
+def _json(value) -> dict:
+    return {
+        "__class__": type(value).__name__,
+        "__module__": "builtins",
+        "__loader__": "JsonNode",
+        "content": json.dumps(value),
+        "is_json": True,
+    }
+
+
+def _call(module: str, name: str, *args) -> dict:
+    """A skops node that calls module.name(*args) when it is constructed."""
+    return {
+        "__class__": name,
+        "__module__": module,
+        "__loader__": "ConstructorFromReduceNode",
+        "content": {
+            "__class__": "tuple",
+            "__module__": "builtins",
+            "__loader__": "TupleNode",
+            "content": [_json(a) for a in args],
+        },
+    }
+
+
+def _write_code(marker: Path) -> str:
+    return f"open({str(marker)!r}, 'w').write('ran')"
+
+
+def _payloads(tmp: Path, marker: Path) -> dict[str, dict]:
+    """Hostile nodes, each calling a callable of a package skops files legitimately use."""
+    pickled = tmp / "evil.npy"
+    np.save(pickled, np.array([Payload(marker)], dtype=object), allow_pickle=True)
+    dumped = tmp / "evil.joblib"
+    joblib.dump(Payload(marker), dumped)
+    with open(tmp / "evil.pkl", "wb") as f:
+        pickle.dump(Payload(marker), f)
+    return {
+        "numpy.testing.runstring": _call("numpy.testing", "runstring", _write_code(marker), {}),
+        "numpy.load": _call("numpy", "load", str(pickled), None, True),
+        "joblib.load": _call("joblib", "load", str(dumped)),
+        "scipy.io.savemat": _call("scipy.io", "savemat", str(marker), {}),
+        "builtins.exec": _call("builtins", "exec", _write_code(marker)),
+        "builtins.eval": _call("builtins", "eval", f"exec({_write_code(marker)!r})"),
+        "pandas.read_pickle": _call("pandas", "read_pickle", str(tmp / "evil.pkl")),
+    }
+
+
+def _plant(path: Path, node: dict, meta: Path | None = None) -> None:
+    """Insert `node` as an attribute of the estimator in the skops file at `path` (a zip), and
+    update the model's meta.json weight stamp as a sender of the whole run would."""
+    with zipfile.ZipFile(path) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    schema = json.loads(files["schema.json"])
+    attributes = schema["content"]["content"]
+    attributes["payload"] = node
+    schema["content"]["key_types"]["content"].append(_json("payload"))
+    files["schema.json"] = json.dumps(schema).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    if meta is not None:
+        record = json.loads(meta.read_text())
+        record["weights"] = file_stamp(path)
+        save_json(meta, record)
+
+
+PAYLOADS = [
+    "numpy.testing.runstring",
+    "numpy.load",
+    "joblib.load",
+    "scipy.io.savemat",
+    "builtins.exec",
+    "builtins.eval",
+    "pandas.read_pickle",
+]
+
+
+@pytest.mark.parametrize("name", PAYLOADS)
+def test_each_payload_runs_when_its_type_is_trusted(tmp_path, run_copy, name):
+    """The payloads are live: skops, told to trust what the file asks for, runs each one (so the
+    refusals below are what stops them)."""
+    _, run = run_copy
+    marker = tmp_path / "ran"
+    path = run.estimator(0)
+    _plant(path, _payloads(tmp_path, marker)[name])
+    assert name in skops.io.get_untrusted_types(file=path)
+    with contextlib.suppress(Exception):  # what the call returns may fail as an attribute
+        skops.io.load(path, trusted=skops.io.get_untrusted_types(file=path))
+    assert marker.exists()
+
+
+def _load_directly(config, run: RunDir) -> None:
+    model = config.model
+    load_estimator(run.estimator(0), model.estimator, model.standardize)
+
+
+def _cli(*args: str):
+    def command(config, run: RunDir) -> None:
+        run.logits(0).unlink()  # model 0 must be queried again, loading its estimator
+        result = CliRunner().invoke(
+            app,
+            [*args, str(run.root)]
+            if args[0] == "query"
+            else [*args, "--out", str(run.root), *[f"--set={s}" for s in FOREST]],
+        )
+        assert result.exit_code == 2, result.output
+        raise MiakitError(result.output)
+
+    return command
+
+
+#: Every way a saved estimator is loaded: a new loader of skops files must be added here (and
+#: `test_skops_files_are_loaded_in_one_place` keeps it going through load_estimator).
+LOADERS = {
+    "load_estimator": _load_directly,
+    "miakit query": _cli("query"),
+    "miakit audit": _cli("audit"),
+}
+
+
+@pytest.mark.parametrize("loader", list(LOADERS))
+@pytest.mark.parametrize("name", PAYLOADS)
+def test_hostile_skops_files_run_nothing_and_name_the_file_and_type(
+    tmp_path, run_copy, name, loader
+):
+    config, run = run_copy
+    marker = tmp_path / "ran"
+    _plant(run.estimator(0), _payloads(tmp_path, marker)[name], run.meta(0))
+    with pytest.raises(MiakitError) as refused:
+        LOADERS[loader](config, run)
+    message = " ".join(str(refused.value).split())
+    assert str(run.estimator(0)) in message.replace(" ", "") or "estimator.skops" in message
+    assert "asks for type" in message and name in message
+    assert not marker.exists()
+
+
+def test_skops_files_are_loaded_in_one_place():
+    """skops.io.load is called by load_estimator alone, so every loader checks exact types."""
+    calls = []
+    for path in SRC.rglob("*.py"):
+        text = path.read_text()
+        calls += [
+            (path.name, m.start()) for m in re.finditer(r"skops\.io\.load\(|import load\b", text)
+        ]
+    assert [name for name, _ in calls] == ["sklearn_model.py"]
+    source = (SRC / "models" / "sklearn_model.py").read_text()
+    start = source.index("def load_estimator")
+    assert start < calls[0][1] < source.index("\ndef ", start + 1)
+
+
+#: Small params for each class of FITTED_PARTS (and the settings that change its fitted parts).
+SMALL = {
+    "sklearn.ensemble.RandomForestClassifier": [{"n_estimators": 3}],
+    "sklearn.ensemble.ExtraTreesClassifier": [{"n_estimators": 3}],
+    "sklearn.ensemble.GradientBoostingClassifier": [{"n_estimators": 3}],
+    "sklearn.svm.SVC": [{"probability": True}],
+    "sklearn.neural_network.MLPClassifier": [
+        {"max_iter": 3, "solver": solver} for solver in ("adam", "sgd", "lbfgs")
+    ],
+}
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("standardize", [False, True])
+@pytest.mark.parametrize("estimator", list(FITTED_PARTS))
+def test_every_allowed_estimator_loads_back(tmp_path, estimator, standardize):
+    """FITTED_PARTS lists what each class's saved file holds, binary and multiclass: fitted,
+    saved and loaded back, its probabilities are the same."""
+    from miakit.models.sklearn_model import new_estimator
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 4))
+    for classes, params in itertools.product((2, 3), SMALL.get(estimator, [{}])):
+        y = np.arange(60) % classes
+        fitted = new_estimator(estimator, params, standardize, seed=0).fit(x, y)
+        save_estimator(tmp_path / "e.skops", fitted)
+        loaded = load_estimator(tmp_path / "e.skops", estimator, standardize)
+        np.testing.assert_array_equal(loaded.predict_proba(x), fitted.predict_proba(x))
+
+
+def test_a_file_of_another_estimator_class_is_refused(tmp_path):
+    from miakit.models.sklearn_model import new_estimator
+
+    x, y = np.eye(4), np.array([0, 1, 0, 1])
+    save_estimator(tmp_path / "e.skops", new_estimator(RF, {}, False, seed=0).fit(x, y))
+    lr = "sklearn.linear_model.LogisticRegression"
+    with pytest.raises(MiakitError, match=r"asks for type sklearn\.ensemble\._forest\.Random"):
+        load_estimator(tmp_path / "e.skops", lr, False)
+
+
+def test_plan_refuses_an_estimator_whose_files_cannot_be_loaded(tmp_path):
+    config = load_config(None, [*FOREST[:2], "model.estimator=sklearn.cluster.KMeans"])
+    with pytest.raises(
+        MiakitError, match=r"model\.estimator: 'sklearn\.cluster\.KMeans' is not one"
+    ):
+        pipeline.plan(config, RunDir(tmp_path / "run"), log=None)

@@ -7,8 +7,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import pickle
 import re
+import sys
 import zipfile
 from pathlib import Path
 
@@ -256,3 +258,135 @@ def test_plan_refuses_an_estimator_whose_files_cannot_be_loaded(tmp_path):
         MiakitError, match=r"model\.estimator: 'sklearn\.cluster\.KMeans' is not one"
     ):
         pipeline.plan(config, RunDir(tmp_path / "run"), log=None)
+
+
+# --- 2. code a config names runs only with an opt-in from outside the config file ------------
+
+NET = """
+from pathlib import Path
+from torch import nn
+
+Path(__file__).with_name("imported").write_text("module")
+
+
+def make_net(input_shape, num_classes):
+    Path(__file__).with_name("built").write_text("factory")
+    return nn.Sequential(nn.Flatten(), nn.Linear(input_shape[0], 8), nn.ReLU(),
+                         nn.Linear(8, num_classes))
+"""
+
+
+@pytest.fixture
+def user_code(tmp_path, monkeypatch):
+    """A package on the path whose __init__ and module record that they ran; model.arch names
+    its factory. Yields (settings, folder of the markers)."""
+    name = f"usercode_{tmp_path.name[-12:].replace('-', '_')}"
+    package = tmp_path / "code" / name
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        "from pathlib import Path\nPath(__file__).with_name('package').write_text('ran')\n"
+    )
+    (package / "net.py").write_text(NET)
+    monkeypatch.syspath_prepend(str(tmp_path / "code"))
+    monkeypatch.delenv("MIAKIT_ALLOW_CODE", raising=False)
+    yield (
+        [
+            f"model.arch=python:{name}.net:make_net",
+            "data.subsample=120",
+            "split.num_models=4",
+            "train.epochs=1",
+            "attacks=[loss]",
+        ],
+        package,
+    )
+    for module in [m for m in sys.modules if m.split(".")[0] == name]:
+        del sys.modules[module]
+
+
+def _ran(package: Path) -> list[str]:
+    return sorted(p.name for p in package.iterdir() if p.name in {"package", "imported", "built"})
+
+
+def _cli_lines(result) -> list[str]:
+    return [line for line in result.output.splitlines() if line.strip()]
+
+
+def test_a_config_naming_code_is_refused_without_the_opt_in(tmp_path, user_code):
+    settings, package = user_code
+    with pytest.raises(MiakitError) as refused:
+        pipeline.plan(load_config(None, settings), RunDir(tmp_path / "run"), log=None)
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith("model.arch: 'python:")
+    assert "--allow-code" in message and "MIAKIT_ALLOW_CODE=1" in message
+    assert not (tmp_path / "run" / "run.yaml").exists()
+    assert _ran(package) == []  # not even the package's __init__
+    wide = {"COLUMNS": "300"}
+    result = CliRunner().invoke(
+        app, ["audit", "--out", str(tmp_path / "cli"), *[f"--set={s}" for s in settings]], env=wide
+    )
+    assert result.exit_code == 2 and _cli_lines(result) == [f"error: {message}"]
+    assert _ran(package) == [] and not (tmp_path / "cli" / "run.yaml").exists()
+
+
+@pytest.mark.parametrize("opt_in", ["--allow-code", "--set", "environment"])
+def test_each_opt_in_runs_the_code_and_none_is_kept_in_the_run(
+    tmp_path, user_code, opt_in, monkeypatch, one_thread
+):
+    settings, package = user_code
+    root = tmp_path / "run"
+    args = ["audit", "--out", str(root), *[f"--set={s}" for s in settings]]
+    if opt_in == "environment":
+        monkeypatch.setenv("MIAKIT_ALLOW_CODE", "1")
+    args += {"--allow-code": ["--allow-code"], "--set": ["--set=execution.allow_code=true"]}.get(
+        opt_in, []
+    )
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert _ran(package) == ["built", "imported", "package"]
+    assert "allow_code" not in (root / "run.yaml").read_text()
+    if opt_in == "environment":
+        monkeypatch.delenv("MIAKIT_ALLOW_CODE")
+    assert "MIAKIT_ALLOW_CODE" not in os.environ  # the opt-in ends with the command
+    # a resumed run needs the opt-in again: train and query refuse, status imports nothing
+    for stale in range(4):
+        run = RunDir(root)
+        run.meta(stale).unlink()
+    for package_file in ("package", "imported", "built"):
+        (package / package_file).unlink()
+    for name in [m for m in sys.modules if m.startswith(package.name)]:
+        del sys.modules[name]
+    assert CliRunner().invoke(app, ["status", str(root)]).exit_code == 0
+    for command in ("train", "query"):
+        refused = CliRunner().invoke(app, [command, str(root)], env={"COLUMNS": "300"})
+        assert refused.exit_code == 2 and "--allow-code" in refused.output, refused.output
+        assert len(_cli_lines(refused)) == 1
+    assert _ran(package) == []
+    resumed = CliRunner().invoke(app, ["train", str(root), "--allow-code"])
+    assert resumed.exit_code == 0 and "trained 4 models" in resumed.output, resumed.output
+
+
+def test_the_opt_in_changes_no_content_hash(user_code):
+    settings, package = user_code
+    without = load_config(None, settings)
+    with_it = load_config(None, [*settings, "execution.allow_code=true"])
+    assert with_it.execution.allow_code and not without.execution.allow_code
+    assert with_it.hash() == without.hash()
+    assert with_it.training_inputs() == without.training_inputs()  # the module's source hash
+    assert _ran(package) == []  # found and hashed without importing it
+
+
+def test_a_file_cannot_opt_itself_in(tmp_path, user_code):
+    settings, package = user_code
+    arch = settings[0].split("=", 1)[1]
+    config = tmp_path / "received.yaml"
+    config.write_text(f"model: {{arch: '{arch}'}}\nexecution: {{allow_code: true}}\n")
+    with pytest.raises(MiakitError, match=r"received\.yaml: execution\.allow_code cannot be set"):
+        load_config(config)
+    # nor a received run whose run.yaml was given the setting
+    root = tmp_path / "run"
+    pipeline.plan(load_config(None, FOREST), RunDir(root), log=None)
+    text = (root / "run.yaml").read_text()
+    (root / "run.yaml").write_text(text.replace("execution:\n", "execution:\n  allow_code: true\n"))
+    with pytest.raises(MiakitError, match=r"run\.yaml: execution\.allow_code cannot be set"):
+        pipeline.load_plan(RunDir(root))
+    assert _ran(package) == []

@@ -7,12 +7,23 @@ command that trains nothing read them).
   one of `ESTIMATOR_MODULES`), trained and queried by `miakit.models.sklearn_model`;
 - `python:package.module:factory`: the user's own PyTorch module, `factory(input_shape,
   num_classes) -> nn.Module` (`miakit.models.user`).
+
+A `python:` architecture imports and runs the user's code, which is right for one's own config and
+wrong for a received one: it runs only with an opt-in given outside the config file (`--allow-code`,
+`--set execution.allow_code=true`, or the environment variable MIAKIT_ALLOW_CODE=1), never stored
+in run.yaml, so a resumed or received run needs it again (`check_code_allowed`). Finding the
+module's file for its content hash imports nothing.
 """
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
+import os
 import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from miakit.errors import MiakitError
@@ -54,6 +65,40 @@ def check_arch_name(arch: str) -> str:
     )
 
 
+#: The environment variable that allows code a config names to run (`1`); `allowing_code` sets it
+#: for a command given the opt-in, so worker processes it starts inherit it.
+ALLOW_CODE_ENV = "MIAKIT_ALLOW_CODE"
+
+
+def code_allowed() -> bool:
+    return os.environ.get(ALLOW_CODE_ENV, "").strip().lower() in {"1", "true", "yes"}
+
+
+@contextmanager
+def allowing_code(allow: bool) -> Iterator[None]:
+    """Allow code a config names to run while the block runs, when `allow` (the command's
+    --allow-code or execution.allow_code); otherwise change nothing."""
+    if not allow or code_allowed():
+        yield
+        return
+    os.environ[ALLOW_CODE_ENV] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop(ALLOW_CODE_ENV, None)
+
+
+def check_code_allowed(arch: str) -> None:
+    """MiakitError, in one line naming model.arch, when `arch` names the user's code and running
+    code was not allowed (`allowing_code`, or MIAKIT_ALLOW_CODE=1)."""
+    if is_user_module(arch) and not code_allowed():
+        raise MiakitError(
+            f"model.arch: {arch!r} imports and runs Python code, which a config or run received "
+            "from someone else must not do; if it is your own code, allow it with --allow-code, "
+            f"--set execution.allow_code=true or {ALLOW_CODE_ENV}=1 (not in the config file)"
+        )
+
+
 def user_factory_path(arch: str) -> tuple[str, str]:
     """(module path, factory name) of a `python:module:factory` arch."""
     match = _USER_ARCH.fullmatch(arch)
@@ -62,12 +107,33 @@ def user_factory_path(arch: str) -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
+def _find_spec(module: str) -> importlib.machinery.ModuleSpec | None:
+    """importlib.util.find_spec without importing the parent packages: each part is looked up
+    by the import system's finders in its parent's search locations, and nothing is executed."""
+    spec, search = None, None
+    parts = module.split(".")
+    for i in range(len(parts)):
+        name = ".".join(parts[: i + 1])
+        loaded = sys.modules.get(name)
+        if loaded is not None and getattr(loaded, "__spec__", None) is not None:
+            spec = loaded.__spec__
+        else:
+            finders = [f for f in sys.meta_path if hasattr(f, "find_spec")]
+            spec = next((s for f in finders if (s := f.find_spec(name, search)) is not None), None)
+        if spec is None:
+            return None
+        search = spec.submodule_search_locations
+        if search is None and i < len(parts) - 1:
+            return None  # not a package: it has no submodules
+    return spec
+
+
 def user_module_file(arch: str) -> Path:
-    """The source file of a `python:module:factory` arch's module, found without running it
-    (its parent packages are imported); MiakitError when it cannot be found."""
+    """The source file of a `python:module:factory` arch's module, found without running it or
+    its parent packages; MiakitError when it cannot be found."""
     module, _ = user_factory_path(arch)
     try:
-        spec = importlib.util.find_spec(module)
+        spec = _find_spec(module)
     except (ImportError, ValueError) as exc:
         raise MiakitError(f"model.arch: cannot find module {module!r} ({exc})") from exc
     if spec is None or spec.origin is None or not Path(spec.origin).is_file():

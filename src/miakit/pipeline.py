@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from rich.progress import Progress
 
+from miakit.architectures import allowing_code, check_code_allowed
 from miakit.attacks import ATTACKS, make_attack
 from miakit.chain import (
     audit_json_path,
@@ -185,10 +186,21 @@ def _run_model_jobs(
     return done
 
 
+@contextmanager
+def _code_opt_in(config: AuditConfig) -> Iterator[None]:
+    """Run a stage with the config's execution.allow_code in force (for its worker processes
+    too); a config naming code without an opt-in stops here, before any work."""
+    with allowing_code(config.execution.allow_code):
+        check_code_allowed(config.model.arch)
+        yield
+
+
 def plan(config: AuditConfig, run: RunDir, log: Log | None = _stderr) -> Plan:
     """Check the whole audit and write the run's plan (plan.plan); `log` hears what a changed
-    config redoes."""
-    return plan_run(config, run, log)
+    config redoes. A config naming code (model.arch python:...) needs the opt-in
+    (`miakit.architectures.check_code_allowed`)."""
+    with _code_opt_in(config):
+        return plan_run(config, run, log)
 
 
 def _held(run: RunDir, models: Sequence[int]) -> dict[int, dict]:
@@ -242,7 +254,15 @@ def train(
 ) -> list[int]:
     """Train every model (of the shard) that is not current: its meta.json does not match its
     training inputs, or its weights are not the file meta.json records. Models another process
-    holds are waited for (`wait`) or named in `log` and left to it."""
+    holds are waited for (`wait`) or named in `log` and left to it. A config naming code needs
+    the opt-in, given again for a run planned with it."""
+    with _code_opt_in(plan.config):
+        return _train(plan, run, shard, wait, log)
+
+
+def _train(
+    plan: Plan, run: RunDir, shard: tuple[int, int] | None, wait: bool, log: Log | None
+) -> list[int]:
     from miakit import model_jobs
 
     done: list[int] = []
@@ -279,7 +299,14 @@ def query(
 ) -> list[int]:
     """Write logits.npy for every trained model (of the shard) whose logits are missing or stale.
     A model that is not trained is an error, or, while another process holds it, waited for
-    (`wait`) or an error naming that process."""
+    (`wait`) or an error naming that process. A config naming code needs the opt-in."""
+    with _code_opt_in(plan.config):
+        return _query(plan, run, shard, wait, log)
+
+
+def _query(
+    plan: Plan, run: RunDir, shard: tuple[int, int] | None, wait: bool, log: Log | None
+) -> list[int]:
     from miakit import model_jobs
 
     done: list[int] = []
@@ -661,6 +688,11 @@ def audit(config: AuditConfig, run: RunDir, log: Log | None = _stderr) -> dict:
     """plan → train → query → attack → evaluate → report, each redoing only what is stale (a
     rerun of a finished audit writes nothing); models another process holds are waited for.
     Returns the metrics."""
+    with _code_opt_in(config):
+        return _audit(config, run, log)
+
+
+def _audit(config: AuditConfig, run: RunDir, log: Log | None) -> dict:
     planned = plan(config, run, log)
     config = planned.config
     train(planned, run, wait=True, log=log)

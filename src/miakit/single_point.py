@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from miakit.architectures import is_sklearn
+from miakit.architectures import check_code_allowed, is_sklearn
 from miakit.config import SinglePointConfig
 from miakit.data import Pool, load_pool
 from miakit.errors import MiakitError
@@ -145,7 +145,9 @@ def run_single_point(
     on_epoch: Callable[[int, int], None] | None = None,
 ) -> list[RecordExposure]:
     """Run (or resume) the experiment; write summary.json, summary.csv, losses.npz, histograms.
-    on_round(done, total) and on_epoch(done, total) report progress (of each model's training)."""
+    on_round(done, total) and on_epoch(done, total) report progress (of each model's training).
+    A python: architecture needs the opt-in (`miakit.architectures.check_code_allowed`)."""
+    check_code_allowed(config.model.arch)
     pool = load_pool(config.data.name, config.data.data_dir)
     if config.num_classes is not None and config.num_classes != pool.num_classes:
         raise MiakitError(

@@ -15,13 +15,15 @@ from collections.abc import Callable
 
 from torch import nn
 
-from miakit.architectures import user_factory_path, user_module_file
+from miakit.architectures import check_code_allowed, user_factory_path, user_module_file
 from miakit.errors import MiakitError
 
 
 def user_factory(arch: str) -> Callable[..., nn.Module]:
     """The factory a `python:module:factory` arch names, its module imported; MiakitError naming
-    model.arch when the module or the factory is missing or the module fails to import."""
+    model.arch when running code was not allowed (`check_code_allowed`), the module or the
+    factory is missing, or the module fails to import."""
+    check_code_allowed(arch)
     module_path, name = user_factory_path(arch)
     user_module_file(arch)  # a clear error when the module is not on the path
     try:

@@ -41,7 +41,7 @@ FOREST = [
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """A finished audit of 4 small forests on breast cancer (about 2 s): (config, root)."""
+    """A finished audit of 4 small forests on breast cancer (about 3 s): (config, root)."""
     config = load_config(None, FOREST)
     root = tmp_path_factory.mktemp("trust") / "run"
     pipeline.audit(config, RunDir(root), log=None)
@@ -390,3 +390,63 @@ def test_a_file_cannot_opt_itself_in(tmp_path, user_code):
     with pytest.raises(MiakitError, match=r"run\.yaml: execution\.allow_code cannot be set"):
         pipeline.load_plan(RunDir(root))
     assert _ran(package) == []
+
+
+# --- 6. derived files edited by hand are stale ------------------------------------------------
+
+
+def _edit_json(path: Path, edit) -> None:
+    document = json.loads(path.read_text())
+    edit(document)
+    path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+
+
+def _one_error_line(result, *words: str) -> str:
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith("error: ")
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+def test_a_hand_edited_auc_is_stale_refused_by_report_and_recomputed_by_audit(run_copy):
+    config, run = run_copy
+    auc = json.loads(run.metrics_json.read_text())["attacks"]["loss"]["auc"]
+    assert auc["mean"] != 0.999
+
+    def edit(document):
+        document["attacks"]["loss"]["auc"]["mean"] = 0.999
+
+    _edit_json(run.metrics_json, edit)
+    wide = {"COLUMNS": "400"}
+    result = CliRunner().invoke(app, ["report", str(run.root)], env=wide)
+    _one_error_line(result, "metrics.json is stale", "content was changed", "miakit evaluate")
+    with pytest.raises(MiakitError, match="content was changed"):
+        pipeline.verdict(run)  # nor is it read for the verdict (or compare)
+    assert "0.999" not in (run.root / "report.html").read_text()
+    pipeline.audit(config, run, log=None)  # a rerun recomputes it
+    assert json.loads(run.metrics_json.read_text())["attacks"]["loss"]["auc"] == auc
+    assert CliRunner().invoke(app, ["report", str(run.root)]).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "metrics.csv",
+        "plots/roc_loss.png",
+        "tables/vulnerability_loss.parquet",
+    ],
+)
+def test_edited_outputs_of_evaluate_are_stale_and_evaluate_rewrites_them(run_copy, name):
+    config, run = run_copy
+    path = run.root / name
+    original = path.read_bytes()
+    path.write_bytes(original[: len(original) // 2])  # edited, or cut short by a copy
+    result = CliRunner().invoke(app, ["report", str(run.root)], env={"COLUMNS": "400"})
+    _one_error_line(result, "metrics.json is stale", f"{name} was changed", "miakit evaluate")
+    pipeline.evaluate(run, config)
+    assert path.read_bytes() != original[: len(original) // 2]
+    if name.endswith(".csv"):
+        assert path.read_bytes() == original
+    assert CliRunner().invoke(app, ["report", str(run.root)]).exit_code == 0

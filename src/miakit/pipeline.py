@@ -75,6 +75,7 @@ from miakit.signals import Signals
 from miakit.store import (
     RunDir,
     describe_holder,
+    document_record,
     load_npy,
     lock_holder,
     save_json,
@@ -540,20 +541,21 @@ def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = N
         run.metrics_csv, lambda tmp: pd.DataFrame(long_rows(metrics)).to_csv(tmp, index=False)
     )
     all_scores = {name: load_npy(run.scores(name)) for name in metrics}
-    write_evaluation_tables(run, all_scores, config.evaluate.fprs, records)
-    record = output_record(inputs, files, run.metrics_csv)  # metrics.json last: it marks done
-    save_json(
-        run.metrics_json,
-        {
-            "attacks": metrics,
-            "skipped": skipped_attacks,
-            "intervals": INTERVAL_NOTE,
-            "warnings": warnings,
-            "ood_skipped": skipped,
-            "canaries_left_out": {"count": len(left_out), "records": left_out.tolist()},
-            **record,
-        },
+    tables = write_evaluation_tables(run, all_scores, config.evaluate.fprs, records)
+    body = {
+        "attacks": metrics,
+        "skipped": skipped_attacks,
+        "intervals": INTERVAL_NOTE,
+        "warnings": warnings,
+        "ood_skipped": skipped,
+        "canaries_left_out": {"count": len(left_out), "records": left_out.tolist()},
+    }
+    plots = [run.plots / f"roc_{n}.png" for n in metrics]
+    written = [run.metrics_csv, *plots, *tables, *(p.with_suffix(".csv") for p in tables)]
+    record = output_record(inputs, files, run.metrics_csv) | document_record(
+        body, run.root, written
     )
+    save_json(run.metrics_json, body | record)  # metrics.json last: it marks done
     return metrics
 
 

@@ -167,6 +167,40 @@ def _file_hash(path: str, _size: int, _mtime_ns: int, _ctime_ns: int) -> str:
     return digest.hexdigest()
 
 
+#: Keys of a JSON document that holds its own record (metrics.json, audit.json): what it was made
+#: from (`miakit.chain`) and of what it holds, which its content hash does not cover.
+RECORD_KEYS = frozenset({"inputs", "inputs_hash", "stamps", "output", "outputs", "content_hash"})
+
+
+def _document_hash(document: dict[str, Any]) -> str:
+    body = {k: v for k, v in document.items() if k not in RECORD_KEYS}
+    return content_hash(json.loads(json_text(body)))  # as stored: JSON's own numbers and keys
+
+
+def document_record(body: dict[str, Any], root: Path, outputs: Any = ()) -> dict[str, Any]:
+    """What a JSON document written with its own record adds, so that an edit of it or of the
+    files written with it (`outputs`, paths under `root`) is found: the hash of `body` as it is
+    stored, and each output's `file_stamp`."""
+    return {
+        "content_hash": _document_hash(body),
+        "outputs": {str(Path(p).relative_to(root)): file_stamp(Path(p)) for p in outputs},
+    }
+
+
+def document_changed(document: dict[str, Any], root: Path) -> str | None:
+    """None when `document` (parsed JSON with a `document_record`) and the files it records under
+    `root` are as they were written; else what changed, in words."""
+    if "content_hash" not in document:
+        return "it records no content hash: written by an older miakit, or interrupted"
+    if document["content_hash"] != _document_hash(document):
+        return "its content was changed since it was written"
+    outputs = document.get("outputs")
+    for name, stamp in (outputs if isinstance(outputs, dict) else {}).items():
+        if not isinstance(stamp, dict) or stamped_hash(root / name, stamp) != stamp.get("sha256"):
+            return f"{name} was changed or removed since it was written"
+    return None
+
+
 def path_fingerprint(path: Path) -> str:
     """A file's content hash; for a folder, a hash of every file's relative path, size and
     modification time (reading every image of a large folder would cost more than it saves)."""

@@ -10,6 +10,8 @@ import json
 import os
 import pickle
 import re
+import shutil
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -25,7 +27,7 @@ from miakit.cli import app
 from miakit.config import load_config
 from miakit.errors import MiakitError
 from miakit.models.sklearn_model import FITTED_PARTS, load_estimator, save_estimator
-from miakit.store import RunDir, file_stamp, save_json
+from miakit.store import RunDir, atomic_path, clear_leftovers, file_stamp, save_json
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "miakit"
 RF = "sklearn.ensemble.RandomForestClassifier"
@@ -450,3 +452,84 @@ def test_edited_outputs_of_evaluate_are_stale_and_evaluate_rewrites_them(run_cop
     if name.endswith(".csv"):
         assert path.read_bytes() == original
     assert CliRunner().invoke(app, ["report", str(run.root)]).exit_code == 0
+
+
+# --- 7. every stage clears what killed writers left in the folders it writes ----------------
+
+
+def _plant_leftovers(folder: Path, name: str) -> tuple[Path, Path]:
+    """A killed writer's temporary file (as atomic_path names them) and a user's file that only
+    looks like one (no leading dot)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    left, kept = folder / f".{name}.abc123.tmp", folder / f"{name}.tmp"
+    left.write_bytes(b"half a file")
+    kept.write_text("the user's")
+    return left, kept
+
+
+def _compare(config, run: RunDir) -> None:
+    other = run.root.parent / "other"
+    shutil.copytree(run.root, other)
+    pipeline.compare([run, RunDir(other)], run.root.parent / "compared")
+
+
+#: stage → (the folders it writes, relative to the run's parent; how to run it)
+STAGES = {
+    "plan": (["run"], lambda config, run: pipeline.plan(config, run, log=None)),
+    "attack": (["run/scores"], lambda config, run: pipeline.attack(run, config)),
+    "evaluate": (
+        ["run", "run/plots", "run/tables"],
+        lambda config, run: pipeline.evaluate(run, config),
+    ),
+    "report": (["run"], lambda config, run: pipeline.report(run)),
+    "compare": (["compared"], _compare),
+}
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_each_stage_clears_what_killed_writers_left(run_copy, stage):
+    config, run = run_copy
+    folders, run_stage = STAGES[stage]
+    planted = [_plant_leftovers(run.root.parent / f, "roc_loss.png") for f in folders]
+    run_stage(config, run)
+    for left, kept in planted:
+        assert not left.exists() and kept.exists()
+
+
+def test_single_point_clears_what_killed_writers_left(tmp_path, one_thread):
+    from miakit.config import SinglePointConfig
+    from miakit.single_point import run_single_point
+
+    config = load_config(
+        None,
+        [
+            "data.name=digits", "model.hidden=[8]", "train.epochs=1", "n_iterations=2",
+            "eval_pairs=1", "subset_size=50", "targets.indices=[0]",
+        ],
+        schema=SinglePointConfig,
+    )  # fmt: skip
+    left, kept = _plant_leftovers(tmp_path / "out", "hist_0.png")
+    run_single_point(config, tmp_path / "out")
+    assert (tmp_path / "out" / "hist_0.png").is_file()
+    assert not left.exists() and kept.exists()
+    assert not list((tmp_path / "out").glob(".*.tmp"))
+
+
+def test_a_running_writers_temporary_file_is_kept(tmp_path):
+    """Another process of the same run may be writing there: only files of ended writers go."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    dead_pid = int(done.stdout)
+    with atomic_path(tmp_path / "metrics.json") as live:
+        tag = re.search(r"\.([0-9a-f]{16})-(\d+)-(\w+)\.", live.name)
+        dead = tmp_path / f".x.npy.{tag[1]}-{dead_pid}-{tag[3]}.abc.tmp"
+        foreign = tmp_path / f".x.npy.{'0' * 16}-{dead_pid}-1.abc.tmp"
+        for path in (dead, foreign):
+            path.write_bytes(b"")
+        clear_leftovers(tmp_path)
+        assert live.exists() and foreign.exists() and not dead.exists()
+        live.write_text("{}")
+    assert (tmp_path / "metrics.json").read_text() == "{}"
+    os.utime(foreign, (0, 0))  # another host's, a day old: gone too
+    clear_leftovers(tmp_path)
+    assert not foreign.exists()

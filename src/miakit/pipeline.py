@@ -53,7 +53,7 @@ from miakit.evaluate.metrics import (
     summarize,
     unmeasurable,
 )
-from miakit.evaluate.tables import write_evaluation_tables
+from miakit.evaluate.tables import TABLES_DIR, write_evaluation_tables
 from miakit.executors import Executor, LocalExecutor, ProcessExecutor, TaskFailure
 from miakit.ood_study import ood_study
 from miakit.plan import (
@@ -74,6 +74,7 @@ from miakit.progress import ProgressLines, progress, tracked
 from miakit.signals import Signals
 from miakit.store import (
     RunDir,
+    clear_leftovers,
     describe_holder,
     document_record,
     load_npy,
@@ -440,6 +441,7 @@ def attack(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = Non
     or skipped now (the others were current)."""
     names = resolve_attacks(attacks or config.attacks)
     _check_models(run)
+    clear_leftovers(run.scores_dir)
     instances = {n: make_attack(n, config.attack_options.get(n)) for n in names}
     keep = load_npy(run.keep, mmap=True)
     design = evaluation_design(run, config, len(keep))
@@ -499,6 +501,8 @@ def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = N
     keep = load_npy(run.keep)
     design = evaluation_design(run, config, len(keep))
     _check_scores(run, config, names, design)
+    ood_folders = [run.root / "ood" / spec.label for spec in config.evaluate.ood]
+    clear_leftovers(run.root, run.plots, run.root / TABLES_DIR, *ood_folders)
     if metrics_stale(run, config, names, design) is None:
         return json.loads(run.metrics_json.read_text())["attacks"]
     inputs, files = metrics_inputs(run, config, names, design, read_record(run.metrics_json))
@@ -609,6 +613,7 @@ def report(run: RunDir, single_point: Sequence[Path] = ()) -> Path:
 
     _check_metrics(run)
     check_audit_current(run, run_config(run))
+    clear_leftovers(run.root)
     own = run.root / "single_point"
     folders = list(
         dict.fromkeys(

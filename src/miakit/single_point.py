@@ -31,7 +31,14 @@ from miakit.models import build_model
 from miakit.report.single_point_plot import plot_with_without
 from miakit.seeding import derive_seed, rng
 from miakit.signals import cross_entropy
-from miakit.store import content_hash, load_npy, save_json, save_text, write_atomic
+from miakit.store import (
+    clear_leftovers,
+    content_hash,
+    load_npy,
+    save_json,
+    save_text,
+    write_atomic,
+)
 from miakit.train.inputs import Normalization, model_inputs
 from miakit.train.trainer import resolve_device, train_model
 
@@ -163,6 +170,7 @@ def run_single_point(
     # the estimator and checkpoint settings, refused above, stay out of the resume hash
     unused = {"estimator", "params", "standardize", "target_weights", "target_members"}
     settings = config.model_dump(mode="json", exclude={"model": unused})
+    clear_leftovers(out)
     state = _State.open(out, content_hash(settings), len(targets), rounds)
     trainer = _Trainer(config, pool, targets, on_epoch)
     for r in range(rounds):

@@ -34,7 +34,7 @@ from miakit.report.html import (
 from miakit.report.runs import RunData, load_run
 from miakit.report.training import privacy_utility
 from miakit.report.verdict import strongest_attack
-from miakit.store import document_changed, save_text
+from miakit.store import clear_leftovers, document_changed, save_text
 
 #: ROC line style per attack; colour per run
 LINESTYLES = ("-", "--", ":", "-.")
@@ -210,6 +210,7 @@ def compare_runs(run_dirs: Sequence[Path | str], out: Path | str) -> Comparison:
     labels = run_labels(runs)
     warnings = check_same_data(runs, labels)
     out = Path(out)
+    clear_leftovers(out)
     long = pd.concat(
         [
             pd.DataFrame(long_rows(r.metrics)).assign(run=label)

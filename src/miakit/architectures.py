@@ -40,8 +40,9 @@ SKLEARN = "sklearn"
 #: The prefix of `model.arch` for a user's module: `python:package.module:factory`.
 USER_PREFIX = "python:"
 #: The top-level packages `model.estimator` may name a class in (the config names code to run,
-#: so it is kept to these); xgboost and lightgbm only where they are installed.
-ESTIMATOR_MODULES = ("sklearn", "xgboost", "lightgbm")
+#: so it is kept to these, and to the classes of `miakit.models.sklearn_model.FITTED_PARTS`,
+#: whose saved files miakit can load; xgboost and lightgbm wait for their exact types).
+ESTIMATOR_MODULES = ("sklearn",)
 
 _USER_ARCH = re.compile(r"python:([A-Za-z_][\w.]*):([A-Za-z_]\w*)")
 

@@ -75,8 +75,9 @@ class ModelConfig(Section):
     )
     estimator: str | None = Field(
         default=None,
-        description="arch 'sklearn': the estimator class's import path, under sklearn. (or "
-        "xgboost., lightgbm. where installed), e.g. sklearn.ensemble.RandomForestClassifier",
+        description="arch 'sklearn': the estimator class's import path, one whose saved files "
+        "miakit can load (models.sklearn_model.FITTED_PARTS), e.g. "
+        "sklearn.ensemble.RandomForestClassifier",
     )
     params: dict[str, Any] = Field(
         default_factory=dict,

@@ -1,8 +1,8 @@
 """scikit-learn-compatible estimators as the audited models (`model.arch: sklearn`).
 
-`model.estimator` names the class by import path; only classes under the packages in
-`miakit.architectures.ESTIMATOR_MODULES` (scikit-learn, and xgboost or lightgbm where installed)
-may be named, since a config must not name arbitrary code to run. `model.params` are the
+`model.estimator` names the class by import path; only the scikit-learn classes of `FITTED_PARTS`
+may be named, since a config must not name arbitrary code to run and no other class's saved file
+could be loaded. `model.params` are the
 constructor's arguments; `random_state` is set from each model's seed wherever the estimator
 takes one. Each model is fitted on its keep row (features as float64 [n, D]; images flattened,
 scaled to [0, 1]), optionally behind a StandardScaler fitted on the same rows.

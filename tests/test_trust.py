@@ -227,6 +227,7 @@ SMALL = {
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.filterwarnings("ignore:The `probability` parameter:FutureWarning")  # SVC's
 @pytest.mark.parametrize("standardize", [False, True])
 @pytest.mark.parametrize("estimator", list(FITTED_PARTS))
 def test_every_allowed_estimator_loads_back(tmp_path, estimator, standardize):
@@ -365,6 +366,17 @@ def test_each_opt_in_runs_the_code_and_none_is_kept_in_the_run(
     assert _ran(package) == []
     resumed = CliRunner().invoke(app, ["train", str(root), "--allow-code"])
     assert resumed.exit_code == 0 and "trained 4 models" in resumed.output, resumed.output
+
+
+@pytest.mark.slow  # two spawned workers each import torch: about 40 s on 2 loaded cores
+def test_worker_processes_inherit_the_opt_in(tmp_path, user_code):
+    settings, package = user_code
+    workers = ["--set=execution.executor=processes", "--set=execution.workers=2"]
+    args = ["audit", "--out", str(tmp_path / "run"), *[f"--set={s}" for s in settings], *workers]
+    result = CliRunner().invoke(app, [*args, "--allow-code"])
+    assert result.exit_code == 0, result.output
+    assert _ran(package) == ["built", "imported", "package"]
+    assert "MIAKIT_ALLOW_CODE" not in os.environ
 
 
 def test_the_opt_in_changes_no_content_hash(user_code):

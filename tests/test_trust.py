@@ -325,7 +325,7 @@ def test_a_config_naming_code_is_refused_without_the_opt_in(tmp_path, user_code)
     assert "--allow-code" in message and "MIAKIT_ALLOW_CODE=1" in message
     assert not (tmp_path / "run" / "run.yaml").exists()
     assert _ran(package) == []  # not even the package's __init__
-    wide = {"COLUMNS": "300"}
+    wide = {"COLUMNS": "1000"}
     result = CliRunner().invoke(
         app, ["audit", "--out", str(tmp_path / "cli"), *[f"--set={s}" for s in settings]], env=wide
     )
@@ -362,7 +362,7 @@ def test_each_opt_in_runs_the_code_and_none_is_kept_in_the_run(
         del sys.modules[name]
     assert CliRunner().invoke(app, ["status", str(root)]).exit_code == 0
     for command in ("train", "query"):
-        refused = CliRunner().invoke(app, [command, str(root)], env={"COLUMNS": "300"})
+        refused = CliRunner().invoke(app, [command, str(root)], env={"COLUMNS": "1000"})
         assert refused.exit_code == 2 and "--allow-code" in refused.output, refused.output
         assert len(_cli_lines(refused)) == 1
     assert _ran(package) == []
@@ -435,7 +435,7 @@ def test_a_hand_edited_auc_is_stale_refused_by_report_and_recomputed_by_audit(ru
         document["attacks"]["loss"]["auc"]["mean"] = 0.999
 
     _edit_json(run.metrics_json, edit)
-    wide = {"COLUMNS": "400"}
+    wide = {"COLUMNS": "1000"}
     result = CliRunner().invoke(app, ["report", str(run.root)], env=wide)
     _one_error_line(result, "metrics.json is stale", "content was changed", "miakit evaluate")
     with pytest.raises(MiakitError, match="content was changed"):
@@ -459,7 +459,7 @@ def test_edited_outputs_of_evaluate_are_stale_and_evaluate_rewrites_them(run_cop
     path = run.root / name
     original = path.read_bytes()
     path.write_bytes(original[: len(original) // 2])  # edited, or cut short by a copy
-    result = CliRunner().invoke(app, ["report", str(run.root)], env={"COLUMNS": "400"})
+    result = CliRunner().invoke(app, ["report", str(run.root)], env={"COLUMNS": "1000"})
     _one_error_line(result, "metrics.json is stale", f"{name} was changed", "miakit evaluate")
     pipeline.evaluate(run, config)
     assert path.read_bytes() != original[: len(original) // 2]

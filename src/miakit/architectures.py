@@ -94,9 +94,9 @@ def check_code_allowed(arch: str) -> None:
     code was not allowed (`allowing_code`, or MIAKIT_ALLOW_CODE=1)."""
     if is_user_module(arch) and not code_allowed():
         raise MiakitError(
-            f"model.arch: {arch!r} imports and runs Python code, which a config or run received "
-            "from someone else must not do; if it is your own code, allow it with --allow-code, "
-            f"--set execution.allow_code=true or {ALLOW_CODE_ENV}=1 (not in the config file)"
+            f"model.arch: {arch!r} imports and runs Python code, which a received config or run "
+            "must not do; for your own code, allow it with --allow-code, "
+            f"{ALLOW_CODE_ENV}=1 or (audit) --set execution.allow_code=true, never in a config file"
         )
 
 

@@ -331,6 +331,10 @@ def test_a_config_naming_code_is_refused_without_the_opt_in(tmp_path, user_code)
     )
     assert result.exit_code == 2 and _cli_lines(result) == [f"error: {message}"]
     assert _ran(package) == [] and not (tmp_path / "cli" / "run.yaml").exists()
+    single = ["single-point", "--out", str(tmp_path / "single"), f"--set={settings[0]}"]
+    result = CliRunner().invoke(app, single, env=wide)  # after its progress bars' first lines
+    assert result.exit_code == 2 and _cli_lines(result)[-1] == f"error: {message}"
+    assert _ran(package) == [] and not (tmp_path / "single").exists()
 
 
 @pytest.mark.parametrize("opt_in", ["--allow-code", "--set", "environment"])

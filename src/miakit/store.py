@@ -202,6 +202,8 @@ def document_changed(document: dict[str, Any], root: Path) -> str | None:
         return "its content was changed since it was written"
     outputs = document.get("outputs")
     for name, stamp in (outputs if isinstance(outputs, dict) else {}).items():
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            return f"it names {name}, which is no file of the run"
         if not isinstance(stamp, dict) or stamped_hash(root / name, stamp) != stamp.get("sha256"):
             return f"{name} was changed or removed since it was written"
     return None

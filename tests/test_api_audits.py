@@ -86,16 +86,19 @@ def test_in_memory_data_and_an_estimator_join_the_pipeline(tmp_path, digits):
 
 
 def test_an_estimator_outside_the_allow_list_or_with_objects_is_refused(tmp_path, digits):
-    from sklearn.ensemble import BaggingClassifier
+    from sklearn.ensemble import BaggingClassifier, GradientBoostingClassifier
 
     class Mine(LogisticRegression):
         pass
 
     with pytest.raises(miakit.MiakitError, match=r"does not name the class|outside the allowed"):
         miakit.audit(SMALL, out=tmp_path / "a", data=digits, model=Mine())
-    bagged = BaggingClassifier(estimator=LogisticRegression())
-    with pytest.raises(miakit.MiakitError, match=r"estimator=LogisticRegression.* not a plain"):
+    bagged = BaggingClassifier(estimator=LogisticRegression())  # not a class miakit loads
+    with pytest.raises(miakit.MiakitError, match=r"BaggingClassifier' is not one of the estim"):
         miakit.audit(SMALL, out=tmp_path / "b", data=digits, model=bagged)
+    boosted = GradientBoostingClassifier(init=LogisticRegression())  # an object as a parameter
+    with pytest.raises(miakit.MiakitError, match=r"init=LogisticRegression.* not a plain"):
+        miakit.audit(SMALL, out=tmp_path / "b", data=digits, model=boosted)
     with pytest.raises(miakit.MiakitError, match=r"data must be \(x, y\)"):
         miakit.audit(SMALL, out=tmp_path / "c", data=digits[0])
     with pytest.raises(miakit.MiakitError, match=r"data:y: expected 300 labels"):

@@ -117,15 +117,21 @@ def test_report_refuses_a_stale_audit_json_naming_audit_dp(run_copy):
     assert result.exit_code == 0, result.output
 
 
-def test_report_is_stale_when_audit_json_changes(run_copy):
+def test_a_hand_edited_audit_json_is_stale_and_audit_dp_recomputes_it(run_copy):
     _, run = run_copy
     assert report_stale(run, []) is None
     path = run.root / "audit.json"
+    figures = json.loads(path.read_text())["attacks"]
     audit = json.loads(path.read_text())
     audit["attacks"]["loss"]["one_run"]["epsilon_lower"] = 123.0  # edited by hand
     path.write_text(json.dumps(audit))
     assert report_stale(run, []) == "audit.json changed since it was computed"
     before = (run.root / "report.html").read_text()
-    assert invoke("report", run.root).exit_code == 0
-    after = (run.root / "report.html").read_text()
-    assert after != before and "123" in after
+    result = invoke("report", run.root)
+    assert result.exit_code == 2
+    assert "audit.json is stale (its content was changed since it was written)" in result.output
+    assert "miakit audit-dp" in result.output
+    assert (run.root / "report.html").read_text() == before  # not served
+    assert invoke("audit-dp", run.root).exit_code == 0
+    assert json.loads(path.read_text())["attacks"] == figures
+    assert invoke("report", run.root).exit_code == 0  # from the recomputed audit.json

@@ -119,8 +119,8 @@ class Foreign:
 def test_skops_files_with_foreign_types_are_refused(tmp_path):
     path = tmp_path / "estimator.skops"
     skops.io.dump({"model": Foreign()}, path)
-    with pytest.raises(MiakitError, match="outside"):
-        load_estimator(path)
+    with pytest.raises(MiakitError, match=r"asks for type .*Foreign"):
+        load_estimator(path, RF, False)
 
 
 def _phi(proba: np.ndarray, classes: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -141,7 +141,7 @@ def _spread(values: np.ndarray) -> float:
     return 0.0 if np.ptp(values) == 0 else float(np.std(values))
 
 
-def independent_scores(run: RunDir, pool, keep: np.ndarray):
+def independent_scores(run: RunDir, pool, keep: np.ndarray, kind: str, standardize: bool):
     """LiRA online and offline (median, per-record σ, global σ where a side has no spread) and
     RMIA (softmax signal at T = 2, γ = 2, 20% trimmed mean, Z = the target's non-members), for
     every target with all other models as references, from the reloaded skops estimators."""
@@ -149,7 +149,7 @@ def independent_scores(run: RunDir, pool, keep: np.ndarray):
     phi = np.empty((models, n))
     prob = np.empty((models, n))
     for m in range(models):
-        estimator = load_estimator(run.estimator(m))
+        estimator = load_estimator(run.estimator(m), kind, standardize)
         proba = estimator.predict_proba(pool.x.astype(np.float64))
         phi[m], logp = _phi(proba, np.asarray(estimator.classes_), pool.y)
         tempered = np.exp(logp / 2.0)
@@ -202,7 +202,9 @@ def test_audit_scores_agree_with_the_estimators_predict_proba(tmp_path, estimato
     for m in range(16):
         assert run.estimator(m).is_file() and not run.weights(m).exists()
         assert np.load(run.logits(m)).shape == (569, 1, 2)
-    expected = independent_scores(run, plan.pool, plan.keep)
+    expected = independent_scores(
+        run, plan.pool, plan.keep, estimator, plan.config.model.standardize
+    )
     for name, want in expected.items():
         got = np.load(run.scores(name))
         assert got.shape == (16, 569) and np.isfinite(got).all(), name
@@ -234,7 +236,7 @@ def test_processes_train_estimators_in_parallel(tmp_path):
     plan = pipeline.load_plan(run)
     for m in range(4):
         assert trained(run, plan, m)
-        forest = load_estimator(run.estimator(m))
+        forest = load_estimator(run.estimator(m), RF, False)
         rows = np.flatnonzero(plan.keep[m])
         again = RandomForestClassifier(n_estimators=5, random_state=forest.random_state)
         again.fit(plan.pool.x[rows].astype(np.float64), plan.pool.y[rows])

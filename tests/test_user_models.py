@@ -25,10 +25,12 @@ ARCH = "model.arch=python:tests.user_net:make_net"
 
 
 def user_config(*extra: str):
+    """The user's module on digits, with the opt-in to run it (execution.allow_code, as --set)."""
     return load_config(
         None,
         [
             ARCH,
+            "execution.allow_code=true",
             "data.subsample=400",
             "split.num_models=8",
             "train.epochs=20",

@@ -11,15 +11,25 @@ command that trains nothing read them).
   the process that runs the audit (`register_factory`). The hash is of its source (else its
   code), so run.yaml records which code trained the models and an edited factory retrains them;
   another process (the CLI resuming the run) does not have it and refuses to build its models.
+
+A `python:` architecture imports and runs the user's code, which is right for one's own config and
+wrong for a received one: it runs only with an opt-in given outside the config file (`--allow-code`,
+`--set execution.allow_code=true`, or the environment variable MIAKIT_ALLOW_CODE=1), never stored
+in run.yaml, so a resumed or received run needs it again (`check_code_allowed`). Finding the
+module's file for its content hash imports nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.machinery
 import importlib.util
 import inspect
+import os
 import re
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +47,9 @@ SKLEARN = "sklearn"
 #: The prefix of `model.arch` for a user's module: `python:package.module:factory`.
 USER_PREFIX = "python:"
 #: The top-level packages `model.estimator` may name a class in (the config names code to run,
-#: so it is kept to these); xgboost and lightgbm only where they are installed.
-ESTIMATOR_MODULES = ("sklearn", "xgboost", "lightgbm")
+#: so it is kept to these, and to the classes of `miakit.models.sklearn_model.FITTED_PARTS`,
+#: whose saved files miakit can load; xgboost and lightgbm wait for their exact types).
+ESTIMATOR_MODULES = ("sklearn",)
 
 _USER_ARCH = re.compile(r"python:([A-Za-z_][\w.]*):([A-Za-z_]\w*)")
 
@@ -102,6 +113,40 @@ def check_arch_name(arch: str) -> str:
     )
 
 
+#: The environment variable that allows code a config names to run (`1`); `allowing_code` sets it
+#: for a command given the opt-in, so worker processes it starts inherit it.
+ALLOW_CODE_ENV = "MIAKIT_ALLOW_CODE"
+
+
+def code_allowed() -> bool:
+    return os.environ.get(ALLOW_CODE_ENV, "").strip().lower() in {"1", "true", "yes"}
+
+
+@contextmanager
+def allowing_code(allow: bool) -> Iterator[None]:
+    """Allow code a config names to run while the block runs, when `allow` (the command's
+    --allow-code or execution.allow_code); otherwise change nothing."""
+    if not allow or code_allowed():
+        yield
+        return
+    os.environ[ALLOW_CODE_ENV] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop(ALLOW_CODE_ENV, None)
+
+
+def check_code_allowed(arch: str) -> None:
+    """MiakitError, in one line naming model.arch, when `arch` names the user's code and running
+    code was not allowed (`allowing_code`, or MIAKIT_ALLOW_CODE=1)."""
+    if is_user_module(arch) and not code_allowed():
+        raise MiakitError(
+            f"model.arch: {arch!r} imports and runs Python code, which a received config or run "
+            "must not do; for your own code, allow it with --allow-code, "
+            f"{ALLOW_CODE_ENV}=1 or (audit) --set execution.allow_code=true, never in a config file"
+        )
+
+
 def user_factory_path(arch: str) -> tuple[str, str]:
     """(module path, factory name) of a `python:module:factory` arch."""
     match = _USER_ARCH.fullmatch(arch)
@@ -110,12 +155,33 @@ def user_factory_path(arch: str) -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
+def _find_spec(module: str) -> importlib.machinery.ModuleSpec | None:
+    """importlib.util.find_spec without importing the parent packages: each part is looked up
+    by the import system's finders in its parent's search locations, and nothing is executed."""
+    spec, search = None, None
+    parts = module.split(".")
+    for i in range(len(parts)):
+        name = ".".join(parts[: i + 1])
+        loaded = sys.modules.get(name)
+        if loaded is not None and getattr(loaded, "__spec__", None) is not None:
+            spec = loaded.__spec__
+        else:
+            finders = [f for f in sys.meta_path if hasattr(f, "find_spec")]
+            spec = next((s for f in finders if (s := f.find_spec(name, search)) is not None), None)
+        if spec is None:
+            return None
+        search = spec.submodule_search_locations
+        if search is None and i < len(parts) - 1:
+            return None  # not a package: it has no submodules
+    return spec
+
+
 def user_module_file(arch: str) -> Path:
-    """The source file of a `python:module:factory` arch's module, found without running it
-    (its parent packages are imported); MiakitError when it cannot be found."""
+    """The source file of a `python:module:factory` arch's module, found without running it or
+    its parent packages; MiakitError when it cannot be found."""
     module, _ = user_factory_path(arch)
     try:
-        spec = importlib.util.find_spec(module)
+        spec = _find_spec(module)
     except (ImportError, ValueError) as exc:
         raise MiakitError(f"model.arch: cannot find module {module!r} ({exc})") from exc
     if spec is None or spec.origin is None or not Path(spec.origin).is_file():

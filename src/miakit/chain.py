@@ -10,10 +10,12 @@ holds for what is derived from them:
   features, for attacks that read them). An attack that cannot run on the signals writes no
   scores and its record says why (`skipped`); it is current, skipped, while the inputs are;
 - `metrics.json` records the SHA-256 of each attack's scores, the evaluate settings, the seed,
-  keep.npy, the evaluated records and the attacks skipped, with why;
+  keep.npy, the evaluated records and the attacks skipped, with why, and the hash of its own
+  figures and the stamps of the files evaluate wrote with it (metrics.csv, the ROC plots, the
+  tables), so that a hand-edited figure or table is stale (`store.document_changed`);
 - `audit.json` (the DP audit) records the SHA-256 of each audited attack's scores (or why it was
   skipped), keep.npy and the targets' meta.json (the accountant's ε), with the dp_audit settings,
-  δ, the seed and the targets;
+  δ, the seed and the targets, and the hash of its own content;
 - `report.json` records the SHA-256 of metrics.json, audit.json where there is one, run.yaml,
   pool.json, every model's meta.json and the included single-point summaries, and of
   report.html itself.
@@ -34,7 +36,14 @@ from typing import Any
 from miakit.attacks import make_attack
 from miakit.config import AuditConfig
 from miakit.plan import Design
-from miakit.store import RunDir, content_hash, file_stamp, load_npy, stamped_hash
+from miakit.store import (
+    RunDir,
+    content_hash,
+    document_changed,
+    file_stamp,
+    load_npy,
+    stamped_hash,
+)
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
@@ -197,7 +206,8 @@ def metrics_inputs(
 def metrics_stale(
     run: RunDir, config: AuditConfig, names: Sequence[str], design: Design
 ) -> str | None:
-    """None when metrics.json (with metrics.csv and the ROC plots) is current for `names`."""
+    """None when metrics.json (with metrics.csv, the ROC plots and the tables) is current for
+    `names` and as evaluate wrote it."""
     record = read_record(run.metrics_json)
     inputs, _ = metrics_inputs(run, config, names, design, record)
     reason = stale_reason(record, inputs)
@@ -207,6 +217,8 @@ def metrics_stale(
         missing = [p for p in outputs if not p.is_file()]
         if missing:
             reason = f"{missing[0]} is missing"
+    if reason is None and record is not None:
+        reason = document_changed(record, run.root)
     return reason
 
 
@@ -246,7 +258,10 @@ def audit_stale(
         return "there is none"
     record = read_record(path)
     inputs, _ = audit_inputs(run, config, names, design, record)
-    return stale_reason(record, inputs)
+    reason = stale_reason(record, inputs)
+    if reason is None and record is not None:
+        reason = document_changed(record, run.root)
+    return reason
 
 
 # --- report -------------------------------------------------------------------------------

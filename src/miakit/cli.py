@@ -39,6 +39,12 @@ ConfigOption = typer.Option(None, "--config", "-c", help="YAML config file", exi
 SetOption = typer.Option(None, "--set", help="override a setting, e.g. --set train.epochs=10")
 RunArgument = typer.Argument(..., help="run directory")
 AttacksOption = typer.Option(None, "--attacks", help="comma-separated attack names")
+AllowCodeOption = typer.Option(
+    False,
+    "--allow-code",
+    help="run the Python code the config names (model.arch python:...); only for your own "
+    "configs, never for one received from someone else",
+)
 
 
 def clear_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -161,12 +167,13 @@ def audit(
     set_: list[str] | None = SetOption,
     out: Path = typer.Option(Path("runs/audit"), "--out", "-o", help="run directory"),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="where data files live"),
+    allow_code: bool = AllowCodeOption,
 ) -> None:
     """Plan, train, query, attack and evaluate: a whole audit (resumes where it stopped)."""
     overrides = [*(set_ or []), *([f"data.data_dir={data_dir}"] if data_dir else [])]
     cfg = load_config(config, overrides)
     run = RunDir(out)
-    with resumable(out):
+    with resumable(out), pipeline.allowing_code(allow_code):
         pipeline.audit(cfg, run)
     report_metrics(run, cfg)
     console.print(f"metrics: {run.metrics_csv}  tables: {run.root / 'tables'}/", markup=False)
@@ -204,9 +211,10 @@ def train(
     shard: str | None = ShardOption,
     executor: str | None = ExecutorOption,
     workers: int | None = WorkersOption,
+    allow_code: bool = AllowCodeOption,
 ) -> None:
     """Train the planned run's models that are missing or stale."""
-    with resumable(run):
+    with resumable(run), pipeline.allowing_code(allow_code):
         trained = _run_model_stage(pipeline.train, run, shard, executor, workers)
     console.print(f"trained {len(trained)} models")
 
@@ -218,9 +226,11 @@ def query(
     shard: str | None = ShardOption,
     executor: str | None = ExecutorOption,
     workers: int | None = WorkersOption,
+    allow_code: bool = AllowCodeOption,
 ) -> None:
     """Write logits for the trained models whose logits are missing or stale."""
-    queried = _run_model_stage(pipeline.query, run, shard, executor, workers)
+    with pipeline.allowing_code(allow_code):
+        queried = _run_model_stage(pipeline.query, run, shard, executor, workers)
     console.print(f"queried {len(queried)} models")
 
 
@@ -260,11 +270,17 @@ def attack(run: Path = RunArgument, attacks: str | None = AttacksOption) -> None
 
 @app.command()
 @clear_errors
-def evaluate(run: Path = RunArgument, attacks: str | None = AttacksOption) -> None:
-    """Compute metrics and ROC plots from the stored scores."""
+def evaluate(
+    run: Path = RunArgument,
+    attacks: str | None = AttacksOption,
+    allow_code: bool = AllowCodeOption,
+) -> None:
+    """Compute metrics and ROC plots from the stored scores (queries the models again for an
+    evaluate.ood study)."""
     run_dir = RunDir(run)
     cfg = pipeline.run_config(run_dir)
-    pipeline.evaluate(run_dir, cfg, _attack_list(attacks))
+    with pipeline.allowing_code(allow_code):
+        pipeline.evaluate(run_dir, cfg, _attack_list(attacks))
     report_metrics(run_dir, cfg)
 
 
@@ -355,10 +371,11 @@ def single_point(
     config: Path | None = ConfigOption,
     set_: list[str] | None = SetOption,
     out: Path = typer.Option(Path("runs/single_point"), "--out", "-o", help="output folder"),
+    allow_code: bool = AllowCodeOption,
 ) -> None:
     """With/without experiment: how reliably can one record's membership be told? (resumes)"""
     cfg = load_config(config, set_, schema=SinglePointConfig)
-    with pipeline.progress_bar() as bar:
+    with pipeline.allowing_code(allow_code), pipeline.progress_bar() as bar:
         rounds = bar.add_task("rounds", total=cfg.n_iterations + cfg.eval_pairs)
         epochs = bar.add_task("epochs of the model in training", total=cfg.train.epochs)
         results = pipeline.run_single_point(

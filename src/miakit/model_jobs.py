@@ -303,7 +303,8 @@ def _check_stamp(run: RunDir, path: Path, m: int) -> None:
 def _fitted_estimator(plan: Plan, run: RunDir, m: int):
     """Model m's fitted estimator (arch sklearn), checked against its meta.json stamp."""
     _check_stamp(run, run.estimator(m), m)
-    return load_estimator(run.estimator(m))
+    model = plan.config.model
+    return load_estimator(run.estimator(m), model.estimator or "", model.standardize)
 
 
 def _queryable(

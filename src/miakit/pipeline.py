@@ -25,6 +25,7 @@ import pandas as pd
 from pydantic import ValidationError
 from rich.progress import Progress
 
+from miakit.architectures import allowing_code, check_code_allowed
 from miakit.attacks import Attack, make_attack
 from miakit.chain import (
     audit_json_path,
@@ -64,7 +65,7 @@ from miakit.evaluate.metrics import (
     summarize,
     unmeasurable,
 )
-from miakit.evaluate.tables import write_evaluation_tables
+from miakit.evaluate.tables import TABLES_DIR, write_evaluation_tables
 from miakit.executors import Executor, LocalExecutor, ProcessExecutor, TaskFailure
 from miakit.ood_study import ood_study
 from miakit.plan import (
@@ -85,7 +86,9 @@ from miakit.progress import ProgressLines, progress, tracked
 from miakit.signals import Signals
 from miakit.store import (
     RunDir,
+    clear_leftovers,
     describe_holder,
+    document_record,
     load_npy,
     lock_holder,
     save_json,
@@ -117,6 +120,7 @@ __all__ = [
     "MetricKey",
     "RunDir",
     "SinglePointConfig",
+    "allowing_code",
     "attack",
     "audit",
     "audit_dp",
@@ -216,10 +220,21 @@ def with_execution(plan: Plan, executor: str | None, workers: int | None) -> Pla
     return replace(plan, config=plan.config.model_copy(update={"execution": execution}))
 
 
+@contextmanager
+def _code_opt_in(config: AuditConfig) -> Iterator[None]:
+    """Run a stage with the config's execution.allow_code in force (for its worker processes
+    too); a config naming code without an opt-in stops here, before any work."""
+    with allowing_code(config.execution.allow_code):
+        check_code_allowed(config.model.arch)
+        yield
+
+
 def plan(config: AuditConfig, run: RunDir, log: Log | None = _stderr) -> Plan:
     """Check the whole audit and write the run's plan (plan.plan); `log` hears what a changed
-    config redoes."""
-    return plan_run(config, run, log)
+    config redoes. A config naming code (model.arch python:...) needs the opt-in
+    (`miakit.architectures.check_code_allowed`)."""
+    with _code_opt_in(config):
+        return plan_run(config, run, log)
 
 
 def _held(run: RunDir, models: Sequence[int]) -> dict[int, dict]:
@@ -273,7 +288,15 @@ def train(
 ) -> list[int]:
     """Train every model (of the shard) that is not current: its meta.json does not match its
     training inputs, or its weights are not the file meta.json records. Models another process
-    holds are waited for (`wait`) or named in `log` and left to it."""
+    holds are waited for (`wait`) or named in `log` and left to it. A config naming code needs
+    the opt-in, given again for a run planned with it."""
+    with _code_opt_in(plan.config):
+        return _train(plan, run, shard, wait, log)
+
+
+def _train(
+    plan: Plan, run: RunDir, shard: tuple[int, int] | None, wait: bool, log: Log | None
+) -> list[int]:
     from miakit import model_jobs
 
     done: list[int] = []
@@ -310,7 +333,14 @@ def query(
 ) -> list[int]:
     """Write logits.npy for every trained model (of the shard) whose logits are missing or stale.
     A model that is not trained is an error, or, while another process holds it, waited for
-    (`wait`) or an error naming that process."""
+    (`wait`) or an error naming that process. A config naming code needs the opt-in."""
+    with _code_opt_in(plan.config):
+        return _query(plan, run, shard, wait, log)
+
+
+def _query(
+    plan: Plan, run: RunDir, shard: tuple[int, int] | None, wait: bool, log: Log | None
+) -> list[int]:
     from miakit import model_jobs
 
     done: list[int] = []
@@ -468,6 +498,7 @@ def attack(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = Non
     or skipped now (the others were current)."""
     names = resolve_attacks(attacks or config.attacks)
     _check_models(run)
+    clear_leftovers(run.scores_dir)
     instances = {n: make_attack(n, config.attack_options.get(n)) for n in names}
     keep = load_npy(run.keep, mmap=True)
     design = evaluation_design(run, config, len(keep))
@@ -540,6 +571,8 @@ def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = N
     keep = load_npy(run.keep)
     design = evaluation_design(run, config, len(keep))
     _check_scores(run, config, names, design)
+    ood_folders = [run.root / "ood" / spec.label for spec in config.evaluate.ood]
+    clear_leftovers(run.root, run.plots, run.root / TABLES_DIR, *ood_folders)
     if metrics_stale(run, config, names, design) is None:
         return json.loads(run.metrics_json.read_text())["attacks"]
     inputs, files = metrics_inputs(run, config, names, design, read_record(run.metrics_json))
@@ -582,20 +615,21 @@ def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = N
         run.metrics_csv, lambda tmp: pd.DataFrame(long_rows(metrics)).to_csv(tmp, index=False)
     )
     all_scores = {name: load_npy(run.scores(name)) for name in metrics}
-    write_evaluation_tables(run, all_scores, config.evaluate.fprs, records)
-    record = output_record(inputs, files, run.metrics_csv)  # metrics.json last: it marks done
-    save_json(
-        run.metrics_json,
-        {
-            "attacks": metrics,
-            "skipped": skipped_attacks,
-            "intervals": INTERVAL_NOTE,
-            "warnings": warnings,
-            "ood_skipped": skipped,
-            "canaries_left_out": {"count": len(left_out), "records": left_out.tolist()},
-            **record,
-        },
+    tables = write_evaluation_tables(run, all_scores, config.evaluate.fprs, records)
+    body = {
+        "attacks": metrics,
+        "skipped": skipped_attacks,
+        "intervals": INTERVAL_NOTE,
+        "warnings": warnings,
+        "ood_skipped": skipped,
+        "canaries_left_out": {"count": len(left_out), "records": left_out.tolist()},
+    }
+    plots = [run.plots / f"roc_{n}.png" for n in metrics]
+    written = [run.metrics_csv, *plots, *tables, *(p.with_suffix(".csv") for p in tables)]
+    record = output_record(inputs, files, run.metrics_csv) | document_record(
+        body, run.root, written
     )
+    save_json(run.metrics_json, body | record)  # metrics.json last: it marks done
     return metrics
 
 
@@ -649,6 +683,7 @@ def report(run: RunDir, single_point: Sequence[Path] = ()) -> Path:
 
     check_metrics(run)
     check_audit_current(run, run_config(run))
+    clear_leftovers(run.root)
     own = run.root / "single_point"
     folders = list(
         dict.fromkeys(
@@ -715,6 +750,11 @@ def audit(config: AuditConfig, run: RunDir, log: Log | None = _stderr) -> dict:
     """plan → train → query → attack → evaluate → report, each redoing only what is stale (a
     rerun of a finished audit writes nothing); models another process holds are waited for.
     Returns the metrics."""
+    with _code_opt_in(config):
+        return _audit(config, run, log)
+
+
+def _audit(config: AuditConfig, run: RunDir, log: Log | None) -> dict:
     planned = plan(config, run, log)
     config = planned.config
     train(planned, run, wait=True, log=log)

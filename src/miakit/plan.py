@@ -23,6 +23,7 @@ from miakit.seeding import rng
 from miakit.store import (
     RunDir,
     array_hash,
+    clear_leftovers,
     content_hash,
     json_text,
     load_npy,
@@ -186,6 +187,7 @@ def plan(config: AuditConfig, run: RunDir, log: Callable[[str], None] | None = N
     if log is not None:
         for line in describe_changes(run, planned):
             log(line)
+    clear_leftovers(run.root)
     save_bytes_if_changed(run.run_yaml, dump_config(config).encode())
     save_bytes_if_changed(run.keep, npy_bytes(keep))
     save_bytes_if_changed(run.labels, npy_bytes(pool.y))

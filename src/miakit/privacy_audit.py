@@ -46,7 +46,7 @@ from miakit.evaluate.dp_audit import (
     threshold_audit,
 )
 from miakit.plan import configured_canaries, evaluation_design
-from miakit.store import RunDir, load_npy, save_json
+from miakit.store import RunDir, clear_leftovers, document_record, load_npy, save_json
 
 MANY_RUNS_ASSUMPTION = (
     "each (target, canary) keep bit an independent fair coin (up to the stated confidence), and "
@@ -85,6 +85,7 @@ def audit_dp(run: RunDir, config: AuditConfig) -> dict:
                 f"`miakit attack {run.root} --attacks {name}` first"
             )
     path = audit_json_path(run)
+    clear_leftovers(run.root)
     if audit_stale(run, config, names, design) is None:
         return json.loads(path.read_text())
     inputs, files = audit_inputs(run, config, names, design, read_record(path))
@@ -113,7 +114,8 @@ def audit_dp(run: RunDir, config: AuditConfig) -> dict:
         "attacks": results,
         "skipped": skipped,
     }
-    record = inputs_record(inputs, files)  # audit.json holds its own record, as metrics.json does
+    # audit.json holds its own record, as metrics.json does, and the hash of its content
+    record = inputs_record(inputs, files) | document_record(out, run.root)
     save_json(path, out | record)
     return out | record
 

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from miakit.architectures import is_sklearn
+from miakit.architectures import check_code_allowed, is_sklearn
 from miakit.config import SinglePointConfig
 from miakit.data import Pool, load_pool
 from miakit.errors import MiakitError
@@ -31,7 +31,14 @@ from miakit.models import build_model
 from miakit.report.single_point_plot import plot_with_without
 from miakit.seeding import derive_seed, rng
 from miakit.signals import cross_entropy
-from miakit.store import content_hash, load_npy, save_json, save_text, write_atomic
+from miakit.store import (
+    clear_leftovers,
+    content_hash,
+    load_npy,
+    save_json,
+    save_text,
+    write_atomic,
+)
 from miakit.train.inputs import Normalization, model_inputs
 from miakit.train.trainer import resolve_device, train_model
 
@@ -145,7 +152,9 @@ def run_single_point(
     on_epoch: Callable[[int, int], None] | None = None,
 ) -> list[RecordExposure]:
     """Run (or resume) the experiment; write summary.json, summary.csv, losses.npz, histograms.
-    on_round(done, total) and on_epoch(done, total) report progress (of each model's training)."""
+    on_round(done, total) and on_epoch(done, total) report progress (of each model's training).
+    A python: architecture needs the opt-in (`miakit.architectures.check_code_allowed`)."""
+    check_code_allowed(config.model.arch)
     pool = load_pool(config.data.name, config.data.data_dir)
     if config.num_classes is not None and config.num_classes != pool.num_classes:
         raise MiakitError(
@@ -161,6 +170,7 @@ def run_single_point(
     # the estimator and checkpoint settings, refused above, stay out of the resume hash
     unused = {"estimator", "params", "standardize", "target_weights", "target_members"}
     settings = config.model_dump(mode="json", exclude={"model": unused})
+    clear_leftovers(out)
     state = _State.open(out, content_hash(settings), len(targets), rounds)
     trainer = _Trainer(config, pool, targets, on_epoch)
     for r in range(rounds):

@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import socket
 import tempfile
 import time
@@ -48,12 +49,17 @@ def file_mode() -> int:
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path in the same folder; move it onto `path` only if the block succeeds.
 
+    The temporary file is `.<name>.<writer>.<random>.tmp`, <writer> naming this process (hashes
+    of its host and boot, its pid and start time), so that `clear_leftovers` removes it only once
+    its writer is gone.
+
     The file gets the mode the umask gives new files (mkstemp alone would make it 0600). On any
     error (a full disk, OSError 28, included) the temporary file is removed and `path` is left as
     it was.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    prefix = f".{path.name}.{_writer_tag()}."  # whose it is: see clear_leftovers
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -165,6 +171,42 @@ def _file_hash(path: str, _size: int, _mtime_ns: int, _ctime_ns: int) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+#: Keys of a JSON document that holds its own record (metrics.json, audit.json): what it was made
+#: from (`miakit.chain`) and of what it holds, which its content hash does not cover.
+RECORD_KEYS = frozenset({"inputs", "inputs_hash", "stamps", "output", "outputs", "content_hash"})
+
+
+def _document_hash(document: dict[str, Any]) -> str:
+    body = {k: v for k, v in document.items() if k not in RECORD_KEYS}
+    return content_hash(json.loads(json_text(body)))  # as stored: JSON's own numbers and keys
+
+
+def document_record(body: dict[str, Any], root: Path, outputs: Any = ()) -> dict[str, Any]:
+    """What a JSON document written with its own record adds, so that an edit of it or of the
+    files written with it (`outputs`, paths under `root`) is found: the hash of `body` as it is
+    stored, and each output's `file_stamp`."""
+    return {
+        "content_hash": _document_hash(body),
+        "outputs": {str(Path(p).relative_to(root)): file_stamp(Path(p)) for p in outputs},
+    }
+
+
+def document_changed(document: dict[str, Any], root: Path) -> str | None:
+    """None when `document` (parsed JSON with a `document_record`) and the files it records under
+    `root` are as they were written; else what changed, in words."""
+    if "content_hash" not in document:
+        return "it records no content hash: written by an older miakit, or interrupted"
+    if document["content_hash"] != _document_hash(document):
+        return "its content was changed since it was written"
+    outputs = document.get("outputs")
+    for name, stamp in (outputs if isinstance(outputs, dict) else {}).items():
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            return f"it names {name}, which is no file of the run"
+        if not isinstance(stamp, dict) or stamped_hash(root / name, stamp) != stamp.get("sha256"):
+            return f"{name} was changed or removed since it was written"
+    return None
 
 
 def path_fingerprint(path: Path) -> str:
@@ -350,6 +392,52 @@ def describe_holder(holder: dict[str, Any]) -> str:
     return f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}{when}"
 
 
+_LEFTOVER = re.compile(
+    r"\.(?P<host>[0-9a-f]{8})(?P<boot>[0-9a-f]{8})-(?P<pid>\d+)-(?P<start>\d+|None)\.\w+\.tmp$"
+)
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def _writer_tag() -> str:
+    return (
+        f"{_short_hash(socket.gethostname())}{_short_hash(str(boot_id()))}"
+        f"-{os.getpid()}-{process_start(os.getpid())}"
+    )
+
+
+def _writer_gone(leftover: Path) -> bool:
+    """The process that made `leftover` (an `atomic_path` temporary file) has ended: its name
+    names a dead process of this host, or an earlier boot, or no process (another writer's, or
+    one of an older miakit); a file of another host counts as gone after FOREIGN_LOCK_SECONDS."""
+    tag = _LEFTOVER.search(leftover.name)
+    if tag is None:
+        return True
+    if tag["host"] != _short_hash(socket.gethostname()):
+        try:
+            return time.time() - leftover.stat().st_mtime > FOREIGN_LOCK_SECONDS
+        except OSError:
+            return False
+    if tag["boot"] != _short_hash(str(boot_id())):
+        return True
+    start = None if tag["start"] == "None" else int(tag["start"])
+    owner = {"host": socket.gethostname(), "pid": int(tag["pid"]), "start": start}
+    return _holder_state(owner) == "dead"
+
+
+def clear_leftovers(*folders: Path, every: bool = False) -> None:
+    """Remove the temporary files writers killed mid-write left in `folders` (not below them):
+    what a stage runs at its start in every folder it writes, so a run never gathers hidden
+    files. Files of writers still running (another process of the same run) are kept, unless
+    `every` (the caller holds the folder's lock, so no write there is in progress)."""
+    for folder in folders:
+        for leftover in folder.glob(".*.tmp"):
+            if every or _writer_gone(leftover):
+                leftover.unlink(missing_ok=True)
+
+
 @contextmanager
 def model_lock(run: RunDir, m: int) -> Iterator[bool]:
     """Hold model m's lock while working on it; yields False when a live worker holds it.
@@ -358,8 +446,7 @@ def model_lock(run: RunDir, m: int) -> Iterator[bool]:
     in the model's folder: every write there happens under this lock, so none is in progress."""
     with file_lock(run.lock(m)) as mine:
         if mine:
-            for leftover in run.model_dir(m).glob(".*.tmp"):
-                leftover.unlink(missing_ok=True)
+            clear_leftovers(run.model_dir(m), every=True)
         yield mine
 
 

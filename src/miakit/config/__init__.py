@@ -76,8 +76,9 @@ class ModelConfig(Section):
     )
     estimator: str | None = Field(
         default=None,
-        description="arch 'sklearn': the estimator class's import path, under sklearn. (or "
-        "xgboost., lightgbm. where installed), e.g. sklearn.ensemble.RandomForestClassifier",
+        description="arch 'sklearn': the estimator class's import path, one whose saved files "
+        "miakit can load (models.sklearn_model.FITTED_PARTS), e.g. "
+        "sklearn.ensemble.RandomForestClassifier",
     )
     params: dict[str, Any] = Field(
         default_factory=dict,
@@ -350,6 +351,12 @@ class ExecutionConfig(Section):
     cpus_per_task: float = Field(default=1, gt=0)
     gpus_per_task: float = Field(default=0, ge=0, description="fractions pack models on a GPU")
     retries: int = Field(default=1, ge=0, description="retries of a task whose worker died")
+    allow_code: bool = Field(
+        default=False,
+        exclude=True,  # never in run.yaml: a resumed or received run needs the opt-in again
+        description="run code the config names (model.arch python:...); only from outside a "
+        "config file: --allow-code, --set execution.allow_code=true or MIAKIT_ALLOW_CODE=1",
+    )
 
 
 DEFAULT_ATTACKS = [
@@ -527,12 +534,24 @@ def load_config(
                 f"config file {path} must hold a mapping of settings at its top level"
             )
         raw = loaded or {}
+        _refuse_opt_in(raw, f"config file {path}")
     for assignment in overrides or []:
         apply_override(raw, assignment)
     try:
         return schema.model_validate(raw)
     except ValidationError as exc:
         raise MiakitError(format_validation_error(exc)) from exc
+
+
+def _refuse_opt_in(raw: dict[str, Any], source: str) -> None:
+    """A file may not allow the code it names to run: execution.allow_code in it is an error."""
+    execution = raw.get("execution")
+    if isinstance(execution, dict) and "allow_code" in execution:
+        raise MiakitError(
+            f"{source}: execution.allow_code cannot be set in a file (a received config or run "
+            "must not allow its own code to run); remove it and give --allow-code, --set "
+            "execution.allow_code=true or MIAKIT_ALLOW_CODE=1 instead"
+        )
 
 
 def dump_config(config: AuditConfig) -> str:
@@ -547,6 +566,7 @@ def read_run_config(path: Path) -> AuditConfig:
     except (OSError, yaml.YAMLError) as exc:
         raise MiakitError(f"cannot read {path}: {exc}") from exc
     raw.pop("config_hash", None)
+    _refuse_opt_in(raw, str(path))
     try:
         return AuditConfig.model_validate(raw)
     except ValidationError as exc:

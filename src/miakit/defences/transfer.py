@@ -47,6 +47,7 @@ from miakit.seeding import derive_seed
 from miakit.store import (
     RunDir,
     atomic_path,
+    clear_leftovers,
     content_hash,
     file_hash,
     file_lock,
@@ -188,6 +189,7 @@ def shared_features(plan: Plan, run: RunDir) -> SharedFeatures:
         if info is None:
             with file_lock(run.transfer_lock) as mine:
                 if mine:
+                    clear_leftovers(run.transfer_dir, every=True)  # its lock is ours
                     info = _current(run, expected) or _build(plan, run, expected)
         if info is not None:
             return _loaded_features(plan, run, info)

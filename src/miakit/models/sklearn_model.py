@@ -1,8 +1,8 @@
 """scikit-learn-compatible estimators as the audited models (`model.arch: sklearn`).
 
-`model.estimator` names the class by import path; only classes under the packages in
-`miakit.architectures.ESTIMATOR_MODULES` (scikit-learn, and xgboost or lightgbm where installed)
-may be named, since a config must not name arbitrary code to run. `model.params` are the
+`model.estimator` names the class by import path; only the scikit-learn classes of `FITTED_PARTS`
+may be named, since a config must not name arbitrary code to run and no other class's saved file
+could be loaded. `model.params` are the
 constructor's arguments; `random_state` is set from each model's seed wherever the estimator
 takes one. Each model is fitted on its keep row (features as float64 [n, D]; images flattened,
 scaled to [0, 1]), optionally behind a StandardScaler fitted on the same rows.
@@ -14,15 +14,24 @@ exact log (so its order, and LiRA's φ = log p_y − log Σ_{j≠y} p_j), and ex
 and forests give often, become log(1e-30) ≈ −69.1 instead of −∞, so every attack's signals stay
 finite (|φ| ≤ 69.1 + log(C − 1)). Only probabilities below 1e-30 tie with 0.
 
-Estimators are saved with skops (`skops.io`), never pickle: loading a file instantiates only types
-of the allow-listed packages (and NumPy), so no file of a run executes code when it is loaded.
+Estimators are saved with skops (`skops.io`), never pickle. A saved file comes from a run that may
+have been received from someone else, so loading admits an explicit list of exact types: the class
+the run's config names, the fitted parts that class is built of (`FITTED_PARTS`, measured by
+fitting each class and listing the types its skops file holds), Pipeline and StandardScaler when
+`model.standardize`, and NumPy arrays, dtypes and scalars. Every type the file names (its schema,
+and whatever `skops.io.get_untrusted_types` reports) is checked before anything is constructed;
+one outside the list stops the load, so a file that asks skops to call a function (e.g.
+`numpy.testing.runstring`) runs nothing. Only the classes in `FITTED_PARTS` may be named by
+`model.estimator`, since no other class's saved file could be loaded.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +43,73 @@ from miakit.store import write_atomic
 
 #: Probabilities below this (exact zeros included) are raised to it before the log.
 PROBABILITY_FLOOR = 1e-30
-#: What skops may instantiate when it loads a saved estimator: types of these packages only.
-TRUSTED_PACKAGES = (*ESTIMATOR_MODULES, "numpy")
+_TREE = ("sklearn.tree._tree.Tree",)
+_LOSSES = (
+    "sklearn._loss._loss.CyHalfBinomialLoss",
+    "sklearn._loss._loss.CyHalfMultinomialLoss",
+    "sklearn._loss._loss.CyExponentialLoss",
+    "sklearn._loss.loss.HalfBinomialLoss",
+    "sklearn._loss.loss.HalfMultinomialLoss",
+    "sklearn._loss.loss.ExponentialLoss",
+    "sklearn._loss.link.Interval",
+    "sklearn._loss.link.LogitLink",
+    "sklearn._loss.link.HalfLogitLink",
+    "sklearn._loss.link.MultinomialLogit",
+)
+#: The estimator classes `model.estimator` may name, each with the exact types of the fitted
+#: parts its skops file holds (measured with skops.io.get_untrusted_types and the file's schema,
+#: binary and multiclass; `tests/test_trust.py` fits each class and loads it back).
+FITTED_PARTS: dict[str, tuple[str, ...]] = {
+    "sklearn.ensemble.RandomForestClassifier": (
+        "sklearn.ensemble._forest.RandomForestClassifier",
+        "sklearn.tree._classes.DecisionTreeClassifier",
+        *_TREE,
+    ),
+    "sklearn.ensemble.ExtraTreesClassifier": (
+        "sklearn.ensemble._forest.ExtraTreesClassifier",
+        "sklearn.tree._classes.ExtraTreeClassifier",
+        *_TREE,
+    ),
+    "sklearn.ensemble.GradientBoostingClassifier": (
+        "sklearn.ensemble._gb.GradientBoostingClassifier",
+        "sklearn.tree._classes.DecisionTreeRegressor",
+        "sklearn.dummy.DummyClassifier",
+        "numpy.random.mtrand.RandomState",
+        *_TREE,
+        *_LOSSES,
+    ),
+    "sklearn.tree.DecisionTreeClassifier": (
+        "sklearn.tree._classes.DecisionTreeClassifier",
+        *_TREE,
+    ),
+    "sklearn.tree.ExtraTreeClassifier": ("sklearn.tree._classes.ExtraTreeClassifier", *_TREE),
+    "sklearn.linear_model.LogisticRegression": (
+        "sklearn.linear_model._logistic.LogisticRegression",
+    ),
+    "sklearn.svm.SVC": ("sklearn.svm._classes.SVC",),
+    "sklearn.naive_bayes.GaussianNB": ("sklearn.naive_bayes.GaussianNB",),
+    "sklearn.neural_network.MLPClassifier": (
+        "sklearn.neural_network._multilayer_perceptron.MLPClassifier",
+        "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+        "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+        "sklearn.preprocessing._label.LabelBinarizer",
+        "numpy.random.mtrand.RandomState",
+    ),
+}
+#: What `model.standardize` adds around the estimator.
+_STANDARDIZE_PARTS = ("sklearn.pipeline.Pipeline", "sklearn.preprocessing._data.StandardScaler")
+#: Containers and values any skops file holds: builtins, NumPy arrays, dtypes and scalar types.
+_VALUE_TYPES = frozenset(
+    {f"builtins.{t}" for t in ("dict", "list", "tuple", "str", "int", "float", "bool")}
+    | {"numpy.ndarray", "numpy.dtype"}
+    | {f"numpy.{t.__name__}" for t in set(np.sctypeDict.values())}
+)
 
 
 def estimator_class(path: str | None) -> type:
     """The class `model.estimator` names; MiakitError naming model.estimator when the path is
-    outside the allow-list, cannot be imported, or is no classifier with predict_proba."""
+    outside the allowed packages, cannot be imported, is no estimator class, or is not in
+    FITTED_PARTS (no saved file of it could be loaded)."""
     if not path or "." not in path:
         raise MiakitError(
             f"model.estimator: give an import path such as "
@@ -59,6 +128,11 @@ def estimator_class(path: str | None) -> type:
     cls = getattr(module, name, None)
     if not inspect.isclass(cls) or not hasattr(cls, "fit"):
         raise MiakitError(f"model.estimator: {module_path} has no estimator class {name!r}")
+    if path not in FITTED_PARTS:
+        raise MiakitError(
+            f"model.estimator: {path!r} is not one of the estimators whose saved files miakit "
+            f"can load safely ({', '.join(FITTED_PARTS)})"
+        )
     return cls
 
 
@@ -134,18 +208,59 @@ def save_estimator(path: Path, estimator: Any) -> None:
     write_atomic(path, lambda tmp: skops.io.dump(estimator, tmp))
 
 
-def load_estimator(path: Path) -> Any:
-    """A fitted estimator saved by `save_estimator`. The types the file asks for are checked
-    before anything is built: any outside TRUSTED_PACKAGES is a MiakitError naming them."""
+def allowed_types(path: str, standardize: bool) -> frozenset[str]:
+    """The exact type names a saved estimator of class `path` (behind a StandardScaler when
+    `standardize`) may hold; MiakitError naming model.estimator for a class not in FITTED_PARTS."""
+    if path not in FITTED_PARTS:
+        estimator_class(path)  # its error names the setting
+    extra = _STANDARDIZE_PARTS if standardize else ()
+    return _VALUE_TYPES | set(FITTED_PARTS[path]) | set(extra)
+
+
+def _schema_types(node: Any, found: set[str]) -> set[str]:
+    """Every `module.class` a skops schema (parsed JSON, nothing constructed) names."""
+    if isinstance(node, dict):
+        module, name = node.get("__module__"), node.get("__class__")
+        if isinstance(module, str) and isinstance(name, str):
+            found.add(f"{module}.{name}")
+        for value in node.values():
+            _schema_types(value, found)
+    elif isinstance(node, list):
+        for value in node:
+            _schema_types(value, found)
+    return found
+
+
+def load_estimator(path: Path, estimator: str, standardize: bool) -> Any:
+    """A fitted estimator saved by `save_estimator` for a run whose config names class
+    `estimator` (and `standardize`). Every type the file names, in its schema and as
+    `skops.io.get_untrusted_types` reports them, is checked against `allowed_types` before
+    anything is built; MiakitError naming the file and the first type outside it, or for a
+    missing or unreadable file."""
     import skops.io
 
     if not path.is_file():
         raise MiakitError(f"missing file {path}; `miakit train` retrains the model")
-    asked = skops.io.get_untrusted_types(file=path)
-    foreign = [t for t in asked if t.split(".")[0] not in TRUSTED_PACKAGES]
-    if foreign:
+    allowed = allowed_types(estimator, standardize)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            schema = json.loads(archive.read("schema.json"))
+        asked = _schema_types(schema, set())
+        _refuse_foreign(path, estimator, asked - allowed)  # before skops reads the tree
+        asked |= set(skops.io.get_untrusted_types(file=path))
+    except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile) as exc:
         raise MiakitError(
-            f"{path} asks for types outside {', '.join(TRUSTED_PACKAGES)} ({', '.join(foreign)}); "
-            "it was not written by miakit: delete it and retrain"
+            f"{path} is not a skops file miakit wrote ({exc}); delete it and retrain"
+        ) from exc
+    _refuse_foreign(path, estimator, asked - allowed)
+    return skops.io.load(path, trusted=sorted(asked))
+
+
+def _refuse_foreign(path: Path, estimator: str, foreign: set[str]) -> None:
+    if foreign:
+        first, *rest = sorted(foreign)
+        more = f" (and {len(rest)} more: {', '.join(rest)})" if rest else ""
+        raise MiakitError(
+            f"{path} asks for type {first}{more}, which a {estimator} saved by miakit never "
+            "holds; the file was not written by miakit and is not loaded: delete it and retrain"
         )
-    return skops.io.load(path, trusted=asked)

@@ -15,15 +15,23 @@ from collections.abc import Callable
 
 from torch import nn
 
-from miakit.architectures import IN_MEMORY, is_in_memory, user_factory_path, user_module_file
+from miakit.architectures import (
+    IN_MEMORY,
+    check_code_allowed,
+    is_in_memory,
+    user_factory_path,
+    user_module_file,
+)
 from miakit.errors import MiakitError
 
 
 def user_factory(arch: str) -> Callable[..., nn.Module]:
     """The factory a `python:module:factory` arch names, its module imported, or the one a
-    `memory:` arch names in this process; MiakitError naming model.arch when the module or the
-    factory is missing, the module fails to import, or a `memory:` factory is not in this
-    process (another process gave it: the CLI resuming a run of `miakit.audit(model=...)`)."""
+    `memory:` arch names in this process; MiakitError naming model.arch when running code was not
+    allowed (`check_code_allowed`; a `memory:` factory is the calling process's own code and needs
+    no opt-in), the module or the factory is missing, the module fails to import, or a `memory:`
+    factory is not in this process (another process gave it: the CLI resuming a run of
+    `miakit.audit(model=...)`)."""
     if is_in_memory(arch):
         if arch not in IN_MEMORY:
             raise MiakitError(
@@ -32,6 +40,7 @@ def user_factory(arch: str) -> Callable[..., nn.Module]:
                 "from Python with miakit.audit(..., model=<the same factory>)"
             )
         return IN_MEMORY[arch]
+    check_code_allowed(arch)
     module_path, name = user_factory_path(arch)
     user_module_file(arch)  # a clear error when the module is not on the path
     try:

@@ -34,7 +34,7 @@ from miakit.report.html import (
 from miakit.report.runs import RunData, load_run
 from miakit.report.training import privacy_utility
 from miakit.report.verdict import strongest_attack
-from miakit.store import save_text
+from miakit.store import clear_leftovers, document_changed, save_text
 
 #: ROC line style per attack; colour per run
 LINESTYLES = ("-", "--", ":", "-.")
@@ -92,6 +92,20 @@ def query_output(data: RunData) -> str:
     return ((config or {}).get("query") or {}).get("output", "logits")
 
 
+def _audit_figures(path: Path) -> dict:
+    """The per-attack figures of a run's audit.json ({} without one); MiakitError naming
+    `miakit audit-dp` when it was changed since it was written."""
+    if not path.is_file():
+        return {}
+    stored = json.loads(path.read_text())
+    changed = document_changed(stored, path.parent) if "content_hash" in stored else None
+    if changed is not None:
+        raise MiakitError(
+            f"{path} is stale ({changed}); run `miakit audit-dp {path.parent}` to make it current"
+        )
+    return stored["attacks"]
+
+
 def summary_table(
     runs: Sequence[RunData], labels: Sequence[str], privacy: pd.DataFrame
 ) -> pd.DataFrame:
@@ -102,7 +116,7 @@ def summary_table(
     for data, label in zip(runs, labels, strict=True):
         own = utility.loc[label]
         audit = data.run.root / "audit.json"
-        measured = json.loads(audit.read_text())["attacks"] if audit.is_file() else {}
+        measured = _audit_figures(audit)
         for attack, figures in data.metrics.items():
             row = {"attack": attack, "run": label, "AUC": decimal(figures["auc"]["mean"])}
             for x in data.fprs:
@@ -196,6 +210,7 @@ def compare_runs(run_dirs: Sequence[Path | str], out: Path | str) -> Comparison:
     labels = run_labels(runs)
     warnings = check_same_data(runs, labels)
     out = Path(out)
+    clear_leftovers(out)
     long = pd.concat(
         [
             pd.DataFrame(long_rows(r.metrics)).assign(run=label)

@@ -14,7 +14,7 @@ import pandas as pd
 from miakit.errors import MiakitError
 from miakit.evaluate.metric_key import MetricKey
 from miakit.evaluate.tables import calibration_table
-from miakit.store import RunDir, load_npy
+from miakit.store import RunDir, document_changed, load_npy
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,12 @@ def load_run(root: Path | str) -> RunData:
         ) from exc
     if not metrics:
         raise MiakitError(f"{run.metrics_json} holds no attacks; rerun `miakit evaluate`")
+    changed = document_changed(stored, run.root) if "content_hash" in stored else None
+    if changed is not None:
+        raise MiakitError(
+            f"{run.metrics_json} is stale ({changed}); run `miakit evaluate {run.root}` to make "
+            "it current"
+        )
     keep = load_npy(run.keep)
     scores = {name: load_npy(run.scores(name)) for name in metrics}
     for name, s in scores.items():

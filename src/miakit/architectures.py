@@ -225,13 +225,14 @@ def list_models(
             except MiakitError:
                 count = None
         rows.append((name, DESCRIPTIONS[name], count))
-    installed = [m for m in ESTIMATOR_MODULES if importlib.util.find_spec(m) is not None]
+    from miakit.models.sklearn_model import FITTED_PARTS
+
     rows.append(
         (
             SKLEARN,
-            "a scikit-learn-compatible classifier with predict_proba: model.estimator (import "
-            "path under " + ", ".join(f"{m}." for m in installed) + "), model.params, "
-            "model.standardize; saved with skops",
+            "a scikit-learn classifier: model.estimator (one of "
+            + ", ".join(FITTED_PARTS)
+            + "), model.params, model.standardize; saved with skops",
             None,
         )
     )

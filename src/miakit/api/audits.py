@@ -61,7 +61,7 @@ def audit(
             Written to `<out>/data.npz` and audited as `data.name: user` (`data.subsample` and
             the other data settings still apply).
         model: a scikit-learn classifier instance (with predict_proba) instead of `model.*`: its
-            class (under sklearn, xgboost or lightgbm: what a config may name) and its
+            class (one of the estimators a config may name: `miakit models list`) and its
             `get_params(deep=False)` become model.estimator and model.params, so every model is
             a fresh copy of it, as `sklearn.base.clone` makes, fitted on its own records.
             random_state is set per model from the run's seed (any given is replaced). Or a

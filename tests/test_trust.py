@@ -26,7 +26,8 @@ from miakit import pipeline
 from miakit.cli import app
 from miakit.config import load_config
 from miakit.errors import MiakitError
-from miakit.models.sklearn_model import FITTED_PARTS, load_estimator, save_estimator
+from miakit.estimators import FITTED_PARTS
+from miakit.models.sklearn_model import load_estimator, save_estimator
 from miakit.store import RunDir, atomic_path, clear_leftovers, file_stamp, save_json
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "miakit"

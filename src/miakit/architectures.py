@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from miakit.errors import MiakitError
+from miakit.estimators import FITTED_PARTS
 
 #: The built-in names `model.arch` takes; `miakit.models.MODELS` maps each to its constructor.
 ARCHITECTURES = ("mlp", "cnn", "resnet20", "resnet18", "wrn28-2", "wrn40-4", "fastnet")
@@ -47,7 +48,7 @@ SKLEARN = "sklearn"
 #: The prefix of `model.arch` for a user's module: `python:package.module:factory`.
 USER_PREFIX = "python:"
 #: The top-level packages `model.estimator` may name a class in (the config names code to run,
-#: so it is kept to these, and to the classes of `miakit.models.sklearn_model.FITTED_PARTS`,
+#: so it is kept to these, and to the classes of `miakit.estimators.FITTED_PARTS`,
 #: whose saved files miakit can load; xgboost and lightgbm wait for their exact types).
 ESTIMATOR_MODULES = ("sklearn",)
 
@@ -225,8 +226,6 @@ def list_models(
             except MiakitError:
                 count = None
         rows.append((name, DESCRIPTIONS[name], count))
-    from miakit.models.sklearn_model import FITTED_PARTS
-
     rows.append(
         (
             SKLEARN,

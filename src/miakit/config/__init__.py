@@ -77,7 +77,7 @@ class ModelConfig(Section):
     estimator: str | None = Field(
         default=None,
         description="arch 'sklearn': the estimator class's import path, one whose saved files "
-        "miakit can load (models.sklearn_model.FITTED_PARTS), e.g. "
+        "miakit can load (estimators.FITTED_PARTS), e.g. "
         "sklearn.ensemble.RandomForestClassifier",
     )
     params: dict[str, Any] = Field(

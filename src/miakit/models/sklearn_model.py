@@ -39,63 +39,11 @@ import numpy as np
 
 from miakit.architectures import ESTIMATOR_MODULES
 from miakit.errors import MiakitError
+from miakit.estimators import FITTED_PARTS
 from miakit.store import write_atomic
 
 #: Probabilities below this (exact zeros included) are raised to it before the log.
 PROBABILITY_FLOOR = 1e-30
-_TREE = ("sklearn.tree._tree.Tree",)
-_LOSSES = (
-    "sklearn._loss._loss.CyHalfBinomialLoss",
-    "sklearn._loss._loss.CyHalfMultinomialLoss",
-    "sklearn._loss._loss.CyExponentialLoss",
-    "sklearn._loss.loss.HalfBinomialLoss",
-    "sklearn._loss.loss.HalfMultinomialLoss",
-    "sklearn._loss.loss.ExponentialLoss",
-    "sklearn._loss.link.Interval",
-    "sklearn._loss.link.LogitLink",
-    "sklearn._loss.link.HalfLogitLink",
-    "sklearn._loss.link.MultinomialLogit",
-)
-#: The estimator classes `model.estimator` may name, each with the exact types of the fitted
-#: parts its skops file holds (measured with skops.io.get_untrusted_types and the file's schema,
-#: binary and multiclass; `tests/test_trust.py` fits each class and loads it back).
-FITTED_PARTS: dict[str, tuple[str, ...]] = {
-    "sklearn.ensemble.RandomForestClassifier": (
-        "sklearn.ensemble._forest.RandomForestClassifier",
-        "sklearn.tree._classes.DecisionTreeClassifier",
-        *_TREE,
-    ),
-    "sklearn.ensemble.ExtraTreesClassifier": (
-        "sklearn.ensemble._forest.ExtraTreesClassifier",
-        "sklearn.tree._classes.ExtraTreeClassifier",
-        *_TREE,
-    ),
-    "sklearn.ensemble.GradientBoostingClassifier": (
-        "sklearn.ensemble._gb.GradientBoostingClassifier",
-        "sklearn.tree._classes.DecisionTreeRegressor",
-        "sklearn.dummy.DummyClassifier",
-        "numpy.random.mtrand.RandomState",
-        *_TREE,
-        *_LOSSES,
-    ),
-    "sklearn.tree.DecisionTreeClassifier": (
-        "sklearn.tree._classes.DecisionTreeClassifier",
-        *_TREE,
-    ),
-    "sklearn.tree.ExtraTreeClassifier": ("sklearn.tree._classes.ExtraTreeClassifier", *_TREE),
-    "sklearn.linear_model.LogisticRegression": (
-        "sklearn.linear_model._logistic.LogisticRegression",
-    ),
-    "sklearn.svm.SVC": ("sklearn.svm._classes.SVC",),
-    "sklearn.naive_bayes.GaussianNB": ("sklearn.naive_bayes.GaussianNB",),
-    "sklearn.neural_network.MLPClassifier": (
-        "sklearn.neural_network._multilayer_perceptron.MLPClassifier",
-        "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
-        "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
-        "sklearn.preprocessing._label.LabelBinarizer",
-        "numpy.random.mtrand.RandomState",
-    ),
-}
 #: What `model.standardize` adds around the estimator.
 _STANDARDIZE_PARTS = ("sklearn.pipeline.Pipeline", "sklearn.preprocessing._data.StandardScaler")
 #: Containers and values any skops file holds: builtins, NumPy arrays, dtypes and scalar types.

@@ -2,6 +2,7 @@
 anything is written or trained: each case asserts the message and an untouched run directory."""
 
 import errno
+import re
 
 import numpy as np
 import pytest
@@ -255,3 +256,196 @@ def test_plan_rewrites_nothing_when_a_check_fails(tmp_path, tiny_config):
     assert code == 2 and "resnet99" in output
     assert {p.name: p.read_bytes() for p in run.root.iterdir()} == before
     assert pipeline.status(run)["missing"] == list(range(8))
+
+
+OPT_IN = ["execution.allow_code=true"]
+#: Issue 30's bad inputs: each stops `miakit audit` at plan, before anything is written.
+MORE_BAD_SETTINGS = {
+    "threads beyond the machine": (["execution.threads=100000"], "execution.threads: "),
+    "an attack twice": (["attacks=[loss, loss]"], "'loss' is given twice"),
+    "an FPR twice": (["evaluate.fprs=[0.01, 0.01]"], "0.01 is given twice"),
+    "models beyond memory": (
+        ["split.num_models=100000000"],
+        "split.num_models: 100,000,000 models × 1,797 records need about",
+    ),
+    "a model beyond memory": (
+        ["model.hidden=[100000000]"],
+        "model.arch mlp with model.hidden=[100000000]: 7,500,000,010 parameters need about",
+    ),
+    "DP audit of an unknown attack": (
+        ["dp_audit.attacks=[bogus]"],
+        "dp_audit.attacks: bogus not among the run's attacks",
+    ),
+    "DP audit of an attack not run": (
+        ["dp_audit.attacks=[lira-online]"],
+        "dp_audit.attacks: lira-online not among the run's attacks (loss)",
+    ),
+    "an OOD set of an unknown data set": (
+        ["evaluate.ood=[{kind: dataset, source: nope}]"],
+        "evaluate.ood.0.source: unknown data set 'nope'",
+    ),
+    "canaries filling the pool": (
+        ["dp_audit.canaries.count=1797"],
+        "dp_audit.canaries.count: 1,797 canaries of 1,797 pool records leave 0 ordinary records",
+    ),
+    "a factory that raises": (
+        ["model.arch=python:tests.user_net:raising_net", *OPT_IN],
+        "model.arch: python:tests.user_net:raising_net raised ValueError when called with "
+        "input_shape (64,) and num_classes 10: width must be even",
+    ),
+    "a module with the wrong classes": (
+        ["model.arch=python:tests.user_net:wrong_classes_net", *OPT_IN],
+        "maps a batch of records of shape [2, 64] to [2, 13]; training needs logits of shape "
+        "[2, 10]",
+    ),
+    "a module of another input size": (
+        ["model.arch=python:tests.user_net:wrong_input_net", *OPT_IN],
+        "python:tests.user_net:wrong_input_net fails on a batch of records of shape [2, 64]: "
+        "RuntimeError",
+    ),
+    "a module with 3-D output": (
+        ["model.arch=python:tests.user_net:three_d_net", *OPT_IN],
+        "maps a batch of records of shape [2, 64] to [2, 1, 10]",
+    ),
+    "a module without parameters": (
+        ["model.arch=python:tests.user_net:parameterless_net", *OPT_IN],
+        "python:tests.user_net:parameterless_net has no trainable parameters",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", MORE_BAD_SETTINGS)
+def test_more_bad_settings_stop_audit_before_writing(kind, tmp_path, monkeypatch):
+    settings, message = MORE_BAD_SETTINGS[kind]
+    out = tmp_path / "run"
+    code, output, result = run_cli(
+        "audit", "--out", out, *TINY, *(a for s in settings for a in ("--set", s))
+    )
+    assert code == 2, result.output
+    assert output.startswith("error:") and message in output, output
+    assert "Traceback" not in output
+    assert not out.exists()
+
+
+BAD_NPZ = {
+    "string labels": (
+        {"y": np.array(["a", "b"] * 50)},
+        "y: labels must be integer class indices from 0, got <U1",
+    ),
+    "one class": ({"y": np.zeros(100, int)}, "every record has label 0; no membership signal"),
+    "labels far beyond the records": (
+        {"y": np.arange(100) * 1000 + 999},
+        "y: 100,000 classes for 100 records (labels up to 99,999)",
+    ),
+    "test classes absent from the pool": (
+        {
+            "y": np.arange(100) % 2,
+            "x_test": np.zeros((10, 5), np.float32),
+            "y_test": np.full(10, 2),
+        },
+        "y_test: classes [2] have test records but no pool record",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_NPZ)
+def test_bad_user_labels_stop_audit_before_writing(kind, tmp_path):
+    extra, message = BAD_NPZ[kind]
+    data = write_npz(tmp_path / "d.npz", 100, **extra)
+    out = tmp_path / "run"
+    code, output, result = run_cli(
+        "audit", "--out", out, *TINY, "--set", "data.name=user", "--set", f"data.path={data}"
+    )
+    assert code == 2, result.output
+    assert output.startswith("error:") and message in output, output
+    assert not out.exists()
+
+
+def test_an_image_folder_of_one_class_stops_audit(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "images" / "cats"
+    folder.mkdir(parents=True)
+    for i in range(6):
+        Image.fromarray(np.full((4, 4, 3), i * 40, np.uint8)).save(folder / f"{i}.png")
+    out = tmp_path / "run"
+    code, output, _ = run_cli(
+        "audit", "--out", out, *TINY, "--set", "data.name=user",
+        "--set", f"data.path={tmp_path / 'images'}",
+    )  # fmt: skip
+    assert code == 2 and "every record has label 0; no membership signal" in output, output
+    assert not out.exists()
+
+
+def billion_laughs(levels=9):
+    text = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+    for previous, name in zip("abcdefghij", "bcdefghij"[: levels - 1], strict=False):
+        text += f"{name}: &{name} [" + ", ".join([f"*{previous}"] * 9) + "]\n"
+    return text
+
+
+CONFIG_FILES = {
+    "random bytes": (bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)),
+                     "is not UTF-8 text (byte"),
+    "billion laughs": (billion_laughs().encode(), "expands to more than 100,000 values"),
+    "a key twice": (b"train: {epochs: 1}\ntrain: {epochs: 2}\n", "train is given twice (line 2)"),
+    "a nested key twice": (b"train:\n  epochs: 1\n  epochs: 2\n", "train.epochs is given twice"),
+    "a self-referencing anchor": (b"a: &x [*x]\n", "nests deeper than 64 levels"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", CONFIG_FILES)
+def test_hostile_config_files_are_refused_at_once(kind, tmp_path):
+    import time
+
+    text, message = CONFIG_FILES[kind]
+    config = tmp_path / "config.yaml"
+    config.write_bytes(text)
+    out = tmp_path / "run"
+    start = time.perf_counter()
+    code, output, result = run_cli("audit", "--config", config, "--out", out)
+    assert time.perf_counter() - start < 1.0
+    assert code == 2, result.output
+    assert output.startswith("error:") and f"config file {config}" in output
+    assert message in output, output
+    assert not out.exists()
+
+
+def test_yaml_merge_keys_and_repeated_aliases_still_load(tmp_path):
+    """The refusals leave ordinary YAML alone: a merge key is no duplicate, and a value used by
+    a few aliases is read as YAML reads it."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "base: &base {epochs: 2, lr: 0.05}\n"
+        "train:\n  <<: *base\n  epochs: 3\n"
+        "evaluate: {fprs: &f [0.1, 0.01]}\n"
+    )
+    raw = pytest.importorskip("miakit.config.yaml_text").read_yaml(config.read_bytes(), "x")
+    assert raw["train"] == {"epochs": 3, "lr": 0.05}
+    assert raw["evaluate"]["fprs"] == [0.1, 0.01]
+
+
+def test_integer_tensors_in_a_target_checkpoint_are_refused(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from miakit.models import build_model
+
+    net = build_model("mlp", (64,), 10, hidden=[8])
+    state = {
+        k: v.to(torch.int64) if k.endswith("weight") else v for k, v in net.state_dict().items()
+    }
+    weights = tmp_path / "target.safetensors"
+    save_file(state, str(weights))
+    members = tmp_path / "members.npy"
+    np.save(members, np.arange(1797) % 2 == 0)
+    out = tmp_path / "run"
+    code, output, _ = run_cli(
+        "audit", "--out", out, *TINY, "--set", f"model.target_weights={weights}",
+        "--set", f"model.target_members={members}",
+    )  # fmt: skip
+    assert code == 2, output
+    assert re.search(
+        r"tensor [\w.]+weight is torch.int64, but the model mlp holds torch.float32", output
+    )
+    assert not out.exists()

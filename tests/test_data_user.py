@@ -43,7 +43,7 @@ def test_npz_images_get_fixed_normalization_unless_given(tmp_path):
         ({"x": np.zeros((3, 2))}, "needs arrays 'x' and 'y'"),
         ({"x": np.zeros((3, 2)), "y": [0, 1]}, r"expected 3 labels \[N\]"),
         ({"x": np.zeros((2, 2)), "y": [0, -1]}, r"labels must lie in \[0, 0\]"),
-        ({"x": np.zeros((2, 2)), "y": [0.5, 1.0]}, "labels must be integers"),
+        ({"x": np.zeros((2, 2)), "y": [0.5, 1.0]}, "labels must be integer class indices"),
         ({"x": np.zeros((2, 2)), "y": [0, 3], "num_classes": 2}, r"found \[0, 3\]"),
         ({"x": np.full((2, 2), np.nan), "y": [0, 1]}, "NaN or infinite"),
         ({"x": np.zeros((2, 3, 3, 3)), "y": [0, 1]}, "uint8 images"),

@@ -35,9 +35,11 @@ from miakit.validate import (
     check_attack_options,
     check_attack_settings,
     check_design,
+    check_evaluation_settings,
     check_model,
     check_output_attacks,
     check_output_dir,
+    check_split_memory,
     check_target_checkpoint,
     estimator_attack_options,
     resolve_attacks,
@@ -149,6 +151,8 @@ def plan(config: AuditConfig, run: RunDir, log: Callable[[str], None] | None = N
     check_attack_options(config)
     check_output_attacks(config)
     pool = load_configured_pool(config)
+    check_split_memory(config, pool.num_records)
+    check_evaluation_settings(config, pool.num_records)
     check_model(config, pool)
     check_target_checkpoint(config, pool)
     s = config.split

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from miakit.architectures import is_in_memory, is_sklearn
+from miakit.architectures import is_in_memory, is_sklearn, is_user_module
 from miakit.attacks import ATTACKS, make_attack
 from miakit.attacks.base import Setting
 from miakit.config import AuditConfig, TrainConfig
@@ -90,11 +90,14 @@ def check_model(config: AuditConfig, pool: Pool) -> None:
 
     resolve_device(config.train.device)
     options = config.model.model_dump(exclude={"arch"})
+    check_model_memory(config, pool, options)
     model = build_model(config.model.arch, pool.x.shape[1:], pool.num_classes, **options)
     step = (
         "private" if config.defences.dp.enabled else "stacked" if config.train.batched else "plain"
     )
     check_options(step, config.train, model)
+    if is_user_module(config.model.arch) or is_in_memory(config.model.arch):
+        check_module_runs(config.model.arch, model, pool)
     if any(config.train.augment.model_dump().values()) and not pool.is_image:
         raise MiakitError(
             f"train.augment works on images, but {pool.name}'s records are feature vectors; "
@@ -105,6 +108,124 @@ def check_model(config: AuditConfig, pool: Pool) -> None:
             f"query.augmentations: {config.query.augmentations} views (flips and shifts) need "
             f"images, but {pool.name}'s records are feature vectors; use query.augmentations=1"
         )
+
+
+def check_evaluation_settings(config: AuditConfig, num_records: int) -> None:
+    """What evaluate and the DP audit will read exists, checked before any model trains:
+    dp_audit.attacks are attacks the run computes, an `evaluate.ood` set of kind `dataset`
+    names a known data set, and canaries left out of the membership metrics leave ordinary
+    records to measure them on."""
+    from miakit.data.registry import DATASETS
+
+    unknown = [a for a in config.dp_audit.attacks or [] if a not in config.attacks]
+    if unknown:
+        raise MiakitError(
+            f"dp_audit.attacks: {', '.join(unknown)} not among the run's attacks "
+            f"({', '.join(config.attacks)}); the DP audit reads the scores those attacks write"
+        )
+    for i, spec in enumerate(config.evaluate.ood):
+        if spec.kind == "dataset" and spec.source not in DATASETS:
+            raise MiakitError(
+                f"evaluate.ood.{i}.source: unknown data set {spec.source!r}; known: "
+                f"{', '.join(sorted(DATASETS))}"
+            )
+    count = config.dp_audit.canaries.count
+    if count and not config.evaluate.include_canaries and num_records - count < 2:
+        raise MiakitError(
+            f"dp_audit.canaries.count: {count:,} canaries of {num_records:,} pool records leave "
+            f"{max(num_records - count, 0)} ordinary records for the membership metrics and the "
+            "verdict, which leave canaries out; use fewer canaries or evaluate.include_canaries: "
+            "true"
+        )
+
+
+def machine_memory() -> int:
+    """Bytes of physical memory on this machine."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB"
+
+
+def check_split_memory(config: AuditConfig, num_records: int) -> None:
+    """MiakitError naming split.num_models when drawing the keep matrix (M × N uniform floats,
+    8 bytes each) could not fit in this machine's memory, before it is drawn."""
+    need = config.split.num_models * num_records * 8
+    if need > machine_memory():
+        raise MiakitError(
+            f"split.num_models: {config.split.num_models:,} models × {num_records:,} records "
+            f"need about {_gib(need)} to draw the keep matrix; this machine has "
+            f"{_gib(machine_memory())}"
+        )
+
+
+#: Bytes per parameter while a model trains: float32 weights, gradients and two Adam moments.
+TRAINING_BYTES_PER_PARAMETER = 16
+
+
+def check_model_memory(config: AuditConfig, pool: Pool, options: dict) -> None:
+    """MiakitError naming the model settings when training one model could not fit in this
+    machine's memory (its parameters counted on torch's meta device, which allocates nothing,
+    × `TRAINING_BYTES_PER_PARAMETER`), before the model is built. A module that cannot be
+    built on the meta device is left to the real build, which reports its own errors."""
+    import torch
+
+    from miakit.models import build_model
+
+    try:
+        with torch.device("meta"):
+            net = build_model(config.model.arch, pool.x.shape[1:], pool.num_classes, **options)
+    except Exception:
+        return
+    count = sum(p.numel() for p in net.parameters())
+    need = count * TRAINING_BYTES_PER_PARAMETER
+    if need > machine_memory():
+        given = config.model.model_dump(exclude_defaults=True, exclude={"arch"})
+        settings = ", ".join(f"model.{k}={v}" for k, v in given.items())
+        raise MiakitError(
+            f"model.arch {config.model.arch}"
+            + (f" with {settings}" if settings else "")
+            + f": {count:,} parameters need about {_gib(need)} to train (float32 weights, "
+            f"gradients and optimizer state); this machine has {_gib(machine_memory())}"
+        )
+
+
+def check_module_runs(arch: str, model, pool: Pool) -> None:
+    """One forward and backward pass of the user's module on two pool records, as training
+    feeds them: MiakitError naming model.arch and the shapes when it has no trainable
+    parameters, fails on the batch, or does not return logits [batch, classes]."""
+    import torch
+
+    from miakit.train.inputs import Normalization, model_inputs
+
+    if not any(p.requires_grad for p in model.parameters()):
+        raise MiakitError(
+            f"model.arch: {arch} has no trainable parameters; training could not change it"
+        )
+    norm = Normalization(pool.mean, pool.std) if pool.mean is not None else None
+    inputs = model_inputs(torch.as_tensor(pool.x[:2]), norm).float()
+    shape = list(inputs.shape)
+    try:
+        out = model(inputs)
+    except Exception as exc:
+        raise MiakitError(
+            f"model.arch: {arch} fails on a batch of records of shape {shape}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    expected = [len(inputs), pool.num_classes]
+    got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if got != expected:
+        raise MiakitError(
+            f"model.arch: {arch} maps a batch of records of shape {shape} to {got}; training "
+            f"needs logits of shape {expected} (batch, {pool.num_classes} classes)"
+        )
+    try:
+        out.float().sum().backward()
+    except Exception as exc:
+        raise MiakitError(
+            f"model.arch: {arch}: the backward pass fails: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def check_estimator(config: AuditConfig) -> None:
@@ -228,8 +349,20 @@ def check_target_checkpoint(config: AuditConfig, pool: Pool) -> None:
     )
     try:
         state = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise MiakitError(f"model.target_weights: {path} is not a safetensors file: {exc}") from exc
+    expected = net.state_dict()
+    for name, tensor in state.items():
+        if name in expected and tensor.dtype != expected[name].dtype:
+            # load_state_dict would cast silently (integers into a float model's weights)
+            raise MiakitError(
+                f"model.target_weights: {path}: tensor {name} is {tensor.dtype}, but the model "
+                f"{model.arch} holds {expected[name].dtype} there; save the checkpoint with the "
+                "model's own dtypes"
+            )
+    try:
         net.load_state_dict(state, strict=True)
-    except (SafetensorError, RuntimeError, OSError) as exc:
+    except RuntimeError as exc:
         raise MiakitError(
             f"model.target_weights: {path} does not load into the model {model.arch} builds "
             f"for {pool.name}: {exc}"

@@ -8,6 +8,7 @@ The schema layer is the bottom of miakit: it imports only `errors`, `store` (has
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +25,7 @@ from miakit.architectures import (
     user_module_file,
 )
 from miakit.config.defences import DefenceConfig
+from miakit.config.yaml_text import read_yaml
 from miakit.errors import MiakitError
 from miakit.output_restriction import parse_output
 from miakit.store import content_hash, file_hash, path_fingerprint
@@ -298,6 +300,18 @@ class OODConfig(Section):
         return f"scaled-{self.factor:g}" if self.kind == "scaled" else self.kind
 
 
+#: execution.threads may be at most this many per core of the machine.
+MAX_THREADS_PER_CORE = 4
+
+
+def _distinct(values: list[Any]) -> list[Any]:
+    """`values` when each is given once; else ValueError naming the repeated one."""
+    repeated = [v for i, v in enumerate(values) if v in values[:i]]
+    if repeated:
+        raise ValueError(f"{repeated[0]!r} is given twice: give each once")
+    return values
+
+
 class EvaluateConfig(Section):
     targets: int | None = Field(
         default=None, ge=1, description="T: the first T models are targets in turn; default all M"
@@ -326,7 +340,7 @@ class EvaluateConfig(Section):
     def _fprs_in_unit_interval(cls, fprs: list[float]) -> list[float]:
         if not fprs or any(not 0 < x < 1 for x in fprs):
             raise ValueError("fprs must be a non-empty list of numbers strictly between 0 and 1")
-        return fprs
+        return _distinct(fprs)
 
 
 class ExecutionConfig(Section):
@@ -351,6 +365,19 @@ class ExecutionConfig(Section):
     cpus_per_task: float = Field(default=1, gt=0)
     gpus_per_task: float = Field(default=0, ge=0, description="fractions pack models on a GPU")
     retries: int = Field(default=1, ge=0, description="retries of a task whose worker died")
+
+    @field_validator("threads")
+    @classmethod
+    def _threads_within_the_machine(cls, threads: int | None) -> int | None:
+        most = MAX_THREADS_PER_CORE * (os.cpu_count() or 1)
+        if threads is not None and threads > most:
+            raise ValueError(
+                f"{threads} threads on a machine of {os.cpu_count()} cores: at most {most} "
+                f"({MAX_THREADS_PER_CORE} per core; more only slow training and can exhaust "
+                "memory)"
+            )
+        return threads
+
     allow_code: bool = Field(
         default=False,
         exclude=True,  # never in run.yaml: a resumed or received run needs the opt-in again
@@ -413,6 +440,11 @@ class AuditConfig(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     dp_audit: DPAuditConfig = Field(default_factory=DPAuditConfig)
+
+    @field_validator("attacks")
+    @classmethod
+    def _attacks_once(cls, attacks: list[str]) -> list[str]:
+        return _distinct(attacks)
 
     def training_inputs(self) -> dict[str, Any]:
         """The settings that change a trained model; a model's content hash is built from these."""
@@ -508,10 +540,7 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         if not isinstance(child, dict):
             raise MiakitError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a section")
         node = child
-    try:
-        node[parts[-1]] = yaml.safe_load(value)
-    except yaml.YAMLError as exc:
-        raise MiakitError(f"--set {key}: value {value!r} is not valid YAML ({exc})") from exc
+    node[parts[-1]] = read_yaml(value, f"--set {key}: value {value!r}")
 
 
 def load_config(
@@ -525,10 +554,7 @@ def load_config(
     if path is not None:
         if not Path(path).is_file():
             raise MiakitError(f"config file {path} does not exist")
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except yaml.YAMLError as exc:
-            raise MiakitError(f"config file {path} is not valid YAML: {exc}") from exc
+        loaded = read_yaml(Path(path).read_bytes(), f"config file {path}")
         if loaded is not None and not isinstance(loaded, dict):
             raise MiakitError(
                 f"config file {path} must hold a mapping of settings at its top level"
@@ -562,9 +588,12 @@ def dump_config(config: AuditConfig) -> str:
 def read_run_config(path: Path) -> AuditConfig:
     """The resolved config a run was planned with (run.yaml, minus its hash line)."""
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        text = path.read_bytes()
+    except OSError as exc:
         raise MiakitError(f"cannot read {path}: {exc}") from exc
+    raw = read_yaml(text, str(path)) or {}
+    if not isinstance(raw, dict):
+        raise MiakitError(f"{path} must hold a mapping of settings at its top level")
     raw.pop("config_hash", None)
     _refuse_opt_in(raw, str(path))
     try:

@@ -82,7 +82,36 @@ def load_pool(
         if name in SOURCES:  # a data set registered without files (e.g. in tests) needs none
             ensure_files(SOURCES[name], root, download)
         pool = DATASETS[name](root)
+    user = name == USER_DATA
+    check_classes(pool, f"data.path {path}: y" if user else f"data.name {name}: y", user)
     return pool if subsample is None else subsample_pool(pool, subsample, seed)
+
+
+def check_classes(pool: Pool, where: str, user: bool) -> None:
+    """MiakitError naming `where` for labels no audit can use: a single class (a constant label
+    carries no membership signal), test labels of classes the pool has no record of, or, in the
+    user's data (`user`; a published data set has its own class count), more classes than
+    records (labels that are not class indices 0, 1, …; every model's logits would hold that
+    many columns)."""
+    present = np.unique(pool.y)
+    if len(present) < 2:
+        raise MiakitError(
+            f"{where}: every record has label {present[0]}; no membership signal can be read "
+            "from a constant label, so an audit needs records of at least two classes"
+        )
+    if user and pool.num_classes > pool.num_records:
+        raise MiakitError(
+            f"{where}: {pool.num_classes:,} classes for {pool.num_records:,} records (labels up "
+            f"to {pool.num_classes - 1:,}); labels must be class indices 0, 1, … of classes "
+            "that have records"
+        )
+    if pool.y_test is not None:
+        absent = np.setdiff1d(np.unique(pool.y_test), present)
+        if absent.size:
+            raise MiakitError(
+                f"{where}_test: classes {absent[:10].tolist()} have test records but no pool "
+                "record; a model cannot learn them"
+            )
 
 
 def subsample_pool(pool: Pool, size: int, seed: int) -> Pool:

@@ -67,6 +67,12 @@ def _from_npz(path: Path) -> Pool:
         raise MiakitError(f"{path}: give both 'x_test' and 'y_test', or neither")
     x = _features(arrays["x"], f"{path}:x")
     labels = [arrays["y"]] + ([arrays["y_test"]] if "y_test" in arrays else [])
+    for key, y in zip(("y", "y_test"), labels, strict=False):
+        if y.dtype.kind not in "iu":
+            raise MiakitError(
+                f"{path}:{key}: labels must be integer class indices from 0, got {y.dtype} "
+                "(map class names to 0, 1, … first)"
+            )
     num_classes = (
         int(arrays["num_classes"])
         if "num_classes" in arrays

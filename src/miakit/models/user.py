@@ -57,7 +57,14 @@ def user_factory(arch: str) -> Callable[..., nn.Module]:
 
 def build_user_model(arch: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """`factory(input_shape, num_classes)`; MiakitError unless it returns an nn.Module."""
-    model = user_factory(arch)(tuple(input_shape), num_classes)
+    factory = user_factory(arch)
+    try:
+        model = factory(tuple(input_shape), num_classes)
+    except Exception as exc:
+        raise MiakitError(
+            f"model.arch: {arch} raised {type(exc).__name__} when called with input_shape "
+            f"{tuple(input_shape)} and num_classes {num_classes}: {exc}"
+        ) from exc
     if not isinstance(model, nn.Module):
         raise MiakitError(
             f"model.arch: {arch} returned {type(model).__name__}, not a torch.nn.Module"

@@ -27,13 +27,21 @@ models that alone moves the scores (online LiRA's mean AUC without any membershi
 0.38 at M = 8). With `equal`, each side of a record keeps the first k rows in row (model) order,
 k = the smallest count over the sides the attack reads (min(c_in, c_out) for two sides, c_out for
 OUT alone), and every target that is a reference leaves out one of them: its own value where it is
-among them, else the value of the last of them (`equal_counts`, `Fitted.without`). Each such
-target thus sees the first k − 1 rows of each side other than itself, and a target that is not a
-reference the first k. k is a function of the record's column of the keep matrix, which every
-target of the record shares, so a member of the record and a non-member get the same number of
-references on each side; where the models' values carry no membership signal (exchangeable over
-models), their scores on the record then have the same distribution, so the attack reads chance.
-The selection is made once per record, and each target's view is one removal, as before.
+among them, else the value of the last of them (`equal_counts`, `Fitted.without`). Such a target
+thus uses, on each side, the first k − 1 of the side's rows other than itself (a target that is
+not a reference: the first k).
+
+Why this does not read the target's membership: (1) k depends on the record's column of the keep
+matrix over the references, the same for every target of the record, member or not; (2) the
+rows a target uses on a side are the first k − 1 of the *other* rows of that side, a set that
+does not change with which side the target itself is on. So on a record every target, member or
+not, fits on k − 1 IN and k − 1 OUT references (offline: k − 1 OUT) other than itself; where the
+models' values carry no membership signal (exchangeable over models given the record), its
+score on the record has the same distribution either way, and its mean AUC over records is 0.5.
+On a balanced split k is M/2 for every record; where counts vary over records, k goes with the
+record's counts, which leaves chance at 0.5 as long as they do not go with the target's
+membership (they do not when each model trains on each record with probability 1/2). The
+selection is made once per record, and each target's view is still one removal.
 """
 
 from __future__ import annotations

@@ -53,8 +53,10 @@ ATTACKS = [
 RATIO_ATTACKS = ["lira-online", "lira-offline", "rmia", "rmia-offline"]
 
 
-def write_run(run: RunDir, models: int, records: int, augmentations: int, classes: int) -> None:
-    """A balanced keep matrix and logits where members' true-class logit is 0.5 higher."""
+def write_run(
+    run: RunDir, models: int, records: int, augmentations: int, classes: int, boost: float = 0.5
+) -> None:
+    """A balanced keep matrix and logits where members' true-class logit is `boost` higher."""
     rng = np.random.default_rng(0)
     keep = np.argsort(rng.random((models, records)), axis=0) < models // 2
     labels = rng.integers(0, classes, records)
@@ -63,8 +65,8 @@ def write_run(run: RunDir, models: int, records: int, augmentations: int, classe
     difficulty = rng.normal(0, 2, records).astype(np.float32)
     for m in range(models):
         logits = rng.standard_normal((records, augmentations, classes), dtype=np.float32)
-        boost = difficulty + np.where(keep[m], 0.5, 0.0).astype(np.float32)
-        logits[np.arange(records), :, labels] += boost[:, None]
+        shift = difficulty + np.where(keep[m], boost, 0.0).astype(np.float32)
+        logits[np.arange(records), :, labels] += shift[:, None]
         save_npy(run.logits(m), logits)
 
 

@@ -9,10 +9,11 @@ import pytest
 from scipy.stats import norm
 
 from miakit.attacks import make_attack
-from miakit.attacks.engine import Fitted
+from miakit.attacks.engine import Fitted, equal_counts
 from miakit.errors import MiakitError
 from miakit.signals import Signals
 
+from .attack_inputs import chosen_references
 from .synthetic import balanced_keep_matrix, binary_logits_from_log_odds
 
 LIRA = ["lira-online", "lira-online-fixed", "lira-offline", "lira-offline-fixed"]
@@ -71,11 +72,15 @@ def gaussian(values, center, fallback, fixed=None):
 
 
 def lira_per_target(
-    variant, phi, keep, target, refs, scored, center="median", tail="one-sided", queries=0
-):
-    """One target, its references, every record and augmentation in loops."""
+    variant, phi, keep, target, design, scored, center="median", tail="one-sided", queries=0,
+    counts="equal",
+):  # fmt: skip
+    """One target against the reference models of `design` (all but the target: it may be one
+    of them), every record and augmentation in loops; `counts`: `reference_counts`."""
     fit = phi.shape[1] - queries
     online, fixed = variant.startswith("lira-online"), variant.endswith("fixed")
+    refs = [m for m in design if m != target]
+    sides = ("IN", "OUT") if online else ("OUT",)
     g_in = global_std(phi, keep, refs, True, fit)
     g_out = global_std(phi, keep, refs, False, fit)
     fixed_sd = (g_in if online else g_out) if fixed else None
@@ -85,10 +90,11 @@ def lira_per_target(
         if not scored[n]:
             continue
         terms = []
+        use = chosen_references(keep, n, target, design, sides, counts)
         for a in range(phi.shape[2]):
             x = phi[target, n, a]
-            ins = [phi[m, n, a] for m in refs if keep[m, n]]
-            outs = [phi[m, n, a] for m in refs if not keep[m, n]]
+            ins = [phi[m, n, a] for m in use["IN"]]
+            outs = [phi[m, n, a] for m in use["OUT"]]
             mu_out, sd_out = gaussian(outs, center, g_out, fixed_sd)
             if online:
                 mu_in, sd_in = gaussian(ins, center, g_in, fixed_sd)
@@ -120,7 +126,8 @@ def lira_per_target(
 
 def scorable(variant, total):
     """Records every target can be scored on: online needs an IN and an OUT reference, offline
-    an OUT one (record 0 has no IN reference for target 2, record 2 no OUT one for target 4)."""
+    an OUT one (record 0 has no IN reference for target 2, record 2 no OUT one for target 4;
+    with equal counts, none for any target: one fewer than the one the record has)."""
     scored = np.ones(total, dtype=bool)
     scored[2] = False
     if variant.startswith("lira-online"):
@@ -135,59 +142,84 @@ def scorable(variant, total):
     + [(v, {"offline_tail": "two-sided"}) for v in LIRA if v.startswith("lira-offline")],
 )
 @pytest.mark.parametrize("augmentations", [1, 18])
-def test_lira_all_targets_match_per_target_loops(variant, augmentations, options):
+@pytest.mark.parametrize("counts", ["equal", "all"])
+def test_lira_all_targets_match_per_target_loops(variant, augmentations, options, counts):
     signals, phi, keep = tied_case(augmentations)
     scored = scorable(variant, RECORDS)
     targets = list(range(MODELS))
-    got = make_attack(variant, options).score_targets(signals, targets, None, scored)
+    attack = make_attack(variant, options | {"reference_counts": counts})
+    got = attack.score_targets(signals, targets, None, scored)
     for t in targets:
-        refs = [m for m in range(MODELS) if m != t]
         expected = lira_per_target(
-            variant, phi, keep, t, refs, scored,
+            variant, phi, keep, t, range(MODELS), scored,
             options.get("center", "median"), options.get("offline_tail", "one-sided"),
+            counts=counts,
         )  # fmt: skip
         np.testing.assert_allclose(got[t], expected, rtol=1e-10, atol=1e-10, equal_nan=True)
 
 
 @pytest.mark.parametrize("variant", LIRA)
-def test_lira_explicit_references_match_per_target_loops(variant):
+@pytest.mark.parametrize("counts", ["equal", "all"])
+def test_lira_explicit_references_match_per_target_loops(variant, counts):
+    """Targets 0, 2 and 6 are not among the references; 4 is, and is scored against the others."""
     signals, phi, keep = tied_case(3, seed=1)
-    scored = scorable(variant, RECORDS)
     refs = [1, 3, 4, 5, 7]
-    scored[[1, 3]] = False  # with these references, records 1 and 3 lack an IN or OUT one
-    got = make_attack(variant).score_targets(signals, [0, 2, 6], refs, scored)
-    for i, t in enumerate([0, 2, 6]):
-        expected = lira_per_target(variant, phi, keep, t, refs, scored)
+    targets = [0, 2, 4, 6]
+    sides = ("IN", "OUT") if variant.startswith("lira-online") else ("OUT",)
+    # with these references, some records lack an IN or OUT one for some target
+    scored = np.array(
+        [
+            all(min(len(chosen_references(keep, n, t, refs, sides, counts)[side])
+                    for side in sides) > 0 for t in targets)
+            for n in range(RECORDS)
+        ]
+    )  # fmt: skip
+    assert 0 < scored.sum() < RECORDS
+    attack = make_attack(variant, {"reference_counts": counts})
+    got = attack.score_targets(signals, targets, refs, scored)
+    for i, t in enumerate(targets):
+        expected = lira_per_target(variant, phi, keep, t, refs, scored, counts=counts)
         np.testing.assert_allclose(got[i], expected, rtol=1e-10, atol=1e-10, equal_nan=True)
 
 
 @pytest.mark.parametrize("variant", LIRA)
-def test_lira_query_only_records_match_per_target_loops(variant):
+@pytest.mark.parametrize("counts", ["equal", "all"])
+def test_lira_query_only_records_match_per_target_loops(variant, counts):
     signals, phi, keep = tied_case(2, queries=7)
     scored = scorable(variant, RECORDS + 7)
-    got = make_attack(variant).score_targets(signals, [0, 4, 7], None, scored[:RECORDS])
+    attack = make_attack(variant, {"reference_counts": counts})
+    got = attack.score_targets(signals, [0, 4, 7], None, scored[:RECORDS])
     for i, t in enumerate([0, 4, 7]):
-        refs = [m for m in range(MODELS) if m != t]
-        expected = lira_per_target(variant, phi, keep, t, refs, scored, queries=7)
+        expected = lira_per_target(
+            variant, phi, keep, t, range(MODELS), scored, queries=7, counts=counts
+        )
         np.testing.assert_allclose(got[i], expected, rtol=1e-10, atol=1e-10, equal_nan=True)
 
 
 @pytest.mark.parametrize("variant", LIRA)
 def test_lira_says_which_record_it_cannot_score(variant):
     signals, *_ = tied_case(1)
-    attack = make_attack(variant)
-    # record 2 has no OUT reference for target 4
+    online = variant.startswith("lira-online")
+    # every reference: record 2 has no OUT reference for target 4 (its one OUT model) alone,
+    # record 0 no IN one for target 2 alone
+    attack = make_attack(variant, {"reference_counts": "all"})
     with pytest.raises(MiakitError, match=r"OUT reference.*record 2 has none for target model 4"):
         attack.score_targets(signals, [4], None)
-    if variant.startswith("lira-online"):
-        scored = np.ones(RECORDS, dtype=bool)
-        scored[2] = False
+    scored = np.arange(RECORDS) != 2
+    if online:
         with pytest.raises(
             MiakitError, match=r"IN reference.*record 0 has none for target model 2"
         ):
             attack.score_targets(signals, [2], None, scored)
     else:  # offline needs no IN reference: target 2 is scored on record 0
-        assert np.isfinite(attack.score_targets(signals, [2], None)[0]).all()
+        assert np.isfinite(attack.score_targets(signals, [2], None)).all()
+    assert np.isfinite(attack.score_targets(signals, [3], None)).all()  # one of each suffices
+    # equal counts: one fewer than the record's smaller side (offline: OUT) for every target
+    attack = make_attack(variant)
+    record = 0 if online else 2
+    need = "IN reference and one OUT reference" if online else "OUT reference"
+    with pytest.raises(MiakitError, match=rf"{need}.*record {record} has none for target model 3"):
+        attack.score_targets(signals, [3], None)
 
 
 @pytest.mark.parametrize("augmentations", [1, 5])
@@ -226,6 +258,43 @@ def test_fitted_statistics_leave_out_each_row(augmentations):
                     assert std[i, n, a] == 0.0
                 for k in range(rest.size):
                     assert view.kth(np.full((rows.size, 30), k))[i, n, a] == rest[k]
+
+
+@pytest.mark.parametrize("augmentations", [1, 5])
+def test_equal_counts_leave_every_row_the_first_others_of_the_kept_ones(augmentations):
+    """`equal_counts` keeps each record's first size[n] used rows; every row then sees the first
+    kept − 1 used rows other than itself (row −1: all kept), against NumPy on those values."""
+    rng = np.random.default_rng(4)
+    values = np.round(rng.normal(0, 2, (9, 30, augmentations)))
+    use = rng.random((9, 30)) < 0.6
+    use[:, 0] = False
+    use[:, 1] = np.arange(9) == 4
+    size = rng.integers(0, 8, 30)
+    kept, spare = equal_counts(use, size)
+    fitted = Fitted(values, kept, spare)
+    rows = np.array([-1, *range(9)])
+    own = np.concatenate([np.zeros((1, 30, augmentations)), values])
+    view = fitted.without(rows, own)
+    median, mean, std, trimmed = view.median(), view.mean(), view.std(), view.trimmed_mean(0.2)
+    for i, row in enumerate(rows):
+        for n in range(30):
+            k = min(size[n], use[:, n].sum())
+            others = [r for r in range(9) if use[r, n] and r != row]
+            chosen = others[: k if row < 0 else max(k - 1, 0)]
+            assert view.count[i, n] == len(chosen)
+            for a in range(augmentations):
+                rest = np.sort(values[chosen, n, a])
+                if not chosen:
+                    continue
+                assert median[i, n, a] == np.median(rest)
+                np.testing.assert_allclose(mean[i, n, a], rest.mean(), atol=1e-12)
+                np.testing.assert_allclose(std[i, n, a], rest.std(), atol=1e-12)
+                cut = int(np.floor(0.2 * rest.size))
+                np.testing.assert_allclose(
+                    trimmed[i, n, a], rest[cut : rest.size - cut].mean(), atol=1e-12
+                )
+                for j in range(rest.size):
+                    assert view.kth(np.full((rows.size, 30), j))[i, n, a] == rest[j]
 
 
 @pytest.mark.attack("attack-r")
@@ -291,22 +360,27 @@ def few_out_case(augmentations, seed=0):
 @pytest.mark.attack("attack-r")
 @pytest.mark.parametrize("threshold", ["linear_itp", "logit_rescale", "min", "mean"])
 @pytest.mark.parametrize("augmentations", [1, 18])
-def test_attack_r_all_targets_match_per_target_loops(threshold, augmentations):
+@pytest.mark.parametrize("counts", ["equal", "all"])
+def test_attack_r_all_targets_match_per_target_loops(threshold, augmentations, counts):
     from .test_attack_reference import expected_attack_r
 
     signals, logits, labels, keep = few_out_case(augmentations)
     scored = np.arange(30) != 0  # record 0 has no OUT reference for target 4
-    attack = make_attack("attack-r", {"threshold": threshold})
+    attack = make_attack("attack-r", {"threshold": threshold, "reference_counts": counts})
     got = attack.score_targets(signals, range(MODELS), None, scored)
     assert np.isnan(got[:, 0]).all()
     for t in range(MODELS):
-        refs = [m for m in range(MODELS) if m != t]
         with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            expected = expected_attack_r(logits, labels, keep, t, refs, threshold)
+            expected = expected_attack_r(
+                logits, labels, keep, t, range(MODELS), threshold, counts=counts
+            )
         np.testing.assert_allclose(got[t, 1:], expected[1:], rtol=1e-9, atol=1e-12)
     with pytest.raises(MiakitError, match="record 0 has none for target model 4"):
         attack.score_targets(signals, [4], None)
+    if counts == "equal":  # one fewer than the one OUT model of record 0, for every target
+        with pytest.raises(MiakitError, match="record 0 has none for target model 3"):
+            attack.score_targets(signals, [3], None)
 
 
 @pytest.mark.attack("rmia")
@@ -390,12 +464,11 @@ def test_lira_fit_once_scores_any_query_records_as_the_per_target_loops(variant,
         sub_phi = np.concatenate([phi[:, :RECORDS], phi[:, RECORDS:][:, part]], axis=1)
         sub_keep = keep[:, : RECORDS + queries]
         for i, t in enumerate(targets):
-            refs = [m for m in range(MODELS) if m != t]
             if variant == "lira-global":
                 expected = sub_phi[t].mean(axis=-1)
             else:
                 expected = lira_per_target(
-                    variant, sub_phi, sub_keep, t, refs, scored, queries=queries
+                    variant, sub_phi, sub_keep, t, range(MODELS), scored, queries=queries
                 )
             np.testing.assert_allclose(got[i], expected[RECORDS:], rtol=1e-10, atol=1e-10)
             np.testing.assert_allclose(
@@ -454,11 +527,11 @@ def test_attack_r_fit_once_scores_query_records_as_the_per_target_loops(threshol
     all_logits = np.concatenate([logits, q_logits], axis=1)
     all_keep = np.concatenate([keep, np.zeros((MODELS, 5), dtype=bool)], axis=1)
     for i, t in enumerate([2, 5]):
-        refs = [m for m in range(MODELS) if m != t]
         with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             expected = expected_attack_r(
-                all_logits, np.r_[labels, q_labels], all_keep, t, refs, threshold, pool=30
-            )
+                all_logits, np.r_[labels, q_labels], all_keep, t, range(MODELS), threshold,
+                pool=30,
+            )  # fmt: skip
         np.testing.assert_allclose(got[i], expected[30:], rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(fit.scores[i, 1:], expected[1:30], rtol=1e-9, atol=1e-12)

@@ -9,7 +9,7 @@ from miakit.attacks import ATTACKS, make_attack
 from miakit.errors import MiakitError
 from miakit.signals import Signals, log_odds
 
-from .attack_inputs import random_signals
+from .attack_inputs import chosen_references, random_signals
 
 MODELS, RECORDS, QUERIES = 8, 60, 13
 
@@ -61,16 +61,19 @@ def test_offline_lira_scores_a_query_against_all_references():
     np.testing.assert_allclose(scores, log_ndtr((q_phi[0] - mu) / sd), rtol=1e-12)
 
 
-def test_online_lira_shifts_a_querys_out_gaussian_by_the_pools_mean_gap():
+@pytest.mark.parametrize("counts", ["equal", "all"])
+def test_online_lira_shifts_a_querys_out_gaussian_by_the_pools_mean_gap(counts):
     extended, phi, q_phi, keep = phi_and_pool()
     refs = list(range(1, MODELS))
     gaps, sds = [], []
     for n in range(RECORDS):  # the pool's per-record IN and OUT Gaussians, one at a time
-        inside = [phi[r, n] for r in refs if keep[r, n]]
-        outside = [phi[r, n] for r in refs if not keep[r, n]]
+        use = chosen_references(keep, n, 0, refs, ("IN", "OUT"), counts)
+        inside = [phi[r, n] for r in use["IN"]]
+        outside = [phi[r, n] for r in use["OUT"]]
         gaps.append(np.median(inside) - np.median(outside))
         sds.append(np.std(inside))
-    scores = make_attack("lira-online").score(extended, 0, refs)[RECORDS:]
+    attack = make_attack("lira-online", {"reference_counts": counts})
+    scores = attack.score(extended, 0, refs)[RECORDS:]
     for k in range(QUERIES):
         values = q_phi[refs, k]
         mu_out, sd_out = np.median(values), np.std(values)

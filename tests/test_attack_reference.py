@@ -9,7 +9,7 @@ from scipy.stats import norm
 from miakit.attacks import make_attack
 from miakit.errors import MiakitError
 
-from .attack_inputs import direct_softmax, nan_signals, random_signals
+from .attack_inputs import chosen_references, direct_softmax, nan_signals, random_signals
 
 
 def losses_and_log_odds(logits, labels):
@@ -23,13 +23,17 @@ def losses_and_log_odds(logits, labels):
     return loss, phi
 
 
-def expected_attack_r(logits, labels, keep, target, refs, threshold, pool=None):
-    """In loops; the spread of all OUT φ is over the first `pool` records (None: all)."""
+def expected_attack_r(
+    logits, labels, keep, target, design, threshold, pool=None, counts="equal"
+):  # fmt: skip
+    """In loops, against the reference models of `design` but the target (`chosen_references`);
+    the spread of all OUT φ is over the first `pool` records (None: all)."""
     loss, phi = losses_and_log_odds(logits, labels)
+    refs = [m for m in design if m != target]
     all_out = np.concatenate([phi[r, :pool][~keep[r, :pool]].ravel() for r in refs])
     scores = []
     for n in range(keep.shape[1]):
-        out = [r for r in refs if not keep[r, n]]
+        out = chosen_references(keep, n, target, design, ("OUT",), counts)["OUT"]
         alphas = []
         for a in range(logits.shape[2]):
             ends = np.sort(np.concatenate([[loss[r, n, a] for r in out], [0.0, 1000.0]]))

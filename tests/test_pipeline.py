@@ -119,7 +119,7 @@ def test_changed_training_setting_retrains_and_other_changes_do_not(
     assert counter.calls == 16
 
 
-def test_brought_in_models_attack_and_evaluate_from_the_cli(tmp_path):
+def test_brought_in_models_attack_and_evaluate_from_the_cli(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     keep = balanced_keep_matrix(16, 40)
     labels = rng.integers(0, 3, 40)
@@ -132,19 +132,26 @@ def test_brought_in_models_attack_and_evaluate_from_the_cli(tmp_path):
         logits = rng.normal(size=(40, 1, 3)).astype(np.float32)
         logits[keep[m], 0, labels[keep[m]]] += 2.0  # members are fitted better
         np.save(run.logits(m), logits)
+    # a brought-in run has no run.yaml: the settings are the defaults, here but for one option
+    every = {"attack_options": {"lira-online": {"reference_counts": "all"}}}
+    config = pipeline.run_config(run).model_copy(update=every)
+    monkeypatch.setattr(pipeline, "run_config", lambda _: config)
     runner = CliRunner()
-    result = runner.invoke(app, ["attack", str(run.root), "--attacks", "loss,lira-online"])
+    attacks = "loss,lira-online,lira-offline"
+    result = runner.invoke(app, ["attack", str(run.root), "--attacks", attacks])
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["evaluate", str(run.root), "--attacks", "loss,lira-online"])
+    result = runner.invoke(app, ["evaluate", str(run.root), "--attacks", attacks])
     assert result.exit_code == 0, result.output
     assert "lira-online" in result.output
-    # 16 models, leave-one-out: online LiRA's figure carries the small-M caveat beside it
+    # 16 models, leave-one-out, online LiRA on every reference: its figure carries the small-M
+    # caveat beside it; offline LiRA on equal counts (the default) does not
     lines = result.output.splitlines()
     row = next(line for line in lines if line.lstrip().startswith("lira-online"))
     words = " ".join(result.output.split())  # the console wraps long lines at 80 columns
-    assert "⚠" in row and "⚠ lira-online: only 16 models (< 32)" in words
+    assert "⚠" in row and "⚠ lira-online: only 16 models (< 32) and reference_counts: all" in words
     loss_row = next(line for line in lines if line.lstrip().startswith("loss"))
-    assert "⚠" not in loss_row
+    offline_row = next(line for line in lines if line.lstrip().startswith("lira-offline"))
+    assert "⚠" not in loss_row and "⚠" not in offline_row
     # about 20 non-members per target cannot resolve FPR 1% (it needs 100): no number is printed
     assert loss_row.count("n/m") == 4  # every default FPR: 1%, 0.1%, 0.01%, 0.001%
     fewest = min(40 - int(keep[m].sum()) for m in range(16))
@@ -153,7 +160,7 @@ def test_brought_in_models_attack_and_evaluate_from_the_cli(tmp_path):
     assert set(stored["warnings"]) == {"lira-online"} and "DeLong" in stored["intervals"]
     assert stored["attacks"]["loss"]["tpr@fpr=0.01"]["mean"] is None
     table = pd.read_csv(run.metrics_csv)
-    assert set(table.attack) == {"loss", "lira-online"}
+    assert set(table.attack) == {"loss", "lira-online", "lira-offline"}
     assert table.loc[table.metric == "auc", "mean"].min() > 0.7
 
 

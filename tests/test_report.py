@@ -47,7 +47,7 @@ def write_run(root: Path, seed: int = 0) -> RunDir:
         logits = rng.normal(size=(RECORDS, 1, CLASSES))
         logits[np.arange(RECORDS), 0, labels] += np.where(keep[m], 4.0, 1.0)
         save_npy(run.logits(m), logits)
-    warning = small_m_warning("lira-online", MODELS, leave_one_out=True)
+    warning = small_m_warning("lira-online", MODELS, leave_one_out=True, reference_counts="all")
     save_json(
         run.metrics_json,
         {"attacks": metrics, "intervals": INTERVAL_NOTE, "warnings": {"lira-online": warning}},

@@ -26,6 +26,8 @@ from miakit.plan import trained
 from miakit.signals import log_odds
 from miakit.store import RunDir
 
+from .attack_inputs import chosen_references
+
 RF = "sklearn.ensemble.RandomForestClassifier"
 LR = "sklearn.linear_model.LogisticRegression"
 
@@ -164,16 +166,18 @@ def independent_scores(run: RunDir, pool, keep: np.ndarray, kind: str, standardi
         for side, mask in (("in", sub_keep), ("out", ~sub_keep)):
             sd = float(np.std(sub_phi[mask]))
             global_sd[side] = sd if sd > 0 else 1.0
-        for x in range(n):
-            values_in = sub_phi[sub_keep[:, x], x]
-            values_out = sub_phi[~sub_keep[:, x], x]
+        for x in range(n):  # equal reference counts (the default), see `chosen_references`
+            both = chosen_references(keep, x, t, range(models), ("IN", "OUT"))
+            values_in, values_out = phi[both["IN"], x], phi[both["OUT"], x]
             mu_in, mu_out = np.median(values_in), np.median(values_out)
             sd_in = _spread(values_in) or global_sd["in"]
             sd_out = _spread(values_out) or global_sd["out"]
             online[t, x] = norm.logpdf(phi[t, x], mu_in, sd_in) - norm.logpdf(
                 phi[t, x], mu_out, sd_out
             )
-            offline[t, x] = norm.logcdf((phi[t, x] - mu_out) / sd_out)
+            outs = phi[chosen_references(keep, x, t, range(models), ("OUT",))["OUT"], x]
+            sd_out = _spread(outs) or global_sd["out"]
+            offline[t, x] = norm.logcdf((phi[t, x] - np.median(outs)) / sd_out)
         p_x = np.array([trim_mean(prob[refs, x], 0.2) for x in range(n)])
         ratio = prob[t] / p_x
         population = np.flatnonzero(~keep[t])

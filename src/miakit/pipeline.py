@@ -609,7 +609,14 @@ def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = N
     warnings = {
         name: text
         for name in metrics
-        if (text := small_m_warning(name, len(keep), design.references is None))
+        if (
+            text := small_m_warning(
+                name,
+                len(keep),
+                design.references is None,
+                make_attack(name, config.attack_options.get(name)).reference_counts,
+            )
+        )
     }
     write_atomic(
         run.metrics_csv, lambda tmp: pd.DataFrame(long_rows(metrics)).to_csv(tmp, index=False)

@@ -391,7 +391,9 @@ def check_design(
     attacks: Sequence[str],
 ) -> None:
     """Every target has members and non-members among the evaluated records (a ROC needs both),
-    and every record each attack scores has the reference models that attack needs."""
+    and every record each attack scores has the reference models that attack needs: with
+    `reference_counts: equal` (LiRA, Attack-R), as many per side as the record's fewest over the
+    sides the attack reads, one fewer for a target among the references (`attacks.engine`)."""
     records = slice(None) if eval_records is None else eval_records
     for t in targets:
         members = keep[t, records]
@@ -405,17 +407,34 @@ def check_design(
     if not needs:
         return
     num_models = keep.shape[0]
+    design = list(references or range(num_models))
+    whole = {"in": keep[design].sum(axis=0)}
+    whole["out"] = len(design) - whole["in"]
+    counted = [
+        a
+        for a in attacks
+        if make_attack(a, config.attack_options.get(a)).reference_counts == "equal"
+    ]
+    equal = {a: np.minimum.reduce([whole[s] for s in ATTACKS[a].reference_needs]) for a in counted}
     for t in targets:
-        refs = [m for m in (references or range(num_models)) if m != t]
+        refs = [m for m in design if m != t]
         inside = keep[refs].sum(axis=0)
         counts = {"in": inside, "out": len(refs) - inside, "any": np.full_like(inside, len(refs))}
         for side in sorted(needs):
-            lacking = np.flatnonzero(counts[side] == 0)
-            if lacking.size:
-                who = [a for a in attacks if side in ATTACKS[a].reference_needs]
+            who = [a for a in attacks if side in ATTACKS[a].reference_needs]
+            have = {a: equal[a] - (t in design) if a in equal else counts[side] for a in who}
+            short = [a for a in who if (have[a] <= 0).any()]
+            if short:
+                lacking = np.flatnonzero(np.any([have[a] <= 0 for a in short], axis=0))
                 kind = {"in": "an IN", "out": "an OUT", "any": "a"}[side]
+                fewer = (
+                    " (with reference_counts: equal, one fewer per side than the record's "
+                    "fewest IN or OUT references that the attack reads)"
+                    if any(a in equal for a in short)
+                    else ""
+                )
                 raise MiakitError(
-                    f"{', '.join(who)} need{'s' * (len(who) == 1)} {kind} reference model for every record, but with "
+                    f"{', '.join(short)} need{'s' * (len(short) == 1)} {kind} reference model for every record{fewer}, but with "
                     f"split.num_models={num_models} ({config.split.strategy}) target {t} has none "
                     f"for {lacking.size} records (e.g. record {lacking[0]}); use more models"
                 )

@@ -78,6 +78,12 @@ class Attack(ABC):
     def __init__(self, config: AttackConfig | None = None):
         self.config = config if config is not None else self.Config()
 
+    @property
+    def reference_counts(self) -> str | None:
+        """The `reference_counts` option ("equal" or "all", `engine`) of the attacks that fit on
+        their references and have one (LiRA but lira-global, Attack-R), else None."""
+        return getattr(self.config, "reference_counts", None) if self.reference_needs else None
+
     def check(self, setting: Setting) -> None:
         """Raise MiakitError, naming the option, where the options do not fit the setting; `plan`
         calls this before anything trains, and attacks whose options depend on the setting call

@@ -18,6 +18,30 @@ target's by removing that target's own value:
 Shapes: values [R, n, A] (R rows, usually models; n records; A augmentations), use [R, n] (which
 rows count for a record). Targets come as a block of T rows to leave out (−1: none) with their own
 values [T, n, A].
+
+Equal reference counts (`reference_counts: equal`, `reference_use`). Under leave-one-out a record
+IN for c_in of the reference models and OUT for c_out gives a target that trained on it c_in − 1
+IN and c_out OUT references, and one that did not c_in IN and c_out − 1 OUT: the sizes of the
+samples its statistics come from depend on the very membership an attack infers, and with few
+models that alone moves the scores (online LiRA's mean AUC without any membership signal is about
+0.38 at M = 8). With `equal`, each side of a record keeps the first k rows in row (model) order,
+k = the smallest count over the sides the attack reads (min(c_in, c_out) for two sides, c_out for
+OUT alone), and every target that is a reference leaves out one of them: its own value where it is
+among them, else the value of the last of them (`equal_counts`, `Fitted.without`). Such a target
+thus uses, on each side, the first k − 1 of the side's rows other than itself (a target that is
+not a reference: the first k).
+
+Why this does not read the target's membership: (1) k depends on the record's column of the keep
+matrix over the references, the same for every target of the record, member or not; (2) the
+rows a target uses on a side are the first k − 1 of the *other* rows of that side, a set that
+does not change with which side the target itself is on. So on a record every target, member or
+not, fits on k − 1 IN and k − 1 OUT references (offline: k − 1 OUT) other than itself; where the
+models' values carry no membership signal (exchangeable over models given the record), its
+score on the record has the same distribution either way, and its mean AUC over records is 0.5.
+On a balanced split k is M/2 for every record; where counts vary over records, k goes with the
+record's counts, which leaves chance at 0.5 as long as they do not go with the target's
+membership (they do not when each model trains on each record with probability 1/2). The
+selection is made once per record, and each target's view is still one removal.
 """
 
 from __future__ import annotations
@@ -25,7 +49,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import numpy as np
 
@@ -37,10 +61,17 @@ C = TypeVar("C")
 
 
 class Fitted:
-    """Statistics of `values` [R, n, A] over the rows where `use` [R, n] is True, per record."""
+    """Statistics of `values` [R, n, A] over the rows where `use` [R, n] is True, per record.
 
-    def __init__(self, values: np.ndarray, use: np.ndarray):
-        self.use = use
+    spare [n] (from `equal_counts`; None: none): the row whose value a target row that is not
+    used leaves out instead of its own (−1 where the record has no used row), so that every
+    target row sees one value fewer (`without`).
+    """
+
+    def __init__(self, values: np.ndarray, use: np.ndarray, spare: np.ndarray | None = None):
+        self.use, self.spare = use, spare
+        if spare is not None:
+            self.spare_values = values[np.maximum(spare, 0), np.arange(use.shape[1])]  # [n, A]
         self.count = use.sum(axis=0)  # [n]
         masked = np.where(use[..., None], values, np.inf).transpose(1, 2, 0)
         self.sorted = np.ascontiguousarray(masked)  # [n, A, R], unused rows last (+inf)
@@ -100,16 +131,24 @@ class Fitted:
 
     def without(self, rows: np.ndarray, values: np.ndarray) -> LeftOut:
         """The statistics for T targets, each leaving out its row `rows[i]` (−1: none) whose own
-        values are `values[i]` [n, A]."""
+        values are `values[i]` [n, A]; with a `spare`, a target row that is not used leaves out
+        the spare row's value instead."""
         rows = np.asarray(rows)
-        removed = np.zeros((rows.size, self.count.size), dtype=bool)
+        own = np.zeros((rows.size, self.count.size), dtype=bool)
         inside = rows >= 0
-        removed[inside] = self.use[rows[inside]]
-        return LeftOut(self, removed, np.asarray(values, dtype=np.float64))
+        own[inside] = self.use[rows[inside]]
+        values = np.asarray(values, dtype=np.float64)
+        if self.spare is None:
+            return LeftOut(self, own, values)
+        removed = own.copy()
+        removed[inside] = self.spare >= 0
+        return LeftOut(self, removed, np.where(own[..., None], values, self.spare_values))
 
 
 class LeftOut:
-    """Each target's view of a `Fitted`: its own value removed where its row was used.
+    """Each target's view of a `Fitted`: its own value removed where its row was used (with a
+    spare, the spare's value where it was not); `removed` [T, n] and `values` [T, n, A]: whether
+    a value is removed, and which.
 
     Every statistic is [T, n, A] (counts [T, n]); entries of records with too few values are
     meaningless and must be masked by the caller (see `count`).
@@ -169,6 +208,41 @@ class LeftOut:
         cut = np.floor(trim * self.count).astype(np.int64)
         kept = np.maximum(self.count - 2 * cut, 1)
         return (self.first_sum(self.count - cut) - self.first_sum(cut)) / kept[..., None]
+
+
+ReferenceCounts = Literal["equal", "all"]
+REFERENCE_COUNTS_HELP = (
+    "references per record: 'equal' (per record, every target that is a reference fits on the "
+    "same number of references whether it trained on the record or not: the first in model "
+    "order of each side, as many as the smaller side has (OUT alone: all OUT ones), less one, "
+    "itself where it is among them) or 'all' (every reference: a member of the record then has "
+    "one IN reference fewer and one OUT more than a non-member, which moves the scores with few "
+    "models)"
+)
+
+
+def equal_counts(use: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`reference_counts: equal` on one side: of the rows where use [R, n] is True, each record's
+    first size[n] in row order (bool [R, n]) and the row of the last of them ([n], −1 where
+    none), the `spare` of `Fitted`."""
+    kept = use & (np.cumsum(use, axis=0) <= size)
+    last = kept.shape[0] - 1 - np.argmax(kept[::-1], axis=0)
+    return kept, np.where(kept.any(axis=0), last, -1)
+
+
+def reference_use(
+    keep: np.ndarray, layout: Layout, sides: Sequence[str], counts: str
+) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """Per side named ("IN": the references trained on the record, keep [R, n] True; "OUT": the
+    others), the rows to fit [R, n] and their `Fitted` spare ([n]; None with counts "all"):
+    every reference, or ("equal") the first k in row order, k = the smallest count over `sides`
+    (module docstring)."""
+    refs = layout.is_reference[:, None]
+    use = [keep & refs if side == "IN" else ~keep & refs for side in sides]
+    if counts == "all":
+        return [(u, None) for u in use]
+    size = np.minimum.reduce([u.sum(axis=0) for u in use])
+    return [equal_counts(u, size) for u in use]
 
 
 #: Chunks of work handled at once (NumPy releases the GIL in the array work).

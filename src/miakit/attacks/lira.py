@@ -9,28 +9,46 @@ Gaussians, and the target's φ is scored against them, then averaged over augmen
 - global:  φ itself, one threshold for all records (no reference models)
 
 Differences from the reference code (`plot.py` of the LiRA release), each on purpose:
-- The reference truncates every record's IN and OUT sets to the smallest count over records; here
-  each record uses all of its reference models.
+- Reference counts. The reference code keeps, of every record's IN φ, the first (in model order)
+  as many as the record with the fewest IN references has, and so for OUT (`generate_ours`; its
+  offline variant truncates OUT alone): every record and target is fitted on the same numbers,
+  fixed over the whole pool. Its targets are never references; on the release's balanced split a
+  target's shadows hold M/2 − 1 IN and M/2 OUT models of each of its members and the reverse of
+  each non-member, so it fits M/2 − 1 of each side everywhere. Here (`reference_counts: equal`,
+  the default; `engine`'s docstring) the count is per record: the smaller side's count over the
+  references (offline: the OUT count), less one for a target that is itself a reference, the
+  first in model order other than the target. On that balanced split, leave-one-out, this is the
+  reference's rule exactly, M/2 − 1 of each side; where the counts vary over records it keeps
+  each record's own rather than the pool's smallest, which the design rather than the target's
+  membership sets. Truncating to the pool's smallest would keep what equal counts are for, but a
+  single record with few references would cut every record's sample. `reference_counts: all`
+  fits on every reference (the behaviour before equal counts): under leave-one-out a member then
+  has one IN reference fewer and one OUT more than a non-member, and where the models carry no
+  membership signal online LiRA's mean AUC is about 0.38 at M = 8 and offline's about 0.53.
 - A record with fewer than two IN (or OUT) references has no usable spread of its own; it gets the
   global one instead of the reference's σ + 1e-30, which turns its score into ±huge values.
 - Offline: the reference scores −log N(φ; μ_out, σ_out), a two-sided test that also flags records
   whose φ is unusually *low* (often misclassified non-members). The paper's test is one-sided
   (Λ = Pr[Z < φ], Z ~ N(μ_out, σ_out²)), which only ever calls higher-than-usual φ a member, so it
   is the default; `offline_tail: two-sided` reproduces the reference code.
-- Fixed variance follows the reference exactly: online uses the std of all IN φ values for both
+- Fixed variance takes the reference's spreads: online the std of all IN φ values for both
   Gaussians (only a global scale, so rankings do not depend on it), offline the std of all OUT φ.
 - The global spread (fixed variance, and the fallback above) is that of all the references' IN
-  (or OUT) φ over every pool record and augmentation, as the reference code computes it.
+  (or OUT) φ over every pool record and augmentation, under either `reference_counts`, where the
+  reference code's is that of its truncated sets: one scale per target, which moves no record's
+  rank within a target.
 - Query-only records (out-of-distribution studies; see `Signals.queries`) have no IN reference, so
   online LiRA cannot score them as the paper does: their IN Gaussian is their OUT one shifted by
   the references' mean μ_in − μ_out over the scored pool records, with their mean σ_in.
 
-Fitting (`LiraFit`, see `base`): per record, the references' IN and OUT φ are sorted and summed
-once (`engine.Fitted`), and every target reads its Gaussians from them with its own φ left out
+Fitting (`LiraFit`, see `base`): per record, the references' IN and OUT φ (with equal counts, the
+first k of each side, `engine.reference_use`) are sorted and summed once (`engine.Fitted`), and
+every target reads its Gaussians from them with its own φ (or the spare's) left out
 (`Fitted.without`), so leave-one-out over all M targets costs about one pass over the logits; the
 pool is scored in that pass. With fixed variance, σ (the global spread) is gathered in the same pass
-and applied after it (`fixed_variance_part`, `fixed_variance_score`). Query-only records are scored afterwards (`LiraFit.score_queries`)
-from the references' φ on them and what the pool pass kept.
+and applied after it (`fixed_variance_part`, `fixed_variance_score`). Query-only records are scored
+afterwards (`LiraFit.score_queries`) from the references' φ on them and what the pool pass kept;
+every reference is OUT for them, so both `reference_counts` fit all references but the target.
 """
 
 from __future__ import annotations
@@ -46,13 +64,16 @@ from scipy.special import log_ndtr
 from miakit.attacks import engine
 from miakit.attacks.base import AttackConfig, Fit, FittedAttack, register
 from miakit.attacks.engine import (
+    REFERENCE_COUNTS_HELP,
     Fitted,
     Layout,
     LeftOut,
+    ReferenceCounts,
     global_spread,
     map_chunks,
     merged_spread,
     read_signal,
+    reference_use,
     require,
     spread_moments,
 )
@@ -72,6 +93,7 @@ class LiraConfig(AttackConfig):
         description="offline test: the paper's log Pr[Z < φ] (one-sided) or the "
         "reference code's −log N(φ; μ_out, σ_out) (two-sided)",
     )
+    reference_counts: ReferenceCounts = Field("equal", description=REFERENCE_COUNTS_HELP)
 
 
 def log_normal_pdf(x: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
@@ -194,29 +216,34 @@ class LiraFit(Fit):
         keep = self.signals.keep[layout.rows, chunk]
         moments = None if self._fixed is None else spread_moments(phi, keep)
         scored = layout.scored[chunk]
-        refs = layout.is_reference[:, None]
-        fit_in = None if mode == "offline" else Fitted(phi, keep & refs)
-        fit_out = Fitted(phi, ~keep & refs)
-        for block in layout.blocks(phi.shape[1], phi.shape[2]):
-            mine = phi[layout.target_rows[block]]
-            drop = layout.drop[block]
-            where = (scored, chunk.start, block)
-            mu_out, sd_out = self._gaussian(fit_out.without(drop, mine), "OUT", *where)
-            mu_in, sd_in = None, None
-            if mode == "online":
-                mu_in, sd_in = self._gaussian(fit_in.without(drop, mine), "IN", *where)
-                counted = scored[None, :, None]  # unscored records' values may be ±inf
-                part[0, block] = np.where(counted, mu_in - mu_out, 0.0).sum(axis=(1, 2))
-                part[2, block] = scored.sum() * phi.shape[2]
-            if self._fixed is not None:
-                self._fixed[block, chunk] = fixed_variance_part(mine, mu_in, mu_out, mode, tail)
-                continue
-            if mode == "offline":
-                scores = offline_score(mine, mu_out, sd_out, tail)
-            else:
-                scores = online_score(mine, mu_in, sd_in, mu_out, sd_out)
-                part[1, block] = np.where(scored[None, :, None], sd_in, 0.0).sum(axis=(1, 2))
-            self.scores[block, chunk] = np.where(scored, scores, np.nan)
+        sides = ("OUT",) if mode == "offline" else ("IN", "OUT")
+        fits = [
+            Fitted(phi, use, spare)
+            for use, spare in reference_use(keep, layout, sides, self.config.reference_counts)
+        ]
+        fit_in, fit_out = (None, *fits) if mode == "offline" else fits
+        # unscored records' values may be ±inf, with equal counts on both sides at once
+        with np.errstate(invalid="ignore"):
+            for block in layout.blocks(phi.shape[1], phi.shape[2]):
+                mine = phi[layout.target_rows[block]]
+                drop = layout.drop[block]
+                where = (scored, chunk.start, block)
+                mu_out, sd_out = self._gaussian(fit_out.without(drop, mine), "OUT", *where)
+                mu_in, sd_in = None, None
+                if mode == "online":
+                    mu_in, sd_in = self._gaussian(fit_in.without(drop, mine), "IN", *where)
+                    counted = scored[None, :, None]
+                    part[0, block] = np.where(counted, mu_in - mu_out, 0.0).sum(axis=(1, 2))
+                    part[2, block] = scored.sum() * phi.shape[2]
+                if self._fixed is not None:
+                    self._fixed[block, chunk] = fixed_variance_part(mine, mu_in, mu_out, mode, tail)
+                    continue
+                if mode == "offline":
+                    scores = offline_score(mine, mu_out, sd_out, tail)
+                else:
+                    scores = online_score(mine, mu_in, sd_in, mu_out, sd_out)
+                    part[1, block] = np.where(scored[None, :, None], sd_in, 0.0).sum(axis=(1, 2))
+                self.scores[block, chunk] = np.where(scored, scores, np.nan)
         return part, moments
 
     def score_queries(self, logits: Sequence[np.ndarray], labels: np.ndarray) -> np.ndarray:
@@ -259,6 +286,12 @@ class LiraFit(Fit):
     def _gaussian(self, view: LeftOut, side: str, scored, first: int, block) -> tuple:
         """Centre and spread [T, n, A] of one side's φ for each target of the block."""
         need = f"LiRA needs at least one {side} reference model for every scored record"
+        if self.config.reference_counts == "equal" and self.attack.mode == "online":
+            need = (
+                "online LiRA needs at least one IN reference and one OUT reference for every "
+                "scored record (reference_counts equal: as many of each, one fewer than the "
+                "record's smaller side has)"
+            )
         require(view.count, scored, first, self.layout.targets[block], need)
         mu = view.center(self.config.center)
         if self._fixed is not None:

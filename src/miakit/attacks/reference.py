@@ -18,10 +18,16 @@ Differences from the reference code (`research/2022_enhanced_mia/plot_attack_via
   φ instead of the code's σ + 1e-30, which turns α into 0 or 1 (as `lira.py` does).
 - α of the Gaussian is computed as Φ(−z), not 1 − Φ(z), so it keeps its precision in the member tail.
 - The spread of all OUT φ is over every pool record and augmentation of the references.
+- Under leave-one-out a record's OUT references number one more for a target that trained on it
+  than for one that did not; with `reference_counts: equal` (the default, as LiRA's; `engine`'s
+  docstring) every target that is a reference uses the same number, the first in model order of
+  the record's OUT references other than itself, one fewer than the record has. The reference code
+  has one target and references that never train on its records, so the question does not arise
+  there; `reference_counts: all` uses every OUT reference.
 
 Attack-R fits once for all targets (`engine.Fitted`): per record, the references' OUT losses are
 sorted with the two end points, and each target's interpolation points are those with its own loss
-left out; the Gaussian's mean and spread come from sums less the target's term. Query-only records
+(or, with equal counts, the spare's) left out; the Gaussian's mean and spread come from sums less the target's term. Query-only records
 are scored from the fit (`AttackRFit.score_queries`, see `base`) by the same formulas. Attack-P
 fits nothing from the references; query-only records reach it through the bridge of `base`.
 """
@@ -37,12 +43,15 @@ from scipy.special import ndtr
 
 from miakit.attacks.base import AllTargetsAttack, AttackConfig, Fit, FittedAttack, register
 from miakit.attacks.engine import (
+    REFERENCE_COUNTS_HELP,
     Fitted,
     Layout,
     LeftOut,
+    ReferenceCounts,
     global_spread,
     map_chunks,
     read_signal,
+    reference_use,
     require,
 )
 from miakit.attacks.population import PopulationConfig, population_indices
@@ -58,6 +67,7 @@ class AttackRConfig(AttackConfig):
         description="α from the OUT losses: linear interpolation of their CDF, a Gaussian on "
         "their log-odds, or the larger ('min' threshold) or mean of both",
     )
+    reference_counts: ReferenceCounts = Field("equal", description=REFERENCE_COUNTS_HELP)
 
 
 def linear_itp_alpha(loss: np.ndarray, points: LeftOut, below: np.ndarray) -> np.ndarray:
@@ -100,17 +110,17 @@ class AttackR(FittedAttack):
         references: Sequence[int] | None,
         records: np.ndarray | None = None,
     ) -> AttackRFit:
-        return AttackRFit(
-            self.config.threshold, signals, Layout(signals, targets, references, records)
-        )
+        return AttackRFit(self.config, signals, Layout(signals, targets, references, records))
 
 
 class AttackRFit(Fit):
     """Attack-R fitted on the pool (the pool scored in the same pass); kept for query-only
     records, whose references are all OUT: each target's spread of all OUT φ (`logit_rescale`)."""
 
-    def __init__(self, kind: str, signals: Signals, layout: Layout):
-        self.kind, self.layout, self.first_query = kind, layout, signals.num_records
+    def __init__(self, config: AttackRConfig, signals: Signals, layout: Layout):
+        kind = config.threshold
+        self.kind, self.counts, self.layout = kind, config.reference_counts, layout
+        self.first_query = signals.num_records
         self.spread = (
             global_spread(signals, log_odds, layout)["OUT"] if kind != "linear_itp" else None
         )
@@ -129,10 +139,8 @@ class AttackRFit(Fit):
 
         def score_chunk(chunk: slice) -> None:
             keep = signals.keep[layout.rows, chunk]
-            use = ~keep & layout.is_reference[:, None]
+            [(use, spare)] = reference_use(keep, layout, ("OUT",), self.counts)
             scored_here = scored[chunk]
-            alphas = []
-            blocks = layout.blocks(chunk.stop - chunk.start, signals.num_augmentations)
             if kind != "logit_rescale":
                 loss = read_signal(signals, cross_entropy, layout.rows, chunk)
                 ends = np.broadcast_to(
@@ -140,34 +148,27 @@ class AttackRFit(Fit):
                 )
                 ends_use = np.ones((2, use.shape[1]), dtype=bool)
                 values = np.concatenate([loss, ends])
-                points = Fitted(values, np.concatenate([use, ends_use]))
+                points = Fitted(values, np.concatenate([use, ends_use]), spare)
                 at_most = points.at_most_own(values, layout.target_rows)
-                alpha = []
-                for b in blocks:
-                    rows = layout.target_rows[b]
-                    view = points.without(layout.drop[b], loss[rows])
-                    # the target's own loss is among the values: less itself where it is used
-                    below = at_most[b] - view.removed[..., None]
-                    alpha.append(linear_itp_alpha(loss[rows], view, below))
-                alphas.append(alpha)
             if kind != "linear_itp":
                 phi = read_signal(signals, log_odds, layout.rows, chunk)
-                fitted = Fitted(phi, use)
-                alphas.append(
-                    [
-                        logit_rescale_alpha(
-                            phi[layout.target_rows[b]],
-                            fitted.without(layout.drop[b], phi[layout.target_rows[b]]),
-                            spread[b],
-                        )
-                        for b in blocks
-                    ]
-                )
-            for i, b in enumerate(blocks):
-                count = layout.counts(use, b)
-                need = "Attack-R needs at least one OUT reference model for every scored record"
-                require(count, scored_here, first + chunk.start, layout.targets[b], need)
-                parts = [a[i] for a in alphas]
+                fitted = Fitted(phi, use, spare)
+            need = "Attack-R needs at least one OUT reference model for every scored record"
+            for b in layout.blocks(chunk.stop - chunk.start, signals.num_augmentations):
+                rows, drop = layout.target_rows[b], layout.drop[b]
+                parts = []
+                if kind != "logit_rescale":
+                    view = points.without(drop, loss[rows])
+                    require(
+                        view.count - 2, scored_here, first + chunk.start, layout.targets[b], need
+                    )
+                    # the target's own loss is among the values: less the removed one if ≤ it
+                    below = at_most[b] - (view.removed[..., None] & (view.values <= loss[rows]))
+                    parts.append(linear_itp_alpha(loss[rows], view, below))
+                if kind != "linear_itp":
+                    view = fitted.without(drop, phi[rows])
+                    require(view.count, scored_here, first + chunk.start, layout.targets[b], need)
+                    parts.append(logit_rescale_alpha(phi[rows], view, spread[b]))
                 alpha = np.maximum(*parts) if kind == "min" else np.mean(parts, axis=0)
                 out[b, chunk] = np.where(scored_here, -alpha.mean(axis=-1), np.nan)
 

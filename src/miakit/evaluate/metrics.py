@@ -13,7 +13,8 @@ from miakit.evaluate.metric_key import MetricKey
 from miakit.evaluate.roc import roc_curve
 from miakit.evaluate.thresholds import PRIORS, calibrate
 
-#: Online LiRA with leave-one-out reads below 0.5 without signal under this many models (README).
+#: Under this many models, leave-one-out attacks fitted on every reference (`reference_counts:
+#: all`) drift from 0.5 without membership signal (README).
 SMALL_M = 32
 
 
@@ -137,12 +138,17 @@ def summarize(
     return mark_unmeasurable(summary, unmeasurable(fprs, non_members))
 
 
-def small_m_warning(attack: str, num_models: int, leave_one_out: bool) -> str | None:
-    """The README's caveat, where it applies: leave-one-out online LiRA with few models."""
-    if leave_one_out and attack.startswith("lira-online") and num_models < SMALL_M:
+def small_m_warning(
+    attack: str, num_models: int, leave_one_out: bool, reference_counts: str | None
+) -> str | None:
+    """The README's caveat, where it applies: leave-one-out with few models, by an attack fitted
+    on every reference (`reference_counts`: the attack's option, None where it has none)."""
+    if leave_one_out and reference_counts == "all" and num_models < SMALL_M:
         return (
-            f"only {num_models} models (< {SMALL_M}): leave-one-out online LiRA reads below 0.5 "
-            "without membership signal (each member has one IN reference fewer than OUT ones)"
+            f"only {num_models} models (< {SMALL_M}) and reference_counts: all: leave-one-out "
+            f"{attack} drifts from 0.5 without membership signal (a member of a record has one "
+            "IN reference fewer and one OUT more than a non-member); reference_counts: equal "
+            "does not"
         )
     return None
 

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 from rich.progress import Progress
 
+from miakit import tokens
 from miakit.attacks import ATTACKS, make_attack
 from miakit.chain import (
     audit_json_path,
@@ -70,7 +72,7 @@ from miakit.plan import (
 from miakit.plan import plan as plan_run
 from miakit.privacy_audit import audit_dp, check_audit_current
 from miakit.progress import ProgressLines, progress, tracked
-from miakit.signals import Signals
+from miakit.signals import Signals, TokenSignals
 from miakit.store import (
     RunDir,
     describe_holder,
@@ -422,6 +424,11 @@ def attack(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = Non
     if run.run_yaml.is_file() and any(instances[n].needs_features for n in stale):
         features = load_plan(run).pool.x
     signals = Signals.from_run(run, config.query.output, features)
+    if run.run_yaml.is_file() and any(instances[n].needs_tokens for n in stale):
+        pool = load_plan(run).pool
+        if pool.is_text:
+            zlib = tokens.zlib_bytes(pool.x)
+            signals = replace(signals, tokens=TokenSignals.from_run(run, len(keep), zlib))
     with progress_bar() as bar:
         task = bar.add_task("attacking", total=len(stale))
         for name in stale:

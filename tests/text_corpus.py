@@ -1,0 +1,27 @@
+"""A synthetic corpus of short text records with planted secrets, for the text audit's tests."""
+
+from pathlib import Path
+
+import numpy as np
+
+NAMES = ["ana", "bo", "chen", "dara", "eli", "femi", "gus", "hana", "ivo", "jun", "kai", "lea"]
+PLACES = ["paris", "lima", "oslo", "cairo", "delhi", "quito", "rome", "seoul", "tunis", "kyiv"]
+THINGS = ["tea", "maps", "jazz", "rain", "bikes", "soup", "chess", "books", "trains", "kites"]
+
+
+def corpus(count: int, seed: int = 0) -> list[str]:
+    """`count` records: template sentences, one in ten carrying a random four-digit pin."""
+    draw = np.random.default_rng(seed)
+    lines = []
+    for i in range(count):
+        name, place, thing = draw.choice(NAMES), draw.choice(PLACES), draw.choice(THINGS)
+        if i % 10 == 0:
+            lines.append(f"{name} says: my pin is {draw.integers(10_000):04d}")
+        else:
+            lines.append(f"{name} from {place} likes {thing} {draw.integers(100)}")
+    return lines
+
+
+def write_corpus(path: Path, count: int, seed: int = 0) -> Path:
+    path.write_text("\n".join(corpus(count, seed)) + "\n", encoding="utf-8")
+    return path

@@ -20,6 +20,9 @@ from miakit.errors import MiakitError
 #: The built-in names `model.arch` takes; `miakit.models.MODELS` maps each to its constructor.
 ARCHITECTURES = ("mlp", "cnn", "resnet20", "resnet18", "wrn28-2", "wrn40-4", "fastnet", "gpt")
 
+#: The built-in architectures that take text records (causal language models), and only those.
+TEXT_ARCHITECTURES = ("gpt",)
+
 #: Part of every model's content hash: bump an architecture's number whenever what it computes
 #: changes (layers, init), so that resumed runs retrain its models instead of reusing them.
 REVISIONS: dict[str, int] = dict.fromkeys(ARCHITECTURES, 1) | {"fastnet": 2}  # 2: frozen BN scale

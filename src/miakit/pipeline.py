@@ -25,6 +25,7 @@ import pandas as pd
 from rich.progress import Progress
 
 from miakit import tokens
+from miakit.architectures import TEXT_ARCHITECTURES
 from miakit.attacks import ATTACKS, make_attack
 from miakit.chain import (
     audit_json_path,
@@ -520,7 +521,8 @@ def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = N
         run.metrics_csv, lambda tmp: pd.DataFrame(long_rows(metrics)).to_csv(tmp, index=False)
     )
     all_scores = {name: load_npy(run.scores(name)) for name in metrics}
-    write_evaluation_tables(run, all_scores, config.evaluate.fprs, records)
+    text = config.model.arch in TEXT_ARCHITECTURES
+    write_evaluation_tables(run, all_scores, config.evaluate.fprs, records, calibration=not text)
     record = output_record(inputs, files, run.metrics_csv)  # metrics.json last: it marks done
     save_json(
         run.metrics_json,
@@ -597,7 +599,7 @@ def report(run: RunDir, single_point: Sequence[Path] = ()) -> Path:
     if report_stale(run, folders) is None:
         return path
     inputs, files = report_inputs(run, folders, read_record(report_record_path(run)))
-    images = features = None
+    images = features = texts = None
     if run.run_yaml.is_file():
         pool = load_configured_pool(read_run_config(run.run_yaml))
         evaluated = evaluated_records(run, json.loads(run.metrics_json.read_text()), len(pool.y))
@@ -605,9 +607,13 @@ def report(run: RunDir, single_point: Sequence[Path] = ()) -> Path:
         pictures = pool.pictures()  # the report sees the evaluated records only
         if pictures is not None:
             images = pictures[evaluated]
+        elif pool.is_text:
+            texts = [tokens.decode(row).decode("utf-8", "replace") for row in pool.x[evaluated]]
         else:
             features = pool.x[evaluated]
-    path = write_report(run.root, images=images, features=features, single_point=single_point)
+    path = write_report(
+        run.root, images=images, features=features, single_point=single_point, texts=texts
+    )
     save_json(report_record_path(run), output_record(inputs, files, path))
     return path
 

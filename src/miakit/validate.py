@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from miakit.architectures import is_sklearn
+from miakit.architectures import TEXT_ARCHITECTURES, is_sklearn
 from miakit.attacks import ATTACKS, make_attack
 from miakit.attacks.base import Setting
 from miakit.config import AuditConfig, TrainConfig
@@ -126,7 +126,7 @@ def check_text(config: AuditConfig, pool: Pool) -> None:
     defences, canaries, held-out accuracy or restricted outputs; their attacks are the per-token
     ones and TEXT_SEQUENCE_ATTACKS (RMIA with signal softmax at temperature 1, i.e. p̄); attacks
     that read per-token outputs need text records. MiakitError naming the setting."""
-    text_arch = config.model.arch == "gpt"
+    text_arch = config.model.arch in TEXT_ARCHITECTURES
     if not pool.is_text:
         if text_arch:
             raise MiakitError(

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from miakit.architectures import (
     REVISIONS,
     STACKED_TRAINER_REVISION,
+    TEXT_ARCHITECTURES,
     check_arch_name,
     is_sklearn,
     is_user_module,
@@ -154,7 +155,7 @@ class ModelConfig(Section):
         if is_user_module(self.arch):
             return {"arch": self.arch, "source": file_hash(user_module_file(self.arch))}
         # the GPT's options only for arch gpt, so that other models' hashes stay as they were
-        gpt = set() if self.arch == "gpt" else set(GPT_OPTIONS)
+        gpt = set() if self.arch in TEXT_ARCHITECTURES else set(GPT_OPTIONS)
         base = self.model_dump(
             mode="json",
             exclude={"estimator", "params", "standardize", "target_weights", "target_members"}

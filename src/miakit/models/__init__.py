@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from miakit.architectures import REVISIONS, is_sklearn, is_user_module
+from miakit.architectures import REVISIONS, TEXT_ARCHITECTURES, is_sklearn, is_user_module
 from miakit.errors import MiakitError
 from miakit.models.cnn import SmallCNN
 from miakit.models.fastnet import FastNet
@@ -35,7 +35,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 #: architectures whose first layer is a convolution: they take images, not feature vectors
 IMAGE_MODELS = frozenset(MODELS) - {"mlp", "gpt"}
 #: architectures that take text records (token ids [L]), and only those
-TEXT_MODELS = frozenset({"gpt"})
+TEXT_MODELS = frozenset(TEXT_ARCHITECTURES)
 
 
 def build_model(

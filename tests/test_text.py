@@ -177,6 +177,10 @@ def _lowest_mean(values: list[float], k: float) -> float:
     return sum(sorted(values)[:count]) / count
 
 
+@pytest.mark.attack("lm-loss")
+@pytest.mark.attack("zlib")
+@pytest.mark.attack("min-k")
+@pytest.mark.attack("min-k-plus-plus")
 @pytest.mark.parametrize("k", [0.2, 0.5, 1.0])
 def test_lm_attacks_match_their_papers_formulas_computed_plainly(k):
     signals, tok, real = _token_signals()

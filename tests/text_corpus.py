@@ -1,5 +1,9 @@
-"""A synthetic corpus of short text records with planted secrets, for the text audit's tests."""
+"""A synthetic corpus of short text records with planted secrets, for the text audit's tests.
 
+Usage: python tests/text_corpus.py FILE [COUNT]
+"""
+
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,3 +29,7 @@ def corpus(count: int, seed: int = 0) -> list[str]:
 def write_corpus(path: Path, count: int, seed: int = 0) -> Path:
     path.write_text("\n".join(corpus(count, seed)) + "\n", encoding="utf-8")
     return path
+
+
+if __name__ == "__main__":
+    write_corpus(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 600)

@@ -37,8 +37,8 @@ def load_user(path: Path) -> Pool:
     if path.is_file() and path.suffix in TEXT_SUFFIXES:
         return load_text(path)
     raise MiakitError(
-        f"data.path: {path} is neither an .npz file, a folder of class subfolders of images, "
-        "nor text records (.txt, .jsonl, .csv)"
+        f"data.path: {path} is neither an .npz file nor a folder of class subfolders of images "
+        "nor a file of text records (.txt, .jsonl, .csv)"
     )
 
 

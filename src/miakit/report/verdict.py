@@ -36,6 +36,7 @@ import pandas as pd
 import yaml
 from scipy.stats import binom
 
+from miakit.architectures import TEXT_ARCHITECTURES
 from miakit.evaluate.metric_key import MetricKey
 from miakit.evaluate.roc import roc_curve
 from miakit.evaluate.thresholds import ppv
@@ -276,6 +277,7 @@ def next_step(
     gap: float | None,
     run: str,
     estimator: bool = False,
+    text: bool = False,
 ) -> str:
     """What to do about it: defend and compare when the model leaks (TPR at `fpr` above `fpr`
     beyond its interval, or more exposed records than chance), else audit harder. For an
@@ -288,6 +290,13 @@ def next_step(
             if gap is not None and gap > 0.05
             else ""
         )
+        if text:
+            return (
+                "train fewer epochs, or deduplicate or drop the records that leak most (below), "
+                "and audit again (miakit has no defence for language models yet), then "
+                f"`miakit compare {run} runs/retrained` to weigh the privacy gained against the "
+                "loss."
+            )
         if estimator:
             return (
                 "regularize the estimator and audit again (e.g. a larger min_samples_leaf or a "
@@ -380,6 +389,7 @@ def verdict(data: RunData) -> Verdict:
             gap,
             str(data.run.root),
             estimator=_is_estimator_run(data.config_text),
+            text=_model_arch(data.config_text) in TEXT_ARCHITECTURES,
         ),
         calls_none=calls_none,
         silent=silent,
@@ -403,9 +413,14 @@ def silent_attacks(data: RunData, fpr: float) -> dict[str, float]:
 
 def _is_estimator_run(config_text: str) -> bool:
     """Whether run.yaml's model is a scikit-learn estimator (model.arch sklearn)."""
+    return _model_arch(config_text) == "sklearn"
+
+
+def _model_arch(config_text: str) -> str | None:
+    """run.yaml's model.arch, None where it names none."""
     try:
         config = yaml.safe_load(config_text or "") or {}
     except yaml.YAMLError:
-        return False
+        return None
     model = config.get("model") if isinstance(config, dict) else None
-    return isinstance(model, dict) and model.get("arch") == "sklearn"
+    return model.get("arch") if isinstance(model, dict) else None

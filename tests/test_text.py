@@ -122,7 +122,7 @@ def test_training_lowers_the_token_loss_reproducibly(one_thread):
 
 def test_query_keeps_per_token_statistics_not_the_vocabulary():
     model = _gpt().eval()
-    x = torch.from_numpy(tokens.encode(["hello", "abc", "zz top"], 12))
+    x = torch.from_numpy(tokens.encode(["heLLo", "abc", "ZZ Top"], 12))
     logits, stats = query_tokens(model, x, chunk=2)
     with torch.no_grad():  # brute force, float64, over the full vocabulary
         full = model(x).double().numpy()
@@ -146,6 +146,9 @@ def test_query_keeps_per_token_statistics_not_the_vocabulary():
             assert stats["token_mu"][n, t] == pytest.approx(mu, rel=1e-5)
             assert stats["token_sigma"][n, t] == pytest.approx(sigma, rel=1e-5)
         mean = sum(picked) / len(picked)
+        lowered = tokens.encode([tokens.decode(x[n]).decode().lower()], 12)
+        again = query_tokens(model, torch.from_numpy(lowered))[1]["token_logprobs"]
+        np.testing.assert_array_equal(stats["token_logprobs_lower"][n], again[0])
         assert logits[n, 0, 0] == pytest.approx(mean, rel=1e-5)
         assert logits[n, 0, 1] == pytest.approx(math.log(1 - math.exp(mean)), rel=1e-5)
 
@@ -162,14 +165,14 @@ def _token_signals(seed: int = 0, models: int = 3, records: int = 5, length: int
             for _ in range(models)
         ]
 
-    logprobs, mu, sigma = stat(-9, -0.01), stat(-4, -0.5), stat(0.1, 3)
+    logprobs, mu, sigma, lower = stat(-9, -0.01), stat(-4, -0.5), stat(0.1, 3), stat(-9, -0.01)
     sigma[0][0, 0] = 0.0  # a token whose distribution puts all its mass on one token
     zlib_sizes = draw.integers(5, 40, size=records)
     keep = np.zeros((models, records), dtype=bool)
     keep[0, : records // 2] = True
     two_class = [np.zeros((records, 1, 2)) for _ in range(models)]
     signals = Signals(two_class, np.zeros(records, dtype=np.int64), keep)
-    return signals, TokenSignals(logprobs, mu, sigma, zlib_sizes), real
+    return signals, TokenSignals(logprobs, mu, sigma, lower, zlib_sizes), real
 
 
 def _lowest_mean(values: list[float], k: float) -> float:
@@ -179,6 +182,7 @@ def _lowest_mean(values: list[float], k: float) -> float:
 
 @pytest.mark.attack("lm-loss")
 @pytest.mark.attack("zlib")
+@pytest.mark.attack("lowercase")
 @pytest.mark.attack("min-k")
 @pytest.mark.attack("min-k-plus-plus")
 @pytest.mark.parametrize("k", [0.2, 0.5, 1.0])
@@ -191,7 +195,7 @@ def test_lm_attacks_match_their_papers_formulas_computed_plainly(k):
         name: make_attack(name, {"k": k} if name.startswith("min-k") else None).score_targets(
             signals, [0, 1], None
         )
-        for name in ("lm-loss", "zlib", "min-k", "min-k-plus-plus")
+        for name in ("lm-loss", "zlib", "lowercase", "min-k", "min-k-plus-plus")
     }
     for row, target in enumerate([0, 1]):
         for n in range(len(real)):
@@ -199,6 +203,8 @@ def test_lm_attacks_match_their_papers_formulas_computed_plainly(k):
             mu = [float(v) for v in tok.mu[target][n, : real[n]]]
             sd = [float(v) for v in tok.sigma[target][n, : real[n]]]
             nll = -sum(lp) / len(lp)
+            lower = [float(v) for v in tok.logprobs_lower[target][n, : real[n]]]
+            assert scores["lowercase"][row, n] == pytest.approx(nll / (sum(lower) / len(lower)))
             plus = [(a - b) / c if c > 0 else 0.0 for a, b, c in zip(lp, mu, sd, strict=True)]
             assert scores["lm-loss"][row, n] == pytest.approx(-nll)
             assert scores["zlib"][row, n] == pytest.approx(-nll / int(tok.zlib_bytes[n]))
@@ -295,7 +301,7 @@ def test_a_text_audit_runs_end_to_end_from_the_cli(tmp_path, one_thread):
         logprobs = load_npy(run.token_stat(m, "token_logprobs"))
         assert logprobs.shape == (40, max(map(len, lines)) + 1)
         assert json.loads(run.meta(m).read_text())["tokens"].keys() == set(tokens.TOKEN_STATS)
-    for name in ("lm-loss", "zlib", "min-k", "min-k-plus-plus", "lira-online", "rmia"):
+    for name in ("lm-loss", "zlib", "lowercase", "min-k", "min-k-plus-plus", "lira-online", "rmia"):
         scores = load_npy(run.scores(name))
         assert scores.shape == (4, 40) and np.isfinite(scores).all()
     report = (out / "report.html").read_text()

@@ -239,15 +239,17 @@ class TokenSignals:
     """A causal LM's per-token outputs on text records (`miakit.query.query_tokens`), what the
     text attacks (`miakit.attacks.text`) read besides the sequence signal in the logits.
 
-    logprobs, mu, sigma: M arrays [N, L − 1] (float32, memory-mapped from a run; NaN at PAD
-    targets, which is the mask): log p of each actual next token, and the mean and standard
-    deviation of log p over the model's next-token distribution. zlib_bytes: int [N], each
+    logprobs, mu, sigma, logprobs_lower: M arrays [N, L − 1] (float32, memory-mapped from a run;
+    NaN at PAD targets, which is the mask): log p of each actual next token, the mean and
+    standard deviation of log p over the model's next-token distribution, and log p of each
+    next token of the record lowercased (`miakit.tokens.lowercase`). zlib_bytes: int [N], each
     record's zlib-compressed length in bytes (`miakit.tokens.zlib_bytes`).
     """
 
     logprobs: Sequence[np.ndarray]
     mu: Sequence[np.ndarray]
     sigma: Sequence[np.ndarray]
+    logprobs_lower: Sequence[np.ndarray]
     zlib_bytes: np.ndarray
 
     @classmethod
@@ -265,7 +267,7 @@ class TokenSignals:
         return cls(*arrays, np.asarray(zlib_bytes))
 
     def read(self, name: str, m: int, records: slice = slice(None)) -> np.ndarray:
-        """One statistic ("logprobs", "mu", "sigma") of model m as float64 [n, L − 1]."""
+        """One statistic ("logprobs", "mu", "sigma", "logprobs_lower") of model m as float64 [n, L − 1]."""
         return np.asarray(getattr(self, name)[m][records], dtype=np.float64)
 
 
@@ -511,7 +513,7 @@ def _validate_tokens(tokens: TokenSignals, num_models: int, num_records: int) ->
         raise MiakitError(
             f"zlib_bytes must have shape [N] = ({num_records},), got {tokens.zlib_bytes.shape}"
         )
-    for name in ("logprobs", "mu", "sigma"):
+    for name in ("logprobs", "mu", "sigma", "logprobs_lower"):
         arrays = getattr(tokens, name)
         if len(arrays) != num_models:
             raise MiakitError(f"token {name} for {len(arrays)} models, expected {num_models}")

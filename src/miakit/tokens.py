@@ -19,7 +19,8 @@ VOCAB_SIZE = 259
 #: The token statistics a causal LM's query writes per model (`miakit.query.query_tokens`), each
 #: [N, L − 1] float32 and NaN at PAD targets: log p of the actual next token, and the mean μ and
 #: standard deviation σ of log p(z) over the model's next-token distribution z ~ p (Min-K%++'s).
-TOKEN_STATS = ("token_logprobs", "token_mu", "token_sigma")
+#: token_logprobs_lower: log p of the actual next token of the record lowercased (`lowercase`).
+TOKEN_STATS = ("token_logprobs", "token_mu", "token_sigma", "token_logprobs_lower")
 #: part of every text pool's fingerprint: bump it whenever `encode` changes
 REVISION = 1
 
@@ -45,6 +46,14 @@ def decode(tokens: np.ndarray) -> bytes:
 def target_mask(tokens: np.ndarray) -> np.ndarray:
     """bool [N, L−1]: which next-token targets (tokens 1..L−1) are real tokens, EOS included."""
     return np.asarray(tokens)[:, 1:] != PAD
+
+
+def lowercase(tokens: np.ndarray) -> np.ndarray:
+    """The token ids with ASCII letters A–Z lowercased (Python's bytes.lower()): every record
+    keeps its length, so its PAD targets stay where they were (non-ASCII letters are kept)."""
+    ids = np.asarray(tokens)
+    upper = (ids >= ord("A")) & (ids <= ord("Z"))
+    return np.where(upper, ids + (ord("a") - ord("A")), ids)
 
 
 def zlib_bytes(tokens: np.ndarray) -> np.ndarray:

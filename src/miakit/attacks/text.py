@@ -8,6 +8,9 @@ targets) and scores a text record, higher = more likely member:
 - `zlib` (Carlini et al., USENIX Security 2021, "Extracting training data from large language
   models"): −NLL / zlib, with NLL the mean token NLL in nats and zlib the record's
   zlib-compressed length in bytes (as their code's log-perplexity / zlib entropy).
+- `lowercase` (Carlini et al. 2021): −NLL / NLL_lower, the mean token NLL of the record over
+  that of the record with its ASCII letters lowercased (their code's ratio of log-perplexities;
+  Python's bytes.lower(), so the tokens stay aligned).
 - `min-k` (Shi et al., ICLR 2024, Min-K% Prob): the mean of the lowest k% of the token
   log-probabilities (k = 20%), over max(1, ⌊k · n⌋) of a record's n tokens as MIMIR's code.
 - `min-k-plus-plus` (Zhang et al. 2024, Min-K%++): the same mean over the lowest k% of
@@ -15,8 +18,8 @@ targets) and scores a text record, higher = more likely member:
   mass on one token) counts as 0.
 
 The sequence-level attacks over references (LiRA, RMIA) read the logits' two-class view of the
-mean token probability instead (`miakit.query.query_tokens`). Lowercase ratio, ReCaLL and the
-reference-model ratio are not here yet.
+mean token probability instead (`miakit.query.query_tokens`). ReCaLL and the reference-model
+ratio are not here yet.
 """
 
 from __future__ import annotations
@@ -81,6 +84,19 @@ class ZlibAttack(TextAttack):
         assert signals.tokens is not None
         nll = -mean_token_logprob(signals.tokens.read("logprobs", target))
         return -nll / signals.tokens.zlib_bytes
+
+
+@register
+class LowercaseAttack(TextAttack):
+    """Score = −(mean token NLL) / (mean token NLL of the lowercased record)."""
+
+    name = "lowercase"
+
+    def token_score(self, signals: Signals, target: int) -> np.ndarray:
+        assert signals.tokens is not None
+        nll = -mean_token_logprob(signals.tokens.read("logprobs", target))
+        nll_lower = -mean_token_logprob(signals.tokens.read("logprobs_lower", target))
+        return -nll / nll_lower
 
 
 class MinKConfig(AttackConfig):

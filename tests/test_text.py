@@ -306,7 +306,9 @@ def test_a_text_audit_runs_end_to_end_from_the_cli(tmp_path, one_thread):
         assert scores.shape == (4, 40) and np.isfinite(scores).all()
     report = (out / "report.html").read_text()
     top = pipeline.verdict(run).top
-    assert "no defence for language models" in " ".join(pipeline.verdict(run).sentences())
+    sentences = " ".join(pipeline.verdict(run).sentences())
+    assert "no defence for language models" in sentences and "accuracy" not in sentences
+    assert "Language models: no classes to calibrate" in report
     assert len(top) > 0 and "<th>text</th>" in report and "<b>my pin" not in report
     for row in top.itertuples():
         assert f"<td>{html.escape(lines[row.record])}</td>" in report

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-NAMES = ["ana", "bo", "chen", "dara", "eli", "femi", "gus", "hana", "ivo", "jun", "kai", "lea"]
-PLACES = ["paris", "lima", "oslo", "cairo", "delhi", "quito", "rome", "seoul", "tunis", "kyiv"]
+NAMES = ["Ana", "Bo", "Chen", "Dara", "Eli", "Femi", "Gus", "Hana", "Ivo", "Jun", "Kai", "Lea"]
+PLACES = ["Paris", "Lima", "Oslo", "Cairo", "Delhi", "Quito", "Rome", "Seoul", "Tunis", "Kyiv"]
 THINGS = ["tea", "maps", "jazz", "rain", "bikes", "soup", "chess", "books", "trains", "kites"]
 
 
 def corpus(count: int, seed: int = 0) -> list[str]:
-    """`count` records: template sentences, one in ten carrying a random four-digit pin."""
+    """`count` records: template sentences (names and places capitalized, so that lowercasing
+    changes them), one in ten carrying a random four-digit pin."""
     draw = np.random.default_rng(seed)
     lines = []
     for i in range(count):

@@ -392,6 +392,8 @@ def vulnerable_section(
 
 def calibration_section(data: RunData) -> str:
     table, logits = data.calibration, data.target_logits()
+    if table is None and logits is not None:  # a causal LM (`RunData.calibration`)
+        return '<p class="note">Language models: no classes to calibrate.</p>'
     if table is None or logits is None:
         return '<p class="note">No logits.npy for the targets: calibration needs them.</p>'
     probs = softmax(np.asarray(logits[0][:, 0, :], dtype=np.float64))

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import yaml
 from scipy.stats import binom
 
 from miakit.architectures import TEXT_ARCHITECTURES
@@ -41,7 +40,7 @@ from miakit.evaluate.metric_key import MetricKey
 from miakit.evaluate.roc import roc_curve
 from miakit.evaluate.thresholds import ppv
 from miakit.evaluate.vulnerability import FLAG_FPR, record_vulnerability
-from miakit.report.runs import RunData
+from miakit.report.runs import RunData, model_arch
 
 #: The FPRs the verdict quotes TPR at, when the run evaluated them.
 VERDICT_FPRS = (0.01, 0.001)
@@ -389,7 +388,7 @@ def verdict(data: RunData) -> Verdict:
             gap,
             str(data.run.root),
             estimator=_is_estimator_run(data.config_text),
-            text=_model_arch(data.config_text) in TEXT_ARCHITECTURES,
+            text=model_arch(data.config_text) in TEXT_ARCHITECTURES,
         ),
         calls_none=calls_none,
         silent=silent,
@@ -413,14 +412,4 @@ def silent_attacks(data: RunData, fpr: float) -> dict[str, float]:
 
 def _is_estimator_run(config_text: str) -> bool:
     """Whether run.yaml's model is a scikit-learn estimator (model.arch sklearn)."""
-    return _model_arch(config_text) == "sklearn"
-
-
-def _model_arch(config_text: str) -> str | None:
-    """run.yaml's model.arch, None where it names none."""
-    try:
-        config = yaml.safe_load(config_text or "") or {}
-    except yaml.YAMLError:
-        return None
-    model = config.get("model") if isinstance(config, dict) else None
-    return model.get("arch") if isinstance(model, dict) else None
+    return model_arch(config_text) == "sklearn"

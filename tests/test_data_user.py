@@ -68,9 +68,9 @@ def test_pickled_objects_are_refused(tmp_path):
 
 
 def test_neither_npz_nor_folder_is_reported(tmp_path):
-    (tmp_path / "data.csv").write_text("1,2\n")
+    (tmp_path / "data.dat").write_text("1,2\n")
     with pytest.raises(MiakitError, match=r"neither an \.npz file nor a folder"):
-        load_user(tmp_path / "data.csv")
+        load_user(tmp_path / "data.dat")
 
 
 def write_images(root: Path, layout: dict[str, list[np.ndarray]]) -> None:

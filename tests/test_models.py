@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from miakit.errors import MiakitError
-from miakit.models import MODELS, build_model
+from miakit.models import IMAGE_MODELS, MODELS, build_model
 
 CIFAR = (32, 32, 3)
 
@@ -40,7 +40,7 @@ def test_purchase_mlp_preset_has_the_literature_layer_sizes() -> None:
     assert model(torch.zeros(3, 600)).shape == (3, 100)
 
 
-@pytest.mark.parametrize("arch", sorted(set(MODELS) - {"mlp"}))
+@pytest.mark.parametrize("arch", sorted(IMAGE_MODELS))
 def test_image_models_map_nchw_batches_to_logits(arch: str) -> None:
     model = build_model(arch, CIFAR, 7).eval()
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 7)

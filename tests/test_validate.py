@@ -30,7 +30,11 @@ def test_every_registered_attack_declares_needs_plan_knows():
     assert all(set(cls.reference_needs) <= {"in", "out", "any"} for cls in ATTACKS.values())
 
 
-@pytest.mark.parametrize("name", sorted(ATTACKS))
+#: the attacks of causal language models read per-token outputs (tests/test_text.py)
+LOGIT_ATTACKS = [name for name, cls in ATTACKS.items() if not cls.needs_tokens]
+
+
+@pytest.mark.parametrize("name", sorted(LOGIT_ATTACKS))
 def test_reference_needs_match_the_attack(name):
     """Two models, each record IN for one: every target's one reference is OUT where the
     target is IN and IN where it is OUT, so attacks needing IN or OUT references fail."""
@@ -73,12 +77,12 @@ def test_equal_reference_counts_need_two_of_each_side_plan_knows(name):
 
 
 def test_attacks_all_names_every_attack(tmp_path, tiny_config):
-    assert resolve_attacks(["all"]) == list(ATTACKS)
-    assert resolve_attacks(["loss", "all"]) == ["loss", *(a for a in ATTACKS if a != "loss")]
+    assert resolve_attacks(["all"]) == LOGIT_ATTACKS
+    assert resolve_attacks(["loss", "all"]) == ["loss", *(a for a in LOGIT_ATTACKS if a != "loss")]
     config = tiny_config.model_copy(update={"attacks": ["all"]})
     config.train.record_trace = True
     planned = pipeline.plan(config, RunDir(tmp_path / "run"))
-    assert planned.config.attacks == list(ATTACKS)
+    assert planned.config.attacks == LOGIT_ATTACKS
     assert "- lt-iqr" in (tmp_path / "run" / "run.yaml").read_text()
 
 

@@ -37,7 +37,10 @@ from miakit.errors import MiakitError
 from miakit.estimators import FITTED_PARTS
 
 #: The built-in names `model.arch` takes; `miakit.models.MODELS` maps each to its constructor.
-ARCHITECTURES = ("mlp", "cnn", "resnet20", "resnet18", "wrn28-2", "wrn40-4", "fastnet")
+ARCHITECTURES = ("mlp", "cnn", "resnet20", "resnet18", "wrn28-2", "wrn40-4", "fastnet", "gpt")
+
+#: The built-in architectures that take text records (causal language models), and only those.
+TEXT_ARCHITECTURES = ("gpt",)
 
 #: Part of every model's content hash: bump an architecture's number whenever what it computes
 #: changes (layers, init), so that resumed runs retrain its models instead of reusing them.
@@ -202,6 +205,7 @@ DESCRIPTIONS = {
     "wrn28-2": "WideResNet-28-2 (LiRA's CIFAR-10 model)",
     "wrn40-4": "WideResNet-40-4",
     "fastnet": "airbench-style fast CIFAR net (frozen patch-whitening stem)",
+    "gpt": "tiny causal GPT for text records (model.layers, width, heads, dropout)",
 }
 
 

@@ -41,7 +41,7 @@ from miakit.models.sklearn_model import (
     save_estimator,
 )
 from miakit.plan import CHECKPOINT_MODEL, Plan, load_plan, queried, trained
-from miakit.query import identity_view, query_logits
+from miakit.query import identity_view, query_logits, query_tokens
 from miakit.seeding import derive_seed, rng
 from miakit.store import (
     RunDir,
@@ -52,7 +52,9 @@ from miakit.store import (
     stamped_hash,
     write_atomic,
 )
+from miakit.tokens import TOKEN_STATS
 from miakit.train.batched import train_batched
+from miakit.train.lm import train_lm
 from miakit.train.threads import threads_for, torch_threads
 from miakit.train.trainer import TrainReport, accuracy, resolve_device, train_model
 
@@ -82,6 +84,8 @@ def train_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
         for m in todo:  # stale outputs go first: a crash never leaves them looking current
             for path in (run.meta(m), run.logits(m), run.trace(m)):
                 path.unlink(missing_ok=True)
+            for name in TOKEN_STATS:
+                run.token_stat(m, name).unlink(missing_ok=True)
         if is_sklearn(plan.config.model.arch):
             for m in todo:
                 _train_estimator(plan, run, m)
@@ -124,6 +128,11 @@ def _train_networks(plan: Plan, run: RunDir, todo: list[int]) -> list[int]:
                 )
                 reports.append(report)
                 spent[i] = privacy.as_dict()
+        elif plan.pool.is_text:
+            reports = [
+                train_lm(net, data.x[r], cfg, sd["order"])
+                for net, r, sd in zip(nets, rows, seeds, strict=True)
+            ]
         elif cfg.batched and len(todo) > 1:
             reports = train_batched(
                 nets,
@@ -264,6 +273,12 @@ def query_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
                 continue
             data = data or feature_source(plan, run)
             model, calibration = _queryable(plan, run, data, m)
+            if plan.pool.is_text:
+                with torch_threads(threads_for(model, plan.config.execution.threads)):
+                    logits, stats = query_tokens(model, data.x)
+                _save_tokens(plan, run, m, logits, stats)
+                done.append(m)
+                continue
             with torch_threads(threads_for(model, plan.config.execution.threads)):
                 logits = data.query(model, plan.config.query)
             _save_logits(plan, run, m, logits, calibration)
@@ -286,6 +301,30 @@ def _save_logits(
             "accuracy_in": accuracy(logits[keep_row, identity], labels[keep_row]),
             "accuracy_out": accuracy(logits[~keep_row, identity], labels[~keep_row]),
             "calibration": calibration,
+        }
+    )
+    save_json(run.meta(m), meta)
+
+
+def _save_tokens(
+    plan: Plan, run: RunDir, m: int, logits: np.ndarray, stats: dict[str, np.ndarray]
+) -> None:
+    """A causal LM's outputs (`query_tokens`): its token statistics, its two-class logits, then
+    its meta.json with their stamps, the query hash and the mean token NLL of its IN and OUT
+    records (in place of accuracies)."""
+    for name, array in stats.items():
+        save_npy(run.token_stat(m, name), array)
+    save_npy(run.logits(m), logits)
+    keep_row = plan.keep[m]
+    nll = -logits[:, 0, 0].astype(np.float64)
+    meta = run.read_meta(m) or {}
+    meta.update(
+        {
+            "query_hash": plan.query_hash(m, meta.get("device", "cuda")),
+            "logits": file_stamp(run.logits(m)),
+            "tokens": {name: file_stamp(run.token_stat(m, name)) for name in TOKEN_STATS},
+            "token_nll_in": float(nll[keep_row].mean()),
+            "token_nll_out": float(nll[~keep_row].mean()),
         }
     )
     save_json(run.meta(m), meta)

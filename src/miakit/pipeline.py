@@ -25,7 +25,8 @@ import pandas as pd
 from pydantic import ValidationError
 from rich.progress import Progress
 
-from miakit.architectures import allowing_code, check_code_allowed
+from miakit import tokens
+from miakit.architectures import TEXT_ARCHITECTURES, allowing_code, check_code_allowed
 from miakit.attacks import Attack, make_attack
 from miakit.chain import (
     audit_json_path,
@@ -83,7 +84,7 @@ from miakit.plan import (
 from miakit.plan import plan as plan_run
 from miakit.privacy_audit import audit_dp, check_audit_current
 from miakit.progress import ProgressLines, progress, tracked
-from miakit.signals import Signals
+from miakit.signals import Signals, TokenSignals
 from miakit.store import (
     RunDir,
     clear_leftovers,
@@ -509,6 +510,11 @@ def attack(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = Non
     if run.run_yaml.is_file() and any(instances[n].needs_features for n in stale):
         features = load_plan(run).pool.x
     signals = Signals.from_run(run, config.query.output, features)
+    if run.run_yaml.is_file() and any(instances[n].needs_tokens for n in stale):
+        pool = load_plan(run).pool
+        if pool.is_text:
+            zlib = tokens.zlib_bytes(pool.x)
+            signals = replace(signals, tokens=TokenSignals.from_run(run, len(keep), zlib))
     with progress_bar() as bar:
         task = bar.add_task("attacking", total=len(stale))
         for name in stale:
@@ -622,7 +628,10 @@ def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = N
         run.metrics_csv, lambda tmp: pd.DataFrame(long_rows(metrics)).to_csv(tmp, index=False)
     )
     all_scores = {name: load_npy(run.scores(name)) for name in metrics}
-    tables = write_evaluation_tables(run, all_scores, config.evaluate.fprs, records)
+    text = config.model.arch in TEXT_ARCHITECTURES
+    tables = write_evaluation_tables(
+        run, all_scores, config.evaluate.fprs, records, calibration=not text
+    )
     body = {
         "attacks": metrics,
         "skipped": skipped_attacks,
@@ -701,7 +710,7 @@ def report(run: RunDir, single_point: Sequence[Path] = ()) -> Path:
     if report_stale(run, folders) is None:
         return path
     inputs, files = report_inputs(run, folders, read_record(report_record_path(run)))
-    images = features = None
+    images = features = texts = None
     if run.run_yaml.is_file():
         pool = load_configured_pool(read_run_config(run.run_yaml))
         evaluated = evaluated_records(run, json.loads(run.metrics_json.read_text()), len(pool.y))
@@ -709,9 +718,13 @@ def report(run: RunDir, single_point: Sequence[Path] = ()) -> Path:
         pictures = pool.pictures()  # the report sees the evaluated records only
         if pictures is not None:
             images = pictures[evaluated]
+        elif pool.is_text:
+            texts = [tokens.decode(row).decode("utf-8", "replace") for row in pool.x[evaluated]]
         else:
             features = pool.x[evaluated]
-    path = write_report(run.root, images=images, features=features, single_point=single_point)
+    path = write_report(
+        run.root, images=images, features=features, single_point=single_point, texts=texts
+    )
     save_json(report_record_path(run), output_record(inputs, files, path))
     return path
 

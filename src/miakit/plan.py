@@ -31,6 +31,7 @@ from miakit.store import (
     save_bytes_if_changed,
     stamped_hash,
 )
+from miakit.tokens import TOKEN_STATS
 from miakit.validate import (
     check_attack_options,
     check_attack_settings,
@@ -451,6 +452,11 @@ def queried(run: RunDir, hashes: Plan | Hashes, m: int) -> bool:
     if meta.get("train_hash") != hashes.train_hash(m, device):
         return False
     if meta.get("query_hash") != hashes.query_hash(m, device):
+        return False
+    tokens = meta.get("tokens")  # a causal LM's token statistics
+    if isinstance(tokens, dict) and not all(
+        _recorded_file(run.token_stat(m, name), tokens.get(name)) for name in TOKEN_STATS
+    ):
         return False
     return _recorded_file(run.logits(m), meta.get("logits"))
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from miakit.errors import MiakitError
+from miakit.tokens import PAD, TOKEN_STATS, lowercase
 from miakit.train.inputs import Normalization, is_images, model_inputs
 from miakit.views import SHIFTS, identity_view  # noqa: F401 (identity_view: for callers)
 
@@ -86,3 +87,45 @@ def query_logits(
             logits = [model(view).float() for view in views(inputs, augmentations)]
             out.append(torch.stack(logits, 1).cpu())
     return torch.cat(out).numpy()
+
+
+#: The largest mean token log-probability the two-class view takes (its log(1 − p̄) is finite).
+MAX_MEAN_LOGPROB = -1e-12
+
+
+@torch.no_grad()
+def query_tokens(
+    model: nn.Module, x: Tensor, chunk: int = 256
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A causal LM's outputs on text records x [N, L] (token ids, `miakit.tokens`), in eval mode.
+
+    Returns (logits [N, 1, 2] float32, {name: [N, L − 1] float32} of TOKEN_STATS; the last, the
+    log-probs of the lowercased records, costs a second forward pass). Never the
+    full vocabulary's logits: O(N · L) numbers per model. The logits are the sequence signal
+    every logit-based attack reads: the two-class view [log p̄, log(1 − p̄)] of p̄ = exp(mean
+    token log p) over the record's real targets (EOS included), so that with label 0 the loss
+    transform is the mean token NLL, true_prob is p̄ and LiRA's log-odds φ = log p̄ − log(1 − p̄)
+    (as ML Privacy Meter's LLM signal exp(−loss)); log p̄ is capped at MAX_MEAN_LOGPROB.
+    """
+    model.eval()
+    stats: dict[str, list[Tensor]] = {name: [] for name in TOKEN_STATS}
+    means = []
+    lower = torch.from_numpy(lowercase(x.cpu().numpy())).to(x.device)
+    for part, part_lower in zip(x.split(chunk), lower.split(chunk), strict=True):
+        logp = torch.log_softmax(model(part).double(), dim=-1)  # [B, L - 1, V]
+        targets = part[:, 1:]
+        real = targets != PAD
+        actual = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        p = logp.exp()
+        mu = (p * logp).sum(-1)
+        sigma = ((p * (logp - mu.unsqueeze(-1)) ** 2).sum(-1)).sqrt()
+        logp_lower = torch.log_softmax(model(part_lower).double(), dim=-1)
+        actual_lower = logp_lower.gather(-1, part_lower[:, 1:].unsqueeze(-1)).squeeze(-1)
+        nan = torch.tensor(float("nan"), dtype=torch.float64, device=part.device)
+        values = (actual, mu, sigma, actual_lower)
+        for name, value in zip(TOKEN_STATS, values, strict=True):
+            stats[name].append(torch.where(real, value, nan).float().cpu())
+        means.append((torch.where(real, actual, 0.0).sum(1) / real.sum(1)).cpu())
+    mean = torch.cat(means).clamp(max=MAX_MEAN_LOGPROB)
+    logits = torch.stack([mean, torch.log(-torch.expm1(mean))], -1)[:, None, :]
+    return logits.float().numpy(), {k: torch.cat(v).numpy() for k, v in stats.items()}

@@ -235,6 +235,43 @@ TRANSFORMS = {
 
 
 @dataclass(frozen=True)
+class TokenSignals:
+    """A causal LM's per-token outputs on text records (`miakit.query.query_tokens`), what the
+    text attacks (`miakit.attacks.text`) read besides the sequence signal in the logits.
+
+    logprobs, mu, sigma, logprobs_lower: M arrays [N, L − 1] (float32, memory-mapped from a run;
+    NaN at PAD targets, which is the mask): log p of each actual next token, the mean and
+    standard deviation of log p over the model's next-token distribution, and log p of each
+    next token of the record lowercased (`miakit.tokens.lowercase`). zlib_bytes: int [N], each
+    record's zlib-compressed length in bytes (`miakit.tokens.zlib_bytes`).
+    """
+
+    logprobs: Sequence[np.ndarray]
+    mu: Sequence[np.ndarray]
+    sigma: Sequence[np.ndarray]
+    logprobs_lower: Sequence[np.ndarray]
+    zlib_bytes: np.ndarray
+
+    @classmethod
+    def from_run(cls, run: RunDir, num_models: int, zlib_bytes: np.ndarray) -> TokenSignals:
+        """Memory-map every model's token statistics; MiakitError naming a missing file."""
+        from miakit.tokens import TOKEN_STATS
+
+        arrays = []
+        for name in TOKEN_STATS:
+            paths = [run.token_stat(m, name) for m in range(num_models)]
+            missing = [str(p) for p in paths if not p.is_file()]
+            if missing:
+                raise MiakitError(f"{missing[0]} is missing; run `miakit query {run.root}`")
+            arrays.append([load_npy(p, mmap=True) for p in paths])
+        return cls(*arrays, np.asarray(zlib_bytes))
+
+    def read(self, name: str, m: int, records: slice = slice(None)) -> np.ndarray:
+        """One statistic ("logprobs", "mu", "sigma", "logprobs_lower") of model m as float64 [n, L − 1]."""
+        return np.asarray(getattr(self, name)[m][records], dtype=np.float64)
+
+
+@dataclass(frozen=True)
 class Signals:
     """The stored outputs of M models on N pool records; attacks read nothing else.
 
@@ -260,6 +297,8 @@ class Signals:
     queries: int = 0
     output: str = "logits"
     features: np.ndarray | None = None
+    #: a causal LM's per-token outputs (text records only; `TokenSignals`)
+    tokens: TokenSignals | None = None
 
     def __post_init__(self) -> None:
         validate(self)
@@ -459,9 +498,28 @@ def validate(signals: Signals) -> None:
             f"{never_out.size} records are IN for every model (e.g. record {never_out[0]}): "
             "each record must be OUT for at least one model to be attacked"
         )
+    if signals.tokens is not None:
+        _validate_tokens(signals.tokens, num_models, num_records)
     if signals.traces is not None:
         for m, trace in enumerate(signals.traces):
             if trace.ndim != 2 or trace.shape[1] != num_records:
                 raise MiakitError(
                     f"trace of model {m} must have shape [E+1, N=({num_records})], got {trace.shape}"
+                )
+
+
+def _validate_tokens(tokens: TokenSignals, num_models: int, num_records: int) -> None:
+    if tokens.zlib_bytes.shape != (num_records,):
+        raise MiakitError(
+            f"zlib_bytes must have shape [N] = ({num_records},), got {tokens.zlib_bytes.shape}"
+        )
+    for name in ("logprobs", "mu", "sigma", "logprobs_lower"):
+        arrays = getattr(tokens, name)
+        if len(arrays) != num_models:
+            raise MiakitError(f"token {name} for {len(arrays)} models, expected {num_models}")
+        for m, array in enumerate(arrays):
+            if array.ndim != 2 or array.shape != (num_records, tokens.logprobs[0].shape[1]):
+                raise MiakitError(
+                    f"token {name} of model {m} must have shape [N, L - 1] = ({num_records}, "
+                    f"{tokens.logprobs[0].shape[1]}), got {array.shape}"
                 )

@@ -273,6 +273,10 @@ class RunDir:
     def logits(self, m: int) -> Path:
         return self.model_dir(m) / "logits.npy"
 
+    def token_stat(self, m: int, name: str) -> Path:
+        """A causal LM's per-token statistic (`miakit.query.TOKEN_STATS`) of model m."""
+        return self.model_dir(m) / f"{name}.npy"
+
     def trace(self, m: int) -> Path:
         return self.model_dir(m) / "trace.npy"
 

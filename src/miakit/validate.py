@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from miakit.architectures import is_in_memory, is_sklearn, is_user_module
+from miakit.architectures import TEXT_ARCHITECTURES, is_in_memory, is_sklearn, is_user_module
 from miakit.attacks import ATTACKS, make_attack
 from miakit.attacks.base import Setting
 from miakit.config import AuditConfig, TrainConfig
@@ -28,11 +28,13 @@ ALL = "all"
 
 
 def resolve_attacks(names: Sequence[str]) -> list[str]:
-    """The attack names with `all` expanded to every registered attack (in registry order);
+    """The attack names with `all` expanded to every registered attack (in registry order) but
+    those of causal language models (`Attack.needs_tokens`), which are named one by one;
     unknown names are an error listing the known ones."""
     resolved: list[str] = []
     for name in names:
-        for one in ATTACKS if name == ALL else [name]:
+        everything = [n for n, cls in ATTACKS.items() if not cls.needs_tokens]
+        for one in everything if name == ALL else [name]:
             if one not in ATTACKS:
                 raise MiakitError(
                     f"attacks: unknown attack {one!r}; known attacks: {', '.join(sorted(ATTACKS))}"
@@ -81,6 +83,7 @@ def check_model(config: AuditConfig, pool: Pool) -> None:
             f"execution.executor: {config.execution.executor} workers cannot run a model factory "
             "given in memory (miakit.audit(model=...)); use execution.executor=local"
         )
+    check_text(config, pool)
     if is_sklearn(config.model.arch):
         check_estimator(config)
         return
@@ -226,6 +229,78 @@ def check_module_runs(arch: str, model, pool: Pool) -> None:
         raise MiakitError(
             f"model.arch: {arch}: the backward pass fails: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+#: The attacks over the logits that apply to a causal LM's sequence signal (the two-class view
+#: of its mean token probability, `miakit.query.query_tokens`); besides them, a text pool takes
+#: the attacks that read per-token outputs (`Attack.needs_tokens`).
+TEXT_SEQUENCE_ATTACKS = (
+    "loss",
+    "lira-online",
+    "lira-online-fixed",
+    "lira-offline",
+    "lira-offline-fixed",
+    "lira-global",
+    "rmia",
+    "rmia-offline",
+)
+
+
+def check_text(config: AuditConfig, pool: Pool) -> None:
+    """Text records go with a causal LM (model.arch gpt) and only with one, and with nothing this
+    first text support lacks: no augmentation, loss traces, batched or private training,
+    defences, canaries, held-out accuracy or restricted outputs; their attacks are the per-token
+    ones and TEXT_SEQUENCE_ATTACKS (RMIA with signal softmax at temperature 1, i.e. p̄); attacks
+    that read per-token outputs need text records. MiakitError naming the setting."""
+    text_arch = config.model.arch in TEXT_ARCHITECTURES
+    if not pool.is_text:
+        if text_arch:
+            raise MiakitError(
+                f"model.arch: gpt takes text records (.txt, .jsonl, .csv), not {pool.name}'s"
+            )
+        token_attacks = [n for n in config.attacks if ATTACKS[n].needs_tokens]
+        if token_attacks:
+            raise MiakitError(
+                f"attacks: {token_attacks[0]} reads a language model's per-token outputs; "
+                f"{pool.name}'s records are no text"
+            )
+        return
+    if not text_arch:
+        raise MiakitError(
+            f"model.arch: {pool.name} holds text records, which only a causal language model "
+            f"takes (gpt), not {config.model.arch}"
+        )
+    train, defences = config.train, config.defences
+    refused = {
+        "train.augment": any(train.augment.model_dump().values()),
+        "query.augmentations": config.query.augmentations > 1,
+        "query.output": config.query.output != "logits",
+        "train.record_trace": train.record_trace,
+        "train.batched": train.batched,
+        "train.early_stopping_patience": train.early_stopping_patience is not None,
+        "defences": defences.model_dump() != type(defences)().model_dump(),
+        "dp_audit.canaries": config.dp_audit.canaries.count > 0,
+        "evaluate.ood": bool(config.evaluate.ood),
+    }
+    for setting, used in refused.items():
+        if used:
+            raise MiakitError(
+                f"{setting}: not supported for text records yet; leave it at its default"
+            )
+    for name in config.attacks:
+        if not ATTACKS[name].needs_tokens and name not in TEXT_SEQUENCE_ATTACKS:
+            raise MiakitError(
+                f"attacks: {name} does not apply to a language model's text records; use "
+                f"{', '.join(n for n in ATTACKS if ATTACKS[n].needs_tokens)} or "
+                f"{', '.join(TEXT_SEQUENCE_ATTACKS)}"
+            )
+        if name in ("rmia", "rmia-offline"):
+            options = config.attack_options.get(name) or {}
+            if options.get("signal") != "softmax" or options.get("temperature") != 1:
+                raise MiakitError(
+                    f"attack_options.{name}: on text records set signal: softmax and "
+                    "temperature: 1 (the mean token probability p̄)"
+                )
 
 
 def check_estimator(config: AuditConfig) -> None:

@@ -10,6 +10,7 @@ from miakit.attacks import (
     qmia,
     reference,
     rmia,
+    text,
     threshold,
 )
 from miakit.attacks.base import ATTACKS, Attack, AttackConfig, make_attack, register
@@ -29,5 +30,6 @@ __all__ = [
     "reference",
     "register",
     "rmia",
+    "text",
     "threshold",
 ]

@@ -74,6 +74,9 @@ class Attack(ABC):
     output_needs: ClassVar[Literal["scores", "labels", "nothing"]] = "scores"
     #: Whether it reads the records' features (`Signals.features`), as QMIA's regressor does.
     needs_features: ClassVar[bool] = False
+    #: Whether it reads a causal LM's per-token outputs (`Signals.tokens`: text records only);
+    #: `attacks: all` leaves such attacks out.
+    needs_tokens: ClassVar[bool] = False
 
     def __init__(self, config: AttackConfig | None = None):
         self.config = config if config is not None else self.Config()
@@ -98,6 +101,11 @@ class Attack(ABC):
             return (
                 f"{self.name} needs the target's per-class scores; query.output={signals.output} "
                 "returns the predicted class only"
+            )
+        if self.needs_tokens and signals.tokens is None:
+            return (
+                f"{self.name} needs a causal language model's per-token outputs, which this "
+                "run does not have (text records and model.arch gpt)"
             )
         if self.needs_features and signals.features is None:
             return (

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from miakit.architectures import (
     REVISIONS,
     STACKED_TRAINER_REVISION,
+    TEXT_ARCHITECTURES,
     check_arch_name,
     is_in_memory,
     is_sklearn,
@@ -64,6 +65,10 @@ class SplitConfig(Section):
     )
 
 
+#: ModelConfig's options of arch gpt alone (`miakit.models.gpt`)
+GPT_OPTIONS = ("layers", "width", "heads")
+
+
 class ModelConfig(Section):
     arch: str = Field(
         default="mlp",
@@ -76,6 +81,9 @@ class ModelConfig(Section):
     dropout: float = Field(
         default=0.0, ge=0, lt=1, description="dropout rate where the architecture has dropout"
     )
+    layers: int = Field(default=2, ge=1, le=12, description="arch gpt: transformer blocks")
+    width: int = Field(default=64, ge=8, description="arch gpt: embedding width")
+    heads: int = Field(default=4, ge=1, description="arch gpt: attention heads (divide width)")
     estimator: str | None = Field(
         default=None,
         description="arch 'sklearn': the estimator class's import path, one whose saved files "
@@ -152,9 +160,12 @@ class ModelConfig(Section):
             return {"arch": self.arch, "source": file_hash(user_module_file(self.arch))}
         if is_in_memory(self.arch):
             return {"arch": self.arch}  # the hash of the factory's code is part of its name
+        # the GPT's options only for arch gpt, so that other models' hashes stay as they were
+        gpt = set() if self.arch in TEXT_ARCHITECTURES else set(GPT_OPTIONS)
         base = self.model_dump(
             mode="json",
-            exclude={"estimator", "params", "standardize", "target_weights", "target_members"},
+            exclude={"estimator", "params", "standardize", "target_weights", "target_members"}
+            | gpt,
         )
         return base | {"revision": REVISIONS.get(self.arch, 0)}
 

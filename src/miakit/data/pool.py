@@ -29,6 +29,9 @@ class Pool:
     #: Feature records that are pictures (digits: 8×8 grey intensities in [0, 1]), so that a
     #: report can draw them: (height, width) of the picture the D features fill row by row.
     picture_shape: tuple[int, int] | None = None
+    #: Text records (`miakit.data.text`): x holds token ids int64 [N, L] of `miakit.tokens`
+    #: (PAD after each record's EOS) and this is the tokenizer's vocabulary size; None otherwise.
+    vocab_size: int | None = None
 
     def __post_init__(self) -> None:
         if len(self.x) != len(self.y):
@@ -49,6 +52,11 @@ class Pool:
         """uint8 images [N, H, W, C]; everything else is a float32 feature matrix."""
         return self.x.ndim == 4 and self.x.dtype == np.uint8
 
+    @property
+    def is_text(self) -> bool:
+        """Token ids [N, L] of text records (`vocab_size` set)."""
+        return self.vocab_size is not None
+
     def pictures(self) -> np.ndarray | None:
         """The records as uint8 pictures [N, H, W, C] (images as they are; features with a
         picture_shape scaled from [0, 1]), or None for records that are no pictures."""
@@ -68,4 +76,8 @@ class Pool:
         parts: list[object] = [array_hash(self.x), array_hash(self.y), self.num_classes]
         if self.mean is not None:
             parts.append([list(self.mean), list(self.std or ())])
+        if self.vocab_size is not None:
+            from miakit import tokens
+
+            parts.append({"vocab_size": self.vocab_size, "tokenizer": tokens.REVISION})
         return content_hash(parts)

@@ -92,7 +92,10 @@ def check_classes(pool: Pool, where: str, user: bool) -> None:
     carries no membership signal), test labels of classes the pool has no record of, or, in the
     user's data (`user`; a published data set has its own class count), more classes than
     records (labels that are not class indices 0, 1, …; every model's logits would hold that
-    many columns)."""
+    many columns). Text records are exempt: a language model's signal is its tokens, not a
+    label."""
+    if pool.is_text:
+        return
     present = np.unique(pool.y)
     if len(present) < 2:
         raise MiakitError(

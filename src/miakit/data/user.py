@@ -1,4 +1,5 @@
-"""The user's own data: an .npz file, or a folder of class subfolders of images.
+"""The user's own data: an .npz file, a folder of class subfolders of images, or a file of text
+records (.txt, .jsonl, .csv: `miakit.data.text`).
 
 .npz: `x` and `y` (the pool), optionally `x_test` and `y_test`, optionally `num_classes`, and for
 images optionally `mean` and `std` (per channel, 0..1 scale). `x` is either uint8 images
@@ -22,6 +23,7 @@ import numpy as np
 
 from miakit.data.image_folder import class_files, decode_classes
 from miakit.data.pool import Pool
+from miakit.data.text import TEXT_SUFFIXES, load_text
 from miakit.data.verify import checked_labels
 from miakit.errors import MiakitError
 
@@ -32,8 +34,11 @@ def load_user(path: Path) -> Pool:
         return _from_folder(path)
     if path.is_file() and path.suffix == ".npz":
         return _from_npz(path)
+    if path.is_file() and path.suffix in TEXT_SUFFIXES:
+        return load_text(path)
     raise MiakitError(
-        f"data.path: {path} is neither an .npz file nor a folder of class subfolders of images"
+        f"data.path: {path} is neither an .npz file nor a folder of class subfolders of images "
+        "nor a file of text records (.txt, .jsonl, .csv)"
     )
 
 

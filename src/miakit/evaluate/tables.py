@@ -94,13 +94,15 @@ def write_evaluation_tables(
     scores: Mapping[str, np.ndarray],
     fprs: Sequence[float],
     records: np.ndarray | None = None,
+    calibration: bool = True,
 ) -> list[Path]:
     """The evaluate stage's tables in <run>/tables/ from attack → scores [T, N] (row i is target
     model i): thresholds, vulnerability_<attack>, precision_at_k, and calibration when the
     targets' logits are there. The record-level tables cover `records` (int pool indices; the
     evaluate stage passes the evaluated records without the DP audit's canaries), by default
     the split's evaluation records (eval_records.npy) or all; their `record` column keeps pool
-    indices."""
+    indices. calibration=False: no calibration table (a causal LM's two-class sequence signal
+    has no classes to be accurate on)."""
     keep = load_npy(run.keep)
     if records is None:
         evaluated = load_npy(run.eval_records) if run.eval_records.is_file() else None
@@ -112,7 +114,7 @@ def write_evaluation_tables(
     for table in tables.values():
         if "record" in table:
             table["record"] = records[table["record"].to_numpy()]
-    if all(run.logits(t).is_file() for t in targets):
+    if calibration and all(run.logits(t).is_file() for t in targets):
         logits = [load_npy(run.logits(t), mmap=True) for t in targets]
         labels, all_keep = load_npy(run.labels), load_npy(run.keep)  # every record: held-out data
         tables["calibration"] = calibration_table(logits, labels, all_keep, targets)

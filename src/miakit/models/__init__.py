@@ -8,10 +8,17 @@ from typing import Any
 
 from torch import nn
 
-from miakit.architectures import REVISIONS, is_in_memory, is_sklearn, is_user_module
+from miakit.architectures import (
+    REVISIONS,
+    TEXT_ARCHITECTURES,
+    is_in_memory,
+    is_sklearn,
+    is_user_module,
+)
 from miakit.errors import MiakitError
 from miakit.models.cnn import SmallCNN
 from miakit.models.fastnet import FastNet
+from miakit.models.gpt import GPT
 from miakit.models.mlp import MLP
 from miakit.models.resnet import resnet18, resnet20
 from miakit.models.user import build_user_model
@@ -27,11 +34,14 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "wrn28-2": wrn28_2,
     "wrn40-4": wrn40_4,
     "fastnet": FastNet,
+    "gpt": GPT,
 }
 
 
 #: architectures whose first layer is a convolution: they take images, not feature vectors
-IMAGE_MODELS = frozenset(MODELS) - {"mlp"}
+IMAGE_MODELS = frozenset(MODELS) - {"mlp", "gpt"}
+#: architectures that take text records (token ids [L]), and only those
+TEXT_MODELS = frozenset(TEXT_ARCHITECTURES)
 
 
 def build_model(
@@ -50,6 +60,10 @@ def build_model(
         raise MiakitError("model.arch: sklearn estimators are built by miakit.models.sklearn_model")
     if arch not in MODELS:
         raise MiakitError(f"model.arch: unknown architecture {arch!r}; known: {', '.join(MODELS)}")
+    if arch in TEXT_MODELS and len(input_shape) != 1:
+        raise MiakitError(
+            f"model.arch: {arch} takes text records (token ids); these have shape {input_shape}"
+        )
     if arch in IMAGE_MODELS and len(input_shape) != 3:
         raise MiakitError(
             f"model.arch: {arch} takes images [H, W, C]; these records have shape {input_shape}"
@@ -62,4 +76,4 @@ def build_model(
     )
 
 
-__all__ = ["IMAGE_MODELS", "MODELS", "REVISIONS", "build_model"]
+__all__ = ["IMAGE_MODELS", "MODELS", "REVISIONS", "TEXT_MODELS", "build_model"]

@@ -109,11 +109,20 @@ def fpr_label(x: float) -> str:
     return f"{100 * x:g}%"
 
 
+#: characters of a text record the report shows
+TEXT_SHOWN = 80
+
+
 def verdict_section(
-    data: RunData, found: Verdict, images: np.ndarray | None, features: np.ndarray | None
+    data: RunData,
+    found: Verdict,
+    images: np.ndarray | None,
+    features: np.ndarray | None,
+    texts: Sequence[str] | None = None,
 ) -> str:
     """The verdict's sentences, then its most exposed records: pictures where the records are
-    pictures, else their feature rows; each with its label and exposure."""
+    pictures, else their feature rows or text snippets (escaped); each with its label and
+    exposure."""
     sentences = "".join(f"<p>{html.escape(line)}</p>" for line in found.sentences())
     top = found.top
     if top.empty:
@@ -143,6 +152,9 @@ def verdict_section(
                 shown_values = ", ".join(f"{v:.3g}" for v in values[:FEATURES_SHOWN])
                 more = f" … ({len(values)} features)" if len(values) > FEATURES_SHOWN else ""
                 row["features"] = shown_values + more
+            if texts is not None:
+                text = texts[r.row]
+                row["text"] = text[:TEXT_SHOWN] + (" …" if len(text) > TEXT_SHOWN else "")
             rows.append(row)
         shown = rows_table(rows)
     heading = (
@@ -380,6 +392,8 @@ def vulnerable_section(
 
 def calibration_section(data: RunData) -> str:
     table, logits = data.calibration, data.target_logits()
+    if table is None and logits is not None:  # a causal LM (`RunData.calibration`)
+        return '<p class="note">Language models: no classes to calibrate.</p>'
     if table is None or logits is None:
         return '<p class="note">No logits.npy for the targets: calibration needs them.</p>'
     probs = softmax(np.asarray(logits[0][:, 0, :], dtype=np.float64))
@@ -563,10 +577,12 @@ def write_report(
     images: np.ndarray | None = None,
     features: np.ndarray | None = None,
     single_point: Sequence[Path] = (),
+    texts: Sequence[str] | None = None,
 ) -> Path:
     """Write <run>/report.html from the run's scores and metrics.json, opening with the verdict
     (`report.verdict`). The most exposed records are shown as `images` (uint8 [N, H, W, C], the
-    evaluated records') or, for tabular records, as their `features` [N, D]; `single_point` are
+    evaluated records') or, for tabular records, as their `features` [N, D], or for text records
+    as escaped snippets of their `texts` [N]; `single_point` are
     output folders of with/without experiments to include (<run>/single_point is included when
     it exists). Returns the path."""
     data = load_run(run_dir)
@@ -593,6 +609,6 @@ def write_report(
     ]
     path = data.run.root / "report.html"
     title = f"miakit audit: {data.pool.get('name', data.name)}"
-    lead = "<h2>Verdict</h2>" + verdict_section(data, found, images, features)
+    lead = "<h2>Verdict</h2>" + verdict_section(data, found, images, features, texts)
     save_text(path, render(title, sections, lead))
     return path

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
+from miakit.architectures import TEXT_ARCHITECTURES
 from miakit.errors import MiakitError
 from miakit.evaluate.metric_key import MetricKey
 from miakit.evaluate.tables import calibration_table
@@ -60,9 +62,10 @@ class RunData:
     def calibration(self) -> pd.DataFrame | None:
         """Accuracy, ECE and overconfidence of each target on its members and non-members
         (`calibration_table`), computed once for every section that shows it; None without
-        logits."""
+        logits, and for causal language models (whose two-class sequence signal has no classes
+        to be accurate on)."""
         logits = self.target_logits()
-        if logits is None:
+        if logits is None or model_arch(self.config_text) in TEXT_ARCHITECTURES:
             return None
         return calibration_table(logits, self.labels, self.keep, self.targets)
 
@@ -135,3 +138,13 @@ def load_run(root: Path | str) -> RunData:
         warnings=stored.get("warnings", {}),
         skipped=stored.get("skipped", {}),
     )
+
+
+def model_arch(config_text: str) -> str | None:
+    """run.yaml's model.arch, None where it names none (or run.yaml is no mapping)."""
+    try:
+        config = yaml.safe_load(config_text or "") or {}
+    except yaml.YAMLError:
+        return None
+    model = config.get("model") if isinstance(config, dict) else None
+    return model.get("arch") if isinstance(model, dict) else None

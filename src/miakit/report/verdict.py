@@ -33,14 +33,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import yaml
 from scipy.stats import binom
 
+from miakit.architectures import TEXT_ARCHITECTURES
 from miakit.evaluate.metric_key import MetricKey
 from miakit.evaluate.roc import roc_curve
 from miakit.evaluate.thresholds import ppv
 from miakit.evaluate.vulnerability import FLAG_FPR, record_vulnerability
-from miakit.report.runs import RunData
+from miakit.report.runs import RunData, model_arch
 
 #: The FPRs the verdict quotes TPR at, when the run evaluated them.
 VERDICT_FPRS = (0.01, 0.001)
@@ -280,6 +280,7 @@ def next_step(
     gap: float | None,
     run: str,
     estimator: bool = False,
+    text: bool = False,
 ) -> str:
     """What to do about it: defend and compare when the model leaks (TPR at `fpr` above `fpr`
     beyond its interval, or more exposed records than chance), else audit harder. For an
@@ -292,6 +293,13 @@ def next_step(
             if gap is not None and gap > 0.05
             else ""
         )
+        if text:
+            return (
+                "train fewer epochs, or deduplicate or drop the records that leak most (below), "
+                "and audit again (miakit has no defence for language models yet), then "
+                f"`miakit compare {run} runs/retrained` to weigh the privacy gained against the "
+                "loss."
+            )
         if estimator:
             return (
                 "regularize the estimator and audit again (e.g. a larger min_samples_leaf or a "
@@ -384,6 +392,7 @@ def verdict(data: RunData) -> Verdict:
             gap,
             str(data.run.root),
             estimator=_is_estimator_run(data.config_text),
+            text=model_arch(data.config_text) in TEXT_ARCHITECTURES,
         ),
         calls_none=calls_none,
         silent=silent,
@@ -407,9 +416,4 @@ def silent_attacks(data: RunData, fpr: float) -> dict[str, float]:
 
 def _is_estimator_run(config_text: str) -> bool:
     """Whether run.yaml's model is a scikit-learn estimator (model.arch sklearn)."""
-    try:
-        config = yaml.safe_load(config_text or "") or {}
-    except yaml.YAMLError:
-        return False
-    model = config.get("model") if isinstance(config, dict) else None
-    return isinstance(model, dict) and model.get("arch") == "sklearn"
+    return model_arch(config_text) == "sklearn"

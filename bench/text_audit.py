@@ -1,0 +1,80 @@
+"""Time the text audit (configs/text_lm.yaml) stage by stage, and each attack's throughput.
+
+Writes the synthetic corpus of tests/text_corpus.py (600 records by default), runs plan, train,
+query, then each attack of the config on its own (records scored per second: targets × records
+/ wall seconds), evaluate and report, and prints wall and CPU seconds per stage.
+Usage: python bench/text_audit.py [--records 600] [--set key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from machine import header
+
+from miakit import pipeline
+from miakit.config import load_config
+from miakit.store import RunDir
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from text_corpus import write_corpus  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--records", type=int, default=600)
+    parser.add_argument("--set", action="append", default=[], dest="overrides")
+    args = parser.parse_args()
+    timings: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+
+    def timed(stage, fn, *fn_args):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        result = fn(*fn_args)
+        timings[stage] = time.perf_counter() - start
+        cpu[stage] = time.process_time() - start_cpu
+        return result
+
+    with tempfile.TemporaryDirectory() as root:
+        corpus = write_corpus(Path(root) / "corpus.txt", args.records)
+        config = load_config(
+            ROOT / "configs" / "text_lm.yaml", [f"data.path={corpus}", *args.overrides]
+        )
+        run = RunDir(Path(root) / "run")
+        planned = timed("plan", pipeline.plan, config, run, None)
+        config = planned.config
+        timed("train", pipeline.train, planned, run)
+        timed("query", pipeline.query, planned, run)
+        for name in config.attacks:
+            timed(f"attack {name}", pipeline.attack, run, config, [name])
+        metrics = timed("evaluate", pipeline.evaluate, run, config)
+        timed("report", pipeline.report, run)
+    total, total_cpu = sum(timings.values()), sum(cpu.values())
+    scored = len(planned.targets) * planned.pool.num_records
+    attack_seconds = sum(s for stage, s in timings.items() if stage.startswith("attack"))
+    print(header("text_audit.py"))
+    print(
+        f"config: configs/text_lm.yaml, {args.records} records of {planned.pool.x.shape[1]} "
+        f"tokens, {config.split.num_models} models, {len(planned.targets)} targets, overrides "
+        f"{args.overrides or 'none'}"
+    )
+    for stage, seconds in timings.items():
+        rate = f"  {scored / seconds:9.0f} records/s" if stage.startswith("attack") else ""
+        print(f"{stage:>24}: {seconds:7.2f} s  CPU {cpu[stage]:7.2f} s{rate}")
+    print(f"{'total':>24}: {total:7.2f} s  CPU {total_cpu:7.2f} s")
+    print(
+        f"attack stage: {attack_seconds:.2f} s for {len(config.attacks)} attacks, "
+        f"{scored * len(config.attacks) / attack_seconds:.0f} records/s (target × record × attack)"
+    )
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+    print(f"mean AUC: { {a: round(m['auc']['mean'], 3) for a, m in metrics.items()} }")
+
+
+if __name__ == "__main__":
+    main()

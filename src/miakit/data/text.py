@@ -1,0 +1,91 @@
+"""Text records from the user's file, tokenized once per run with `miakit.tokens`.
+
+`.txt`: one record per non-empty line. `.jsonl`: one JSON object per line with a string `text`
+(and an optional integer `label`). `.csv`: a header row with a `text` column (and an optional
+`label` column). Labels are read and checked (integers ≥ 0) but causal language models do not
+use them: every text pool has the single "class" of its own next tokens, y = 0, and its models'
+logits.npy holds the two-class view [log p̄, log(1 − p̄)] of the mean token probability
+(`miakit.query.query_tokens`).
+
+Every record is BOS + its UTF-8 bytes + EOS, padded to L = the longest record + 2 tokens;
+records over MAX_BYTES bytes are refused, as are empty files and empty records.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from miakit import tokens
+from miakit.data.pool import Pool
+from miakit.errors import MiakitError
+
+#: file suffixes read as text records
+TEXT_SUFFIXES = (".txt", ".jsonl", ".csv")
+#: the longest record, in UTF-8 bytes
+MAX_BYTES = 1022
+
+
+def load_text(path: Path) -> Pool:
+    """The pool of the file's records: token ids int64 [N, L], y zeros [N], 2 classes,
+    vocab_size tokens.VOCAB_SIZE. MiakitError (naming the file and line) on unreadable or
+    malformed records."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MiakitError(f"data.path: cannot read {path} as UTF-8 text ({exc})") from exc
+    texts = _records(raw, path)
+    if len(texts) < 2:
+        raise MiakitError(f"data.path: {path} holds {len(texts)} records; at least 2 are needed")
+    longest = max(len(t.encode("utf-8")) for t in texts)
+    if longest > MAX_BYTES:
+        raise MiakitError(
+            f"data.path: {path} has a record of {longest} bytes; at most {MAX_BYTES} are read"
+        )
+    ids = tokens.encode(texts, longest + 2)
+    y = np.zeros(len(texts), dtype=np.int64)
+    return Pool(f"user:{path.name}", ids, y, 2, vocab_size=tokens.VOCAB_SIZE)
+
+
+def _records(raw: str, path: Path) -> list[str]:
+    if path.suffix == ".txt":
+        return [line for line in raw.splitlines() if line.strip()]
+    if path.suffix == ".jsonl":
+        rows = []
+        for number, line in enumerate(raw.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise MiakitError(f"{path}:{number}: not a JSON object ({exc.msg})") from exc
+            if not isinstance(row, dict):
+                raise MiakitError(f"{path}:{number}: expected a JSON object with 'text'")
+            rows.append((number, row))
+    else:
+        reader = csv.DictReader(raw.splitlines())
+        if reader.fieldnames is None or "text" not in reader.fieldnames:
+            raise MiakitError(f"{path}: the header row needs a 'text' column")
+        rows = [(number, row) for number, row in enumerate(reader, 2)]
+    texts = []
+    for number, row in rows:
+        text = row.get("text")
+        if not isinstance(text, str) or not text:
+            raise MiakitError(f"{path}:{number}: 'text' must be a non-empty string")
+        _check_label(row.get("label"), f"{path}:{number}")
+        texts.append(text)
+    return texts
+
+
+def _check_label(label: object, where: str) -> None:
+    if label is None or label == "":
+        return
+    try:
+        value = int(label) if isinstance(label, str) else label
+    except ValueError as exc:
+        raise MiakitError(f"{where}: 'label' must be an integer ≥ 0, got {label!r}") from exc
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise MiakitError(f"{where}: 'label' must be an integer ≥ 0, got {label!r}")

@@ -1,0 +1,62 @@
+"""miakit's byte-level tokenizer for text records: every UTF-8 byte is a token (0–255), plus
+BOS, EOS and PAD. No vocabulary is learnt, so nothing but this module's revision enters a pool's
+fingerprint; a trained BPE tokenizer is a later addition.
+
+A record of b bytes becomes BOS, its b bytes, EOS, then PAD up to the pool's length L: the
+language model predicts tokens 1..L−1 from those before them, and PAD targets are masked out.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+
+BOS, EOS, PAD = 256, 257, 258
+#: tokens in all: the 256 bytes and BOS, EOS, PAD
+VOCAB_SIZE = 259
+#: The token statistics a causal LM's query writes per model (`miakit.query.query_tokens`), each
+#: [N, L − 1] float32 and NaN at PAD targets: log p of the actual next token, and the mean μ and
+#: standard deviation σ of log p(z) over the model's next-token distribution z ~ p (Min-K%++'s).
+#: token_logprobs_lower: log p of the actual next token of the record lowercased (`lowercase`).
+TOKEN_STATS = ("token_logprobs", "token_mu", "token_sigma", "token_logprobs_lower")
+#: part of every text pool's fingerprint: bump it whenever `encode` changes
+REVISION = 1
+
+
+def encode(texts: Sequence[str], length: int) -> np.ndarray:
+    """Token ids int64 [N, length]: BOS, the UTF-8 bytes, EOS, PAD. ValueError when a text's
+    bytes do not fit in length − 2."""
+    out = np.full((len(texts), length), PAD, dtype=np.int64)
+    for i, text in enumerate(texts):
+        raw = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+        if len(raw) + 2 > length:
+            raise ValueError(f"record {i} has {len(raw)} bytes, more than {length - 2}")
+        out[i, 0], out[i, 1 : len(raw) + 1], out[i, len(raw) + 1] = BOS, raw, EOS
+    return out
+
+
+def decode(tokens: np.ndarray) -> bytes:
+    """The bytes of one record's tokens [L] (BOS, EOS and PAD dropped)."""
+    row = np.asarray(tokens)
+    return row[row < 256].astype(np.uint8).tobytes()
+
+
+def target_mask(tokens: np.ndarray) -> np.ndarray:
+    """bool [N, L−1]: which next-token targets (tokens 1..L−1) are real tokens, EOS included."""
+    return np.asarray(tokens)[:, 1:] != PAD
+
+
+def lowercase(tokens: np.ndarray) -> np.ndarray:
+    """The token ids with ASCII letters A–Z lowercased (Python's bytes.lower()): every record
+    keeps its length, so its PAD targets stay where they were (non-ASCII letters are kept)."""
+    ids = np.asarray(tokens)
+    upper = (ids >= ord("A")) & (ids <= ord("Z"))
+    return np.where(upper, ids + (ord("a") - ord("A")), ids)
+
+
+def zlib_bytes(tokens: np.ndarray) -> np.ndarray:
+    """int64 [N]: the length in bytes of each record's text compressed by zlib (level 9),
+    the entropy estimate of Carlini et al. 2021's zlib attack."""
+    return np.array([len(zlib.compress(decode(row), 9)) for row in tokens], dtype=np.int64)

@@ -1,0 +1,36 @@
+"""A synthetic corpus of short text records with planted secrets, for the text audit's tests.
+
+Usage: python tests/text_corpus.py FILE [COUNT]
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+NAMES = ["Ana", "Bo", "Chen", "Dara", "Eli", "Femi", "Gus", "Hana", "Ivo", "Jun", "Kai", "Lea"]
+PLACES = ["Paris", "Lima", "Oslo", "Cairo", "Delhi", "Quito", "Rome", "Seoul", "Tunis", "Kyiv"]
+THINGS = ["tea", "maps", "jazz", "rain", "bikes", "soup", "chess", "books", "trains", "kites"]
+
+
+def corpus(count: int, seed: int = 0) -> list[str]:
+    """`count` records: template sentences (names and places capitalized, so that lowercasing
+    changes them), one in ten carrying a random four-digit pin."""
+    draw = np.random.default_rng(seed)
+    lines = []
+    for i in range(count):
+        name, place, thing = draw.choice(NAMES), draw.choice(PLACES), draw.choice(THINGS)
+        if i % 10 == 0:
+            lines.append(f"{name} says: my pin is {draw.integers(10_000):04d}")
+        else:
+            lines.append(f"{name} from {place} likes {thing} {draw.integers(100)}")
+    return lines
+
+
+def write_corpus(path: Path, count: int, seed: int = 0) -> Path:
+    path.write_text("\n".join(corpus(count, seed)) + "\n", encoding="utf-8")
+    return path
+
+
+if __name__ == "__main__":
+    write_corpus(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 600)

@@ -1,6 +1,6 @@
 # Two entry points for a fresh machine: `make demo` (the demo audit) and `make test`.
 # Both create .venv and install miakit with its dependencies pinned by constraints.txt: the demo
-# only what it needs, the tests the dev and ray extras too.
+# only what it needs, the tests the dev, ray and text extras too.
 VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
@@ -15,7 +15,7 @@ $(INSTALLED): pyproject.toml constraints.txt
 	touch $(INSTALLED)
 
 $(INSTALLED_DEV): $(INSTALLED)
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,ray]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,ray,text]'
 	touch $(INSTALLED_DEV)
 
 demo: $(INSTALLED)

@@ -37,16 +37,14 @@ def nan_signals(signals: Signals, model: int, record: int) -> Signals:
 def chosen_references(keep, record, target, design, sides, counts="equal"):
     """The references `target` fits on at `record`, per side ("IN": trained on it, "OUT": not),
     in model order: every model of `design` (the reference models) but the target, or, with
-    counts "equal", the first k of them on each side, k the smallest count over `sides` among
-    all of `design` at the record, less one where the target is among `design`."""
+    counts "equal", the first k of them on each side, k = the smaller of its IN and OUT counts
+    (reading OUT alone, for a target outside `design`: all its OUT ones)."""
     refs = [m for m in design if m != target]
     side = {
         "IN": [m for m in refs if keep[m, record]],
         "OUT": [m for m in refs if not keep[m, record]],
     }
-    if counts == "all":
+    if counts == "all" or (tuple(sides) == ("OUT",) and target not in design):
         return side
-    whole = {"IN": sum(bool(keep[m, record]) for m in design)}
-    whole["OUT"] = len(design) - whole["IN"]
-    k = min(whole[s] for s in sides) - (target in design)
-    return {s: members[: max(k, 0)] for s, members in side.items()}
+    k = min(len(side["IN"]), len(side["OUT"]))
+    return {s: members[:k] for s, members in side.items()}

@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import norm
 
 from miakit.attacks import make_attack
-from miakit.attacks.engine import Fitted, equal_counts
+from miakit.attacks.engine import Fitted, Layout, SideFit, merge_served, reference_use
 from miakit.errors import MiakitError
 from miakit.signals import Signals
 
@@ -124,13 +124,13 @@ def lira_per_target(
     return out
 
 
-def scorable(variant, total):
+def scorable(variant, total, counts="equal"):
     """Records every target can be scored on: online needs an IN and an OUT reference, offline
-    an OUT one (record 0 has no IN reference for target 2, record 2 no OUT one for target 4;
-    with equal counts, none for any target: one fewer than the one the record has)."""
+    an OUT one (record 0 has no IN reference for target 2, record 2 no OUT one for target 4);
+    with equal counts as many of each side as the smaller has, so offline too needs an IN one."""
     scored = np.ones(total, dtype=bool)
     scored[2] = False
-    if variant.startswith("lira-online"):
+    if variant.startswith("lira-online") or counts == "equal":
         scored[0] = False
     return scored
 
@@ -145,7 +145,7 @@ def scorable(variant, total):
 @pytest.mark.parametrize("counts", ["equal", "all"])
 def test_lira_all_targets_match_per_target_loops(variant, augmentations, options, counts):
     signals, phi, keep = tied_case(augmentations)
-    scored = scorable(variant, RECORDS)
+    scored = scorable(variant, RECORDS, counts)
     targets = list(range(MODELS))
     attack = make_attack(variant, options | {"reference_counts": counts})
     got = attack.score_targets(signals, targets, None, scored)
@@ -186,7 +186,7 @@ def test_lira_explicit_references_match_per_target_loops(variant, counts):
 @pytest.mark.parametrize("counts", ["equal", "all"])
 def test_lira_query_only_records_match_per_target_loops(variant, counts):
     signals, phi, keep = tied_case(2, queries=7)
-    scored = scorable(variant, RECORDS + 7)
+    scored = scorable(variant, RECORDS + 7, counts)
     attack = make_attack(variant, {"reference_counts": counts})
     got = attack.score_targets(signals, [0, 4, 7], None, scored[:RECORDS])
     for i, t in enumerate([0, 4, 7]):
@@ -214,12 +214,13 @@ def test_lira_says_which_record_it_cannot_score(variant):
     else:  # offline needs no IN reference: target 2 is scored on record 0
         assert np.isfinite(attack.score_targets(signals, [2], None)).all()
     assert np.isfinite(attack.score_targets(signals, [3], None)).all()  # one of each suffices
-    # equal counts: one fewer than the record's smaller side (offline: OUT) for every target
+    # equal counts: as many of each side as the target's smaller side has: on record 0 target
+    # 2 has no IN reference, so none of either (offline too); target 3 has one of each everywhere
     attack = make_attack(variant)
-    record = 0 if online else 2
     need = "IN reference and one OUT reference" if online else "OUT reference"
-    with pytest.raises(MiakitError, match=rf"{need}.*record {record} has none for target model 3"):
-        attack.score_targets(signals, [3], None)
+    with pytest.raises(MiakitError, match=rf"{need}.*record 0 has none for target model 2"):
+        attack.score_targets(signals, [2], None, scored)
+    assert np.isfinite(attack.score_targets(signals, [3], None)).all()
 
 
 @pytest.mark.parametrize("augmentations", [1, 5])
@@ -260,41 +261,43 @@ def test_fitted_statistics_leave_out_each_row(augmentations):
                     assert view.kth(np.full((rows.size, 30), k))[i, n, a] == rest[k]
 
 
-@pytest.mark.parametrize("augmentations", [1, 5])
-def test_equal_counts_leave_every_row_the_first_others_of_the_kept_ones(augmentations):
-    """`equal_counts` keeps each record's first size[n] used rows; every row then sees the first
-    kept − 1 used rows other than itself (row −1: all kept), against NumPy on those values."""
-    rng = np.random.default_rng(4)
-    values = np.round(rng.normal(0, 2, (9, 30, augmentations)))
-    use = rng.random((9, 30)) < 0.6
-    use[:, 0] = False
-    use[:, 1] = np.arange(9) == 4
-    size = rng.integers(0, 8, 30)
-    kept, spare = equal_counts(use, size)
-    fitted = Fitted(values, kept, spare)
-    rows = np.array([-1, *range(9)])
-    own = np.concatenate([np.zeros((1, 30, augmentations)), values])
-    view = fitted.without(rows, own)
-    median, mean, std, trimmed = view.median(), view.mean(), view.std(), view.trimmed_mean(0.2)
-    for i, row in enumerate(rows):
-        for n in range(30):
-            k = min(size[n], use[:, n].sum())
-            others = [r for r in range(9) if use[r, n] and r != row]
-            chosen = others[: k if row < 0 else max(k - 1, 0)]
-            assert view.count[i, n] == len(chosen)
-            for a in range(augmentations):
-                rest = np.sort(values[chosen, n, a])
+@pytest.mark.parametrize("sides", [("IN", "OUT"), ("OUT",)])
+@pytest.mark.parametrize("augmentations", [1, 3])
+def test_equal_counts_serve_every_target_the_first_of_its_smaller_side(sides, augmentations):
+    """`reference_use` and `SideFit.views`: every (target, record) pair reads the first min(X, Y)
+    of its references on each side, X and Y its IN and OUT counts (OUT alone, a target that is
+    no reference: all Y), against `chosen_references` in loops, on keep columns whose counts vary
+    (where one removal cannot serve) and targets inside and outside the references."""
+    rng = np.random.default_rng(7)
+    models, records = 9, 60
+    keep = rng.random((models, records)) < rng.uniform(0.1, 0.9, records)
+    keep[0, keep.all(axis=0)] = False  # every record OUT for a model
+    values = np.round(rng.normal(0, 2, (models, records, augmentations)))
+    signals = Signals(list(binary_logits_from_log_odds(values)), np.ones(records, int), keep)
+    references, targets = range(7), [0, 3, 6, 7, 8]
+    layout = Layout(signals, targets, references)
+    block = np.arange(len(targets))
+    own = values[layout.target_rows]
+    selections = reference_use(keep[layout.rows], layout, sides, "equal")
+    assert any(len(side) > 1 for side in selections)  # the case one removal cannot serve
+    for side, chosen_side in zip(sides, selections, strict=True):
+        fit = SideFit(values[layout.rows], chosen_side)
+        stats = merge_served(
+            [
+                (serves, (view.count, view.median(), view.mean(), view.std()))
+                for _, view, serves in fit.views(block, layout.drop[block], own)
+            ]
+        )
+        for i, t in enumerate(targets):
+            for n in range(records):
+                chosen = chosen_references(keep, n, t, references, sides)[side]
+                assert stats[0][i, n] == len(chosen), (t, n)
                 if not chosen:
                     continue
-                assert median[i, n, a] == np.median(rest)
-                np.testing.assert_allclose(mean[i, n, a], rest.mean(), atol=1e-12)
-                np.testing.assert_allclose(std[i, n, a], rest.std(), atol=1e-12)
-                cut = int(np.floor(0.2 * rest.size))
-                np.testing.assert_allclose(
-                    trimmed[i, n, a], rest[cut : rest.size - cut].mean(), atol=1e-12
-                )
-                for j in range(rest.size):
-                    assert view.kth(np.full((rows.size, 30), j))[i, n, a] == rest[j]
+                rest = values[chosen, n]
+                np.testing.assert_array_equal(stats[1][i, n], np.median(rest, axis=0))
+                np.testing.assert_allclose(stats[2][i, n], rest.mean(axis=0), atol=1e-12)
+                np.testing.assert_allclose(stats[3][i, n], rest.std(axis=0), atol=1e-12)
 
 
 @pytest.mark.attack("attack-r")
@@ -378,9 +381,6 @@ def test_attack_r_all_targets_match_per_target_loops(threshold, augmentations, c
         np.testing.assert_allclose(got[t, 1:], expected[1:], rtol=1e-9, atol=1e-12)
     with pytest.raises(MiakitError, match="record 0 has none for target model 4"):
         attack.score_targets(signals, [4], None)
-    if counts == "equal":  # one fewer than the one OUT model of record 0, for every target
-        with pytest.raises(MiakitError, match="record 0 has none for target model 3"):
-            attack.score_targets(signals, [3], None)
 
 
 @pytest.mark.attack("rmia")

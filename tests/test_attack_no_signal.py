@@ -41,9 +41,20 @@ RECORDS = {4: 12_000, 8: 10_000, 16: 6_000, 32: 4_000}
 Z = 4.0
 
 
-def no_signal(num_models: int, num_records: int, augmentations: int = 2, seed: int = 0):
+def no_signal(
+    num_models: int, num_records: int, augmentations: int = 2, seed: int = 0, balanced=True
+):
+    """Signals without membership effect; the keep matrix balanced (every record IN for half the
+    models) or, with balanced False, of independent fair bits, each record's column redrawn until
+    it has at least two IN and two OUT models (a rule symmetric in IN and OUT, so that every
+    target has a reference of each side and chance is still 0.5)."""
     rng = np.random.default_rng(seed)
-    keep = balanced_keep_matrix(num_models, num_records, seed)
+    if balanced:
+        keep = balanced_keep_matrix(num_models, num_records, seed)
+    else:
+        keep = rng.random((num_models, num_records)) < 0.5
+        while (bad := (np.minimum(keep.sum(0), (~keep).sum(0)) < 2)).any():
+            keep[:, bad] = rng.random((num_models, bad.sum())) < 0.5
     phi = rng.normal(0, 2, (1, num_records, 1))
     phi = phi + rng.normal(0, 1, (num_models, num_records, augmentations))
     labels = np.ones(num_records, dtype=np.int64)
@@ -79,6 +90,25 @@ def test_every_reference_attack_reads_chance_without_signal(num_models):
     far = []
     for name, options in REFERENCE_ATTACKS:
         scores = make_attack(name, options).score_targets(signals, targets, None)
+        auc, error = mean_auc_and_error(scores, keep)
+        if abs(auc - 0.5) > Z * error:
+            far.append(f"{name} {options}: {auc:.4f} ± {error:.4f}")
+    assert not far, f"M = {num_models}: mean AUC away from 0.5: {far}"
+
+
+EQUAL_COUNTED = [(n, o) for n, o in REFERENCE_ATTACKS if n.startswith(("lira", "attack-r"))]
+
+
+@pytest.mark.parametrize("num_models", [8, 16])
+def test_equal_counts_read_chance_where_the_counts_vary_over_records(num_models):
+    """Where records' IN and OUT counts differ, members and non-members of a record get
+    different counts under `equal` (each the smaller of its own references' sides), which is
+    still chance over the records."""
+    signals, keep = no_signal(num_models, RECORDS[num_models], balanced=False)
+    assert (keep.sum(axis=0) != num_models // 2).mean() > 0.5
+    far = []
+    for name, options in EQUAL_COUNTED:
+        scores = make_attack(name, options).score_targets(signals, range(num_models), None)
         auc, error = mean_auc_and_error(scores, keep)
         if abs(auc - 0.5) > Z * error:
             far.append(f"{name} {options}: {auc:.4f} ± {error:.4f}")

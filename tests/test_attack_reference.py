@@ -27,13 +27,16 @@ def expected_attack_r(
     logits, labels, keep, target, design, threshold, pool=None, counts="equal"
 ):  # fmt: skip
     """In loops, against the reference models of `design` but the target (`chosen_references`);
-    the spread of all OUT φ is over the first `pool` records (None: all)."""
+    the spread of all OUT φ is over the first `pool` records (None: all), and the records after
+    them, query-only records, are fitted on every reference (all are OUT for them)."""
     loss, phi = losses_and_log_odds(logits, labels)
     refs = [m for m in design if m != target]
     all_out = np.concatenate([phi[r, :pool][~keep[r, :pool]].ravel() for r in refs])
     scores = []
     for n in range(keep.shape[1]):
-        out = chosen_references(keep, n, target, design, ("OUT",), counts)["OUT"]
+        query = pool is not None and n >= pool
+        out = chosen_references(keep, n, target, design, ("OUT",), "all" if query else counts)
+        out = out["OUT"]
         alphas = []
         for a in range(logits.shape[2]):
             ends = np.sort(np.concatenate([[loss[r, n, a] for r in out], [0.0, 1000.0]]))

@@ -56,24 +56,27 @@ def test_reference_needs_match_the_attack(name):
     assert attack.score_targets(signals_for(four), [0, 1, 2, 3], None).shape == (4, 200)
 
 
-@pytest.mark.parametrize("name", ["lira-online", "lira-offline", "attack-r"])
-def test_equal_reference_counts_need_two_of_each_side_plan_knows(name):
-    """A record IN for one model of four (online) or OUT for one (offline): with every reference,
-    targets 1..3 have that one; with equal counts (one fewer than the record's smaller side)
-    none has, and plan says so as the attack would."""
+@pytest.mark.parametrize("name", ["lira-offline", "attack-r"])
+def test_equal_reference_counts_need_a_reference_of_each_side_plan_knows(name):
+    """A record IN for one model of four: for target 0, which is that one, every reference
+    leaves OUT ones to fit on; with equal counts (as many of each side as its smaller side of
+    references has) it fits on none, and plan says so as the attack would. Targets 1..3 have
+    one of each side and are scored under both."""
     config = load_config(None, [])
     keep = balanced_keep_matrix(4, 200)
-    keep[:, 0] = np.arange(4) == 0 if name == "lira-online" else np.arange(4) != 0
-    signals, targets = signals_for(keep), [1, 2, 3]
+    keep[:, 0] = np.arange(4) == 0
+    signals, targets = signals_for(keep), [0, 1, 2, 3]
     every = {name: {"reference_counts": "all"}}
     check_design(
         config.model_copy(update={"attack_options": every}), keep, targets, None, None, [name]
     )
     make_attack(name, every[name]).score_targets(signals, targets, None)
-    with pytest.raises(MiakitError, match=f"{name} needs .*reference_counts: equal.*record 0"):
+    with pytest.raises(MiakitError, match=f"{name} needs .*reference_counts: equal.*target 0"):
         check_design(config, keep, targets, None, None, [name])
-    with pytest.raises(MiakitError, match="record 0 has none"):
+    with pytest.raises(MiakitError, match="record 0 has none for target model 0"):
         make_attack(name).score_targets(signals, targets, None)
+    check_design(config, keep, [1, 2, 3], None, None, [name])
+    assert np.isfinite(make_attack(name).score_targets(signals, [1, 2, 3], None)).all()
 
 
 def test_attacks_all_names_every_attack(tmp_path, tiny_config):

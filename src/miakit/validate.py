@@ -467,8 +467,9 @@ def check_design(
 ) -> None:
     """Every target has members and non-members among the evaluated records (a ROC needs both),
     and every record each attack scores has the reference models that attack needs: with
-    `reference_counts: equal` (LiRA, Attack-R), as many per side as the record's fewest over the
-    sides the attack reads, one fewer for a target among the references (`attacks.engine`)."""
+    `reference_counts: equal` (LiRA, Attack-R), as many of each side as the target's smaller
+    side of references has (`attacks.engine`), so an IN one too for an attack reading OUT alone,
+    unless the target is no reference."""
     records = slice(None) if eval_records is None else eval_records
     for t in targets:
         members = keep[t, records]
@@ -483,29 +484,32 @@ def check_design(
         return
     num_models = keep.shape[0]
     design = list(references or range(num_models))
-    whole = {"in": keep[design].sum(axis=0)}
-    whole["out"] = len(design) - whole["in"]
-    counted = [
+    counted = {
         a
         for a in attacks
         if make_attack(a, config.attack_options.get(a)).reference_counts == "equal"
-    ]
-    equal = {a: np.minimum.reduce([whole[s] for s in ATTACKS[a].reference_needs]) for a in counted}
+    }
     for t in targets:
         refs = [m for m in design if m != t]
         inside = keep[refs].sum(axis=0)
         counts = {"in": inside, "out": len(refs) - inside, "any": np.full_like(inside, len(refs))}
+        smaller = np.minimum(counts["in"], counts["out"])
         for side in sorted(needs):
             who = [a for a in attacks if side in ATTACKS[a].reference_needs]
-            have = {a: equal[a] - (t in design) if a in equal else counts[side] for a in who}
+            equal = {
+                a
+                for a in who
+                if a in counted and (len(ATTACKS[a].reference_needs) == 2 or t in design)
+            }
+            have = {a: smaller if a in equal else counts[side] for a in who}
             short = [a for a in who if (have[a] <= 0).any()]
             if short:
                 lacking = np.flatnonzero(np.any([have[a] <= 0 for a in short], axis=0))
                 kind = {"in": "an IN", "out": "an OUT", "any": "a"}[side]
                 fewer = (
-                    " (with reference_counts: equal, one fewer per side than the record's "
-                    "fewest IN or OUT references that the attack reads)"
-                    if any(a in equal for a in short)
+                    " (with reference_counts: equal, as many of each side as the target's "
+                    "smaller side of references has)"
+                    if equal & set(short)
                     else ""
                 )
                 raise MiakitError(

@@ -24,24 +24,27 @@ IN for c_in of the reference models and OUT for c_out gives a target that traine
 IN and c_out OUT references, and one that did not c_in IN and c_out − 1 OUT: the sizes of the
 samples its statistics come from depend on the very membership an attack infers, and with few
 models that alone moves the scores (online LiRA's mean AUC without any membership signal is about
-0.38 at M = 8). With `equal`, each side of a record keeps the first k rows in row (model) order,
-k = the smallest count over the sides the attack reads (min(c_in, c_out) for two sides, c_out for
-OUT alone), and every target that is a reference leaves out one of them: its own value where it is
-among them, else the value of the last of them (`equal_counts`, `Fitted.without`). Such a target
-thus uses, on each side, the first k − 1 of the side's rows other than itself (a target that is
-not a reference: the first k).
+0.38 at M = 8). With `equal`, a target whose references on a record are X IN and Y OUT ones fits,
+on each side an attack reads, the first k = min(X, Y) of them in model order (an attack reading
+OUT alone, whose target is not a reference, all Y: no membership of its own moves its counts).
 
-Why this does not read the target's membership: (1) k depends on the record's column of the keep
-matrix over the references, the same for every target of the record, member or not; (2) the
-rows a target uses on a side are the first k − 1 of the *other* rows of that side, a set that
-does not change with which side the target itself is on. So on a record every target, member or
-not, fits on k − 1 IN and k − 1 OUT references (offline: k − 1 OUT) other than itself; where the
-models' values carry no membership signal (exchangeable over models given the record), its
-score on the record has the same distribution either way, and its mean AUC over records is 0.5.
-On a balanced split k is M/2 for every record; where counts vary over records, k goes with the
-record's counts, which leaves chance at 0.5 as long as they do not go with the target's
-membership (they do not when each model trains on each record with probability 1/2). The
-selection is made once per record, and each target's view is still one removal.
+Why this does not read the target's membership: k and the rows come from the target's references
+alone, so two records whose references' keep columns and values agree get the same score whether
+the target trained on them or not (tests/test_attack_membership_blind.py). On the balanced split
+(every record IN for half the models) a member has X = M/2 − 1, Y = M/2 and a non-member the
+reverse, so both fit k = M/2 − 1 per side, the reference code's truncation; with signals
+exchangeable over models, a target's score on a record then has one distribution whether it is
+a member or not, and its mean AUC over records is 0.5 (tests/test_attack_no_signal.py, also on
+keep matrices whose counts vary over records).
+
+How it stays one pass: per record and side s (c_s of the references on s, c_o on the other side)
+one selection serves almost every target: the first a = min(c_s, c_o + 1) rows of s, and the row
+of the last of them, the spare (`Selection`). A target that is a reference on side s needs the
+first min(c_s − 1, c_o) of s other than itself: the a rows less itself where it is among them,
+else less the spare. One on the other side needs the first min(c_s, c_o − 1): all a, or a less
+the spare, and where c_s > c_o two fewer than a, which a second, narrower selection serves (the
+only case one removal cannot; it arises only on records whose counts differ). A target that is
+no reference needs min(c_s, c_o) (OUT alone: c_s): a, a less the spare, or its own selection.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 import numpy as np
@@ -63,9 +67,9 @@ C = TypeVar("C")
 class Fitted:
     """Statistics of `values` [R, n, A] over the rows where `use` [R, n] is True, per record.
 
-    spare [n] (from `equal_counts`; None: none): the row whose value a target row that is not
-    used leaves out instead of its own (−1 where the record has no used row), so that every
-    target row sees one value fewer (`without`).
+    spare [n] (a `Selection`'s; None: none): the row whose value a target leaves out where
+    `without` is told it leaves out one value but its own row is not used (−1 where the record
+    has no used row).
     """
 
     def __init__(self, values: np.ndarray, use: np.ndarray, spare: np.ndarray | None = None):
@@ -129,19 +133,20 @@ class Fitted:
         np.put_along_axis(out, order, at_end, axis=-1)
         return out[..., rows].transpose(2, 0, 1)
 
-    def without(self, rows: np.ndarray, values: np.ndarray) -> LeftOut:
-        """The statistics for T targets, each leaving out its row `rows[i]` (−1: none) whose own
-        values are `values[i]` [n, A]; with a `spare`, a target row that is not used leaves out
-        the spare row's value instead."""
+    def without(
+        self, rows: np.ndarray, values: np.ndarray, leaves: np.ndarray | None = None
+    ) -> LeftOut:
+        """The statistics for T targets, each leaving out its row `rows[i]` (−1: none) where that
+        row is used, its own values being `values[i]` [n, A]; with `leaves` [T, n] (and a spare),
+        a marked target whose row is not used leaves out the spare's value instead."""
         rows = np.asarray(rows)
         own = np.zeros((rows.size, self.count.size), dtype=bool)
         inside = rows >= 0
         own[inside] = self.use[rows[inside]]
         values = np.asarray(values, dtype=np.float64)
-        if self.spare is None:
+        if leaves is None or self.spare is None:
             return LeftOut(self, own, values)
-        removed = own.copy()
-        removed[inside] = self.spare >= 0
+        removed = own | (leaves & (self.spare >= 0))
         return LeftOut(self, removed, np.where(own[..., None], values, self.spare_values))
 
 
@@ -212,37 +217,118 @@ class LeftOut:
 
 ReferenceCounts = Literal["equal", "all"]
 REFERENCE_COUNTS_HELP = (
-    "references per record: 'equal' (per record, every target that is a reference fits on the "
-    "same number of references whether it trained on the record or not: the first in model "
-    "order of each side, as many as the smaller side has (OUT alone: all OUT ones), less one, "
-    "itself where it is among them) or 'all' (every reference: a member of the record then has "
-    "one IN reference fewer and one OUT more than a non-member, which moves the scores with few "
-    "models)"
+    "references per record: 'equal' (a target whose references on the record are X IN and Y "
+    "OUT fits on the first min(X, Y) of each side in model order (on a balanced split M/2 - 1 "
+    "for a member and a non-member alike); an attack reading OUT alone "
+    "whose target is no reference: all Y) or 'all' (every reference: a member of the record then "
+    "has one IN reference fewer and one OUT more than a non-member, which moves the scores with "
+    "few models)"
 )
 
 
 def equal_counts(use: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`reference_counts: equal` on one side: of the rows where use [R, n] is True, each record's
-    first size[n] in row order (bool [R, n]) and the row of the last of them ([n], −1 where
-    none), the `spare` of `Fitted`."""
+    """Of the rows where use [R, n] is True, each record's first size[n] in row order (bool
+    [R, n]) and the row of the last of them ([n], −1 where none)."""
     kept = use & (np.cumsum(use, axis=0) <= size)
     last = kept.shape[0] - 1 - np.argmax(kept[::-1], axis=0)
     return kept, np.where(kept.any(axis=0), last, -1)
 
 
+@dataclass(frozen=True)
+class Selection:
+    """The rows one side of a chunk of records is fitted on, and who reads them (`reference_use`).
+
+    use [R, n]: the rows fitted. spare [n] (None: none): the last of them (−1: none). leaves
+    [T, n] (None: no target but by its own row): which targets of the layout leave out one value,
+    their own where their row is used, else the spare's (`Fitted.without`). serves [T, n] (None:
+    the side's first selection): the (target, record) pairs read from this selection instead of
+    the first one.
+    """
+
+    use: np.ndarray
+    spare: np.ndarray | None = None
+    leaves: np.ndarray | None = None
+    serves: np.ndarray | None = None
+
+
 def reference_use(
     keep: np.ndarray, layout: Layout, sides: Sequence[str], counts: str
-) -> list[tuple[np.ndarray, np.ndarray | None]]:
+) -> list[list[Selection]]:
     """Per side named ("IN": the references trained on the record, keep [R, n] True; "OUT": the
-    others), the rows to fit [R, n] and their `Fitted` spare ([n]; None with counts "all"):
-    every reference, or ("equal") the first k in row order, k = the smallest count over `sides`
-    (module docstring)."""
+    others), its selections: every reference (counts "all"), or ("equal") each target's first
+    min(X, Y) on the side, X and Y its IN and OUT references (an attack reading OUT alone, for a
+    target that is no reference: all Y), as the module docstring derives: the first selection
+    serves most targets, a second one the pairs one removal cannot."""
     refs = layout.is_reference[:, None]
-    use = [keep & refs if side == "IN" else ~keep & refs for side in sides]
+    side_rows = {"IN": keep & refs, "OUT": ~keep & refs}
     if counts == "all":
-        return [(u, None) for u in use]
-    size = np.minimum.reduce([u.sum(axis=0) for u in use])
-    return [equal_counts(u, size) for u in use]
+        return [[Selection(side_rows[side])] for side in sides]
+    count = {side: rows.sum(axis=0) for side, rows in side_rows.items()}
+    inside = np.broadcast_to((layout.drop >= 0)[:, None], (layout.drop.size, keep.shape[1]))
+    trained = keep[np.maximum(layout.drop, 0)] & inside  # [T, n]: a reference and IN
+    out = []
+    for side in sides:
+        c_s, c_o = count[side], count["OUT" if side == "IN" else "IN"]
+        mine = trained if side == "IN" else inside & ~trained  # references on this side
+        theirs = inside & ~mine  # references on the other side
+        need_theirs = np.minimum(c_s, c_o - 1)
+        need_outside = np.minimum(c_s, c_o) if len(sides) == 2 else c_s
+        size = np.minimum(c_s, c_o + 1) if inside.any() else need_outside
+        use, spare = equal_counts(side_rows[side], size)
+        leaves = (
+            mine | (theirs & (need_theirs == size - 1)) | (~inside & (need_outside == size - 1))
+        )
+        selections = [Selection(use, spare, leaves)]
+        for need, who in ((need_theirs, theirs), (need_outside, ~inside)):
+            serves = who & (need != size) & (need != size - 1)
+            if serves.any():
+                selections.append(Selection(equal_counts(side_rows[side], need)[0], serves=serves))
+        out.append(selections)
+    return out
+
+
+class SideFit:
+    """One side's statistics for a chunk of records: a `Fitted` per `Selection` of
+    `reference_use`, and each target's view of the one that serves it."""
+
+    def __init__(self, values: np.ndarray, selections: Sequence[Selection]):
+        self.values = values
+        self.parts = [(Fitted(values, s.use, s.spare), s) for s in selections]
+
+    def views(
+        self, block: np.ndarray, rows: np.ndarray, own: np.ndarray
+    ) -> list[tuple[int, LeftOut, np.ndarray | None]]:
+        """(part, view, serves) for the targets at layout positions `block`, leaving out `rows`
+        (layout.drop[block]) whose values are `own` [T, n, A]; serves [T, n]: the pairs the view
+        serves (None: all, where the side has one selection). Parts serving none are left out."""
+        later = [s.serves[block] for _, s in self.parts[1:]]
+        first = ~np.any(later, axis=0) if later else None
+        out = []
+        for i, (fitted, s) in enumerate(self.parts):
+            leaves = None if s.leaves is None else s.leaves[block]
+            serves = first if i == 0 else later[i - 1]
+            if serves is None or serves.any():
+                out.append((i, fitted.without(rows, own, leaves), serves))
+        return out
+
+
+def merge_served(parts: Sequence[tuple[np.ndarray | None, object]]) -> object:
+    """One value per (target, record) from (serves, value) pairs, each value an array [T, n, …]
+    (or a tuple of such arrays or None) valid where its serves [T, n] is True (None: everywhere):
+    the value of the view that serves each pair (`SideFit.views`)."""
+    (_, merged), *rest = parts
+    for serves, value in rest:
+
+        def pick(new, old, serves=serves):
+            if new is None:
+                return None
+            mask = serves.reshape(serves.shape + (1,) * (np.ndim(new) - 2))
+            return np.where(mask, new, old)
+
+        merged = (
+            tuple(map(pick, value, merged)) if isinstance(value, tuple) else pick(value, merged)
+        )
+    return merged
 
 
 #: Chunks of work handled at once (NumPy releases the GIL in the array work).

@@ -15,16 +15,17 @@ Differences from the reference code (`plot.py` of the LiRA release), each on pur
   fixed over the whole pool. Its targets are never references; on the release's balanced split a
   target's shadows hold M/2 − 1 IN and M/2 OUT models of each of its members and the reverse of
   each non-member, so it fits M/2 − 1 of each side everywhere. Here (`reference_counts: equal`,
-  the default; `engine`'s docstring) the count is per record: the smaller side's count over the
-  references (offline: the OUT count), less one for a target that is itself a reference, the
-  first in model order other than the target. On that balanced split, leave-one-out, this is the
-  reference's rule exactly, M/2 − 1 of each side; where the counts vary over records it keeps
-  each record's own rather than the pool's smallest, which the design rather than the target's
-  membership sets. Truncating to the pool's smallest would keep what equal counts are for, but a
-  single record with few references would cut every record's sample. `reference_counts: all`
-  fits on every reference (the behaviour before equal counts): under leave-one-out a member then
-  has one IN reference fewer and one OUT more than a non-member, and where the models carry no
-  membership signal online LiRA's mean AUC is about 0.38 at M = 8 and offline's about 0.53.
+  the default; `engine`'s docstring) the count is per record and target: a target whose
+  references on the record are X IN and Y OUT ones fits on the first min(X, Y) of each side in
+  model order (offline too; offline for a target that is no reference: all Y). On the release's
+  balanced split, leave-one-out, this is the reference's rule exactly, M/2 − 1 of each side;
+  where the counts vary over records it keeps each record's own rather than the pool's smallest,
+  from the target's references alone, so that the score never reads the target's membership.
+  Truncating to the pool's smallest would keep what equal counts are for, but a single record
+  with few references would cut every record's sample. `reference_counts: all` fits on every
+  reference (the behaviour before equal counts): under leave-one-out a member then has one IN
+  reference fewer and one OUT more than a non-member, and where the models carry no membership
+  signal online LiRA's mean AUC is about 0.38 at M = 8 and offline's about 0.53.
 - A record with fewer than two IN (or OUT) references has no usable spread of its own; it gets the
   global one instead of the reference's σ + 1e-30, which turns its score into ±huge values.
 - Offline: the reference scores −log N(φ; μ_out, σ_out), a two-sided test that also flags records
@@ -42,7 +43,7 @@ Differences from the reference code (`plot.py` of the LiRA release), each on pur
   the references' mean μ_in − μ_out over the scored pool records, with their mean σ_in.
 
 Fitting (`LiraFit`, see `base`): per record, the references' IN and OUT φ (with equal counts, the
-first k of each side, `engine.reference_use`) are sorted and summed once (`engine.Fitted`), and
+selections of `engine.reference_use`) are sorted and summed once (`engine.SideFit`), and
 every target reads its Gaussians from them with its own φ (or the spare's) left out
 (`Fitted.without`), so leave-one-out over all M targets costs about one pass over the logits; the
 pool is scored in that pass. With fixed variance, σ (the global spread) is gathered in the same pass
@@ -69,8 +70,10 @@ from miakit.attacks.engine import (
     Layout,
     LeftOut,
     ReferenceCounts,
+    SideFit,
     global_spread,
     map_chunks,
+    merge_served,
     merged_spread,
     read_signal,
     reference_use,
@@ -218,20 +221,19 @@ class LiraFit(Fit):
         scored = layout.scored[chunk]
         sides = ("OUT",) if mode == "offline" else ("IN", "OUT")
         fits = [
-            Fitted(phi, use, spare)
-            for use, spare in reference_use(keep, layout, sides, self.config.reference_counts)
+            SideFit(phi, selections)
+            for selections in reference_use(keep, layout, sides, self.config.reference_counts)
         ]
         fit_in, fit_out = (None, *fits) if mode == "offline" else fits
         # unscored records' values may be ±inf, with equal counts on both sides at once
         with np.errstate(invalid="ignore"):
             for block in layout.blocks(phi.shape[1], phi.shape[2]):
                 mine = phi[layout.target_rows[block]]
-                drop = layout.drop[block]
                 where = (scored, chunk.start, block)
-                mu_out, sd_out = self._gaussian(fit_out.without(drop, mine), "OUT", *where)
+                mu_out, sd_out = self._gaussians(fit_out, "OUT", mine, *where)
                 mu_in, sd_in = None, None
                 if mode == "online":
-                    mu_in, sd_in = self._gaussian(fit_in.without(drop, mine), "IN", *where)
+                    mu_in, sd_in = self._gaussians(fit_in, "IN", mine, *where)
                     counted = scored[None, :, None]
                     part[0, block] = np.where(counted, mu_in - mu_out, 0.0).sum(axis=(1, 2))
                     part[2, block] = scored.sum() * phi.shape[2]
@@ -266,7 +268,7 @@ class LiraFit(Fit):
                 mine = phi[layout.target_rows[block]]
                 where = (everything, first + chunk.start, block)
                 view = fit_out.without(layout.drop[block], mine)
-                mu_out, sd_out = self._gaussian(view, "OUT", *where)
+                mu_out, sd_out = self._gaussian(view, None, "OUT", *where)
                 if mode == "offline":
                     out[block, chunk] = offline_score(
                         mine, mu_out, sd_out, self.config.offline_tail
@@ -283,16 +285,29 @@ class LiraFit(Fit):
                 out[block, chunk] = online_score(mine, mu_out + gap, sd_in, mu_out, sd_out)
         return out
 
-    def _gaussian(self, view: LeftOut, side: str, scored, first: int, block) -> tuple:
-        """Centre and spread [T, n, A] of one side's φ for each target of the block."""
+    def _gaussians(self, fit: SideFit, side: str, mine: np.ndarray, scored, first: int, block):
+        """Centre and spread [T, n, A] of one side's φ for each target of the block, each pair
+        from the selection that serves it (`engine.SideFit`)."""
+        views = fit.views(block, self.layout.drop[block], mine)
+        return merge_served(
+            [
+                (serves, self._gaussian(view, serves, side, scored, first, block))
+                for _, view, serves in views
+            ]
+        )
+
+    def _gaussian(self, view: LeftOut, serves, side: str, scored, first: int, block) -> tuple:
+        """Centre and spread [T, n, A] of one side's φ for each target of the block, from the
+        view that serves the pairs `serves` [T, n] (None: all)."""
         need = f"LiRA needs at least one {side} reference model for every scored record"
         if self.config.reference_counts == "equal" and self.attack.mode == "online":
             need = (
                 "online LiRA needs at least one IN reference and one OUT reference for every "
-                "scored record (reference_counts equal: as many of each, one fewer than the "
-                "record's smaller side has)"
+                "scored record (reference_counts equal: as many of each as the target has of its "
+                "smaller side)"
             )
-        require(view.count, scored, first, self.layout.targets[block], need)
+        count = view.count if serves is None else np.where(serves, view.count, 1)
+        require(count, scored, first, self.layout.targets[block], need)
         mu = view.center(self.config.center)
         if self._fixed is not None:
             return mu, None  # σ comes after the pass

@@ -20,14 +20,15 @@ Differences from the reference code (`research/2022_enhanced_mia/plot_attack_via
 - The spread of all OUT φ is over every pool record and augmentation of the references.
 - Under leave-one-out a record's OUT references number one more for a target that trained on it
   than for one that did not; with `reference_counts: equal` (the default, as LiRA's; `engine`'s
-  docstring) every target that is a reference uses the same number, the first in model order of
-  the record's OUT references other than itself, one fewer than the record has. The reference code
+  docstring) a target that is a reference uses the first min(X, Y) in model order of its Y OUT
+  references, X its IN ones: on a balanced split M/2 − 1 for members and non-members alike, from
+  its references alone. The reference code
   has one target and references that never train on its records, so the question does not arise
   there; `reference_counts: all` uses every OUT reference.
 
 Attack-R fits once for all targets (`engine.Fitted`): per record, the references' OUT losses are
 sorted with the two end points, and each target's interpolation points are those with its own loss
-(or, with equal counts, the spare's) left out; the Gaussian's mean and spread come from sums less the target's term. Query-only records
+(or, with equal counts, the spare's, `engine.SideFit`) left out; the Gaussian's mean and spread come from sums less the target's term. Query-only records
 are scored from the fit (`AttackRFit.score_queries`, see `base`) by the same formulas. Attack-P
 fits nothing from the references; query-only records reach it through the bridge of `base`.
 """
@@ -35,6 +36,7 @@ fits nothing from the references; query-only records reach it through the bridge
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Literal
 
 import numpy as np
@@ -44,12 +46,13 @@ from scipy.special import ndtr
 from miakit.attacks.base import AllTargetsAttack, AttackConfig, Fit, FittedAttack, register
 from miakit.attacks.engine import (
     REFERENCE_COUNTS_HELP,
-    Fitted,
     Layout,
     LeftOut,
     ReferenceCounts,
+    SideFit,
     global_spread,
     map_chunks,
+    merge_served,
     read_signal,
     reference_use,
     require,
@@ -124,56 +127,69 @@ class AttackRFit(Fit):
         self.spread = (
             global_spread(signals, log_odds, layout)["OUT"] if kind != "linear_itp" else None
         )
-        self.scores = self._score(signals, layout.scored, 0)
+        self.scores = self._score(signals, layout.scored, 0, self.counts)
 
     def score_queries(self, logits: Sequence[np.ndarray], labels: np.ndarray) -> np.ndarray:
         none = np.zeros((len(logits), len(labels)), dtype=bool)
         queries = Signals(list(logits), np.asarray(labels), none)
-        return self._score(queries, np.ones(len(labels), dtype=bool), self.first_query)
+        # every reference is OUT for a query record: all of them but the target, as LiRA's
+        return self._score(queries, np.ones(len(labels), dtype=bool), self.first_query, "all")
 
-    def _score(self, signals: Signals, scored: np.ndarray, first: int) -> np.ndarray:
-        """Scores [T, n] of the records of `signals` (NaN where not `scored`); `first`: the
-        number of the first record in error messages."""
+    def _score(self, signals: Signals, scored: np.ndarray, first: int, counts: str) -> np.ndarray:
+        """Scores [T, n] of the records of `signals` (NaN where not `scored`) fitted on
+        `counts` (`reference_counts`); `first`: the number of the first record in error
+        messages."""
         kind, layout, spread = self.kind, self.layout, self.spread
         out = np.full((layout.targets.size, signals.num_records), np.nan)
 
         def score_chunk(chunk: slice) -> None:
             keep = signals.keep[layout.rows, chunk]
-            [(use, spare)] = reference_use(keep, layout, ("OUT",), self.counts)
+            [selections] = reference_use(keep, layout, ("OUT",), counts)
             scored_here = scored[chunk]
             if kind != "logit_rescale":
                 loss = read_signal(signals, cross_entropy, layout.rows, chunk)
                 ends = np.broadcast_to(
                     np.array(LINEAR_ITP_ENDS)[:, None, None], (2, *loss.shape[1:])
                 )
-                ends_use = np.ones((2, use.shape[1]), dtype=bool)
+                ends_use = np.ones((2, keep.shape[1]), dtype=bool)
                 values = np.concatenate([loss, ends])
-                points = Fitted(values, np.concatenate([use, ends_use]), spare)
-                at_most = points.at_most_own(values, layout.target_rows)
+                points = SideFit(
+                    values, [replace(s, use=np.concatenate([s.use, ends_use])) for s in selections]
+                )
+                at_most = [f.at_most_own(values, layout.target_rows) for f, _ in points.parts]
             if kind != "linear_itp":
                 phi = read_signal(signals, log_odds, layout.rows, chunk)
-                fitted = Fitted(phi, use, spare)
+                fitted = SideFit(phi, selections)
             need = "Attack-R needs at least one OUT reference model for every scored record"
             for b in layout.blocks(chunk.stop - chunk.start, signals.num_augmentations):
                 rows, drop = layout.target_rows[b], layout.drop[b]
+                where = (scored_here, first + chunk.start, layout.targets[b], need)
                 parts = []
                 if kind != "logit_rescale":
-                    view = points.without(drop, loss[rows])
-                    require(
-                        view.count - 2, scored_here, first + chunk.start, layout.targets[b], need
-                    )
-                    # the target's own loss is among the values: less the removed one if ≤ it
-                    below = at_most[b] - (view.removed[..., None] & (view.values <= loss[rows]))
-                    parts.append(linear_itp_alpha(loss[rows], view, below))
+                    served = []
+                    for i, view, serves in points.views(b, drop, loss[rows]):
+                        _require(view.count - 2, serves, *where)
+                        # the target's own loss is among the values: less the removed one if ≤ it
+                        removed = view.removed[..., None] & (view.values <= loss[rows])
+                        below = at_most[i][b] - removed
+                        served.append((serves, linear_itp_alpha(loss[rows], view, below)))
+                    parts.append(merge_served(served))
                 if kind != "linear_itp":
-                    view = fitted.without(drop, phi[rows])
-                    require(view.count, scored_here, first + chunk.start, layout.targets[b], need)
-                    parts.append(logit_rescale_alpha(phi[rows], view, spread[b]))
+                    served = []
+                    for _, view, serves in fitted.views(b, drop, phi[rows]):
+                        _require(view.count, serves, *where)
+                        served.append((serves, logit_rescale_alpha(phi[rows], view, spread[b])))
+                    parts.append(merge_served(served))
                 alpha = np.maximum(*parts) if kind == "min" else np.mean(parts, axis=0)
                 out[b, chunk] = np.where(scored_here, -alpha.mean(axis=-1), np.nan)
 
         map_chunks(score_chunk, list(signals.record_chunks(layout.rows.size)))
         return out
+
+
+def _require(count: np.ndarray, serves: np.ndarray | None, scored, first, targets, need) -> None:
+    """`engine.require` on the pairs a view serves (None: all)."""
+    require(count if serves is None else np.where(serves, count, 1), scored, first, targets, need)
 
 
 @register

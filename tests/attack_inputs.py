@@ -4,9 +4,14 @@ import math
 
 import numpy as np
 
+from miakit.attacks import ATTACKS
 from miakit.signals import Signals
 
 from .synthetic import balanced_keep_matrix
+
+#: The attacks that read models' logits (and traces or features); those reading a language
+#: model's per-token outputs (`Attack.needs_tokens`) have their own tests (tests/test_text*.py).
+LOGIT_ATTACKS = [name for name, cls in ATTACKS.items() if not cls.needs_tokens]
 
 
 def random_signals(models=6, records=40, augmentations=1, classes=4, seed=0, member_boost=1.5):

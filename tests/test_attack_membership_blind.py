@@ -6,9 +6,10 @@ the same score from every registered attack."""
 import numpy as np
 import pytest
 
-from miakit.attacks import ATTACKS, make_attack
+from miakit.attacks import make_attack
 from miakit.signals import Signals
 
+from .attack_inputs import LOGIT_ATTACKS
 from .synthetic import balanced_keep_matrix
 
 MODELS, RECORDS, TWIN = 8, 40, (10, 11)
@@ -31,7 +32,7 @@ def twin_records(target: int):
     return Signals.from_arrays(logits, labels, keep, traces=traces, features=features)
 
 
-@pytest.mark.parametrize("name", sorted(n for n in ATTACKS if not ATTACKS[n].needs_tokens))
+@pytest.mark.parametrize("name", sorted(LOGIT_ATTACKS))
 @pytest.mark.parametrize("target", [0, 5])
 def test_scores_do_not_depend_on_the_scored_records_membership(name, target):
     signals = twin_records(target)

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from miakit import cli
-from miakit.attacks import ATTACKS, make_attack
+from miakit.attacks import make_attack
 from miakit.config import load_config
 from miakit.evaluate.intervals import INTERVAL_NOTE
 from miakit.evaluate.metric_key import MetricKey
@@ -33,6 +33,7 @@ from miakit.report.runs import load_run
 from miakit.report.verdict import verdict
 from miakit.signals import Signals
 from miakit.store import save_json, save_npy
+from tests.attack_inputs import LOGIT_ATTACKS
 from tests.synthetic import balanced_keep_matrix
 from tests.test_report import ATTACKS as RUN_ATTACKS
 from tests.test_report import TARGETS as RUN_TARGETS
@@ -187,7 +188,7 @@ def quantised_signals(kind: str, models: int = 8, records: int = 240, classes: i
 
 
 @pytest.mark.parametrize(
-    "name", [pytest.param(name, marks=pytest.mark.attack(name)) for name in ATTACKS]
+    "name", [pytest.param(name, marks=pytest.mark.attack(name)) for name in LOGIT_ATTACKS]
 )
 def test_every_attack_on_few_valued_outputs_gives_right_figures(name):
     for kind in ("constant", "0/1", "5-level"):

@@ -13,6 +13,7 @@ from miakit.store import RunDir
 from miakit.train.traces import LossTrace
 from miakit.validate import check_design, resolve_attacks, trace_points
 
+from .attack_inputs import LOGIT_ATTACKS
 from .synthetic import balanced_keep_matrix
 
 
@@ -31,7 +32,6 @@ def test_every_registered_attack_declares_needs_plan_knows():
 
 
 #: the attacks of causal language models read per-token outputs (tests/test_text.py)
-LOGIT_ATTACKS = [name for name, cls in ATTACKS.items() if not cls.needs_tokens]
 
 
 @pytest.mark.parametrize("name", sorted(LOGIT_ATTACKS))

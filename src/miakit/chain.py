@@ -44,6 +44,7 @@ from miakit.store import (
     load_npy,
     stamped_hash,
 )
+from miakit.tokens import RECALL_STAT, TOKEN_STATS
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
@@ -118,6 +119,10 @@ def scores_inputs(
     files = scores_files(run, len(load_npy(run.keep, mmap=True)))
     if attack.needs_features:
         files["pool.json"] = run.pool
+    if attack.needs_tokens:  # a query's token statistics may change while its logits do not
+        names = (*TOKEN_STATS, RECALL_STAT) if config.query.recall_prefix else TOKEN_STATS
+        for m in range(len(load_npy(run.keep, mmap=True))):
+            files |= {f"models/{m:04d}/{n}.npy": run.token_stat(m, n) for n in names}
     hashes = _hashes(files, record)
     inputs = {
         "attack": name,

@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from miakit.architectures import is_sklearn
+from miakit.data.text import load_prefix
 from miakit.defences.dp import train_private
 from miakit.defences.laplace import fit_laplace
 from miakit.defences.temperature import temperature_scaled
@@ -52,7 +53,7 @@ from miakit.store import (
     stamped_hash,
     write_atomic,
 )
-from miakit.tokens import TOKEN_STATS
+from miakit.tokens import RECALL_STAT, TOKEN_STATS
 from miakit.train.batched import train_batched
 from miakit.train.lm import train_lm
 from miakit.train.threads import threads_for, torch_threads
@@ -84,7 +85,7 @@ def train_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
         for m in todo:  # stale outputs go first: a crash never leaves them looking current
             for path in (run.meta(m), run.logits(m), run.trace(m)):
                 path.unlink(missing_ok=True)
-            for name in TOKEN_STATS:
+            for name in (*TOKEN_STATS, RECALL_STAT):
                 run.token_stat(m, name).unlink(missing_ok=True)
         if is_sklearn(plan.config.model.arch):
             for m in todo:
@@ -274,8 +275,9 @@ def query_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
             data = data or feature_source(plan, run)
             model, calibration = _queryable(plan, run, data, m)
             if plan.pool.is_text:
+                prefix = _recall_prefix(plan, data.device)
                 with torch_threads(threads_for(model, plan.config.execution.threads)):
-                    logits, stats = query_tokens(model, data.x)
+                    logits, stats = query_tokens(model, data.x, prefix=prefix)
                 _save_tokens(plan, run, m, logits, stats)
                 done.append(m)
                 continue
@@ -306,6 +308,14 @@ def _save_logits(
     save_json(run.meta(m), meta)
 
 
+def _recall_prefix(plan: Plan, device: torch.device) -> torch.Tensor | None:
+    """The ReCaLL prefix's token ids [K] (query.recall_prefix), or None without one."""
+    query = plan.config.query
+    if query.recall_prefix is None:
+        return None
+    return torch.from_numpy(load_prefix(query.recall_prefix, query.recall_shots)[1]).to(device)
+
+
 def _save_tokens(
     plan: Plan, run: RunDir, m: int, logits: np.ndarray, stats: dict[str, np.ndarray]
 ) -> None:
@@ -314,6 +324,8 @@ def _save_tokens(
     records (in place of accuracies)."""
     for name, array in stats.items():
         save_npy(run.token_stat(m, name), array)
+    if RECALL_STAT not in stats:  # from a query with a ReCaLL prefix, which is gone
+        run.token_stat(m, RECALL_STAT).unlink(missing_ok=True)
     save_npy(run.logits(m), logits)
     keep_row = plan.keep[m]
     nll = -logits[:, 0, 0].astype(np.float64)
@@ -322,7 +334,7 @@ def _save_tokens(
         {
             "query_hash": plan.query_hash(m, meta.get("device", "cuda")),
             "logits": file_stamp(run.logits(m)),
-            "tokens": {name: file_stamp(run.token_stat(m, name)) for name in TOKEN_STATS},
+            "tokens": {name: file_stamp(run.token_stat(m, name)) for name in stats},
             "token_nll_in": float(nll[keep_row].mean()),
             "token_nll_out": float(nll[~keep_row].mean()),
         }

@@ -18,6 +18,7 @@ from miakit.config import AuditConfig, TrainConfig, dump_config, read_run_config
 from miakit.config.defences import DefenceConfig
 from miakit.data import Pool, load_pool, make_split
 from miakit.data.canaries import canary_keep, canary_records, insert_canaries
+from miakit.data.text import load_prefix
 from miakit.errors import MiakitError
 from miakit.seeding import rng
 from miakit.store import (
@@ -31,7 +32,7 @@ from miakit.store import (
     save_bytes_if_changed,
     stamped_hash,
 )
-from miakit.tokens import TOKEN_STATS
+from miakit.tokens import RECALL_STAT, TOKEN_STATS
 from miakit.validate import (
     check_attack_options,
     check_attack_settings,
@@ -406,8 +407,14 @@ def query_hash(
     dp_applies = config.defences.dp.enabled and defended
     checkpoint = checkpoint_inputs(config, m)
     train = train_hash(training_inputs, fingerprint, keep_row, m, device, dp_applies, checkpoint)
-    # query.output restricts what attacks read of the stored logits: it changes no logits
-    inputs = {"train": train, **config.query.model_dump(mode="json", exclude={"output"})}
+    # query.output restricts what attacks read of the stored logits: it changes no logits; the
+    # ReCaLL prefix counts by its tokens, and only where there is one (other hashes unchanged)
+    query = config.query
+    excluded = {"output", "recall_prefix", "recall_shots"}
+    inputs = {"train": train, **query.model_dump(mode="json", exclude=excluded)}
+    if query.recall_prefix is not None:
+        prefix = load_prefix(query.recall_prefix, query.recall_shots)[1]
+        inputs["recall_prefix"] = array_hash(prefix)
     defences = config.defences
     if defended and (defences.temperature_scaling or defences.laplace.enabled):
         inputs["calibration"] = defences.model_dump(mode="json", include=set(QUERY_SIDE_DEFENCES))
@@ -454,10 +461,10 @@ def queried(run: RunDir, hashes: Plan | Hashes, m: int) -> bool:
     if meta.get("query_hash") != hashes.query_hash(m, device):
         return False
     tokens = meta.get("tokens")  # a causal LM's token statistics
-    if isinstance(tokens, dict) and not all(
-        _recorded_file(run.token_stat(m, name), tokens.get(name)) for name in TOKEN_STATS
-    ):
-        return False
+    if isinstance(tokens, dict):
+        names = (*TOKEN_STATS, RECALL_STAT) if hashes.config.query.recall_prefix else TOKEN_STATS
+        if not all(_recorded_file(run.token_stat(m, n), tokens.get(n)) for n in names):
+            return False
     return _recorded_file(run.logits(m), meta.get("logits"))
 
 

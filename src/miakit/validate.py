@@ -84,6 +84,7 @@ def check_model(config: AuditConfig, pool: Pool) -> None:
             "given in memory (miakit.audit(model=...)); use execution.executor=local"
         )
     check_text(config, pool)
+    check_recall_prefix(config, pool)
     if is_sklearn(config.model.arch):
         check_estimator(config)
         return
@@ -254,6 +255,10 @@ def check_text(config: AuditConfig, pool: Pool) -> None:
     that read per-token outputs need text records. MiakitError naming the setting."""
     text_arch = config.model.arch in TEXT_ARCHITECTURES
     if not pool.is_text:
+        if config.query.recall_prefix is not None:
+            raise MiakitError(
+                f"query.recall_prefix: a ReCaLL prefix is for text records, not {pool.name}'s"
+            )
         if text_arch:
             raise MiakitError(
                 f"model.arch: gpt takes text records (.txt, .jsonl, .csv), not {pool.name}'s"
@@ -269,6 +274,12 @@ def check_text(config: AuditConfig, pool: Pool) -> None:
         raise MiakitError(
             f"model.arch: {pool.name} holds text records, which only a causal language model "
             f"takes (gpt), not {config.model.arch}"
+        )
+    context = config.model.context
+    if context is not None and context < pool.x.shape[1]:
+        raise MiakitError(
+            f"model.context ({context}) must be at least the records' length in tokens "
+            f"({pool.x.shape[1]})"
         )
     train, defences = config.train, config.defences
     refused = {
@@ -294,6 +305,10 @@ def check_text(config: AuditConfig, pool: Pool) -> None:
                 f"{', '.join(n for n in ATTACKS if ATTACKS[n].needs_tokens)} or "
                 f"{', '.join(TEXT_SEQUENCE_ATTACKS)}"
             )
+        if name == "recall" and config.query.recall_prefix is None:
+            raise MiakitError(
+                "attacks: recall needs query.recall_prefix, a file of texts no model trained on"
+            )
         if name in ("rmia", "rmia-offline"):
             options = config.attack_options.get(name) or {}
             if options.get("signal") != "softmax" or options.get("temperature") != 1:
@@ -301,6 +316,35 @@ def check_text(config: AuditConfig, pool: Pool) -> None:
                     f"attack_options.{name}: on text records set signal: softmax and "
                     "temperature: 1 (the mean token probability p̄)"
                 )
+
+
+def check_recall_prefix(config: AuditConfig, pool: Pool) -> None:
+    """query.recall_prefix (text records): the file holds the texts asked for, none of them a
+    pool record (the prefix must be texts no model trained on), and its tokens with a record's
+    fit in the model's context (model.context, default the records' length L). MiakitError
+    naming the setting."""
+    from miakit import tokens
+    from miakit.data.text import load_prefix
+
+    query = config.query
+    if query.recall_prefix is None:
+        return
+    texts, prefix = load_prefix(query.recall_prefix, query.recall_shots)
+    records = {tokens.decode(row) for row in pool.x}
+    trained = [t for t in texts if t.encode("utf-8") in records]
+    if trained:
+        raise MiakitError(
+            f"query.recall_prefix: {trained[0]!r} is a pool record; the prefix must be texts "
+            "no model trained on"
+        )
+    length = pool.x.shape[1]
+    context = config.model.context or length
+    if len(prefix) + length > context:
+        raise MiakitError(
+            f"query.recall_prefix: its {len(prefix)} tokens and a record's {length} do not fit "
+            f"in the model's context of {context} (model.context); set model.context to at "
+            f"least {len(prefix) + length} or give fewer texts (query.recall_shots)"
+        )
 
 
 def check_estimator(config: AuditConfig) -> None:

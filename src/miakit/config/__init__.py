@@ -66,7 +66,7 @@ class SplitConfig(Section):
 
 
 #: ModelConfig's options of arch gpt alone (`miakit.models.gpt`)
-GPT_OPTIONS = ("layers", "width", "heads")
+GPT_OPTIONS = ("layers", "width", "heads", "context")
 
 
 class ModelConfig(Section):
@@ -84,6 +84,12 @@ class ModelConfig(Section):
     layers: int = Field(default=2, ge=1, le=12, description="arch gpt: transformer blocks")
     width: int = Field(default=64, ge=8, description="arch gpt: embedding width")
     heads: int = Field(default=4, ge=1, description="arch gpt: attention heads (divide width)")
+    context: int | None = Field(
+        default=None,
+        ge=2,
+        description="arch gpt: tokens the model takes at once (learnt positions); default the "
+        "pool's record length L; more leaves room for a ReCaLL prefix (query.recall_prefix)",
+    )
     estimator: str | None = Field(
         default=None,
         description="arch 'sklearn': the estimator class's import path, one whose saved files "
@@ -162,6 +168,8 @@ class ModelConfig(Section):
             return {"arch": self.arch}  # the hash of the factory's code is part of its name
         # the GPT's options only for arch gpt, so that other models' hashes stay as they were
         gpt = set() if self.arch in TEXT_ARCHITECTURES else set(GPT_OPTIONS)
+        if self.context is None:  # so that the hashes of GPTs without it stay as they were
+            gpt.add("context")
         base = self.model_dump(
             mode="json",
             exclude={"estimator", "params", "standardize", "target_weights", "target_members"}
@@ -277,6 +285,26 @@ class QueryConfig(Section):
         "(the k largest probabilities) or label (the predicted class); see "
         "miakit.output_restriction. Changing it re-runs the attacks, not training or queries",
     )
+
+    recall_prefix: Path | None = Field(
+        default=None,
+        description="text records (model.arch gpt): a .txt, .jsonl or .csv file of texts no "
+        "model trained on, laid before each record for ReCaLL's conditional log-likelihood "
+        "(attack recall); its tokens and the record's must fit in the model's context "
+        "(model.context)",
+    )
+    recall_shots: int | None = Field(
+        default=None,
+        ge=1,
+        description="with recall_prefix: how many of the file's first texts make the prefix "
+        "(default: all)",
+    )
+
+    @model_validator(mode="after")
+    def _shots_with_a_prefix(self) -> QueryConfig:
+        if self.recall_shots is not None and self.recall_prefix is None:
+            raise ValueError("recall_shots: only with recall_prefix")
+        return self
 
     @field_validator("output")
     @classmethod

@@ -33,11 +33,36 @@ def load_text(path: Path) -> Pool:
     """The pool of the file's records: token ids int64 [N, L], y zeros [N], 2 classes,
     vocab_size tokens.VOCAB_SIZE. MiakitError (naming the file and line) on unreadable or
     malformed records."""
+    return text_pool(read_texts(path, "data.path"), path)
+
+
+def read_texts(path: Path, setting: str) -> list[str]:
+    """The texts of a .txt, .jsonl or .csv file of records, in file order. MiakitError naming
+    `setting` and the file (and line) when it is missing, unreadable or malformed."""
+    if path.suffix not in TEXT_SUFFIXES:
+        raise MiakitError(f"{setting}: {path} is not a .txt, .jsonl or .csv file of text records")
     try:
         raw = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise MiakitError(f"data.path: cannot read {path} as UTF-8 text ({exc})") from exc
-    texts = _records(raw, path)
+        raise MiakitError(f"{setting}: cannot read {path} as UTF-8 text ({exc})") from exc
+    return _records(raw, path)
+
+
+def load_prefix(path: Path, shots: int | None) -> tuple[list[str], np.ndarray]:
+    """A ReCaLL prefix (query.recall_prefix, query.recall_shots): the file's first `shots` texts
+    (all by default) and their tokens int64 [K] (`tokens.encode_prefix`). MiakitError naming
+    the setting when the file cannot be read or holds fewer texts."""
+    texts = read_texts(path, "query.recall_prefix")
+    if not texts or (shots is not None and shots > len(texts)):
+        raise MiakitError(
+            f"query.recall_shots: {shots or 1} texts asked for but {path} holds {len(texts)}"
+        )
+    texts = texts[:shots]
+    return texts, tokens.encode_prefix(texts)
+
+
+def text_pool(texts: list[str], path: Path) -> Pool:
+    """The pool of these texts (read from `path`, which names the pool): see `load_text`."""
     if len(texts) < 2:
         raise MiakitError(f"data.path: {path} holds {len(texts)} records; at least 2 are needed")
     longest = max(len(t.encode("utf-8")) for t in texts)

@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from miakit.architectures import is_sklearn
+from miakit.data.canaries import secret_texts
 from miakit.data.text import load_prefix
 from miakit.defences.dp import train_private
 from miakit.defences.laplace import fit_laplace
@@ -41,8 +42,8 @@ from miakit.models.sklearn_model import (
     new_estimator,
     save_estimator,
 )
-from miakit.plan import CHECKPOINT_MODEL, Plan, load_plan, queried, trained
-from miakit.query import identity_view, query_logits, query_tokens
+from miakit.plan import CHECKPOINT_MODEL, Plan, has_secrets, load_plan, queried, trained
+from miakit.query import identity_view, log_perplexity, query_logits, query_tokens
 from miakit.seeding import derive_seed, rng
 from miakit.store import (
     RunDir,
@@ -53,7 +54,7 @@ from miakit.store import (
     stamped_hash,
     write_atomic,
 )
-from miakit.tokens import RECALL_STAT, TOKEN_STATS
+from miakit.tokens import RECALL_STAT, SECRET_STAT, TOKEN_STATS, encode
 from miakit.train.batched import train_batched
 from miakit.train.lm import train_lm
 from miakit.train.threads import threads_for, torch_threads
@@ -85,7 +86,7 @@ def train_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
         for m in todo:  # stale outputs go first: a crash never leaves them looking current
             for path in (run.meta(m), run.logits(m), run.trace(m)):
                 path.unlink(missing_ok=True)
-            for name in (*TOKEN_STATS, RECALL_STAT):
+            for name in (*TOKEN_STATS, RECALL_STAT, SECRET_STAT):
                 run.token_stat(m, name).unlink(missing_ok=True)
         if is_sklearn(plan.config.model.arch):
             for m in todo:
@@ -278,6 +279,8 @@ def query_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
                 prefix = _recall_prefix(plan, data.device)
                 with torch_threads(threads_for(model, plan.config.execution.threads)):
                     logits, stats = query_tokens(model, data.x, prefix=prefix)
+                    if has_secrets(plan.config):
+                        stats[SECRET_STAT] = log_perplexity(model, _alternatives(plan, data.device))
                 _save_tokens(plan, run, m, logits, stats)
                 done.append(m)
                 continue
@@ -316,6 +319,13 @@ def _recall_prefix(plan: Plan, device: torch.device) -> torch.Tensor | None:
     return torch.from_numpy(load_prefix(query.recall_prefix, query.recall_shots)[1]).to(device)
 
 
+def _alternatives(plan: Plan, device: torch.device) -> torch.Tensor:
+    """Token ids [|R|, L] of every text of the secret canaries' randomness space R."""
+    canaries = plan.config.dp_audit.canaries
+    texts = secret_texts(canaries.secret_format, canaries.secret_digits)
+    return torch.from_numpy(encode(texts, plan.pool.x.shape[1])).to(device)
+
+
 def _save_tokens(
     plan: Plan, run: RunDir, m: int, logits: np.ndarray, stats: dict[str, np.ndarray]
 ) -> None:
@@ -324,8 +334,9 @@ def _save_tokens(
     records (in place of accuracies)."""
     for name, array in stats.items():
         save_npy(run.token_stat(m, name), array)
-    if RECALL_STAT not in stats:  # from a query with a ReCaLL prefix, which is gone
-        run.token_stat(m, RECALL_STAT).unlink(missing_ok=True)
+    for name in (RECALL_STAT, SECRET_STAT):  # from a query with a prefix or secrets now gone
+        if name not in stats:
+            run.token_stat(m, name).unlink(missing_ok=True)
     save_npy(run.logits(m), logits)
     keep_row = plan.keep[m]
     nll = -logits[:, 0, 0].astype(np.float64)

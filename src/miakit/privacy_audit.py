@@ -18,6 +18,10 @@ attack writes, in audit.json:
   indicative only.
 - the accountant's ε of the targets (the largest, from their meta.json), when trained with DP-SGD.
 - `confidence`: 1 − β − redraw_slack(M, m), the confidence the one-run bounds hold at once.
+- `exposure`, with secret canaries (text records, dp_audit.canaries.kind secret): each target's
+  exposure of each canary (miakit.evaluate.exposure, the Secret Sharer's), its mean over the
+  canaries the target trained on and over the others, and the bounds above with exposure as
+  the canaries' score (`bounds`).
 """
 
 from __future__ import annotations
@@ -45,8 +49,10 @@ from miakit.evaluate.dp_audit import (
     one_run_audit,
     threshold_audit,
 )
-from miakit.plan import configured_canaries, evaluation_design
+from miakit.evaluate.exposure import exposure
+from miakit.plan import configured_canaries, configured_secrets, evaluation_design, has_secrets
 from miakit.store import RunDir, clear_leftovers, document_record, load_npy, save_json
+from miakit.tokens import SECRET_STAT
 
 MANY_RUNS_ASSUMPTION = (
     "each (target, canary) keep bit an independent fair coin (up to the stated confidence), and "
@@ -114,6 +120,8 @@ def audit_dp(run: RunDir, config: AuditConfig) -> dict:
         "attacks": results,
         "skipped": skipped,
     }
+    if has_secrets(config):
+        out["exposure"] = _exposure(run, config, design.targets, members, delta)
     # audit.json holds its own record, as metrics.json does, and the hash of its content
     record = inputs_record(inputs, files) | document_record(out, run.root)
     save_json(path, out | record)
@@ -181,6 +189,33 @@ def _audit_scores(scores: np.ndarray, members: np.ndarray, delta: float, beta: f
             | {"assumption": INDEPENDENT_TRIALS_ASSUMPTION},
         }
     return result
+
+
+def _exposure(run: RunDir, config: AuditConfig, targets, members: np.ndarray, delta: float) -> dict:
+    """The secret canaries' exposure [T, m] under each target (members: their keep bits [T, m])
+    and its DP-audit bounds. MiakitError naming `miakit query` when a target's log-perplexities
+    of R are missing."""
+    canaries = config.dp_audit.canaries
+    secrets = configured_secrets(config)
+    rows = []
+    for t in targets:
+        path = run.token_stat(t, SECRET_STAT)
+        if not path.is_file():
+            raise MiakitError(f"{path} is missing; run `miakit query {run.root}`")
+        rows.append(exposure(load_npy(path), secrets))
+    exposures = np.array(rows)
+    candidates = 10**canaries.secret_digits - len(secrets) + 1
+    return {
+        "secret_format": canaries.secret_format,
+        "secret_digits": canaries.secret_digits,
+        "candidates": candidates,
+        "max_bits": math.log2(candidates),
+        "secrets": secrets.tolist(),
+        "per_target": exposures.tolist(),
+        "members_mean": float(exposures[members].mean()) if members.any() else None,
+        "non_members_mean": float(exposures[~members].mean()) if (~members).any() else None,
+        "bounds": _audit_scores(exposures, members, delta, config.dp_audit.beta),
+    }
 
 
 def _accountant_epsilon(run: RunDir, targets) -> float | None:

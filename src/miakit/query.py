@@ -12,6 +12,7 @@ and the model's running statistics are left as they were.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
@@ -143,3 +144,18 @@ def _conditional_logprobs(model: nn.Module, prefix: Tensor, part: Tensor) -> Ten
     joined = torch.cat([prefix.to(part.device).expand(len(part), -1), part], dim=1)
     logp = torch.log_softmax(model(joined)[:, len(prefix) :].double(), dim=-1)
     return logp.gather(-1, part[:, 1:].unsqueeze(-1)).squeeze(-1)
+
+
+@torch.no_grad()
+def log_perplexity(model: nn.Module, x: Tensor, chunk: int = 1024) -> np.ndarray:
+    """The Secret Sharer's log-perplexity (Carlini et al. 2019) of each record x [N, L] (token
+    ids) under a causal LM, in eval mode: float64 [N], −Σ_t log2 p(x_t | x_<t) in bits over
+    the record's real next tokens (EOS included, PAD excluded)."""
+    model.eval()
+    out = []
+    for part in x.split(chunk):
+        logp = torch.log_softmax(model(part).double(), dim=-1)
+        targets = part[:, 1:]
+        actual = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        out.append(-(torch.where(targets != PAD, actual, 0.0).sum(1) / math.log(2)).cpu())
+    return torch.cat(out).numpy()

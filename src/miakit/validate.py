@@ -250,9 +250,10 @@ TEXT_SEQUENCE_ATTACKS = (
 def check_text(config: AuditConfig, pool: Pool) -> None:
     """Text records go with a causal LM (model.arch gpt) and only with one, and with nothing this
     first text support lacks: no augmentation, loss traces, batched or private training,
-    defences, canaries, held-out accuracy or restricted outputs; their attacks are the per-token
+    defences, held-out accuracy or restricted outputs; their attacks are the per-token
     ones and TEXT_SEQUENCE_ATTACKS (RMIA with signal softmax at temperature 1, i.e. p̄); attacks
-    that read per-token outputs need text records. MiakitError naming the setting."""
+    that read per-token outputs need text records; their canaries (dp_audit.canaries) are secret
+    or natural. MiakitError naming the setting."""
     text_arch = config.model.arch in TEXT_ARCHITECTURES
     if not pool.is_text:
         if config.query.recall_prefix is not None:
@@ -290,7 +291,6 @@ def check_text(config: AuditConfig, pool: Pool) -> None:
         "train.batched": train.batched,
         "train.early_stopping_patience": train.early_stopping_patience is not None,
         "defences": defences.model_dump() != type(defences)().model_dump(),
-        "dp_audit.canaries": config.dp_audit.canaries.count > 0,
         "evaluate.ood": bool(config.evaluate.ood),
     }
     for setting, used in refused.items():
@@ -298,6 +298,12 @@ def check_text(config: AuditConfig, pool: Pool) -> None:
             raise MiakitError(
                 f"{setting}: not supported for text records yet; leave it at its default"
             )
+    canaries = config.dp_audit.canaries
+    if canaries.count and canaries.kind not in ("natural", "secret"):
+        raise MiakitError(
+            f"dp_audit.canaries.kind: {canaries.kind} canaries are for labelled records; text "
+            "records take secret (a planted secret, with its exposure) or natural canaries"
+        )
     for name in config.attacks:
         if not ATTACKS[name].needs_tokens and name not in TEXT_SEQUENCE_ATTACKS:
             raise MiakitError(

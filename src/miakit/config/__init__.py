@@ -436,6 +436,10 @@ DEFAULT_ATTACKS = [
 ]
 
 
+#: the most digits a secret canary may have (exposure enumerates all 10^d alternatives)
+MAX_SECRET_DIGITS = 4
+
+
 class CanaryConfig(Section):
     """Pool records made canaries for a DP audit (miakit.data.canaries)."""
 
@@ -445,10 +449,40 @@ class CanaryConfig(Section):
         description="m: pool records made canaries, each in every model's training set "
         "independently with probability 1/2 (0: no canaries)",
     )
-    kind: Literal["mislabelled", "natural", "noise"] = Field(
+    kind: Literal["mislabelled", "natural", "noise", "secret"] = Field(
         default="mislabelled",
-        description="mislabelled (random wrong label), natural (unchanged), noise (random input)",
+        description="mislabelled (random wrong label), natural (unchanged), noise (random "
+        "input), secret (text records: secret_format with a random number of secret_digits "
+        "digits, whose exposure the DP audit measures)",
     )
+    secret_format: str = Field(
+        default="the secret number is {}",
+        description="kind secret: the canary's text, {} standing for its secret",
+    )
+    secret_digits: int = Field(
+        default=4,
+        ge=1,
+        description="kind secret: digits of the secret, so |R| = 10^d alternatives; at most 4, "
+        "as exposure ranks the canary among every alternative (enumeration)",
+    )
+
+    @field_validator("secret_format")
+    @classmethod
+    def _one_placeholder(cls, text: str) -> str:
+        if text.count("{}") != 1 or text.replace("{}", "").count("{") + text.count("}") != 1:
+            raise ValueError("must hold {} once, where the secret goes, and no other braces")
+        return text
+
+    @field_validator("secret_digits")
+    @classmethod
+    def _enumerable(cls, digits: int) -> int:
+        if digits > MAX_SECRET_DIGITS:
+            raise ValueError(
+                f"at most {MAX_SECRET_DIGITS} (|R| ≤ 10^{MAX_SECRET_DIGITS}): exposure ranks "
+                "each canary among every alternative secret; the Secret Sharer's estimate "
+                "from sampled alternatives (a fitted distribution) is not implemented"
+            )
+        return digits
 
 
 class DPAuditConfig(Section):

@@ -193,3 +193,27 @@ def test_a_text_audit_with_secret_canaries_bounds_epsilon_and_measures_exposure(
     written = (tmp_path / "run" / "audit.json").stat().st_mtime_ns
     pipeline.audit(config, run, log=None)  # a finished audit is current: nothing is redone
     assert (tmp_path / "run" / "audit.json").stat().st_mtime_ns == written
+
+
+@pytest.mark.slow
+def test_the_ready_secrets_config_finds_exposure_and_bounds_epsilon(tmp_path):
+    from .text_corpus import write_prefix
+
+    corpus = write_corpus(tmp_path / "corpus.txt", 300)
+    prefix = write_prefix(tmp_path / "prefix.txt", corpus)
+    ready = Path(__file__).resolve().parents[1] / "configs" / "text_lm_secrets.yaml"
+    overrides = [
+        f"data.path={corpus}",
+        f"query.recall_prefix={prefix}",
+        "dp_audit.canaries.secret_digits=3",
+    ]
+    run = RunDir(tmp_path / "run")
+    metrics = pipeline.audit(load_config(ready, overrides), run, log=None)
+    assert metrics["recall"]["auc"]["mean"] > 0.5 and metrics["lm-loss"]["auc"]["mean"] > 0.55
+    audit = json.loads((tmp_path / "run" / "audit.json").read_text())
+    assert set(audit["attacks"]) == {"lm-loss", "min-k", "recall"}
+    found = audit["exposure"]
+    assert found["candidates"] == 1000 - 20 + 1
+    # the models memorise the secrets they trained on: more exposure than the others
+    assert found["members_mean"] > found["non_members_mean"]
+    assert all(0 <= a["one_run"]["epsilon_lower"] < math.inf for a in audit["attacks"].values())

@@ -26,7 +26,8 @@ class RecallAttack(TextAttack):
 
     def unavailable(self, signals: Signals) -> str | None:
         reason = super().unavailable(signals)
-        if reason is None and signals.tokens.logprobs_recall is None:  # type: ignore[union-attr]
+        tokens = signals.tokens
+        if reason is None and tokens is not None and tokens.logprobs_recall is None:
             return (
                 "recall needs each record's log-probs with a non-member prefix before it, which "
                 "the query writes with query.recall_prefix"

@@ -142,6 +142,15 @@ def test_plan_checks_text_canaries_before_anything_trains(tmp_path, overrides, m
     assert not (tmp_path / "run" / "run.yaml").exists()
 
 
+def test_text_records_take_natural_canaries_unchanged(tmp_path):
+    config = _config(tmp_path, "dp_audit.canaries.kind=natural")
+    planned = pipeline.plan(config, RunDir(tmp_path / "run"), log=None)
+    assert np.array_equal(planned.pool.x, load_user(tmp_path / "c.txt").x)
+    canaries = pipeline.configured_canaries(config, 40)
+    keep = planned.keep[:, canaries]
+    assert len(canaries) == 8 and keep.any(axis=0).all() and (~keep).any(axis=0).all()
+
+
 def test_secret_canaries_are_for_text_records(tmp_path, tiny_config):
     config = tiny_config.model_copy(
         update={

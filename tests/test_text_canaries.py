@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -199,9 +200,18 @@ def test_a_text_audit_with_secret_canaries_bounds_epsilon_and_measures_exposure(
     assert "Exposure (Carlini et al. 2019" in report and "exposure (secret canaries)" in report
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["canaries_left_out"]["count"] == 8
+    table = pd.read_csv(tmp_path / "run" / "tables" / "exposure.csv")
+    assert len(table) == 12 * 8 and table["member"].sum() == members.sum()
+    for row in table.itertuples():
+        i = int(np.flatnonzero(canaries == row.record)[0])
+        assert row.secret == secrets[i] and row.member == keep[row.target, row.record]
+        assert row.exposure_bits == pytest.approx(per[audit["targets"].index(row.target), i])
     written = (tmp_path / "run" / "audit.json").stat().st_mtime_ns
     pipeline.audit(config, run, log=None)  # a finished audit is current: nothing is redone
     assert (tmp_path / "run" / "audit.json").stat().st_mtime_ns == written
+    table.assign(exposure_bits=13.0).to_csv(tmp_path / "run" / "tables" / "exposure.csv")
+    pipeline.audit(config, run, log=None)  # an edited table is stale: the DP audit rewrites it
+    assert pd.read_csv(tmp_path / "run" / "tables" / "exposure.csv").equals(table)
 
 
 @pytest.mark.slow

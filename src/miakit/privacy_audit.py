@@ -21,7 +21,8 @@ attack writes, in audit.json:
 - `exposure`, with secret canaries (text records, dp_audit.canaries.kind secret): each target's
   exposure of each canary (miakit.evaluate.exposure, the Secret Sharer's), its mean over the
   canaries the target trained on and over the others, and the bounds above with exposure as
-  the canaries' score (`bounds`).
+  the canaries' score (`bounds`); the same per (target, canary) in tables/exposure.parquet and
+  .csv, written with audit.json.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 
 from miakit.chain import (
     audit_inputs,
@@ -50,6 +52,7 @@ from miakit.evaluate.dp_audit import (
     threshold_audit,
 )
 from miakit.evaluate.exposure import exposure
+from miakit.evaluate.tables import TABLES_DIR, write_tables
 from miakit.plan import configured_canaries, configured_secrets, evaluation_design, has_secrets
 from miakit.store import RunDir, clear_leftovers, document_record, load_npy, save_json
 from miakit.tokens import SECRET_STAT
@@ -120,10 +123,15 @@ def audit_dp(run: RunDir, config: AuditConfig) -> dict:
         "attacks": results,
         "skipped": skipped,
     }
+    written = []
     if has_secrets(config):
         out["exposure"] = _exposure(run, config, design.targets, members, delta)
-    # audit.json holds its own record, as metrics.json does, and the hash of its content
-    record = inputs_record(inputs, files) | document_record(out, run.root)
+        table = exposure_table(out["exposure"], design.targets, canaries, members)
+        written = write_tables(run.root / TABLES_DIR, {"exposure": table})
+        written += [p.with_suffix(".csv") for p in written]
+    # audit.json holds its own record, as metrics.json does, and the hash of its content and of
+    # the tables written with it
+    record = inputs_record(inputs, files) | document_record(out, run.root, written)
     save_json(path, out | record)
     return out | record
 
@@ -189,6 +197,21 @@ def _audit_scores(scores: np.ndarray, members: np.ndarray, delta: float, beta: f
             | {"assumption": INDEPENDENT_TRIALS_ASSUMPTION},
         }
     return result
+
+
+def exposure_table(found: dict, targets, canaries: np.ndarray, members: np.ndarray) -> pd.DataFrame:
+    """tables/exposure: one row per (target, canary): the target, the canary's pool record, its
+    secret, whether the target trained on it, and its exposure in bits."""
+    exposures = np.asarray(found["per_target"])
+    return pd.DataFrame(
+        {
+            "target": np.repeat(np.asarray(targets), len(canaries)),
+            "record": np.tile(canaries, len(targets)),
+            "secret": np.tile(np.asarray(found["secrets"]), len(targets)),
+            "member": members.reshape(-1),
+            "exposure_bits": exposures.reshape(-1),
+        }
+    )
 
 
 def _exposure(run: RunDir, config: AuditConfig, targets, members: np.ndarray, delta: float) -> dict:

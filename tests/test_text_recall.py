@@ -140,10 +140,13 @@ def _config(tmp_path: Path, *overrides: str):
             r"^query.recall_prefix: its \d+ tokens and a record's \d+ do not fit",
         ),
         (["query.recall_shots=3"], r"^query.recall_shots: 3 texts asked for but .* holds 2"),
-        (["query.recall_prefix=missing.txt"], r"^query.recall_prefix: cannot read missing.txt"),
+        (
+            ["query.recall_prefix=missing.txt"],
+            r"^query.recall_prefix: cannot read /\S*/missing.txt",
+        ),
         (
             ["query.recall_prefix=c.npz"],
-            r"^query.recall_prefix: c.npz is not a .txt, .jsonl or .csv",
+            r"^query.recall_prefix: /\S*/c.npz is not a .txt, .jsonl or .csv",
         ),
         (["model.context=20"], r"^model.context \(20\) must be at least"),
     ],
@@ -191,3 +194,13 @@ def test_recall_runs_in_an_audit_and_a_new_prefix_queries_again_without_training
     )
     pipeline.audit(without, run, log=None)
     assert not run.token_stat(0, tokens.RECALL_STAT).exists()
+
+
+def test_run_yaml_records_the_prefix_by_its_absolute_path(tmp_path, monkeypatch):
+    config = _config(tmp_path, "query.recall_prefix=p.txt")
+    monkeypatch.chdir(tmp_path)
+    pipeline.plan(config, RunDir(tmp_path / "run"), log=None)
+    monkeypatch.chdir(Path(__file__).parent)  # later stages may run anywhere
+    recorded = pipeline.run_config(RunDir(tmp_path / "run")).query.recall_prefix
+    assert recorded == tmp_path / "p.txt" and recorded.is_absolute()
+    assert pipeline.status(RunDir(tmp_path / "run"))  # its query hashes read the prefix

@@ -152,8 +152,8 @@ def plan(config: AuditConfig, run: RunDir, log: Callable[[str], None] | None = N
     members, the references and records each attack needs, each attack's options against the
     classes, references and loss traces (`Attack.check`), the output folder), and files whose
     content is unchanged are left untouched. `attacks: all` is expanded in the returned plan's
-    config and in run.yaml, as are RMIA's signal for estimators and the target checkpoint's paths
-    (made absolute). With `log`, a config that changes an existing
+    config and in run.yaml, as are RMIA's signal for estimators and the target checkpoint's and
+    ReCaLL prefix's paths (made absolute). With `log`, a config that changes an existing
     run is described (what changed, what will be redone). Model folders beyond num_models are
     removed.
     """
@@ -168,6 +168,9 @@ def plan(config: AuditConfig, run: RunDir, log: Callable[[str], None] | None = N
             "target_members": Path(model.target_members).resolve(),
         }
         config = config.model_copy(update={"model": model.model_copy(update=resolved)})
+    if config.query.recall_prefix is not None:  # absolute in run.yaml, as the checkpoint's
+        prefix = {"recall_prefix": Path(config.query.recall_prefix).expanduser().resolve()}
+        config = config.model_copy(update={"query": config.query.model_copy(update=prefix)})
     check_attack_options(config)
     check_output_attacks(config)
     pool = load_configured_pool(config)

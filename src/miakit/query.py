@@ -146,14 +146,19 @@ def _conditional_logprobs(model: nn.Module, prefix: Tensor, part: Tensor) -> Ten
     return logp.gather(-1, part[:, 1:].unsqueeze(-1)).squeeze(-1)
 
 
+#: tokens per forward pass of `log_perplexity` (its float64 log-softmax holds them × vocabulary)
+CHUNK_TOKENS = 1 << 16
+
+
 @torch.no_grad()
-def log_perplexity(model: nn.Module, x: Tensor, chunk: int = 1024) -> np.ndarray:
+def log_perplexity(model: nn.Module, x: Tensor, chunk: int | None = None) -> np.ndarray:
     """The Secret Sharer's log-perplexity (Carlini et al. 2019) of each record x [N, L] (token
     ids) under a causal LM, in eval mode: float64 [N], −Σ_t log2 p(x_t | x_<t) in bits over
-    the record's real next tokens (EOS included, PAD excluded)."""
+    the record's real next tokens (EOS included, PAD excluded). chunk: records per forward pass
+    (default: CHUNK_TOKENS tokens' worth)."""
     model.eval()
     out = []
-    for part in x.split(chunk):
+    for part in x.split(chunk or max(1, CHUNK_TOKENS // x.shape[1])):
         logp = torch.log_softmax(model(part).double(), dim=-1)
         targets = part[:, 1:]
         actual = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)

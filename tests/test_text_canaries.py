@@ -10,8 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from miakit import pipeline, tokens
+from miakit.cli import app
 from miakit.config import load_config
 from miakit.data.canaries import draw_secrets, insert_secrets, secret_texts
 from miakit.data.user import load_user
@@ -206,6 +208,9 @@ def test_a_text_audit_with_secret_canaries_bounds_epsilon_and_measures_exposure(
         i = int(np.flatnonzero(canaries == row.record)[0])
         assert row.secret == secrets[i] and row.member == keep[row.target, row.record]
         assert row.exposure_bits == pytest.approx(per[audit["targets"].index(row.target), i])
+    shown = CliRunner().invoke(app, ["audit-dp", str(tmp_path / "run")])
+    assert shown.exit_code == 0 and "│ exposure" in shown.output
+    assert f"{found['members_mean']:.2f} where trained on" in " ".join(shown.output.split())
     written = (tmp_path / "run" / "audit.json").stat().st_mtime_ns
     pipeline.audit(config, run, log=None)  # a finished audit is current: nothing is redone
     assert (tmp_path / "run" / "audit.json").stat().st_mtime_ns == written

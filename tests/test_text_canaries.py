@@ -217,6 +217,16 @@ def test_a_text_audit_with_secret_canaries_bounds_epsilon_and_measures_exposure(
     table.assign(exposure_bits=13.0).to_csv(tmp_path / "run" / "tables" / "exposure.csv")
     pipeline.audit(config, run, log=None)  # an edited table is stale: the DP audit rewrites it
     assert pd.read_csv(tmp_path / "run" / "tables" / "exposure.csv").equals(table)
+    natural = config.model_copy(
+        update={
+            "dp_audit": load_config(
+                None, ["dp_audit.canaries.count=8", "dp_audit.canaries.kind=natural"]
+            ).dp_audit
+        }
+    )
+    pipeline.audit(natural, run, log=None)  # no secrets now: no exposure, no stale table
+    assert "exposure" not in json.loads((tmp_path / "run" / "audit.json").read_text())
+    assert not (tmp_path / "run" / "tables" / "exposure.csv").exists()
 
 
 @pytest.mark.slow

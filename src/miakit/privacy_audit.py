@@ -129,6 +129,8 @@ def audit_dp(run: RunDir, config: AuditConfig) -> dict:
         table = exposure_table(out["exposure"], design.targets, canaries, members)
         written = write_tables(run.root / TABLES_DIR, {"exposure": table})
         written += [p.with_suffix(".csv") for p in written]
+    else:  # from an earlier config with secret canaries: stale now
+        remove_exposure_tables(run)
     # audit.json holds its own record, as metrics.json does, and the hash of its content and of
     # the tables written with it
     record = inputs_record(inputs, files) | document_record(out, run.root, written)
@@ -197,6 +199,12 @@ def _audit_scores(scores: np.ndarray, members: np.ndarray, delta: float, beta: f
             | {"assumption": INDEPENDENT_TRIALS_ASSUMPTION},
         }
     return result
+
+
+def remove_exposure_tables(run: RunDir) -> None:
+    """Remove tables/exposure.parquet and .csv (written with an audit.json of secret canaries)."""
+    for suffix in (".parquet", ".csv"):
+        (run.root / TABLES_DIR / f"exposure{suffix}").unlink(missing_ok=True)
 
 
 def exposure_table(found: dict, targets, canaries: np.ndarray, members: np.ndarray) -> pd.DataFrame:

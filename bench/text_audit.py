@@ -1,9 +1,12 @@
 """Time the text audit (configs/text_lm.yaml) stage by stage, and each attack's throughput.
 
-Writes the synthetic corpus of tests/text_corpus.py (600 records by default), runs plan, train,
-query, then each attack of the config on its own (records scored per second: targets × records
-/ wall seconds), evaluate and report, and prints wall and CPU seconds per stage.
-Usage: python bench/text_audit.py [--records 600] [--set key=value ...]
+Writes the synthetic corpus of tests/text_corpus.py (600 records by default) and, for a config
+with a ReCaLL prefix, a file of other texts for it; runs plan, train, query, then each attack of
+the config on its own (records scored per second: targets × records / wall seconds), evaluate,
+the DP audit where the config plants canaries, and report, and prints wall and CPU seconds per
+stage.
+Usage: python bench/text_audit.py [--config configs/text_lm.yaml] [--records 600]
+       [--set key=value ...]
 """
 
 from __future__ import annotations
@@ -19,15 +22,17 @@ from machine import header
 
 from miakit import pipeline
 from miakit.config import load_config
+from miakit.privacy_audit import audit_dp
 from miakit.store import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from text_corpus import write_corpus  # noqa: E402
+from text_corpus import write_corpus, write_prefix  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "text_lm.yaml")
     parser.add_argument("--records", type=int, default=600)
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     args = parser.parse_args()
@@ -43,9 +48,11 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as root:
         corpus = write_corpus(Path(root) / "corpus.txt", args.records)
-        config = load_config(
-            ROOT / "configs" / "text_lm.yaml", [f"data.path={corpus}", *args.overrides]
-        )
+        overrides = [f"data.path={corpus}", *args.overrides]
+        if load_config(args.config, overrides).query.recall_prefix is not None:
+            prefix = write_prefix(Path(root) / "prefix.txt", corpus)
+            overrides.insert(1, f"query.recall_prefix={prefix}")
+        config = load_config(args.config, overrides)
         run = RunDir(Path(root) / "run")
         planned = timed("plan", pipeline.plan, config, run, None)
         config = planned.config
@@ -54,13 +61,16 @@ def main() -> None:
         for name in config.attacks:
             timed(f"attack {name}", pipeline.attack, run, config, [name])
         metrics = timed("evaluate", pipeline.evaluate, run, config)
+        audit = None
+        if config.dp_audit.canaries.count:
+            audit = timed("audit-dp", audit_dp, run, config)
         timed("report", pipeline.report, run)
     total, total_cpu = sum(timings.values()), sum(cpu.values())
     scored = len(planned.targets) * planned.pool.num_records
     attack_seconds = sum(s for stage, s in timings.items() if stage.startswith("attack"))
     print(header("text_audit.py"))
     print(
-        f"config: configs/text_lm.yaml, {args.records} records of {planned.pool.x.shape[1]} "
+        f"config: {args.config.resolve().relative_to(ROOT)}, {args.records} records of {planned.pool.x.shape[1]} "
         f"tokens, {config.split.num_models} models, {len(planned.targets)} targets, overrides "
         f"{args.overrides or 'none'}"
     )
@@ -74,6 +84,17 @@ def main() -> None:
     )
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     print(f"mean AUC: { {a: round(m['auc']['mean'], 3) for a, m in metrics.items()} }")
+    if audit is not None:
+        bounds = {a: round(f["one_run"]["epsilon_lower"], 3) for a, f in audit["attacks"].items()}
+        print(f"one-run ε lower bounds on the canaries: {bounds}")
+        if "exposure" in audit:
+            found = audit["exposure"]
+            print(
+                f"exposure of the secret canaries (of {found['max_bits']:.2f} bits): mean "
+                f"{found['members_mean']:.2f} bits where trained on, "
+                f"{found['non_members_mean']:.2f} where not; one-run ε lower bound from "
+                f"exposure {found['bounds']['one_run']['epsilon_lower']:.3f}"
+            )
 
 
 if __name__ == "__main__":

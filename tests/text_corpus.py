@@ -1,6 +1,7 @@
-"""A synthetic corpus of short text records with planted secrets, for the text audit's tests.
+"""A synthetic corpus of short text records with planted secrets, for the text audit's tests,
+and a file of other texts of the same kind for ReCaLL's non-member prefix.
 
-Usage: python tests/text_corpus.py FILE [COUNT]
+Usage: python tests/text_corpus.py FILE [COUNT] [PREFIX_FILE]
 """
 
 import sys
@@ -32,5 +33,15 @@ def write_corpus(path: Path, count: int, seed: int = 0) -> Path:
     return path
 
 
+def write_prefix(path: Path, corpus_path: Path, count: int = 4, seed: int = 1) -> Path:
+    """`count` texts of the corpus's templates that are none of `corpus_path`'s records."""
+    records = set(corpus_path.read_text(encoding="utf-8").splitlines())
+    texts = [t for t in corpus(count * 4, seed) if t not in records][:count]
+    path.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    return path
+
+
 if __name__ == "__main__":
-    write_corpus(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 600)
+    written = write_corpus(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 600)
+    if len(sys.argv) > 3:
+        write_prefix(Path(sys.argv[3]), written)

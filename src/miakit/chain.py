@@ -35,7 +35,7 @@ from typing import Any
 
 from miakit.attacks import make_attack
 from miakit.config import AuditConfig
-from miakit.plan import Design
+from miakit.plan import Design, has_secrets, token_stats
 from miakit.store import (
     RunDir,
     content_hash,
@@ -44,6 +44,7 @@ from miakit.store import (
     load_npy,
     stamped_hash,
 )
+from miakit.tokens import SECRET_STAT
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
@@ -118,6 +119,10 @@ def scores_inputs(
     files = scores_files(run, len(load_npy(run.keep, mmap=True)))
     if attack.needs_features:
         files["pool.json"] = run.pool
+    if attack.needs_tokens:  # a query's token statistics may change while its logits do not
+        names = token_stats(config)
+        for m in range(len(load_npy(run.keep, mmap=True))):
+            files |= {f"models/{m:04d}/{n}.npy": run.token_stat(m, n) for n in names}
     hashes = _hashes(files, record)
     inputs = {
         "attack": name,
@@ -237,10 +242,19 @@ def audit_inputs(
     files = {"keep.npy": run.keep}
     files |= {f"scores/{n}.npy": run.scores(n) for n in names if n not in skipped}
     files |= {f"models/{t:04d}/meta.json": run.meta(t) for t in design.targets}
+    if has_secrets(config):  # the exposure of secret canaries
+        files |= {
+            f"models/{t:04d}/{SECRET_STAT}.npy": run.token_stat(t, SECRET_STAT)
+            for t in design.targets
+        }
+    dp_audit = config.dp_audit.model_dump(mode="json")
+    if not has_secrets(config):  # audits without secrets keep the hashes they had
+        for key in ("secret_format", "secret_digits"):
+            dp_audit["canaries"].pop(key)
     inputs: dict[str, Any] = {
         "attacks": list(names),
         "skipped": skipped,
-        "dp_audit": config.dp_audit.model_dump(mode="json"),
+        "dp_audit": dp_audit,
         "dp_delta": config.defences.dp.delta,
         "seed": config.seed,
         "targets": list(design.targets),

@@ -291,7 +291,9 @@ def audit_dp(run: Path = RunArgument) -> None:
     run_dir = RunDir(run)
     result = pipeline.audit_dp(run_dir, pipeline.run_config(run_dir))
     table = Table("attack", "ε one run", "ε many runs", "μ (independent trials)")
-    for name, figures in result["attacks"].items():
+    secrets = result.get("exposure")
+    rows = dict(result["attacks"]) | ({"exposure": secrets["bounds"]} if secrets else {})
+    for name, figures in rows.items():
         many = figures.get("many_runs") or {}
         table.add_row(
             name,
@@ -302,6 +304,12 @@ def audit_dp(run: Path = RunArgument) -> None:
     console.print(table)
     eps = result["accountant_epsilon"]
     console.print(f"accountant ε: {'–' if eps is None else f'{eps:.3g}'}  δ={result['delta']:g}")
+    if secrets:
+        console.print(
+            f"exposure of the secret canaries (bits, of {secrets['max_bits']:.2f}): "
+            f"{secrets['members_mean']:.2f} where trained on, "
+            f"{secrets['non_members_mean']:.2f} where not"
+        )
     console.print(f"audit: {run_dir.root / 'audit.json'}")
 
 

@@ -28,6 +28,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from miakit.architectures import is_sklearn
+from miakit.data.canaries import secret_texts
+from miakit.data.text import load_prefix
 from miakit.defences.dp import train_private
 from miakit.defences.laplace import fit_laplace
 from miakit.defences.temperature import temperature_scaled
@@ -40,8 +42,8 @@ from miakit.models.sklearn_model import (
     new_estimator,
     save_estimator,
 )
-from miakit.plan import CHECKPOINT_MODEL, Plan, load_plan, queried, trained
-from miakit.query import identity_view, query_logits, query_tokens
+from miakit.plan import CHECKPOINT_MODEL, Plan, has_secrets, load_plan, queried, trained
+from miakit.query import identity_view, log_perplexity, query_logits, query_tokens
 from miakit.seeding import derive_seed, rng
 from miakit.store import (
     RunDir,
@@ -52,7 +54,7 @@ from miakit.store import (
     stamped_hash,
     write_atomic,
 )
-from miakit.tokens import TOKEN_STATS
+from miakit.tokens import RECALL_STAT, SECRET_STAT, TOKEN_STATS, encode
 from miakit.train.batched import train_batched
 from miakit.train.lm import train_lm
 from miakit.train.threads import threads_for, torch_threads
@@ -84,7 +86,7 @@ def train_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
         for m in todo:  # stale outputs go first: a crash never leaves them looking current
             for path in (run.meta(m), run.logits(m), run.trace(m)):
                 path.unlink(missing_ok=True)
-            for name in TOKEN_STATS:
+            for name in (*TOKEN_STATS, RECALL_STAT, SECRET_STAT):
                 run.token_stat(m, name).unlink(missing_ok=True)
         if is_sklearn(plan.config.model.arch):
             for m in todo:
@@ -274,8 +276,11 @@ def query_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
             data = data or feature_source(plan, run)
             model, calibration = _queryable(plan, run, data, m)
             if plan.pool.is_text:
+                prefix = _recall_prefix(plan, data.device)
                 with torch_threads(threads_for(model, plan.config.execution.threads)):
-                    logits, stats = query_tokens(model, data.x)
+                    logits, stats = query_tokens(model, data.x, prefix=prefix)
+                    if has_secrets(plan.config):
+                        stats[SECRET_STAT] = log_perplexity(model, _alternatives(plan, data.device))
                 _save_tokens(plan, run, m, logits, stats)
                 done.append(m)
                 continue
@@ -306,6 +311,21 @@ def _save_logits(
     save_json(run.meta(m), meta)
 
 
+def _recall_prefix(plan: Plan, device: torch.device) -> torch.Tensor | None:
+    """The ReCaLL prefix's token ids [K] (query.recall_prefix), or None without one."""
+    query = plan.config.query
+    if query.recall_prefix is None:
+        return None
+    return torch.from_numpy(load_prefix(query.recall_prefix, query.recall_shots)[1]).to(device)
+
+
+def _alternatives(plan: Plan, device: torch.device) -> torch.Tensor:
+    """Token ids [|R|, L] of every text of the secret canaries' randomness space R."""
+    canaries = plan.config.dp_audit.canaries
+    texts = secret_texts(canaries.secret_format, canaries.secret_digits)
+    return torch.from_numpy(encode(texts, plan.pool.x.shape[1])).to(device)
+
+
 def _save_tokens(
     plan: Plan, run: RunDir, m: int, logits: np.ndarray, stats: dict[str, np.ndarray]
 ) -> None:
@@ -314,6 +334,9 @@ def _save_tokens(
     records (in place of accuracies)."""
     for name, array in stats.items():
         save_npy(run.token_stat(m, name), array)
+    for name in (RECALL_STAT, SECRET_STAT):  # from a query with a prefix or secrets now gone
+        if name not in stats:
+            run.token_stat(m, name).unlink(missing_ok=True)
     save_npy(run.logits(m), logits)
     keep_row = plan.keep[m]
     nll = -logits[:, 0, 0].astype(np.float64)
@@ -322,7 +345,7 @@ def _save_tokens(
         {
             "query_hash": plan.query_hash(m, meta.get("device", "cuda")),
             "logits": file_stamp(run.logits(m)),
-            "tokens": {name: file_stamp(run.token_stat(m, name)) for name in TOKEN_STATS},
+            "tokens": {name: file_stamp(run.token_stat(m, name)) for name in stats},
             "token_nll_in": float(nll[keep_row].mean()),
             "token_nll_out": float(nll[~keep_row].mean()),
         }

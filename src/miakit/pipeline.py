@@ -82,7 +82,7 @@ from miakit.plan import (
     trained,
 )
 from miakit.plan import plan as plan_run
-from miakit.privacy_audit import audit_dp, check_audit_current
+from miakit.privacy_audit import audit_dp, check_audit_current, remove_exposure_tables
 from miakit.progress import ProgressLines, progress, tracked
 from miakit.signals import Signals, TokenSignals
 from miakit.store import (
@@ -785,5 +785,6 @@ def _audit(config: AuditConfig, run: RunDir, log: Log | None) -> dict:
         audit_dp(run, config)
     elif audit_json_path(run).is_file():  # from an earlier config with canaries: stale now
         audit_json_path(run).unlink()
+        remove_exposure_tables(run)
     report(run)
     return metrics

@@ -17,7 +17,14 @@ from miakit.architectures import is_sklearn
 from miakit.config import AuditConfig, TrainConfig, dump_config, read_run_config
 from miakit.config.defences import DefenceConfig
 from miakit.data import Pool, load_pool, make_split
-from miakit.data.canaries import canary_keep, canary_records, insert_canaries
+from miakit.data.canaries import (
+    canary_keep,
+    canary_records,
+    draw_secrets,
+    insert_canaries,
+    insert_secrets,
+)
+from miakit.data.text import load_prefix
 from miakit.errors import MiakitError
 from miakit.seeding import rng
 from miakit.store import (
@@ -31,7 +38,7 @@ from miakit.store import (
     save_bytes_if_changed,
     stamped_hash,
 )
-from miakit.tokens import TOKEN_STATS
+from miakit.tokens import RECALL_STAT, SECRET_STAT, TOKEN_STATS
 from miakit.validate import (
     check_attack_options,
     check_attack_settings,
@@ -108,8 +115,20 @@ def load_configured_pool(config: AuditConfig) -> Pool:
     records = configured_canaries(config, pool.num_records)
     if len(records) == 0:
         return pool
-    kind = config.dp_audit.canaries.kind
-    return insert_canaries(pool, records, kind, rng(config.seed, "canary-content"))
+    canaries = config.dp_audit.canaries
+    if canaries.kind == "secret":
+        secrets = configured_secrets(config)
+        return insert_secrets(
+            pool, records, secrets, canaries.secret_format, canaries.secret_digits
+        )
+    return insert_canaries(pool, records, canaries.kind, rng(config.seed, "canary-content"))
+
+
+def configured_secrets(config: AuditConfig) -> np.ndarray:
+    """The secrets of the run's secret canaries (int64 [m], canary i of configured_canaries
+    holds secret i; `miakit.data.canaries.draw_secrets`)."""
+    canaries = config.dp_audit.canaries
+    return draw_secrets(canaries.count, canaries.secret_digits, rng(config.seed, "canary-content"))
 
 
 def configured_canaries(config: AuditConfig, num_records: int) -> np.ndarray:
@@ -133,8 +152,8 @@ def plan(config: AuditConfig, run: RunDir, log: Callable[[str], None] | None = N
     members, the references and records each attack needs, each attack's options against the
     classes, references and loss traces (`Attack.check`), the output folder), and files whose
     content is unchanged are left untouched. `attacks: all` is expanded in the returned plan's
-    config and in run.yaml, as are RMIA's signal for estimators and the target checkpoint's paths
-    (made absolute). With `log`, a config that changes an existing
+    config and in run.yaml, as are RMIA's signal for estimators and the target checkpoint's and
+    ReCaLL prefix's paths (made absolute). With `log`, a config that changes an existing
     run is described (what changed, what will be redone). Model folders beyond num_models are
     removed.
     """
@@ -149,6 +168,9 @@ def plan(config: AuditConfig, run: RunDir, log: Callable[[str], None] | None = N
             "target_members": Path(model.target_members).resolve(),
         }
         config = config.model_copy(update={"model": model.model_copy(update=resolved)})
+    if config.query.recall_prefix is not None:  # absolute in run.yaml, as the checkpoint's
+        prefix = {"recall_prefix": Path(config.query.recall_prefix).expanduser().resolve()}
+        config = config.model_copy(update={"query": config.query.model_copy(update=prefix)})
     check_attack_options(config)
     check_output_attacks(config)
     pool = load_configured_pool(config)
@@ -406,8 +428,17 @@ def query_hash(
     dp_applies = config.defences.dp.enabled and defended
     checkpoint = checkpoint_inputs(config, m)
     train = train_hash(training_inputs, fingerprint, keep_row, m, device, dp_applies, checkpoint)
-    # query.output restricts what attacks read of the stored logits: it changes no logits
-    inputs = {"train": train, **config.query.model_dump(mode="json", exclude={"output"})}
+    # query.output restricts what attacks read of the stored logits: it changes no logits; the
+    # ReCaLL prefix counts by its tokens, and only where there is one (other hashes unchanged)
+    query = config.query
+    excluded = {"output", "recall_prefix", "recall_shots"}
+    inputs = {"train": train, **query.model_dump(mode="json", exclude=excluded)}
+    if query.recall_prefix is not None:
+        prefix = load_prefix(query.recall_prefix, query.recall_shots)[1]
+        inputs["recall_prefix"] = array_hash(prefix)
+    if has_secrets(config):  # the alternatives each model scores
+        canaries = config.dp_audit.canaries
+        inputs["secrets"] = [canaries.secret_format, canaries.secret_digits]
     defences = config.defences
     if defended and (defences.temperature_scaling or defences.laplace.enabled):
         inputs["calibration"] = defences.model_dump(mode="json", include=set(QUERY_SIDE_DEFENCES))
@@ -454,11 +485,28 @@ def queried(run: RunDir, hashes: Plan | Hashes, m: int) -> bool:
     if meta.get("query_hash") != hashes.query_hash(m, device):
         return False
     tokens = meta.get("tokens")  # a causal LM's token statistics
-    if isinstance(tokens, dict) and not all(
-        _recorded_file(run.token_stat(m, name), tokens.get(name)) for name in TOKEN_STATS
-    ):
-        return False
+    if isinstance(tokens, dict):
+        names = token_stats(hashes.config)
+        if not all(_recorded_file(run.token_stat(m, n), tokens.get(n)) for n in names):
+            return False
     return _recorded_file(run.logits(m), meta.get("logits"))
+
+
+def token_stats(config: AuditConfig) -> tuple[str, ...]:
+    """The statistics a causal LM's query writes under `config`: TOKEN_STATS, RECALL_STAT with
+    query.recall_prefix, SECRET_STAT with secret canaries (`miakit.tokens`)."""
+    names = TOKEN_STATS
+    if config.query.recall_prefix is not None:
+        names += (RECALL_STAT,)
+    if has_secrets(config):
+        names += (SECRET_STAT,)
+    return names
+
+
+def has_secrets(config: AuditConfig) -> bool:
+    """Whether the run plants secret canaries (dp_audit.canaries kind secret, count > 0)."""
+    canaries = config.dp_audit.canaries
+    return canaries.count > 0 and canaries.kind == "secret"
 
 
 def _recorded_file(path: Path, stamp: Any) -> bool:

@@ -18,6 +18,11 @@ attack writes, in audit.json:
   indicative only.
 - the accountant's ε of the targets (the largest, from their meta.json), when trained with DP-SGD.
 - `confidence`: 1 − β − redraw_slack(M, m), the confidence the one-run bounds hold at once.
+- `exposure`, with secret canaries (text records, dp_audit.canaries.kind secret): each target's
+  exposure of each canary (miakit.evaluate.exposure, the Secret Sharer's), its mean over the
+  canaries the target trained on and over the others, and the bounds above with exposure as
+  the canaries' score (`bounds`); the same per (target, canary) in tables/exposure.parquet and
+  .csv, written with audit.json.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 
 from miakit.chain import (
     audit_inputs,
@@ -45,8 +51,11 @@ from miakit.evaluate.dp_audit import (
     one_run_audit,
     threshold_audit,
 )
-from miakit.plan import configured_canaries, evaluation_design
+from miakit.evaluate.exposure import exposure
+from miakit.evaluate.tables import TABLES_DIR, write_tables
+from miakit.plan import configured_canaries, configured_secrets, evaluation_design, has_secrets
 from miakit.store import RunDir, clear_leftovers, document_record, load_npy, save_json
+from miakit.tokens import SECRET_STAT
 
 MANY_RUNS_ASSUMPTION = (
     "each (target, canary) keep bit an independent fair coin (up to the stated confidence), and "
@@ -114,8 +123,17 @@ def audit_dp(run: RunDir, config: AuditConfig) -> dict:
         "attacks": results,
         "skipped": skipped,
     }
-    # audit.json holds its own record, as metrics.json does, and the hash of its content
-    record = inputs_record(inputs, files) | document_record(out, run.root)
+    written = []
+    if has_secrets(config):
+        out["exposure"] = _exposure(run, config, design.targets, members, delta)
+        table = exposure_table(out["exposure"], design.targets, canaries, members)
+        written = write_tables(run.root / TABLES_DIR, {"exposure": table})
+        written += [p.with_suffix(".csv") for p in written]
+    else:  # from an earlier config with secret canaries: stale now
+        remove_exposure_tables(run)
+    # audit.json holds its own record, as metrics.json does, and the hash of its content and of
+    # the tables written with it
+    record = inputs_record(inputs, files) | document_record(out, run.root, written)
     save_json(path, out | record)
     return out | record
 
@@ -181,6 +199,54 @@ def _audit_scores(scores: np.ndarray, members: np.ndarray, delta: float, beta: f
             | {"assumption": INDEPENDENT_TRIALS_ASSUMPTION},
         }
     return result
+
+
+def remove_exposure_tables(run: RunDir) -> None:
+    """Remove tables/exposure.parquet and .csv (written with an audit.json of secret canaries)."""
+    for suffix in (".parquet", ".csv"):
+        (run.root / TABLES_DIR / f"exposure{suffix}").unlink(missing_ok=True)
+
+
+def exposure_table(found: dict, targets, canaries: np.ndarray, members: np.ndarray) -> pd.DataFrame:
+    """tables/exposure: one row per (target, canary): the target, the canary's pool record, its
+    secret, whether the target trained on it, and its exposure in bits."""
+    exposures = np.asarray(found["per_target"])
+    return pd.DataFrame(
+        {
+            "target": np.repeat(np.asarray(targets), len(canaries)),
+            "record": np.tile(canaries, len(targets)),
+            "secret": np.tile(np.asarray(found["secrets"]), len(targets)),
+            "member": members.reshape(-1),
+            "exposure_bits": exposures.reshape(-1),
+        }
+    )
+
+
+def _exposure(run: RunDir, config: AuditConfig, targets, members: np.ndarray, delta: float) -> dict:
+    """The secret canaries' exposure [T, m] under each target (members: their keep bits [T, m])
+    and its DP-audit bounds. MiakitError naming `miakit query` when a target's log-perplexities
+    of R are missing."""
+    canaries = config.dp_audit.canaries
+    secrets = configured_secrets(config)
+    rows = []
+    for t in targets:
+        path = run.token_stat(t, SECRET_STAT)
+        if not path.is_file():
+            raise MiakitError(f"{path} is missing; run `miakit query {run.root}`")
+        rows.append(exposure(load_npy(path), secrets))
+    exposures = np.array(rows)
+    candidates = 10**canaries.secret_digits - len(secrets) + 1
+    return {
+        "secret_format": canaries.secret_format,
+        "secret_digits": canaries.secret_digits,
+        "candidates": candidates,
+        "max_bits": math.log2(candidates),
+        "secrets": secrets.tolist(),
+        "per_target": exposures.tolist(),
+        "members_mean": float(exposures[members].mean()) if members.any() else None,
+        "non_members_mean": float(exposures[~members].mean()) if (~members).any() else None,
+        "bounds": _audit_scores(exposures, members, delta, config.dp_audit.beta),
+    }
 
 
 def _accountant_epsilon(run: RunDir, targets) -> float | None:

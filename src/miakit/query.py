@@ -12,6 +12,7 @@ and the model's running statistics are left as they were.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from miakit.errors import MiakitError
-from miakit.tokens import PAD, TOKEN_STATS, lowercase
+from miakit.tokens import PAD, RECALL_STAT, TOKEN_STATS, lowercase
 from miakit.train.inputs import Normalization, is_images, model_inputs
 from miakit.views import SHIFTS, identity_view  # noqa: F401 (identity_view: for callers)
 
@@ -95,12 +96,15 @@ MAX_MEAN_LOGPROB = -1e-12
 
 @torch.no_grad()
 def query_tokens(
-    model: nn.Module, x: Tensor, chunk: int = 256
+    model: nn.Module, x: Tensor, chunk: int = 256, prefix: Tensor | None = None
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """A causal LM's outputs on text records x [N, L] (token ids, `miakit.tokens`), in eval mode.
 
     Returns (logits [N, 1, 2] float32, {name: [N, L − 1] float32} of TOKEN_STATS; the last, the
-    log-probs of the lowercased records, costs a second forward pass). Never the
+    log-probs of the lowercased records, costs a second forward pass). With a ReCaLL prefix
+    (token ids [K], `miakit.tokens.encode_prefix`), a third pass runs on each record preceded by
+    the prefix and RECALL_STAT holds log p of the record's tokens 1..L − 1 given the prefix and
+    the record's tokens before them (Xie et al. 2024's LL(x | P), token by token). Never the
     full vocabulary's logits: O(N · L) numbers per model. The logits are the sequence signal
     every logit-based attack reads: the two-class view [log p̄, log(1 − p̄)] of p̄ = exp(mean
     token log p) over the record's real targets (EOS included), so that with label 0 the loss
@@ -108,7 +112,8 @@ def query_tokens(
     (as ML Privacy Meter's LLM signal exp(−loss)); log p̄ is capped at MAX_MEAN_LOGPROB.
     """
     model.eval()
-    stats: dict[str, list[Tensor]] = {name: [] for name in TOKEN_STATS}
+    names = (*TOKEN_STATS, RECALL_STAT) if prefix is not None else TOKEN_STATS
+    stats: dict[str, list[Tensor]] = {name: [] for name in names}
     means = []
     lower = torch.from_numpy(lowercase(x.cpu().numpy())).to(x.device)
     for part, part_lower in zip(x.split(chunk), lower.split(chunk), strict=True):
@@ -122,10 +127,40 @@ def query_tokens(
         logp_lower = torch.log_softmax(model(part_lower).double(), dim=-1)
         actual_lower = logp_lower.gather(-1, part_lower[:, 1:].unsqueeze(-1)).squeeze(-1)
         nan = torch.tensor(float("nan"), dtype=torch.float64, device=part.device)
-        values = (actual, mu, sigma, actual_lower)
-        for name, value in zip(TOKEN_STATS, values, strict=True):
+        values: tuple[Tensor, ...] = (actual, mu, sigma, actual_lower)
+        if prefix is not None:
+            values += (_conditional_logprobs(model, prefix, part),)
+        for name, value in zip(names, values, strict=True):
             stats[name].append(torch.where(real, value, nan).float().cpu())
         means.append((torch.where(real, actual, 0.0).sum(1) / real.sum(1)).cpu())
     mean = torch.cat(means).clamp(max=MAX_MEAN_LOGPROB)
     logits = torch.stack([mean, torch.log(-torch.expm1(mean))], -1)[:, None, :]
     return logits.float().numpy(), {k: torch.cat(v).numpy() for k, v in stats.items()}
+
+
+def _conditional_logprobs(model: nn.Module, prefix: Tensor, part: Tensor) -> Tensor:
+    """log p [B, L − 1] float64 of each record's tokens 1..L − 1 of `part` [B, L] when the
+    prefix [K] precedes the record: the model's outputs at positions K..K + L − 2."""
+    joined = torch.cat([prefix.to(part.device).expand(len(part), -1), part], dim=1)
+    logp = torch.log_softmax(model(joined)[:, len(prefix) :].double(), dim=-1)
+    return logp.gather(-1, part[:, 1:].unsqueeze(-1)).squeeze(-1)
+
+
+#: tokens per forward pass of `log_perplexity` (its float64 log-softmax holds them × vocabulary)
+CHUNK_TOKENS = 1 << 16
+
+
+@torch.no_grad()
+def log_perplexity(model: nn.Module, x: Tensor, chunk: int | None = None) -> np.ndarray:
+    """The Secret Sharer's log-perplexity (Carlini et al. 2019) of each record x [N, L] (token
+    ids) under a causal LM, in eval mode: float64 [N], −Σ_t log2 p(x_t | x_<t) in bits over
+    the record's real next tokens (EOS included, PAD excluded). chunk: records per forward pass
+    (default: CHUNK_TOKENS tokens' worth)."""
+    model.eval()
+    out = []
+    for part in x.split(chunk or max(1, CHUNK_TOKENS // x.shape[1])):
+        logp = torch.log_softmax(model(part).double(), dim=-1)
+        targets = part[:, 1:]
+        actual = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        out.append(-(torch.where(targets != PAD, actual, 0.0).sum(1) / math.log(2)).cpu())
+    return torch.cat(out).numpy()

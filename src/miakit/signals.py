@@ -243,7 +243,9 @@ class TokenSignals:
     NaN at PAD targets, which is the mask): log p of each actual next token, the mean and
     standard deviation of log p over the model's next-token distribution, and log p of each
     next token of the record lowercased (`miakit.tokens.lowercase`). zlib_bytes: int [N], each
-    record's zlib-compressed length in bytes (`miakit.tokens.zlib_bytes`).
+    record's zlib-compressed length in bytes (`miakit.tokens.zlib_bytes`). logprobs_recall:
+    optional M arrays [N, L − 1], log p of each actual next token with the ReCaLL prefix before
+    the record (`miakit.tokens.RECALL_STAT`; None where the run has no query.recall_prefix).
     """
 
     logprobs: Sequence[np.ndarray]
@@ -251,11 +253,13 @@ class TokenSignals:
     sigma: Sequence[np.ndarray]
     logprobs_lower: Sequence[np.ndarray]
     zlib_bytes: np.ndarray
+    logprobs_recall: Sequence[np.ndarray] | None = None
 
     @classmethod
     def from_run(cls, run: RunDir, num_models: int, zlib_bytes: np.ndarray) -> TokenSignals:
-        """Memory-map every model's token statistics; MiakitError naming a missing file."""
-        from miakit.tokens import TOKEN_STATS
+        """Memory-map every model's token statistics (the ReCaLL one where every model has it);
+        MiakitError naming a missing file."""
+        from miakit.tokens import RECALL_STAT, TOKEN_STATS
 
         arrays = []
         for name in TOKEN_STATS:
@@ -264,10 +268,15 @@ class TokenSignals:
             if missing:
                 raise MiakitError(f"{missing[0]} is missing; run `miakit query {run.root}`")
             arrays.append([load_npy(p, mmap=True) for p in paths])
-        return cls(*arrays, np.asarray(zlib_bytes))
+        recall = [run.token_stat(m, RECALL_STAT) for m in range(num_models)]
+        conditional = None
+        if all(p.is_file() for p in recall):
+            conditional = [load_npy(p, mmap=True) for p in recall]
+        return cls(*arrays, np.asarray(zlib_bytes), conditional)
 
     def read(self, name: str, m: int, records: slice = slice(None)) -> np.ndarray:
-        """One statistic ("logprobs", "mu", "sigma", "logprobs_lower") of model m as float64 [n, L − 1]."""
+        """One statistic ("logprobs", "mu", "sigma", "logprobs_lower", "logprobs_recall") of
+        model m as float64 [n, L − 1]."""
         return np.asarray(getattr(self, name)[m][records], dtype=np.float64)
 
 
@@ -513,7 +522,8 @@ def _validate_tokens(tokens: TokenSignals, num_models: int, num_records: int) ->
         raise MiakitError(
             f"zlib_bytes must have shape [N] = ({num_records},), got {tokens.zlib_bytes.shape}"
         )
-    for name in ("logprobs", "mu", "sigma", "logprobs_lower"):
+    names = ("logprobs", "mu", "sigma", "logprobs_lower")
+    for name in (*names, "logprobs_recall") if tokens.logprobs_recall is not None else names:
         arrays = getattr(tokens, name)
         if len(arrays) != num_models:
             raise MiakitError(f"token {name} for {len(arrays)} models, expected {num_models}")

@@ -21,6 +21,15 @@ VOCAB_SIZE = 259
 #: standard deviation σ of log p(z) over the model's next-token distribution z ~ p (Min-K%++'s).
 #: token_logprobs_lower: log p of the actual next token of the record lowercased (`lowercase`).
 TOKEN_STATS = ("token_logprobs", "token_mu", "token_sigma", "token_logprobs_lower")
+#: The statistic a query with a ReCaLL prefix (query.recall_prefix) writes besides TOKEN_STATS,
+#: [N, L − 1] float32, NaN at PAD targets: log p of each actual next token of the record when
+#: the prefix's tokens precede the record's (`miakit.query.query_tokens`).
+RECALL_STAT = "token_logprobs_recall"
+#: The statistic a query of a run with secret canaries writes (dp_audit.canaries.kind secret),
+#: float64 [|R|]: the log-perplexity in bits, −Σ_t log2 p(x_t | x_<t) over the real next tokens,
+#: of each text of the randomness space R (`miakit.data.canaries.secret_texts`), the canary's own
+#: among them (`miakit.query.log_perplexity`).
+SECRET_STAT = "secret_log_perplexity"
 #: part of every text pool's fingerprint: bump it whenever `encode` changes
 REVISION = 1
 
@@ -35,6 +44,12 @@ def encode(texts: Sequence[str], length: int) -> np.ndarray:
             raise ValueError(f"record {i} has {len(raw)} bytes, more than {length - 2}")
         out[i, 0], out[i, 1 : len(raw) + 1], out[i, len(raw) + 1] = BOS, raw, EOS
     return out
+
+
+def encode_prefix(texts: Sequence[str]) -> np.ndarray:
+    """Token ids int64 [K] of texts laid end to end, each framed as a record is (BOS, its UTF-8
+    bytes, EOS) but without padding: the context a ReCaLL prefix puts before a record."""
+    return np.concatenate([encode([t], len(t.encode("utf-8")) + 2)[0] for t in texts])
 
 
 def decode(tokens: np.ndarray) -> bytes:

@@ -84,6 +84,7 @@ def check_model(config: AuditConfig, pool: Pool) -> None:
             "given in memory (miakit.audit(model=...)); use execution.executor=local"
         )
     check_text(config, pool)
+    check_recall_prefix(config, pool)
     if is_sklearn(config.model.arch):
         check_estimator(config)
         return
@@ -249,11 +250,16 @@ TEXT_SEQUENCE_ATTACKS = (
 def check_text(config: AuditConfig, pool: Pool) -> None:
     """Text records go with a causal LM (model.arch gpt) and only with one, and with nothing this
     first text support lacks: no augmentation, loss traces, batched or private training,
-    defences, canaries, held-out accuracy or restricted outputs; their attacks are the per-token
+    defences, held-out accuracy or restricted outputs; their attacks are the per-token
     ones and TEXT_SEQUENCE_ATTACKS (RMIA with signal softmax at temperature 1, i.e. p̄); attacks
-    that read per-token outputs need text records. MiakitError naming the setting."""
+    that read per-token outputs need text records; their canaries (dp_audit.canaries) are secret
+    or natural. MiakitError naming the setting."""
     text_arch = config.model.arch in TEXT_ARCHITECTURES
     if not pool.is_text:
+        if config.query.recall_prefix is not None:
+            raise MiakitError(
+                f"query.recall_prefix: a ReCaLL prefix is for text records, not {pool.name}'s"
+            )
         if text_arch:
             raise MiakitError(
                 f"model.arch: gpt takes text records (.txt, .jsonl, .csv), not {pool.name}'s"
@@ -270,6 +276,12 @@ def check_text(config: AuditConfig, pool: Pool) -> None:
             f"model.arch: {pool.name} holds text records, which only a causal language model "
             f"takes (gpt), not {config.model.arch}"
         )
+    context = config.model.context
+    if context is not None and context < pool.x.shape[1]:
+        raise MiakitError(
+            f"model.context ({context}) must be at least the records' length in tokens "
+            f"({pool.x.shape[1]})"
+        )
     train, defences = config.train, config.defences
     refused = {
         "train.augment": any(train.augment.model_dump().values()),
@@ -279,7 +291,6 @@ def check_text(config: AuditConfig, pool: Pool) -> None:
         "train.batched": train.batched,
         "train.early_stopping_patience": train.early_stopping_patience is not None,
         "defences": defences.model_dump() != type(defences)().model_dump(),
-        "dp_audit.canaries": config.dp_audit.canaries.count > 0,
         "evaluate.ood": bool(config.evaluate.ood),
     }
     for setting, used in refused.items():
@@ -287,12 +298,22 @@ def check_text(config: AuditConfig, pool: Pool) -> None:
             raise MiakitError(
                 f"{setting}: not supported for text records yet; leave it at its default"
             )
+    canaries = config.dp_audit.canaries
+    if canaries.count and canaries.kind not in ("natural", "secret"):
+        raise MiakitError(
+            f"dp_audit.canaries.kind: {canaries.kind} canaries are for labelled records; text "
+            "records take secret (a planted secret, with its exposure) or natural canaries"
+        )
     for name in config.attacks:
         if not ATTACKS[name].needs_tokens and name not in TEXT_SEQUENCE_ATTACKS:
             raise MiakitError(
                 f"attacks: {name} does not apply to a language model's text records; use "
                 f"{', '.join(n for n in ATTACKS if ATTACKS[n].needs_tokens)} or "
                 f"{', '.join(TEXT_SEQUENCE_ATTACKS)}"
+            )
+        if name == "recall" and config.query.recall_prefix is None:
+            raise MiakitError(
+                "attacks: recall needs query.recall_prefix, a file of texts no model trained on"
             )
         if name in ("rmia", "rmia-offline"):
             options = config.attack_options.get(name) or {}
@@ -301,6 +322,35 @@ def check_text(config: AuditConfig, pool: Pool) -> None:
                     f"attack_options.{name}: on text records set signal: softmax and "
                     "temperature: 1 (the mean token probability p̄)"
                 )
+
+
+def check_recall_prefix(config: AuditConfig, pool: Pool) -> None:
+    """query.recall_prefix (text records): the file holds the texts asked for, none of them a
+    pool record (the prefix must be texts no model trained on), and its tokens with a record's
+    fit in the model's context (model.context, default the records' length L). MiakitError
+    naming the setting."""
+    from miakit import tokens
+    from miakit.data.text import load_prefix
+
+    query = config.query
+    if query.recall_prefix is None:
+        return
+    texts, prefix = load_prefix(query.recall_prefix, query.recall_shots)
+    records = {tokens.decode(row) for row in pool.x}
+    trained = [t for t in texts if t.encode("utf-8") in records]
+    if trained:
+        raise MiakitError(
+            f"query.recall_prefix: {trained[0]!r} is a pool record; the prefix must be texts "
+            "no model trained on"
+        )
+    length = pool.x.shape[1]
+    context = config.model.context or length
+    if len(prefix) + length > context:
+        raise MiakitError(
+            f"query.recall_prefix: its {len(prefix)} tokens and a record's {length} do not fit "
+            f"in the model's context of {context} (model.context); set model.context to at "
+            f"least {len(prefix) + length} or give fewer texts (query.recall_shots)"
+        )
 
 
 def check_estimator(config: AuditConfig) -> None:

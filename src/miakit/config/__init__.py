@@ -66,7 +66,7 @@ class SplitConfig(Section):
 
 
 #: ModelConfig's options of arch gpt alone (`miakit.models.gpt`)
-GPT_OPTIONS = ("layers", "width", "heads")
+GPT_OPTIONS = ("layers", "width", "heads", "context")
 
 
 class ModelConfig(Section):
@@ -84,6 +84,12 @@ class ModelConfig(Section):
     layers: int = Field(default=2, ge=1, le=12, description="arch gpt: transformer blocks")
     width: int = Field(default=64, ge=8, description="arch gpt: embedding width")
     heads: int = Field(default=4, ge=1, description="arch gpt: attention heads (divide width)")
+    context: int | None = Field(
+        default=None,
+        ge=2,
+        description="arch gpt: tokens the model takes at once (learnt positions); default the "
+        "pool's record length L; more leaves room for a ReCaLL prefix (query.recall_prefix)",
+    )
     estimator: str | None = Field(
         default=None,
         description="arch 'sklearn': the estimator class's import path, one whose saved files "
@@ -162,6 +168,8 @@ class ModelConfig(Section):
             return {"arch": self.arch}  # the hash of the factory's code is part of its name
         # the GPT's options only for arch gpt, so that other models' hashes stay as they were
         gpt = set() if self.arch in TEXT_ARCHITECTURES else set(GPT_OPTIONS)
+        if self.context is None:  # so that the hashes of GPTs without it stay as they were
+            gpt.add("context")
         base = self.model_dump(
             mode="json",
             exclude={"estimator", "params", "standardize", "target_weights", "target_members"}
@@ -277,6 +285,26 @@ class QueryConfig(Section):
         "(the k largest probabilities) or label (the predicted class); see "
         "miakit.output_restriction. Changing it re-runs the attacks, not training or queries",
     )
+
+    recall_prefix: Path | None = Field(
+        default=None,
+        description="text records (model.arch gpt): a .txt, .jsonl or .csv file of texts no "
+        "model trained on, laid before each record for ReCaLL's conditional log-likelihood "
+        "(attack recall); its tokens and the record's must fit in the model's context "
+        "(model.context)",
+    )
+    recall_shots: int | None = Field(
+        default=None,
+        ge=1,
+        description="with recall_prefix: how many of the file's first texts make the prefix "
+        "(default: all)",
+    )
+
+    @model_validator(mode="after")
+    def _shots_with_a_prefix(self) -> QueryConfig:
+        if self.recall_shots is not None and self.recall_prefix is None:
+            raise ValueError("recall_shots: only with recall_prefix")
+        return self
 
     @field_validator("output")
     @classmethod
@@ -408,6 +436,10 @@ DEFAULT_ATTACKS = [
 ]
 
 
+#: the most digits a secret canary may have (exposure enumerates all 10^d alternatives)
+MAX_SECRET_DIGITS = 4
+
+
 class CanaryConfig(Section):
     """Pool records made canaries for a DP audit (miakit.data.canaries)."""
 
@@ -417,10 +449,40 @@ class CanaryConfig(Section):
         description="m: pool records made canaries, each in every model's training set "
         "independently with probability 1/2 (0: no canaries)",
     )
-    kind: Literal["mislabelled", "natural", "noise"] = Field(
+    kind: Literal["mislabelled", "natural", "noise", "secret"] = Field(
         default="mislabelled",
-        description="mislabelled (random wrong label), natural (unchanged), noise (random input)",
+        description="mislabelled (random wrong label), natural (unchanged), noise (random "
+        "input), secret (text records: secret_format with a random number of secret_digits "
+        "digits, whose exposure the DP audit measures)",
     )
+    secret_format: str = Field(
+        default="the secret number is {}",
+        description="kind secret: the canary's text, {} standing for its secret",
+    )
+    secret_digits: int = Field(
+        default=4,
+        ge=1,
+        description="kind secret: digits of the secret, so |R| = 10^d alternatives; at most 4, "
+        "as exposure ranks the canary among every alternative (enumeration)",
+    )
+
+    @field_validator("secret_format")
+    @classmethod
+    def _one_placeholder(cls, text: str) -> str:
+        if text.count("{}") != 1 or text.replace("{}", "").count("{") + text.count("}") != 1:
+            raise ValueError("must hold {} once, where the secret goes, and no other braces")
+        return text
+
+    @field_validator("secret_digits")
+    @classmethod
+    def _enumerable(cls, digits: int) -> int:
+        if digits > MAX_SECRET_DIGITS:
+            raise ValueError(
+                f"at most {MAX_SECRET_DIGITS} (|R| ≤ 10^{MAX_SECRET_DIGITS}): exposure ranks "
+                "each canary among every alternative secret; the Secret Sharer's estimate "
+                "from sampled alternatives (a fitted distribution) is not implemented"
+            )
+        return digits
 
 
 class DPAuditConfig(Section):

@@ -3,9 +3,12 @@
 Steinke, Nasr and Jagielski (NeurIPS 2023, "Privacy Auditing with One (1) Training Run") audit
 one training run by including each of m canaries independently with probability 1/2. Here m pool
 records become canaries: `mislabelled` (the record with a uniformly drawn wrong label, the
-strongest black-box canary of that paper's Section 7), `natural` (the record unchanged) or
+strongest black-box canary of that paper's Section 7), `natural` (the record unchanged),
 `noise` (uniform random pixels, or features drawn from the pool's per-feature mean and std, with
-a uniform random label). Every model's keep bit for each canary is drawn independently with
+a uniform random label) or, for text records, `secret` (Carlini, Liu, Erlingsson, Kos and Song,
+USENIX Security 2019, "The Secret Sharer": a format such as "the secret number is {}" filled
+with a secret drawn uniformly from the randomness space R of d-digit numbers, distinct secrets
+for distinct canaries; `miakit.evaluate.exposure` ranks each among its alternatives). Every model's keep bit for each canary is drawn independently with
 probability 1/2, whatever the split strategy does with the other records; attacks, trainers and
 loss traces see canaries as ordinary pool records.
 """
@@ -20,7 +23,7 @@ import numpy as np
 from miakit.data.pool import Pool
 from miakit.errors import MiakitError
 
-CanaryKind = Literal["mislabelled", "natural", "noise"]
+CanaryKind = Literal["mislabelled", "natural", "noise", "secret"]
 
 
 def canary_records(num_records: int, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -55,9 +58,52 @@ def insert_canaries(
             mean, std = x.mean(axis=0), x.std(axis=0)
             x[records] = (mean + std * rng.standard_normal((m, *x.shape[1:]))).astype(x.dtype)
         y[records] = rng.integers(0, pool.num_classes, size=m)
+    elif kind == "secret":
+        raise MiakitError("dp_audit.canaries.kind secret: insert them with insert_secrets")
     elif kind != "natural":
         raise MiakitError(f"dp_audit.canaries.kind: unknown kind {kind!r}")
     return replace(pool, x=x, y=y)
+
+
+def secret_texts(secret_format: str, digits: int) -> list[str]:
+    """Every text of the randomness space R: secret_format filled with each d-digit number
+    0..10^d − 1 (zero-padded), in that order, so that text r holds secret r."""
+    return [secret_format.format(f"{r:0{digits}d}") for r in range(10**digits)]
+
+
+def draw_secrets(count: int, digits: int, rng: np.random.Generator) -> np.ndarray:
+    """int64 [count]: distinct secrets drawn uniformly from 0..10^d − 1. MiakitError when R
+    holds no more than count secrets (each canary needs alternatives no canary uses)."""
+    if count >= 10**digits:
+        raise MiakitError(
+            f"dp_audit.canaries.count: {count} secret canaries need more than 10^{digits} "
+            "secrets (dp_audit.canaries.secret_digits)"
+        )
+    return rng.choice(10**digits, size=count, replace=False).astype(np.int64)
+
+
+def insert_secrets(
+    pool: Pool, records: np.ndarray, secrets: np.ndarray, secret_format: str, digits: int
+) -> Pool:
+    """A copy of the text pool with the records at `records` (int [m]) made secret canaries:
+    record records[i] becomes secret_format filled with secrets[i]. The pool's token length
+    grows where a canary needs it. MiakitError on a pool of no text records."""
+    from miakit import tokens
+    from miakit.data.text import MAX_BYTES
+
+    if not pool.is_text:
+        raise MiakitError(f"dp_audit.canaries.kind secret: for text records, not {pool.name}'s")
+    candidates = secret_texts(secret_format, digits)
+    if len(candidates[0].encode("utf-8")) > MAX_BYTES:
+        raise MiakitError(
+            f"dp_audit.canaries.secret_format: a canary of {len(candidates[0].encode())} bytes; "
+            f"at most {MAX_BYTES}"
+        )
+    texts = [tokens.decode(row).decode("utf-8") for row in pool.x]
+    for record, secret in zip(records, secrets, strict=True):
+        texts[record] = candidates[secret]
+    length = max(pool.x.shape[1], len(candidates[0].encode("utf-8")) + 2)
+    return replace(pool, x=tokens.encode(texts, length))
 
 
 MAX_REDRAW_SLACK = 0.01

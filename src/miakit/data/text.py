@@ -7,6 +7,11 @@ use them: every text pool has the single "class" of its own next tokens, y = 0, 
 logits.npy holds the two-class view [log p̄, log(1 − p̄)] of the mean token probability
 (`miakit.query.query_tokens`).
 
+A folder saved by `datasets.Dataset.save_to_disk` (a `text` string column, an optional integer
+`label` column) is read with `datasets.Dataset.load_from_disk` (the `text` extra), after checking
+that it is one: state.json and dataset_info.json beside the Arrow files state.json names (plain
+file names ending in .arrow), nothing else (no loading script runs, nothing is unpickled).
+
 Every record is BOS + its UTF-8 bytes + EOS, padded to L = the longest record + 2 tokens;
 records over MAX_BYTES bytes are refused, as are empty files and empty records.
 """
@@ -33,11 +38,91 @@ def load_text(path: Path) -> Pool:
     """The pool of the file's records: token ids int64 [N, L], y zeros [N], 2 classes,
     vocab_size tokens.VOCAB_SIZE. MiakitError (naming the file and line) on unreadable or
     malformed records."""
+    return text_pool(read_texts(path, "data.path"), path)
+
+
+def is_saved_dataset(path: Path) -> bool:
+    """Whether the folder looks like a `datasets` save (state.json, or a DatasetDict's
+    dataset_dict.json): `load_saved_dataset` then reads or refuses it."""
+    return (path / "state.json").is_file() or (path / "dataset_dict.json").is_file()
+
+
+def load_saved_dataset(path: Path) -> Pool:
+    """The text pool of a folder written by `datasets.Dataset.save_to_disk` (see the module's
+    docstring). MiakitError naming the folder when it is no saved Dataset (a DatasetDict, a
+    state.json naming other files, unreadable files), has no string `text` column, a bad
+    label, or when the `text` extra is not installed."""
+    try:
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        files = [entry["filename"] for entry in state["_data_files"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        hint = (
+            " (a DatasetDict: give one split's folder)"
+            if (path / "dataset_dict.json").is_file()
+            else ""
+        )
+        raise MiakitError(f"data.path: {path} is not a saved datasets.Dataset{hint}") from exc
+    plain = all(
+        isinstance(f, str) and f.endswith(".arrow") and Path(f).name == f and (path / f).is_file()
+        for f in files
+    )
+    if not files or not plain or not (path / "dataset_info.json").is_file():
+        raise MiakitError(
+            f"data.path: {path} is not a saved datasets.Dataset (state.json, dataset_info.json "
+            "and the .arrow files state.json names, side by side)"
+        )
+    try:
+        import datasets
+    except ImportError as exc:
+        raise MiakitError(
+            f"data.path: {path} is a saved datasets.Dataset; reading it needs the text extra "
+            "(pip install 'miakit[text]')"
+        ) from exc
+    try:
+        dataset = datasets.Dataset.load_from_disk(str(path), keep_in_memory=True)
+    except Exception as exc:  # the library's many errors on a corrupt save: one line
+        raise MiakitError(f"data.path: cannot read the saved dataset {path} ({exc})") from exc
+    column = dataset.features.get("text")
+    if not isinstance(column, datasets.Value) or column.dtype not in ("string", "large_string"):
+        raise MiakitError(
+            f"data.path: {path} needs a string column 'text'; it has {dataset.features}"
+        )
+    texts = dataset["text"]
+    labels = dataset["label"] if "label" in dataset.column_names else [None] * len(texts)
+    for number, (text, label) in enumerate(zip(texts, labels, strict=True)):
+        if not text:
+            raise MiakitError(f"{path}: record {number}: 'text' must be a non-empty string")
+        _check_label(label, f"{path}: record {number}")
+    return text_pool(list(texts), path)
+
+
+def read_texts(path: Path, setting: str) -> list[str]:
+    """The texts of a .txt, .jsonl or .csv file of records, in file order. MiakitError naming
+    `setting` and the file (and line) when it is missing, unreadable or malformed."""
+    if path.suffix not in TEXT_SUFFIXES:
+        raise MiakitError(f"{setting}: {path} is not a .txt, .jsonl or .csv file of text records")
     try:
         raw = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise MiakitError(f"data.path: cannot read {path} as UTF-8 text ({exc})") from exc
-    texts = _records(raw, path)
+        raise MiakitError(f"{setting}: cannot read {path} as UTF-8 text ({exc})") from exc
+    return _records(raw, path)
+
+
+def load_prefix(path: Path, shots: int | None) -> tuple[list[str], np.ndarray]:
+    """A ReCaLL prefix (query.recall_prefix, query.recall_shots): the file's first `shots` texts
+    (all by default) and their tokens int64 [K] (`tokens.encode_prefix`). MiakitError naming
+    the setting when the file cannot be read or holds fewer texts."""
+    texts = read_texts(path, "query.recall_prefix")
+    if not texts or (shots is not None and shots > len(texts)):
+        raise MiakitError(
+            f"query.recall_shots: {shots or 1} texts asked for but {path} holds {len(texts)}"
+        )
+    texts = texts[:shots]
+    return texts, tokens.encode_prefix(texts)
+
+
+def text_pool(texts: list[str], path: Path) -> Pool:
+    """The pool of these texts (read from `path`, which names the pool): see `load_text`."""
     if len(texts) < 2:
         raise MiakitError(f"data.path: {path} holds {len(texts)} records; at least 2 are needed")
     longest = max(len(t.encode("utf-8")) for t in texts)

@@ -1,5 +1,6 @@
-"""The user's own data: an .npz file, a folder of class subfolders of images, or a file of text
-records (.txt, .jsonl, .csv: `miakit.data.text`).
+"""The user's own data: an .npz file, a folder of class subfolders of images, or text records:
+a file (.txt, .jsonl, .csv) or a folder saved by `datasets.Dataset.save_to_disk`
+(`miakit.data.text`).
 
 .npz: `x` and `y` (the pool), optionally `x_test` and `y_test`, optionally `num_classes`, and for
 images optionally `mean` and `std` (per channel, 0..1 scale). `x` is either uint8 images
@@ -23,13 +24,15 @@ import numpy as np
 
 from miakit.data.image_folder import class_files, decode_classes
 from miakit.data.pool import Pool
-from miakit.data.text import TEXT_SUFFIXES, load_text
+from miakit.data.text import TEXT_SUFFIXES, is_saved_dataset, load_saved_dataset, load_text
 from miakit.data.verify import checked_labels
 from miakit.errors import MiakitError
 
 
 def load_user(path: Path) -> Pool:
     path = Path(path).expanduser()
+    if path.is_dir() and is_saved_dataset(path):
+        return load_saved_dataset(path)
     if path.is_dir():
         return _from_folder(path)
     if path.is_file() and path.suffix == ".npz":
@@ -38,7 +41,7 @@ def load_user(path: Path) -> Pool:
         return load_text(path)
     raise MiakitError(
         f"data.path: {path} is neither an .npz file nor a folder of class subfolders of images "
-        "nor a file of text records (.txt, .jsonl, .csv)"
+        "nor a file of text records (.txt, .jsonl, .csv) nor a saved datasets.Dataset folder"
     )
 
 

@@ -41,8 +41,10 @@ class GPT(nn.Module):
     """Causal LM over records [B, L] of token ids: forward returns next-token logits
     [B, L − 1, VOCAB_SIZE] float, position t predicting token t + 1 from tokens 0..t.
 
-    input_shape: (L,), the pool's tokens per record (the context); num_classes is unused (a text
-    pool's one class, `miakit.data.text`). MiakitError when width is not a multiple of heads."""
+    input_shape: (L,), the pool's tokens per record; context: the longest sequence of tokens the
+    model takes (its learnt positions; default L; a ReCaLL prefix needs more); num_classes is
+    unused (a text pool's one class, `miakit.data.text`). MiakitError when width is not a
+    multiple of heads or context is below L."""
 
     def __init__(
         self,
@@ -52,13 +54,20 @@ class GPT(nn.Module):
         width: int = 64,
         heads: int = 4,
         dropout: float = 0.0,
+        context: int | None = None,
     ):
         super().__init__()
         if width % heads:
             raise MiakitError(f"model.width ({width}) must be a multiple of model.heads ({heads})")
         (length,) = input_shape
+        if context is not None and context < length:
+            raise MiakitError(
+                f"model.context ({context}) must be at least the records' length in tokens "
+                f"({length})"
+            )
+        self.context = context or length
         self.embed = nn.Embedding(tokens.VOCAB_SIZE, width)
-        self.position = nn.Embedding(length, width)
+        self.position = nn.Embedding(self.context, width)
         self.blocks = nn.ModuleList(Block(width, heads, dropout) for _ in range(layers))
         self.ln = nn.LayerNorm(width)
         for name, p in self.named_parameters():  # GPT-2's initialization

@@ -3,6 +3,7 @@ canaries' ROC against the trade-off curve of the claimed (ε, δ)."""
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -79,6 +80,17 @@ def dp_audit_section(root: Path) -> str | None:
                 "ε of μ (Gaussian shape)": independent.get("epsilon_from_mu"),
             }
         )
+    secrets = audit.get("exposure")
+    if secrets:
+        many = secrets["bounds"].get("many_runs") or {}
+        rows.append(
+            {
+                "attack": "exposure (secret canaries)",
+                "accountant ε": accountant,
+                "one-run ε ≥": secrets["bounds"]["one_run"]["epsilon_lower"],
+                "many-run ε ≥": many.get("epsilon_lower"),
+            }
+        )
     table = pd.DataFrame(rows).to_html(
         index=False, float_format=lambda v: f"{v:.3g}", na_rep="–", border=0
     )
@@ -101,6 +113,25 @@ def dp_audit_section(root: Path) -> str | None:
         "sharing a model are not: indicative only. A measured bound above the accountant's ε "
         "means the DP claim is broken.</p>"
         + note
+        + _exposure_line(secrets)
         + table
         + f'<img alt="canary ROC" src="data:image/png;base64,{png_base64(figure)}">'
+    )
+
+
+def _exposure_line(secrets: dict | None) -> str:
+    """One paragraph on the secret canaries' exposure (audit.json's `exposure`), or ''."""
+    if not secrets:
+        return ""
+
+    def bits(value: float | None) -> str:
+        return "–" if value is None else f"{value:.2f}"
+
+    return (
+        f"<p>Exposure (Carlini et al. 2019, the Secret Sharer) of the secret canaries "
+        f"<code>{html.escape(secrets['secret_format'])}</code> with "
+        f"{secrets['secret_digits']}-digit secrets, each ranked by log-perplexity among "
+        f"{secrets['candidates']} candidates (at most {secrets['max_bits']:.2f} bits): "
+        f"{bits(secrets['members_mean'])} bits on average where the target trained on the "
+        f"canary, {bits(secrets['non_members_mean'])} where it did not.</p>"
     )

@@ -154,3 +154,18 @@ def test_exposed_records_are_read_against_what_chance_exposes(
     assert (f"the {in_most} caught by most of their targets are not chance" in sentence) is (
         in_most > 2 * in_most_by_chance + 2
     )
+
+
+def test_a_run_too_small_for_every_tpr_says_so_instead_of_a_blank():
+    """Where no TPR at the verdict's FPRs is measurable (fewer than 1/FPR non-members per
+    target, as a small text corpus has), the verdict names the attack and its AUC and says why
+    no TPR is given, rather than "which catches  (AUC …)"."""
+    found = Verdict(
+        attack="lm-loss", auc=Figure(0.668), tpr={0.01: None, 0.001: None}, ppv_fpr=0.01,
+        ppv={0.01: None}, records=96, exposed=None, exposed_by_chance=0.0, exposed_in_most=0,
+        in_most_by_chance=0.0, chance_fpr=0.01, top=pd.DataFrame(), train_accuracy=None,
+        test_accuracy=None, smallest_fpr=0.01, next_step="audit again.",
+    )  # fmt: skip
+    first = found.sentences()[0]
+    assert first.startswith("Strongest attack: lm-loss (AUC 0.668). No TPR at FPR 1% or FPR 0.1%")
+    assert "catches  " not in " ".join(found.sentences())

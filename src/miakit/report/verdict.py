@@ -160,7 +160,15 @@ class Verdict:
                 for fpr, f in self.tpr.items()
                 if f is not None
             )
-            lines = [f"Strongest attack: {self.attack}, which catches {tprs}{auc}."]
+            if tprs:
+                lines = [f"Strongest attack: {self.attack}, which catches {tprs}{auc}."]
+            else:
+                at = " or ".join(f"FPR {100 * fpr:g}%" for fpr in self.tpr)
+                lines = [
+                    f"Strongest attack: {self.attack}{auc}. No TPR at {at} can be read on this "
+                    "run: a target needs at least 1/FPR non-members to measure one (README, "
+                    "Resolution)."
+                ]
             if self.silent:
                 firsts = ", ".join(f"{a} at FPR {_share(f)}" for a, f in self.silent.items())
                 lines.append(

@@ -12,6 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import miakit
 from miakit import pipeline, tokens
 from miakit.attacks import make_attack
 from miakit.cli import app
@@ -255,6 +256,10 @@ def _text_config(corpus_path: Path, *overrides: str):
         (["train.record_trace=true"], r"^train.record_trace: not supported"),
         (["defences.temperature_scaling=true"], r"^defences: not supported"),
         (["attack_options={}"], r"^attack_options.rmia: on text records set signal: softmax"),
+        (
+            ["attack_options={rmia: {signal: softmax, temperature: 1}}"],
+            r"^attack_options.rmia: .*gamma: 1",
+        ),
     ],
 )
 def test_plan_refuses_what_does_not_apply_to_text(tmp_path, overrides, message):
@@ -287,21 +292,27 @@ def test_a_text_audit_runs_end_to_end_from_the_cli(tmp_path, one_thread):
     path.write_text("\n".join(lines) + "\n")
     out = tmp_path / "run"
     args = ["audit", "--config", str(CONFIG), "--out", str(out), "--set", f"data.path={path}"]
+    attacks = ["lm-loss", "zlib", "lowercase", "min-k", "min-k-plus-plus", "lira-online"]
     for setting in (
         "split.num_models=4",
         "model.width=32",
         "train.epochs=2",
         "execution.threads=1",
+        f"attacks=[{', '.join(attacks)}]",  # RMIA, often the strongest, exposes no record here
     ):
         args += ["--set", setting]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     run = RunDir(out)
+    logits = [load_npy(run.logits(m)) for m in range(4)]
+    rmia = miakit.score("rmia", logits, np.zeros(40, int), load_npy(run.keep), signal="softmax",
+                        temperature=1, gamma=1)  # fmt: skip
+    assert (np.ptp(rmia, axis=1) > 0).all()  # with γ = 2 every score was 0
     for m in range(4):
         logprobs = load_npy(run.token_stat(m, "token_logprobs"))
         assert logprobs.shape == (40, max(map(len, lines)) + 1)
         assert json.loads(run.meta(m).read_text())["tokens"].keys() == set(tokens.TOKEN_STATS)
-    for name in ("lm-loss", "zlib", "lowercase", "min-k", "min-k-plus-plus", "lira-online", "rmia"):
+    for name in attacks:
         scores = load_npy(run.scores(name))
         assert scores.shape == (4, 40) and np.isfinite(scores).all()
     report = (out / "report.html").read_text()

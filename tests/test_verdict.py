@@ -11,6 +11,7 @@ from miakit.report.verdict import (
     Figure,
     Verdict,
     exposed_by_chance,
+    next_step,
     strongest_attack,
     verdict,
 )
@@ -169,3 +170,15 @@ def test_a_run_too_small_for_every_tpr_says_so_instead_of_a_blank():
     first = found.sentences()[0]
     assert first.startswith("Strongest attack: lm-loss (AUC 0.668). No TPR at FPR 1% or FPR 0.1%")
     assert "catches  " not in " ".join(found.sentences())
+
+
+@pytest.mark.parametrize(("low", "leaks"), [(0.63, True), (0.49, False)])
+def test_where_no_tpr_is_measurable_an_auc_above_chance_beyond_its_interval_is_a_leak(low, leaks):
+    """With the TPR at the verdict's FPR not measurable, the AUC's interval decides: above 0.5
+    beyond it, the model leaks and the next step is a defence (for a language model, its own
+    advice); else more records or target models."""
+    step = next_step(
+        "rmia", None, 0.01, False, None, "runs/text", text=True, auc=Figure(0.775, low, 0.92)
+    )
+    assert ("no defence for language models" in step) is leaks
+    assert ("audit with more records or more target models" in step) is not leaks

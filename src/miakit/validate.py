@@ -251,7 +251,7 @@ def check_text(config: AuditConfig, pool: Pool) -> None:
     """Text records go with a causal LM (model.arch gpt) and only with one, and with nothing this
     first text support lacks: no augmentation, loss traces, batched or private training,
     defences, held-out accuracy or restricted outputs; their attacks are the per-token
-    ones and TEXT_SEQUENCE_ATTACKS (RMIA with signal softmax at temperature 1, i.e. p̄); attacks
+    ones and TEXT_SEQUENCE_ATTACKS (RMIA with signal softmax at temperature 1, i.e. p̄, and γ 1); attacks
     that read per-token outputs need text records; their canaries (dp_audit.canaries) are secret
     or natural. MiakitError naming the setting."""
     text_arch = config.model.arch in TEXT_ARCHITECTURES
@@ -317,10 +317,13 @@ def check_text(config: AuditConfig, pool: Pool) -> None:
             )
         if name in ("rmia", "rmia-offline"):
             options = config.attack_options.get(name) or {}
-            if options.get("signal") != "softmax" or options.get("temperature") != 1:
+            wanted = {"signal": "softmax", "temperature": 1, "gamma": 1}
+            if any(options.get(k) != v for k, v in wanted.items()):
                 raise MiakitError(
-                    f"attack_options.{name}: on text records set signal: softmax and "
-                    "temperature: 1 (the mean token probability p̄)"
+                    f"attack_options.{name}: on text records set signal: softmax, "
+                    "temperature: 1 (the mean token probability p̄) and gamma: 1 (two models' "
+                    "p̄ of a record differ by far less than the default γ = 2, so no record "
+                    "would pass it)"
                 )
 
 

@@ -289,12 +289,15 @@ def next_step(
     run: str,
     estimator: bool = False,
     text: bool = False,
+    auc: Figure | None = None,
 ) -> str:
     """What to do about it: defend and compare when the model leaks (TPR at `fpr` above `fpr`
-    beyond its interval, or more exposed records than chance), else audit harder. For an
+    beyond its interval, more exposed records than chance, or, where the data cannot measure a
+    TPR at `fpr` (tpr None), an AUC above 0.5 beyond its interval), else audit harder. For an
     `estimator` (model.arch sklearn), which DP-SGD cannot train, regularize it instead."""
     beats_chance = tpr is not None and tpr.low is not None and tpr.low > fpr
-    leaks = beats_chance or leaks_records
+    above_half = tpr is None and auc is not None and auc.low is not None and auc.low > 0.5
+    leaks = beats_chance or leaks_records or above_half
     if leaks:
         overfit = (
             f" It overfits ({100 * gap:.0f}-point gap): regularize or stop earlier."
@@ -320,6 +323,11 @@ def next_step(
             "configs/dpsgd_digits.yaml --out runs/dpsgd` (DP-SGD; on other data "
             "`--set defences.dp.enabled=true`), then `miakit compare "
             f"{run} runs/dpsgd` to weigh the privacy gained against the accuracy lost.{overfit}"
+        )
+    if tpr is None:
+        return (
+            "these data measure no TPR at a low FPR, and no attack's AUC is above chance beyond "
+            "its interval; audit with more records or more target models."
         )
     return (
         f"no attack, {attack} included, does better than chance at the low FPRs these data can "
@@ -401,6 +409,7 @@ def verdict(data: RunData) -> Verdict:
             str(data.run.root),
             estimator=_is_estimator_run(data.config_text),
             text=model_arch(data.config_text) in TEXT_ARCHITECTURES,
+            auc=Figure.of(figures, "auc"),
         ),
         calls_none=calls_none,
         silent=silent,

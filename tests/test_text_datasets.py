@@ -2,6 +2,7 @@
 .jsonl of the same records, and one clear error for what is not a saved Dataset."""
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -85,4 +86,12 @@ def _state_naming(tmp_path: Path, name: str) -> Path:
 def test_what_is_not_a_saved_text_dataset_gets_one_error_naming_the_folder(tmp_path, make, message):
     folder = make(tmp_path)
     with pytest.raises(MiakitError, match=message):
+        load_user(folder)
+
+
+def test_a_saved_dataset_without_the_text_extra_names_it(tmp_path, monkeypatch):
+    """Without `datasets` installed, reading a saved Dataset is one error naming the extra."""
+    folder = _save(tmp_path / "saved", {"text": TEXTS})
+    monkeypatch.setitem(sys.modules, "datasets", None)  # import now fails
+    with pytest.raises(MiakitError, match=r"needs the text extra \(pip install 'miakit\[text\]'\)"):
         load_user(folder)

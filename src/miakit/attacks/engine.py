@@ -292,7 +292,6 @@ class SideFit:
     `reference_use`, and each target's view of the one that serves it."""
 
     def __init__(self, values: np.ndarray, selections: Sequence[Selection]):
-        self.values = values
         self.parts = [(Fitted(values, s.use, s.spare), s) for s in selections]
 
     def views(

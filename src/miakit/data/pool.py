@@ -32,6 +32,10 @@ class Pool:
     #: Text records (`miakit.data.text`): x holds token ids int64 [N, L] of `miakit.tokens`
     #: (PAD after each record's EOS) and this is the tokenizer's vocabulary size; None otherwise.
     vocab_size: int | None = None
+    #: Records tokenized by a Hugging Face model folder's tokenizer (`miakit.data.text.load_hf_text`):
+    #: the content hash of its files (part of the fingerprint) and its padding id; None otherwise.
+    tokenizer: str | None = None
+    pad_id: int | None = None
 
     def __post_init__(self) -> None:
         if len(self.x) != len(self.y):
@@ -80,4 +84,6 @@ class Pool:
             from miakit import tokens
 
             parts.append({"vocab_size": self.vocab_size, "tokenizer": tokens.REVISION})
+        if self.tokenizer is not None:
+            parts.append({"hf_tokenizer": self.tokenizer, "pad_id": self.pad_id})
         return content_hash(parts)

@@ -29,15 +29,24 @@ TEXT_SUFFIXES = (".txt", ".jsonl", ".csv")
 MAX_BYTES = 1022
 
 
-def load_text(path: Path) -> Pool:
-    """The pool of the file's records: token ids int64 [N, L], y zeros [N], 2 classes,
-    vocab_size tokens.VOCAB_SIZE. MiakitError (naming the file and line) on unreadable or
-    malformed records."""
+def read_records(path: Path) -> tuple[list[str], list[int | None]]:
+    """The file's texts and their labels (None where a record has none). MiakitError (naming
+    the file and line) on unreadable or malformed records, or fewer than 2 of them."""
     try:
         raw = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise MiakitError(f"data.path: cannot read {path} as UTF-8 text ({exc})") from exc
-    texts = _records(raw, path)
+    texts, labels = _records(raw, path)
+    if len(texts) < 2:
+        raise MiakitError(f"data.path: {path} holds {len(texts)} records; at least 2 are needed")
+    return texts, labels
+
+
+def load_text(path: Path) -> Pool:
+    """The pool of the file's records: token ids int64 [N, L], y zeros [N], 2 classes,
+    vocab_size tokens.VOCAB_SIZE. MiakitError (naming the file and line) on unreadable or
+    malformed records."""
+    texts, _ = read_records(path)
     if len(texts) < 2:
         raise MiakitError(f"data.path: {path} holds {len(texts)} records; at least 2 are needed")
     longest = max(len(t.encode("utf-8")) for t in texts)
@@ -50,9 +59,10 @@ def load_text(path: Path) -> Pool:
     return Pool(f"user:{path.name}", ids, y, 2, vocab_size=tokens.VOCAB_SIZE)
 
 
-def _records(raw: str, path: Path) -> list[str]:
+def _records(raw: str, path: Path) -> tuple[list[str], list[int | None]]:
     if path.suffix == ".txt":
-        return [line for line in raw.splitlines() if line.strip()]
+        texts = [line for line in raw.splitlines() if line.strip()]
+        return texts, [None] * len(texts)
     if path.suffix == ".jsonl":
         rows = []
         for number, line in enumerate(raw.splitlines(), 1):
@@ -70,22 +80,55 @@ def _records(raw: str, path: Path) -> list[str]:
         if reader.fieldnames is None or "text" not in reader.fieldnames:
             raise MiakitError(f"{path}: the header row needs a 'text' column")
         rows = [(number, row) for number, row in enumerate(reader, 2)]
-    texts = []
+    texts, labels = [], []
     for number, row in rows:
         text = row.get("text")
         if not isinstance(text, str) or not text:
             raise MiakitError(f"{path}:{number}: 'text' must be a non-empty string")
-        _check_label(row.get("label"), f"{path}:{number}")
+        labels.append(_check_label(row.get("label"), f"{path}:{number}"))
         texts.append(text)
-    return texts
+    return texts, labels
 
 
-def _check_label(label: object, where: str) -> None:
+def _check_label(label: object, where: str) -> int | None:
     if label is None or label == "":
-        return
+        return None
     try:
         value = int(label) if isinstance(label, str) else label
     except ValueError as exc:
         raise MiakitError(f"{where}: 'label' must be an integer ≥ 0, got {label!r}") from exc
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise MiakitError(f"{where}: 'label' must be an integer ≥ 0, got {label!r}")
+    return value
+
+
+def load_hf_text(path: Path, folder: Path, task: str) -> Pool:
+    """The file's records tokenized by the hf model folder's tokenizer (`miakit.hf`): token ids
+    int64 [N, L] padded with its pad id to the longest record (at most its model_max_length
+    tokens, 512 when unset), the pool's `tokenizer` its files' hash and `pad_id` set. Task
+    sequence-classification: y the records' labels (every record needs one), num_classes
+    max + 1; causal-lm: y zeros, 2 classes and vocab_size the tokenizer's, as `load_text`.
+    MiakitError naming the file for records without a label."""
+    from miakit import hf
+
+    texts, labels = read_records(path)
+    tok = hf.tokenizer(folder)
+    pad = hf.pad_id(folder)
+    limit = tok.model_max_length if 0 < tok.model_max_length <= 4096 else 512
+    encoded = tok(texts, truncation=True, max_length=limit)["input_ids"]
+    longest = max(len(ids) for ids in encoded)
+    ids = np.full((len(texts), longest), pad, dtype=np.int64)
+    for i, row in enumerate(encoded):
+        ids[i, : len(row)] = row
+    common = {"tokenizer": hf.tokenizer_hash(folder), "pad_id": pad}
+    if task == "causal-lm":
+        y = np.zeros(len(texts), dtype=np.int64)
+        return Pool(f"user:{path.name}", ids, y, 2, vocab_size=len(tok), **common)
+    unlabelled = [i for i, label in enumerate(labels) if label is None]
+    if unlabelled:
+        raise MiakitError(
+            f"data.path: model.task sequence-classification needs a 'label' for every record; "
+            f"{path} has {len(unlabelled)} without one (record {unlabelled[0] + 1} first)"
+        )
+    y = np.array(labels, dtype=np.int64)
+    return Pool(f"user:{path.name}", ids, y, int(y.max()) + 1, **common)

@@ -50,7 +50,9 @@ def _base(folder: str, identity: str, task: str, num_labels: int) -> tuple[nn.Mo
     }[task]
     options: dict[str, Any] = {"num_labels": num_labels} if task != "causal-lm" else {}
     try:
-        with torch.device("cpu"):  # never on the meta device of a parameter count
+        # on the CPU, never the meta device of a parameter count; its own draws (of the weights
+        # it lacks, drawn again per model) leave the caller's generator as it was
+        with torch.device("cpu"), torch.random.fork_rng(devices=[]):
             model, info = auto.from_pretrained(
                 folder,
                 use_safetensors=True,

@@ -1,0 +1,215 @@
+"""Hugging Face transformers models (model.arch hf:FOLDER): the folder's checks, the pool its
+tokenizer makes, the content hash, the fine-tuned classifiers' logits and attacks against plain
+transformers computations, and plan's refusals. A tiny BERT and tokenizer are made locally
+(`examples/tiny_hf_model.py`); nothing is downloaded."""
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers", reason="the text extra (miakit[text]) is not installed")
+
+import torch
+from typer.testing import CliRunner
+
+from miakit import hf, pipeline
+from miakit.cli import app
+from miakit.config import load_config
+from miakit.errors import MiakitError
+from miakit.models import build_model
+from miakit.plan import load_configured_pool
+from miakit.store import RunDir, load_npy
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "text_classifier.yaml"
+sys.path.insert(0, str(ROOT / "examples"))
+import tiny_hf_model  # noqa: E402
+
+sys.path.pop(0)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(model folder, labelled corpus of 60 records)."""
+    root = tmp_path_factory.mktemp("hf")
+    rows = tiny_hf_model.write_corpus(root / "corpus.jsonl", 60)
+    tiny_hf_model.write_model(root / "tiny-bert", [r["text"] for r in rows])
+    return root / "tiny-bert", root / "corpus.jsonl"
+
+
+def _config(folder: Path, corpus: Path, *overrides: str):
+    return load_config(
+        CONFIG,
+        [
+            f"model.arch=hf:{folder}",
+            f"data.path={corpus}",
+            "split.num_models=4",
+            "train.epochs=3",
+            "execution.threads=1",
+            *overrides,
+        ],
+    )
+
+
+def test_records_are_tokenized_by_the_model_folders_tokenizer(tiny):
+    folder, corpus = tiny
+    pool = load_configured_pool(_config(folder, corpus))
+    rows = [json.loads(line) for line in corpus.read_text().splitlines()]
+    from transformers import PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast.from_pretrained(folder)
+    expected = tok([r["text"] for r in rows], padding=True, return_tensors="np")["input_ids"]
+    assert pool.pad_id == tok.pad_token_id == 0 and not pool.is_text
+    np.testing.assert_array_equal(pool.x, expected)
+    assert pool.y.tolist() == [r["label"] for r in rows] and pool.num_classes == 2
+    assert pool.tokenizer == hf.tokenizer_hash(folder)
+
+
+def test_the_base_models_files_and_the_tokenizer_decide_retraining(tiny, tmp_path):
+    folder, corpus = tiny
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    config = _config(copy, corpus)
+    before, fingerprint = config.training_inputs(), load_configured_pool(config).fingerprint()
+    assert before["model"]["base"] == hf.base_identity(copy)
+    assert before == _config(copy, corpus).training_inputs()
+    lora = _config(copy, corpus, "model.lora={r: 2, alpha: 4, target_modules: [query]}")
+    assert lora.training_inputs() != before
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(copy / "model.safetensors")
+    first = next(iter(weights))
+    weights[first] = weights[first] + 1
+    save_file(weights, copy / "model.safetensors", metadata={"format": "pt"})
+    assert config.training_inputs() != before  # other base weights: every model retrains
+    assert load_configured_pool(config).fingerprint() == fingerprint  # same tokens
+    tokenizer = json.loads((copy / "tokenizer.json").read_text())
+    tokenizer["model"]["vocab"]["zzz"] = len(tokenizer["model"]["vocab"])
+    (copy / "tokenizer.json").write_text(json.dumps(tokenizer))
+    assert load_configured_pool(config).fingerprint() != fingerprint
+
+
+def test_each_model_copies_the_shared_base_and_draws_its_own_head(tiny):
+    folder, _ = tiny
+    arch = f"hf:{folder}"
+    torch.manual_seed(1)
+    a = build_model(arch, (8,), 3, task="sequence-classification")
+    torch.manual_seed(1)
+    b = build_model(arch, (8,), 3, task="sequence-classification")
+    torch.manual_seed(2)
+    c = build_model(arch, (8,), 3, task="sequence-classification")
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    head = "model.classifier.weight"
+    assert sa[head].shape == (3, 32) and torch.equal(sa[head], sb[head])
+    assert not torch.equal(sa[head], sc[head])
+    body = "model.bert.embeddings.word_embeddings.weight"
+    assert torch.equal(sa[body], sc[body]) and sa[body].data_ptr() != sc[body].data_ptr()
+    from safetensors.torch import load_file
+
+    stored = load_file(folder / "model.safetensors")
+    assert torch.equal(sa[body], stored["embeddings.word_embeddings.weight"])
+
+
+def _plan_error(tmp_path, config) -> str:
+    with pytest.raises(MiakitError) as caught:
+        pipeline.plan(config, RunDir(tmp_path / "run"))
+    assert not (tmp_path / "run" / "run.yaml").exists()
+    return str(caught.value)
+
+
+def test_plan_refuses_unusable_model_folders(tiny, tmp_path):
+    folder, corpus = tiny
+    bad = tmp_path / "bad"
+    shutil.copytree(folder, bad)
+    config = _config(bad, corpus)
+    (bad / "model.safetensors").rename(bad / "pytorch_model.bin")
+    message = _plan_error(tmp_path, config)
+    assert "no .safetensors weights; it has only pytorch_model.bin, pickle files" in message
+    (bad / "pytorch_model.bin").rename(bad / "model.safetensors")
+    settings = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**settings, "auto_map": {"AutoModel": "m.M"}}))
+    assert "config.json has auto_map" in _plan_error(tmp_path, config)
+    (bad / "config.json").write_text(json.dumps(settings))
+    (bad / "tokenizer.json").unlink()
+    assert "has no tokenizer.json" in _plan_error(tmp_path, config)
+    missing = _config(tmp_path / "nowhere", corpus)
+    assert _plan_error(tmp_path, missing).startswith("model.arch: hf:")
+
+
+def test_plan_refuses_records_without_labels_for_a_classifier(tiny, tmp_path):
+    folder, corpus = tiny
+    lines = corpus.read_text().splitlines()
+    unlabelled = tmp_path / "c.jsonl"
+    unlabelled.write_text("\n".join([*lines[:5], json.dumps({"text": "no label"})]) + "\n")
+    message = _plan_error(tmp_path, _config(folder, unlabelled))
+    assert message.startswith("data.path: model.task sequence-classification needs a 'label'")
+    assert "1 without one (record 6 first)" in message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.task=null"], "needs task: sequence-classification or causal-lm"),
+        (["model.task=image-classification"], "model.task"),
+        (["model.arch=mlp"], "task, lora: only with arch hf:"),
+        (["model.lora={r: 2}"], "target_modules"),
+    ],
+)
+def test_the_config_refuses_hf_settings_that_do_not_fit(tiny, overrides, message):
+    folder, corpus = tiny
+    with pytest.raises(MiakitError, match=message):
+        _config(folder, corpus, *overrides)
+
+
+def test_plan_names_the_text_extra_when_transformers_is_missing(tiny, tmp_path, monkeypatch):
+    folder, corpus = tiny
+    config = _config(folder, corpus)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "transformers" else real(name, *a),
+    )
+    message = _plan_error(tmp_path, config)
+    assert "needs transformers" in message and "pip install 'miakit[text]'" in message
+
+
+def test_a_classifier_audit_runs_and_its_logits_are_the_transformers_models(tiny, tmp_path):
+    folder, corpus = tiny
+    out = tmp_path / "run"
+    args = ["audit", "--config", str(CONFIG), "--out", str(out)]
+    for setting in (f"model.arch=hf:{folder}", f"data.path={corpus}", "split.num_models=4"):
+        args += ["--set", setting]
+    args += ["--set", "train.epochs=3", "--set", "execution.threads=1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    run = RunDir(out)
+    rows = [json.loads(line) for line in corpus.read_text().splitlines()]
+    from safetensors.torch import load_file
+    from transformers import BertForSequenceClassification, PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast.from_pretrained(folder)
+    batch = tok([r["text"] for r in rows], padding=True, return_tensors="pt")
+    labels = torch.tensor([r["label"] for r in rows])
+    reference = BertForSequenceClassification.from_pretrained(folder, num_labels=2).eval()
+    for m in range(4):
+        state = load_file(run.weights(m))
+        reference.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+        with torch.no_grad():
+            expected = reference(**batch).logits.double()
+        logits = load_npy(run.logits(m))
+        assert logits.shape == (60, 1, 2)
+        np.testing.assert_allclose(logits[:, 0], expected.numpy(), atol=1e-5)
+        if m == 0:
+            nll = torch.nn.functional.cross_entropy(expected, labels, reduction="none")
+            np.testing.assert_allclose(load_npy(run.scores("loss"))[0], -nll.numpy(), atol=1e-5)
+    for name in ("lira-online", "lira-offline", "rmia"):
+        assert np.isfinite(load_npy(run.scores(name))).all()
+    assert pipeline.trained_models(run) == (4, 4)
+    again = CliRunner().invoke(app, args)  # nothing retrains
+    assert again.exit_code == 0 and "training" not in again.output.lower().split("verdict")[0]

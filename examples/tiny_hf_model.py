@@ -1,11 +1,13 @@
 """Write a tiny Hugging Face model folder and a labelled corpus for `configs/text_classifier.yaml`.
 
     python examples/tiny_hf_model.py tiny-bert corpus.jsonl
+    python examples/tiny_hf_model.py tiny-gpt2 corpus.jsonl --task causal-lm
 
 The folder holds a 2-layer BERT (width 32; random weights, as a stand-in for a pretrained
 model one would download) saved as safetensors, and a word-level tokenizer trained on the
 corpus with the `tokenizers` library (a PreTrainedTokenizerFast with [PAD], [UNK], [CLS],
-[SEP]). The corpus is `records` short sentences in .jsonl with a `label` (0: about weather,
+[SEP]); with --task causal-lm, a 2-layer GPT-2 whose tokenizer frames records as [BOS] …
+[EOS]. The corpus is `records` short sentences in .jsonl with a `label` (0: about weather,
 1: about food), each with a random serial number, and one in five labelled wrongly: a model
 fits those only by memorizing them, which is the membership signal an audit finds. Needs the text extra (pip install 'miakit[text]'); downloads nothing.
 """
@@ -41,28 +43,56 @@ def write_corpus(path: Path, records: int = 200, seed: int = 0) -> list[dict]:
     return rows
 
 
-def write_model(folder: Path, texts: list[str], width: int = 32, layers: int = 2) -> None:
-    """A tiny BERT and a word-level tokenizer trained on `texts`, saved in `folder`."""
+def _tokenizer(texts: list[str], start: str, end: str):
+    """A word-level tokenizer trained on `texts` (lowercased ones too) that frames every
+    record as start … end, with [PAD] and [UNK]."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
-    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
-    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+    special = ["[PAD]", "[UNK]", start, end]
     raw = Tokenizer(models.WordLevel(unk_token="[UNK]"))
     raw.pre_tokenizer = pre_tokenizers.Whitespace()
-    raw.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=special))
+    words = [*texts, *(t.lower() for t in texts)]
+    raw.train_from_iterator(words, trainers.WordLevelTrainer(special_tokens=special))
     raw.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[(t, raw.token_to_id(t)) for t in special[2:]]
+        single=f"{start} $A {end}", special_tokens=[(t, raw.token_to_id(t)) for t in special[2:]]
     )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=raw,
-        pad_token="[PAD]",
-        unk_token="[UNK]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        model_max_length=64,
+    return PreTrainedTokenizerFast(
+        tokenizer_object=raw, pad_token="[PAD]", unk_token="[UNK]", model_max_length=64
     )
+
+
+def write_causal_model(folder: Path, texts: list[str], width: int = 32, layers: int = 2) -> None:
+    """A tiny GPT-2 and a word-level tokenizer trained on `texts`, saved in `folder`."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = _tokenizer(texts, "[BOS]", "[EOS]")
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=64,
+        n_embd=width,
+        n_layer=layers,
+        n_head=2,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=tokenizer.convert_tokens_to_ids("[BOS]"),
+        eos_token_id=tokenizer.convert_tokens_to_ids("[EOS]"),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    GPT2LMHeadModel(config).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+
+
+def write_model(folder: Path, texts: list[str], width: int = 32, layers: int = 2) -> None:
+    """A tiny BERT and a word-level tokenizer trained on `texts`, saved in `folder`."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    tokenizer = _tokenizer(texts, "[CLS]", "[SEP]")
     config = BertConfig(
-        vocab_size=raw.get_vocab_size(),
+        vocab_size=len(tokenizer),
         hidden_size=width,
         num_hidden_layers=layers,
         num_attention_heads=2,
@@ -84,9 +114,16 @@ def main() -> None:
     parser.add_argument("folder", type=Path, help="the model folder to write")
     parser.add_argument("corpus", type=Path, help="the .jsonl corpus to write")
     parser.add_argument("--records", type=int, default=200)
+    parser.add_argument(
+        "--task",
+        choices=("sequence-classification", "causal-lm"),
+        default="sequence-classification",
+        help="a BERT classifier's body, or a GPT-2 causal language model",
+    )
     args = parser.parse_args()
     rows = write_corpus(args.corpus, args.records)
-    write_model(args.folder, [r["text"] for r in rows])
+    write = write_model if args.task == "sequence-classification" else write_causal_model
+    write(args.folder, [r["text"] for r in rows])
     print(f"wrote {args.folder}/ and {args.corpus} ({len(rows)} records)")
 
 

@@ -213,3 +213,60 @@ def test_a_classifier_audit_runs_and_its_logits_are_the_transformers_models(tiny
     assert pipeline.trained_models(run) == (4, 4)
     again = CliRunner().invoke(app, args)  # nothing retrains
     assert again.exit_code == 0 and "training" not in again.output.lower().split("verdict")[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory):
+    """(GPT-2 folder, corpus of 40 records)."""
+    root = tmp_path_factory.mktemp("hf-lm")
+    rows = tiny_hf_model.write_corpus(root / "corpus.jsonl", 40)
+    tiny_hf_model.write_causal_model(root / "tiny-gpt2", [r["text"] for r in rows])
+    return root / "tiny-gpt2", root / "corpus.jsonl"
+
+
+def test_an_hf_causal_lm_audit_stores_the_token_logprobs_of_plain_transformers(tiny_lm, tmp_path):
+    folder, corpus = tiny_lm
+    out = tmp_path / "run"
+    args = ["audit", "--config", str(ROOT / "configs" / "text_lm.yaml"), "--out", str(out)]
+    for setting in (
+        f"model.arch=hf:{folder}",
+        "model.task=causal-lm",
+        f"data.path={corpus}",
+        "split.num_models=4",
+        "train.epochs=3",
+        "execution.threads=1",
+    ):
+        args += ["--set", setting]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    run = RunDir(out)
+    texts = [json.loads(line)["text"] for line in corpus.read_text().splitlines()]
+    from safetensors.torch import load_file
+    from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast.from_pretrained(folder)
+    reference = GPT2LMHeadModel.from_pretrained(folder).eval()
+    state = load_file(run.weights(1))
+    reference.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+    stored = load_npy(run.token_stat(1, "token_logprobs"))
+    lower = load_npy(run.token_stat(1, "token_logprobs_lower"))
+    for i, text in enumerate(texts):  # one record at a time, no padding, float64
+        for ids, row in (
+            (tok(text)["input_ids"], stored[i]),
+            (tok(text.lower())["input_ids"], lower[i]),
+        ):
+            with torch.no_grad():
+                logits = reference(torch.tensor([ids])).logits[0].double()
+            expected = logits[:-1].log_softmax(-1)[
+                torch.arange(len(ids) - 1), torch.tensor(ids[1:])
+            ]
+            np.testing.assert_allclose(row[: len(ids) - 1], expected.numpy(), atol=2e-5)
+            assert np.isnan(row[len(ids) - 1 :]).all()
+    zlib_scores = load_npy(run.scores("zlib"))
+    import zlib
+
+    sizes = np.array([len(zlib.compress(t.encode(), 9)) for t in texts])
+    np.testing.assert_allclose(zlib_scores[1], np.nanmean(stored, axis=1) / sizes, rtol=1e-6)
+    for name in ("lm-loss", "lowercase", "min-k", "lira-online", "rmia"):
+        assert np.isfinite(load_npy(run.scores(name))).all()
+    assert "<th>text</th>" in (out / "report.html").read_text()

@@ -246,17 +246,23 @@ TEXT_SEQUENCE_ATTACKS = (
 )
 
 
+def is_language_model(config: AuditConfig) -> bool:
+    """model.arch is a causal LM: gpt, or an hf arch with task causal-lm."""
+    return config.model.arch in TEXT_ARCHITECTURES or config.model.task == "causal-lm"
+
+
 def check_text(config: AuditConfig, pool: Pool) -> None:
     """Text records go with a causal LM (model.arch gpt) and only with one, and with nothing this
     first text support lacks: no augmentation, loss traces, batched or private training,
     defences, canaries, held-out accuracy or restricted outputs; their attacks are the per-token
     ones and TEXT_SEQUENCE_ATTACKS (RMIA with signal softmax at temperature 1, i.e. p̄); attacks
     that read per-token outputs need text records. MiakitError naming the setting."""
-    text_arch = config.model.arch in TEXT_ARCHITECTURES
+    text_arch = is_language_model(config)
     if not pool.is_text:
         if text_arch:
             raise MiakitError(
-                f"model.arch: gpt takes text records (.txt, .jsonl, .csv), not {pool.name}'s"
+                f"model.arch: {config.model.arch} takes text records (.txt, .jsonl, .csv), "
+                f"not {pool.name}'s"
             )
         token_attacks = [n for n in config.attacks if ATTACKS[n].needs_tokens]
         if token_attacks:
@@ -268,7 +274,7 @@ def check_text(config: AuditConfig, pool: Pool) -> None:
     if not text_arch:
         raise MiakitError(
             f"model.arch: {pool.name} holds text records, which only a causal language model "
-            f"takes (gpt), not {config.model.arch}"
+            f"takes (gpt, or an hf arch with task causal-lm), not {config.model.arch}"
         )
     train, defences = config.train, config.defences
     refused = {

@@ -107,7 +107,9 @@ def load_hf_text(path: Path, folder: Path, task: str) -> Pool:
     int64 [N, L] padded with its pad id to the longest record (at most its model_max_length
     tokens, 512 when unset), the pool's `tokenizer` its files' hash and `pad_id` set. Task
     sequence-classification: y the records' labels (every record needs one), num_classes
-    max + 1; causal-lm: y zeros, 2 classes and vocab_size the tokenizer's, as `load_text`.
+    max + 1; causal-lm: y zeros, 2 classes and vocab_size the tokenizer's, as `load_text`, with
+    the texts and the lowercased records' token ids (x and x_lower padded to one length L; the
+    tokenizer should add a start token, as the language model predicts tokens 1..L−1).
     MiakitError naming the file for records without a label."""
     from miakit import hf
 
@@ -116,14 +118,25 @@ def load_hf_text(path: Path, folder: Path, task: str) -> Pool:
     pad = hf.pad_id(folder)
     limit = tok.model_max_length if 0 < tok.model_max_length <= 4096 else 512
     encoded = tok(texts, truncation=True, max_length=limit)["input_ids"]
-    longest = max(len(ids) for ids in encoded)
-    ids = np.full((len(texts), longest), pad, dtype=np.int64)
-    for i, row in enumerate(encoded):
-        ids[i, : len(row)] = row
     common = {"tokenizer": hf.tokenizer_hash(folder), "pad_id": pad}
     if task == "causal-lm":
+        lower = tok([t.lower() for t in texts], truncation=True, max_length=limit)["input_ids"]
+        longest = max(len(ids) for ids in [*encoded, *lower])
+        ids, ids_lower = _padded(encoded, longest, pad), _padded(lower, longest, pad)
+        if (ids[:, 1:] == pad).all(axis=1).any():
+            raise MiakitError(f"data.path: {path} has a record of fewer than 2 tokens")
         y = np.zeros(len(texts), dtype=np.int64)
-        return Pool(f"user:{path.name}", ids, y, 2, vocab_size=len(tok), **common)
+        return Pool(
+            f"user:{path.name}",
+            ids,
+            y,
+            2,
+            vocab_size=len(tok),
+            texts=tuple(texts),
+            x_lower=ids_lower,
+            **common,
+        )
+    ids = _padded(encoded, max(len(ids) for ids in encoded), pad)
     unlabelled = [i for i, label in enumerate(labels) if label is None]
     if unlabelled:
         raise MiakitError(
@@ -132,3 +145,10 @@ def load_hf_text(path: Path, folder: Path, task: str) -> Pool:
         )
     y = np.array(labels, dtype=np.int64)
     return Pool(f"user:{path.name}", ids, y, int(y.max()) + 1, **common)
+
+
+def _padded(rows: list[list[int]], length: int, pad: int) -> np.ndarray:
+    out = np.full((len(rows), length), pad, dtype=np.int64)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out

@@ -235,6 +235,7 @@ def test_an_hf_causal_lm_audit_stores_the_token_logprobs_of_plain_transformers(t
         "split.num_models=4",
         "train.epochs=3",
         "execution.threads=1",
+        "attacks=[lm-loss, zlib, lowercase, min-k, lm-ratio, lira-online, rmia]",
     ):
         args += ["--set", setting]
     result = CliRunner().invoke(app, args)
@@ -267,6 +268,26 @@ def test_an_hf_causal_lm_audit_stores_the_token_logprobs_of_plain_transformers(t
 
     sizes = np.array([len(zlib.compress(t.encode(), 9)) for t in texts])
     np.testing.assert_allclose(zlib_scores[1], np.nanmean(stored, axis=1) / sizes, rtol=1e-6)
+    base = GPT2LMHeadModel.from_pretrained(folder).eval()  # the reference LM: not fine-tuned
+    base_means = []
+    for text in texts:
+        ids = tok(text)["input_ids"]
+        with torch.no_grad():
+            logp = base(torch.tensor([ids])).logits[0, :-1].double().log_softmax(-1)
+        base_means.append(logp[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].mean().item())
+    ratio = load_npy(run.scores("lm-ratio"))
+    np.testing.assert_allclose(ratio[1], np.nanmean(stored, axis=1) - base_means, atol=2e-5)
     for name in ("lm-loss", "lowercase", "min-k", "lira-online", "rmia"):
         assert np.isfinite(load_npy(run.scores(name))).all()
     assert "<th>text</th>" in (out / "report.html").read_text()
+
+
+def test_plan_refuses_lm_ratio_without_an_hf_base_model(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("".join(f"record number {i}\n" for i in range(20)))
+    config = load_config(
+        ROOT / "configs" / "text_lm.yaml",
+        [f"data.path={corpus}", "attacks=[lm-ratio]", "split.num_models=2"],
+    )
+    message = _plan_error(tmp_path, config)
+    assert message.startswith("attacks: lm-ratio compares the target with its pretrained base")

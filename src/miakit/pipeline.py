@@ -515,7 +515,13 @@ def attack(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = Non
         pool = load_plan(run).pool
         if pool.is_text:
             compressed = text_zlib_bytes(pool)
-            signals = replace(signals, tokens=TokenSignals.from_run(run, len(keep), compressed))
+            token_signals = TokenSignals.from_run(run, len(keep), compressed)
+            if any(instances[n].needs_reference_lm for n in stale):
+                from miakit.reference_lm import reference_logprobs
+
+                reference = reference_logprobs(run, load_plan(run))
+                token_signals = replace(token_signals, reference_logprobs=reference)
+            signals = replace(signals, tokens=token_signals)
     with progress_bar() as bar:
         task = bar.add_task("attacking", total=len(stale))
         for name in stale:

@@ -15,7 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from miakit.architectures import TEXT_ARCHITECTURES, is_in_memory, is_sklearn, is_user_module
+from miakit.architectures import (
+    TEXT_ARCHITECTURES,
+    is_hf,
+    is_in_memory,
+    is_sklearn,
+    is_user_module,
+)
 from miakit.attacks import ATTACKS, make_attack
 from miakit.attacks.base import Setting
 from miakit.config import AuditConfig, TrainConfig
@@ -275,6 +281,11 @@ def check_text(config: AuditConfig, pool: Pool) -> None:
         raise MiakitError(
             f"model.arch: {pool.name} holds text records, which only a causal language model "
             f"takes (gpt, or an hf arch with task causal-lm), not {config.model.arch}"
+        )
+    if "lm-ratio" in config.attacks and not is_hf(config.model.arch):
+        raise MiakitError(
+            "attacks: lm-ratio compares the target with its pretrained base model as the "
+            f"reference LM, which only an hf arch has, not {config.model.arch}"
         )
     train, defences = config.train, config.defences
     refused = {

@@ -291,3 +291,29 @@ def test_plan_refuses_lm_ratio_without_an_hf_base_model(tmp_path):
     )
     message = _plan_error(tmp_path, config)
     assert message.startswith("attacks: lm-ratio compares the target with its pretrained base")
+
+
+def test_lora_trains_only_the_adapters_and_the_head(tiny):
+    folder, corpus = tiny
+    config = _config(folder, corpus, "model.lora={r: 2, alpha: 4, target_modules: [query, value]}")
+    torch.manual_seed(0)
+    net = build_model(config.model.arch, (8,), 2, **config.model.model_dump(exclude={"arch"}))
+    trainable = [n for n, p in net.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n or "classifier" in n for n in trainable)
+    assert any("query.lora_A" in n for n in trainable) and any(
+        "value.lora_B" in n for n in trainable
+    )
+    frozen = {n: p.clone() for n, p in net.named_parameters() if not p.requires_grad}
+    x = torch.randint(1, 20, (4, 8))
+    loss = torch.nn.functional.cross_entropy(net(x), torch.tensor([0, 1, 0, 1]))
+    loss.backward()
+    torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=1.0).step()
+    assert all(torch.equal(p, frozen[n]) for n, p in net.named_parameters() if n in frozen)
+    with pytest.raises(MiakitError, match="^model.lora: "):
+        build_model(
+            config.model.arch,
+            (8,),
+            2,
+            task="sequence-classification",
+            lora={"r": 2, "alpha": 4, "target_modules": ["no_such_module"]},
+        )

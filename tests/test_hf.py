@@ -309,7 +309,7 @@ def test_lora_trains_only_the_adapters_and_the_head(tiny):
     loss.backward()
     torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=1.0).step()
     assert all(torch.equal(p, frozen[n]) for n, p in net.named_parameters() if n in frozen)
-    with pytest.raises(MiakitError, match="^model.lora: "):
+    with pytest.raises(MiakitError, match=r"^model.lora: "):
         build_model(
             config.model.arch,
             (8,),

@@ -317,3 +317,15 @@ def test_lora_trains_only_the_adapters_and_the_head(tiny):
             task="sequence-classification",
             lora={"r": 2, "alpha": 4, "target_modules": ["no_such_module"]},
         )
+
+
+def test_records_are_tokenized_once_per_content_of_data_and_tokenizer(tiny, tmp_path):
+    folder, corpus = tiny
+    data = tmp_path / "c.jsonl"
+    shutil.copy(corpus, data)
+    config = _config(folder, data)
+    first = load_configured_pool(config)
+    assert load_configured_pool(config) is first
+    data.write_text(corpus.read_text().replace('"label": 1', '"label": 0', 1))
+    changed = load_configured_pool(config)
+    assert changed is not first and changed.fingerprint() != first.fingerprint()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -110,7 +111,16 @@ def load_hf_text(path: Path, folder: Path, task: str) -> Pool:
     max + 1; causal-lm: y zeros, 2 classes and vocab_size the tokenizer's, as `load_text`, with
     the texts and the lowercased records' token ids (x and x_lower padded to one length L; the
     tokenizer should add a start token, as the language model predicts tokens 1..L−1).
-    MiakitError naming the file for records without a label."""
+    MiakitError naming the file for records without a label. Tokenized once per process for
+    each content of the file and of the tokenizer's files (their SHA-256)."""
+    from miakit import hf
+    from miakit.store import file_hash
+
+    return _hf_pool(path, file_hash(path), folder, hf.tokenizer_hash(folder), task)
+
+
+@cache
+def _hf_pool(path: Path, data_hash: str, folder: Path, tokenizer_hash: str, task: str) -> Pool:
     from miakit import hf
 
     texts, labels = read_records(path)

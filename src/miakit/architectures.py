@@ -57,6 +57,10 @@ ESTIMATOR_MODULES = ("sklearn",)
 
 _USER_ARCH = re.compile(r"python:([A-Za-z_][\w.]*):([A-Za-z_]\w*)")
 
+#: The prefix of `model.arch` for a Hugging Face transformers model: `hf:<local folder or hub id>`
+#: (`miakit.models.hf`), fine-tuned as model.task says.
+HF_PREFIX = "hf:"
+
 #: The prefix of `model.arch` for a factory given in memory: `memory:name@hash`.
 MEMORY_PREFIX = "memory:"
 _MEMORY_ARCH = re.compile(r"memory:([\w.<>-]+)@([0-9a-f]{16})")
@@ -66,6 +70,15 @@ IN_MEMORY: dict[str, Callable[..., Any]] = {}
 
 def is_sklearn(arch: str) -> bool:
     return arch == SKLEARN
+
+
+def is_hf(arch: str) -> bool:
+    return arch.startswith(HF_PREFIX)
+
+
+def hf_source(arch: str) -> str:
+    """The local folder or hub id of an `hf:` arch."""
+    return arch[len(HF_PREFIX) :]
 
 
 def is_user_module(arch: str) -> bool:
@@ -109,11 +122,13 @@ def check_arch_name(arch: str) -> str:
         or arch == SKLEARN
         or _USER_ARCH.fullmatch(arch)
         or _MEMORY_ARCH.fullmatch(arch)
+        or (is_hf(arch) and hf_source(arch).strip())
     ):
         return arch
     raise ValueError(
         f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}, {SKLEARN} (with "
-        f"model.estimator), or {USER_PREFIX}package.module:factory (your own torch module)"
+        f"model.estimator), {USER_PREFIX}package.module:factory (your own torch module), or "
+        f"{HF_PREFIX}<folder or hub id> (a transformers model, with model.task)"
     )
 
 

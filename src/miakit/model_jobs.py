@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from miakit import tokens
 from miakit.architectures import is_sklearn
 from miakit.data.canaries import secret_texts
 from miakit.data.text import load_prefix
@@ -132,7 +133,7 @@ def _train_networks(plan: Plan, run: RunDir, todo: list[int]) -> list[int]:
                 spent[i] = privacy.as_dict()
         elif plan.pool.is_text:
             reports = [
-                train_lm(net, data.x[r], cfg, sd["order"])
+                train_lm(net, data.x[r], cfg, sd["order"], pad=_pad(plan))
                 for net, r, sd in zip(nets, rows, seeds, strict=True)
             ]
         elif cfg.batched and len(todo) > 1:
@@ -236,7 +237,9 @@ def _save_trained(
     privacy: dict | None,
     transfer: dict | None,
 ) -> None:
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    # cloned: tied weights (a language model's head and embedding) share memory, which
+    # safetensors does not store
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
     write_atomic(run.weights(m), lambda tmp: save_file(state, str(tmp)))
     if report.trace is not None:
         save_npy(run.trace(m), report.trace)
@@ -278,7 +281,13 @@ def query_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
             if plan.pool.is_text:
                 prefix = _recall_prefix(plan, data.device)
                 with torch_threads(threads_for(model, plan.config.execution.threads)):
-                    logits, stats = query_tokens(model, data.x, prefix=prefix)
+                    logits, stats = query_tokens(
+                        model,
+                        data.x,
+                        prefix=prefix,
+                        pad=_pad(plan),
+                        lower=_lower(plan, data.device),
+                    )
                     if has_secrets(plan.config):
                         stats[SECRET_STAT] = log_perplexity(model, _alternatives(plan, data.device))
                 _save_tokens(plan, run, m, logits, stats)
@@ -289,6 +298,18 @@ def query_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
             _save_logits(plan, run, m, logits, calibration)
             done.append(m)
     return done
+
+
+def _pad(plan: Plan) -> int:
+    """The padding id of the pool's token ids (miakit's byte tokenizer's PAD unless the pool's
+    tokenizer is a model folder's)."""
+    return plan.pool.pad_id if plan.pool.pad_id is not None else tokens.PAD
+
+
+def _lower(plan: Plan, device: torch.device) -> torch.Tensor | None:
+    """The lowercased records' token ids where the pool has them (`Pool.x_lower`)."""
+    lower = plan.pool.x_lower
+    return None if lower is None else torch.from_numpy(lower).to(device)
 
 
 def _save_logits(

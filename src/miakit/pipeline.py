@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -26,7 +27,7 @@ from pydantic import ValidationError
 from rich.progress import Progress
 
 from miakit import tokens
-from miakit.architectures import TEXT_ARCHITECTURES, allowing_code, check_code_allowed
+from miakit.architectures import allowing_code, check_code_allowed
 from miakit.attacks import Attack, make_attack
 from miakit.chain import (
     audit_json_path,
@@ -51,7 +52,7 @@ from miakit.config import (
     load_config,
     read_run_config,
 )
-from miakit.data import resolve_data_dir
+from miakit.data import Pool, resolve_data_dir
 from miakit.data.catalog import fetch as fetch_dataset
 from miakit.data.catalog import list_datasets
 from miakit.errors import AttackUnavailable, MiakitError, StaleInputs
@@ -96,7 +97,7 @@ from miakit.store import (
     save_npy,
     write_atomic,
 )
-from miakit.validate import resolve_attacks
+from miakit.validate import is_language_model, resolve_attacks
 
 if TYPE_CHECKING:
     from miakit.report.compare import Comparison
@@ -513,8 +514,14 @@ def attack(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = Non
     if run.run_yaml.is_file() and any(instances[n].needs_tokens for n in stale):
         pool = load_plan(run).pool
         if pool.is_text:
-            zlib = tokens.zlib_bytes(pool.x)
-            signals = replace(signals, tokens=TokenSignals.from_run(run, len(keep), zlib))
+            compressed = text_zlib_bytes(pool)
+            token_signals = TokenSignals.from_run(run, len(keep), compressed)
+            if any(instances[n].needs_reference_lm for n in stale):
+                from miakit.reference_lm import reference_logprobs
+
+                reference = reference_logprobs(run, load_plan(run))
+                token_signals = replace(token_signals, reference_logprobs=reference)
+            signals = replace(signals, tokens=token_signals)
     with progress_bar() as bar:
         task = bar.add_task("attacking", total=len(stale))
         for name in stale:
@@ -628,7 +635,7 @@ def evaluate(run: RunDir, config: AuditConfig, attacks: Sequence[str] | None = N
         run.metrics_csv, lambda tmp: pd.DataFrame(long_rows(metrics)).to_csv(tmp, index=False)
     )
     all_scores = {name: load_npy(run.scores(name)) for name in metrics}
-    text = config.model.arch in TEXT_ARCHITECTURES
+    text = is_language_model(config)
     tables = write_evaluation_tables(
         run, all_scores, config.evaluate.fprs, records, calibration=not text
     )
@@ -719,7 +726,7 @@ def report(run: RunDir, single_point: Sequence[Path] = ()) -> Path:
         if pictures is not None:
             images = pictures[evaluated]
         elif pool.is_text:
-            texts = [tokens.decode(row).decode("utf-8", "replace") for row in pool.x[evaluated]]
+            texts = pool_texts(pool, evaluated)
         else:
             features = pool.x[evaluated]
     path = write_report(
@@ -788,3 +795,18 @@ def _audit(config: AuditConfig, run: RunDir, log: Log | None) -> dict:
         remove_exposure_tables(run)
     report(run)
     return metrics
+
+
+def text_zlib_bytes(pool: Pool) -> np.ndarray:
+    """int64 [N]: each text record's zlib-compressed length (level 9) in bytes, of its UTF-8
+    text where the pool keeps it (a model folder's tokenizer), else of its byte tokens."""
+    if pool.texts is None:
+        return tokens.zlib_bytes(pool.x)
+    return np.array([len(zlib.compress(t.encode("utf-8"), 9)) for t in pool.texts], np.int64)
+
+
+def pool_texts(pool: Pool, records: slice | np.ndarray) -> list[str]:
+    """The text of the pool's records `records` (decoded from byte tokens unless kept)."""
+    if pool.texts is not None:
+        return list(np.asarray(pool.texts, dtype=object)[records])
+    return [tokens.decode(row).decode("utf-8", "replace") for row in pool.x[records]]

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from miakit.architectures import is_sklearn
+from miakit.architectures import is_hf, is_sklearn
 from miakit.config import AuditConfig, TrainConfig, dump_config, read_run_config
 from miakit.config.defences import DefenceConfig
-from miakit.data import Pool, load_pool, make_split
+from miakit.data import USER_DATA, Pool, load_pool, make_split
 from miakit.data.canaries import (
     canary_keep,
     canary_records,
@@ -24,6 +24,7 @@ from miakit.data.canaries import (
     insert_canaries,
     insert_secrets,
 )
+from miakit.data.registry import check_classes
 from miakit.data.text import load_prefix
 from miakit.errors import MiakitError
 from miakit.seeding import rng
@@ -104,6 +105,8 @@ class Plan:
 def load_configured_pool(config: AuditConfig) -> Pool:
     """The configured data set's pool, with its canaries (dp_audit.canaries) in place."""
     data = config.data
+    if is_hf(config.model.arch):
+        return _hf_pool(config)
     pool = load_pool(
         data.name,
         data.data_dir,
@@ -129,6 +132,34 @@ def configured_secrets(config: AuditConfig) -> np.ndarray:
     holds secret i; `miakit.data.canaries.draw_secrets`)."""
     canaries = config.dp_audit.canaries
     return draw_secrets(canaries.count, canaries.secret_digits, rng(config.seed, "canary-content"))
+
+
+def _hf_pool(config: AuditConfig) -> Pool:
+    """The text records of data.path tokenized by the hf model's tokenizer (no canaries)."""
+    from miakit import hf
+    from miakit.data.registry import subsample_pool
+    from miakit.data.text import TEXT_SUFFIXES, load_hf_text
+
+    data, model = config.data, config.model
+    hf.require_text_extra(f"model.arch {model.arch}")
+    path = Path(data.path).expanduser() if data.path is not None else None
+    if data.name != USER_DATA or path is None or path.suffix not in TEXT_SUFFIXES:
+        raise MiakitError(
+            f"model.arch {model.arch}: takes text records, data.name user with a data.path of "
+            f"{', '.join(TEXT_SUFFIXES)}"
+        )
+    if not path.is_file():
+        raise MiakitError(f"data.path: no file {path}")
+    if config.dp_audit.canaries.count > 0:
+        raise MiakitError("dp_audit.canaries: not supported with an hf model yet; leave it at 0")
+    pool = load_hf_text(path, hf.model_folder(model.arch), model.task)
+    if not pool.is_text:
+        check_classes(pool, f"data.path {path}: label", True)
+    return (
+        pool
+        if data.subsample is None
+        else subsample_pool(pool, data.subsample, subsample_seed(config))
+    )
 
 
 def configured_canaries(config: AuditConfig, num_records: int) -> np.ndarray:

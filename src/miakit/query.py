@@ -96,7 +96,13 @@ MAX_MEAN_LOGPROB = -1e-12
 
 @torch.no_grad()
 def query_tokens(
-    model: nn.Module, x: Tensor, chunk: int = 256, prefix: Tensor | None = None
+    model: nn.Module,
+    x: Tensor,
+    chunk: int = 256,
+    prefix: Tensor | None = None,
+    *,
+    pad: int = PAD,
+    lower: Tensor | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """A causal LM's outputs on text records x [N, L] (token ids, `miakit.tokens`), in eval mode.
 
@@ -110,28 +116,36 @@ def query_tokens(
     token log p) over the record's real targets (EOS included), so that with label 0 the loss
     transform is the mean token NLL, true_prob is p̄ and LiRA's log-odds φ = log p̄ − log(1 − p̄)
     (as ML Privacy Meter's LLM signal exp(−loss)); log p̄ is capped at MAX_MEAN_LOGPROB.
+
+    pad: the padding id (targets equal to it are masked, NaN); lower: the lowercased records'
+    token ids [N, L] with their own padding (another tokenizer's: `Pool.x_lower`), by default
+    `miakit.tokens.lowercase` of x.
     """
     model.eval()
     names = (*TOKEN_STATS, RECALL_STAT) if prefix is not None else TOKEN_STATS
     stats: dict[str, list[Tensor]] = {name: [] for name in names}
     means = []
-    lower = torch.from_numpy(lowercase(x.cpu().numpy())).to(x.device)
+    if lower is None:
+        lower = torch.from_numpy(lowercase(x.cpu().numpy())).to(x.device)
     for part, part_lower in zip(x.split(chunk), lower.split(chunk), strict=True):
         logp = torch.log_softmax(model(part).double(), dim=-1)  # [B, L - 1, V]
         targets = part[:, 1:]
-        real = targets != PAD
+        real = targets != pad
         actual = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         p = logp.exp()
         mu = (p * logp).sum(-1)
         sigma = ((p * (logp - mu.unsqueeze(-1)) ** 2).sum(-1)).sqrt()
         logp_lower = torch.log_softmax(model(part_lower).double(), dim=-1)
         actual_lower = logp_lower.gather(-1, part_lower[:, 1:].unsqueeze(-1)).squeeze(-1)
+        real_lower = part_lower[:, 1:] != pad
         nan = torch.tensor(float("nan"), dtype=torch.float64, device=part.device)
         values: tuple[Tensor, ...] = (actual, mu, sigma, actual_lower)
+        masks: tuple[Tensor, ...] = (real, real, real, real_lower)
         if prefix is not None:
             values += (_conditional_logprobs(model, prefix, part),)
-        for name, value in zip(names, values, strict=True):
-            stats[name].append(torch.where(real, value, nan).float().cpu())
+            masks += (real,)
+        for name, value, mask in zip(names, values, masks, strict=True):
+            stats[name].append(torch.where(mask, value, nan).float().cpu())
         means.append((torch.where(real, actual, 0.0).sum(1) / real.sum(1)).cpu())
     mean = torch.cat(means).clamp(max=MAX_MEAN_LOGPROB)
     logits = torch.stack([mean, torch.log(-torch.expm1(mean))], -1)[:, None, :]

@@ -254,6 +254,9 @@ class TokenSignals:
     logprobs_lower: Sequence[np.ndarray]
     zlib_bytes: np.ndarray
     logprobs_recall: Sequence[np.ndarray] | None = None
+    #: The reference LM's log p of each actual next token [N, L − 1] (`miakit.reference_lm`:
+    #: an hf target's base model), or None where the run has none.
+    reference_logprobs: np.ndarray | None = None
 
     @classmethod
     def from_run(cls, run: RunDir, num_models: int, zlib_bytes: np.ndarray) -> TokenSignals:

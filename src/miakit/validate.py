@@ -15,7 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from miakit.architectures import TEXT_ARCHITECTURES, is_in_memory, is_sklearn, is_user_module
+from miakit.architectures import (
+    TEXT_ARCHITECTURES,
+    is_hf,
+    is_in_memory,
+    is_sklearn,
+    is_user_module,
+)
 from miakit.attacks import ATTACKS, make_attack
 from miakit.attacks.base import Setting
 from miakit.config import AuditConfig, TrainConfig
@@ -247,6 +253,11 @@ TEXT_SEQUENCE_ATTACKS = (
 )
 
 
+def is_language_model(config: AuditConfig) -> bool:
+    """model.arch is a causal LM: gpt, or an hf arch with task causal-lm."""
+    return config.model.arch in TEXT_ARCHITECTURES or config.model.task == "causal-lm"
+
+
 def check_text(config: AuditConfig, pool: Pool) -> None:
     """Text records go with a causal LM (model.arch gpt) and only with one, and with nothing this
     first text support lacks: no augmentation, loss traces, batched or private training,
@@ -254,7 +265,7 @@ def check_text(config: AuditConfig, pool: Pool) -> None:
     ones and TEXT_SEQUENCE_ATTACKS (RMIA with signal softmax at temperature 1, i.e. p̄, and γ 1); attacks
     that read per-token outputs need text records; their canaries (dp_audit.canaries) are secret
     or natural. MiakitError naming the setting."""
-    text_arch = config.model.arch in TEXT_ARCHITECTURES
+    text_arch = is_language_model(config)
     if not pool.is_text:
         if config.query.recall_prefix is not None:
             raise MiakitError(
@@ -262,7 +273,8 @@ def check_text(config: AuditConfig, pool: Pool) -> None:
             )
         if text_arch:
             raise MiakitError(
-                f"model.arch: gpt takes text records (.txt, .jsonl, .csv), not {pool.name}'s"
+                f"model.arch: {config.model.arch} takes text records (.txt, .jsonl, .csv), "
+                f"not {pool.name}'s"
             )
         token_attacks = [n for n in config.attacks if ATTACKS[n].needs_tokens]
         if token_attacks:
@@ -274,7 +286,12 @@ def check_text(config: AuditConfig, pool: Pool) -> None:
     if not text_arch:
         raise MiakitError(
             f"model.arch: {pool.name} holds text records, which only a causal language model "
-            f"takes (gpt), not {config.model.arch}"
+            f"takes (gpt, or an hf arch with task causal-lm), not {config.model.arch}"
+        )
+    if "lm-ratio" in config.attacks and not is_hf(config.model.arch):
+        raise MiakitError(
+            "attacks: lm-ratio compares the target with its pretrained base model as the "
+            f"reference LM, which only an hf arch has, not {config.model.arch}"
         )
     context = config.model.context
     if context is not None and context < pool.x.shape[1]:

@@ -77,6 +77,8 @@ class Attack(ABC):
     #: Whether it reads a causal LM's per-token outputs (`Signals.tokens`: text records only);
     #: `attacks: all` leaves such attacks out.
     needs_tokens: ClassVar[bool] = False
+    #: reads the reference LM's token log-probs (`TokenSignals.reference_logprobs`, lm-ratio)
+    needs_reference_lm: ClassVar[bool] = False
 
     def __init__(self, config: AttackConfig | None = None):
         self.config = config if config is not None else self.Config()

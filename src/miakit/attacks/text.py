@@ -18,8 +18,10 @@ targets) and scores a text record, higher = more likely member:
   mass on one token) counts as 0.
 
 The sequence-level attacks over references (LiRA, RMIA) read the logits' two-class view of the
-mean token probability instead (`miakit.query.query_tokens`). ReCaLL and the reference-model
-ratio are not here yet.
+mean token probability instead (`miakit.query.query_tokens`). - `lm-ratio` (Carlini et al. 2021, "comparing to other neural language models"; Mireshghallah
+  et al. 2022, reference-based likelihood ratio): the target's mean token log-probability minus
+  that of a reference LM, the hf target's pretrained base model (`miakit.reference_lm`).
+ReCaLL is not here yet.
 """
 
 from __future__ import annotations
@@ -131,3 +133,24 @@ class MinKPlusPlusAttack(TextAttack):
         with np.errstate(invalid="ignore", divide="ignore"):
             z = np.where(sigma > 0, (logp - mu) / sigma, np.where(np.isfinite(logp), 0.0, np.nan))
         return lowest_fraction_mean(z, self.config.k)
+
+
+@register
+class LmRatioAttack(TextAttack):
+    """Score = mean token log p_target(x) − mean token log p_reference(x), the reference LM the
+    hf target's base model before fine-tuning (Carlini et al. 2021; Mireshghallah et al. 2022)."""
+
+    name = "lm-ratio"
+    needs_reference_lm = True
+
+    def unavailable(self, signals: Signals) -> str | None:
+        reason = super().unavailable(signals)
+        if reason is None and signals.tokens.reference_logprobs is None:  # type: ignore[union-attr]
+            return "lm-ratio needs a reference LM: the base model of an hf causal-lm target"
+        return reason
+
+    def token_score(self, signals: Signals, target: int) -> np.ndarray:
+        tokens = signals.tokens
+        assert tokens is not None and tokens.reference_logprobs is not None
+        target_mean = mean_token_logprob(tokens.read("logprobs", target))
+        return target_mean - mean_token_logprob(np.asarray(tokens.reference_logprobs, np.float64))

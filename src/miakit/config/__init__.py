@@ -20,6 +20,7 @@ from miakit.architectures import (
     STACKED_TRAINER_REVISION,
     TEXT_ARCHITECTURES,
     check_arch_name,
+    is_hf,
     is_in_memory,
     is_sklearn,
     is_user_module,
@@ -69,6 +70,15 @@ class SplitConfig(Section):
 GPT_OPTIONS = ("layers", "width", "heads", "context")
 
 
+class LoraConfig(Section):
+    """LoRA adapters (Hu et al. 2022) through peft's LoraConfig: rank r, scale alpha / r, on the
+    modules named (their names' last parts, e.g. query, value; c_attn for GPT-2)."""
+
+    r: int = Field(default=8, ge=1, le=256)
+    alpha: float = Field(default=16.0, gt=0)
+    target_modules: list[str] = Field(min_length=1)
+
+
 class ModelConfig(Section):
     arch: str = Field(
         default="mlp",
@@ -106,6 +116,14 @@ class ModelConfig(Section):
         description="arch 'sklearn': standardize features with each model's own training "
         "records (a StandardScaler before the estimator)",
     )
+    task: Literal["sequence-classification", "causal-lm"] | None = Field(
+        default=None,
+        description="arch hf:<folder or hub id>: what the transformers model is fine-tuned for",
+    )
+    lora: LoraConfig | None = Field(
+        default=None,
+        description="arch hf: fine-tune LoRA adapters (peft) instead of every weight",
+    )
     target_weights: Path | None = Field(
         default=None,
         description="a target trained elsewhere: its safetensors checkpoint, for a model built "
@@ -140,6 +158,13 @@ class ModelConfig(Section):
             raise ValueError("estimator, params, standardize: only with arch 'sklearn'")
         if self.dropout and (sklearn or is_user_module(self.arch) or is_in_memory(self.arch)):
             raise ValueError(f"dropout: not with arch {self.arch!r} (set it in your model)")
+        hf = is_hf(self.arch)
+        if hf and self.task is None:
+            raise ValueError(f"arch {self.arch!r} needs task: sequence-classification or causal-lm")
+        if not hf and (self.task is not None or self.lora is not None):
+            raise ValueError("task, lora: only with arch hf:<folder or hub id>")
+        if hf and self.dropout:
+            raise ValueError("dropout: not with an hf arch (its config.json sets it)")
         if (self.target_weights is None) != (self.target_members is None):
             raise ValueError("target_weights and target_members: give both, or neither")
         if self.target_weights is not None and sklearn:
@@ -164,6 +189,12 @@ class ModelConfig(Section):
             }
         if is_user_module(self.arch):
             return {"arch": self.arch, "source": file_hash(user_module_file(self.arch))}
+        if is_hf(self.arch):
+            from miakit.hf import base_identity, model_folder
+
+            lora = None if self.lora is None else self.lora.model_dump(mode="json")
+            base = base_identity(model_folder(self.arch))
+            return {"arch": self.arch, "task": self.task, "lora": lora, "base": base}
         if is_in_memory(self.arch):
             return {"arch": self.arch}  # the hash of the factory's code is part of its name
         # the GPT's options only for arch gpt, so that other models' hashes stay as they were
@@ -173,6 +204,7 @@ class ModelConfig(Section):
         base = self.model_dump(
             mode="json",
             exclude={"estimator", "params", "standardize", "target_weights", "target_members"}
+            | {"task", "lora"}
             | gpt,
         )
         return base | {"revision": REVISIONS.get(self.arch, 0)}

@@ -32,6 +32,14 @@ class Pool:
     #: Text records (`miakit.data.text`): x holds token ids int64 [N, L] of `miakit.tokens`
     #: (PAD after each record's EOS) and this is the tokenizer's vocabulary size; None otherwise.
     vocab_size: int | None = None
+    #: Records tokenized by a Hugging Face model folder's tokenizer (`miakit.data.text.load_hf_text`):
+    #: the content hash of its files (part of the fingerprint) and its padding id; None otherwise.
+    tokenizer: str | None = None
+    pad_id: int | None = None
+    #: With such a tokenizer and a causal LM: the records' texts (zlib, the report) and the token
+    #: ids of the records lowercased [N, L] (`lowercase`; own lengths, padded with pad_id).
+    texts: tuple[str, ...] | None = None
+    x_lower: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if len(self.x) != len(self.y):
@@ -69,7 +77,12 @@ class Pool:
 
     def take(self, indices: np.ndarray) -> Pool:
         """The pool restricted to `indices` (in that order); the test split is kept whole."""
-        return replace(self, x=self.x[indices], y=self.y[indices])
+        extra: dict = {}
+        if self.texts is not None:
+            extra["texts"] = tuple(self.texts[i] for i in indices)
+        if self.x_lower is not None:
+            extra["x_lower"] = self.x_lower[indices]
+        return replace(self, x=self.x[indices], y=self.y[indices], **extra)
 
     def fingerprint(self) -> str:
         """Content hash of the pool's records and labels: a model trained on other data is stale."""
@@ -80,4 +93,6 @@ class Pool:
             from miakit import tokens
 
             parts.append({"vocab_size": self.vocab_size, "tokenizer": tokens.REVISION})
+        if self.tokenizer is not None:
+            parts.append({"hf_tokenizer": self.tokenizer, "pad_id": self.pad_id})
         return content_hash(parts)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +106,22 @@ def read_texts(path: Path, setting: str) -> list[str]:
         raw = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise MiakitError(f"{setting}: cannot read {path} as UTF-8 text ({exc})") from exc
-    return _records(raw, path)
+    return _records(raw, path)[0]
+
+
+def read_records(path: Path) -> tuple[list[str], list[int | None]]:
+    """The texts of data.path and their labels (None where a record has none). MiakitError
+    (naming the file and line) on unreadable or malformed records, or fewer than 2 of them."""
+    if path.suffix not in TEXT_SUFFIXES:
+        raise MiakitError(f"data.path: {path} is not a .txt, .jsonl or .csv file of text records")
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MiakitError(f"data.path: cannot read {path} as UTF-8 text ({exc})") from exc
+    texts, labels = _records(raw, path)
+    if len(texts) < 2:
+        raise MiakitError(f"data.path: {path} holds {len(texts)} records; at least 2 are needed")
+    return texts, labels
 
 
 def load_prefix(path: Path, shots: int | None) -> tuple[list[str], np.ndarray]:
@@ -135,9 +151,10 @@ def text_pool(texts: list[str], path: Path) -> Pool:
     return Pool(f"user:{path.name}", ids, y, 2, vocab_size=tokens.VOCAB_SIZE)
 
 
-def _records(raw: str, path: Path) -> list[str]:
+def _records(raw: str, path: Path) -> tuple[list[str], list[int | None]]:
     if path.suffix == ".txt":
-        return [line for line in raw.splitlines() if line.strip()]
+        texts = [line for line in raw.splitlines() if line.strip()]
+        return texts, [None] * len(texts)
     if path.suffix == ".jsonl":
         rows = []
         for number, line in enumerate(raw.splitlines(), 1):
@@ -155,22 +172,84 @@ def _records(raw: str, path: Path) -> list[str]:
         if reader.fieldnames is None or "text" not in reader.fieldnames:
             raise MiakitError(f"{path}: the header row needs a 'text' column")
         rows = [(number, row) for number, row in enumerate(reader, 2)]
-    texts = []
+    texts, labels = [], []
     for number, row in rows:
         text = row.get("text")
         if not isinstance(text, str) or not text:
             raise MiakitError(f"{path}:{number}: 'text' must be a non-empty string")
-        _check_label(row.get("label"), f"{path}:{number}")
+        labels.append(_check_label(row.get("label"), f"{path}:{number}"))
         texts.append(text)
-    return texts
+    return texts, labels
 
 
-def _check_label(label: object, where: str) -> None:
+def _check_label(label: object, where: str) -> int | None:
     if label is None or label == "":
-        return
+        return None
     try:
         value = int(label) if isinstance(label, str) else label
     except ValueError as exc:
         raise MiakitError(f"{where}: 'label' must be an integer ≥ 0, got {label!r}") from exc
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise MiakitError(f"{where}: 'label' must be an integer ≥ 0, got {label!r}")
+    return value
+
+
+def load_hf_text(path: Path, folder: Path, task: str) -> Pool:
+    """The file's records tokenized by the hf model folder's tokenizer (`miakit.hf`): token ids
+    int64 [N, L] padded with its pad id to the longest record (at most its model_max_length
+    tokens, 512 when unset), the pool's `tokenizer` its files' hash and `pad_id` set. Task
+    sequence-classification: y the records' labels (every record needs one), num_classes
+    max + 1; causal-lm: y zeros, 2 classes and vocab_size the tokenizer's, as `load_text`, with
+    the texts and the lowercased records' token ids (x and x_lower padded to one length L; the
+    tokenizer should add a start token, as the language model predicts tokens 1..L−1).
+    MiakitError naming the file for records without a label. Tokenized once per process for
+    each content of the file and of the tokenizer's files (their SHA-256)."""
+    from miakit import hf
+    from miakit.store import file_hash
+
+    return _hf_pool(path, file_hash(path), folder, hf.tokenizer_hash(folder), task)
+
+
+@cache
+def _hf_pool(path: Path, data_hash: str, folder: Path, tokenizer_hash: str, task: str) -> Pool:
+    from miakit import hf
+
+    texts, labels = read_records(path)
+    tok = hf.tokenizer(folder)
+    pad = hf.pad_id(folder)
+    limit = tok.model_max_length if 0 < tok.model_max_length <= 4096 else 512
+    encoded = tok(texts, truncation=True, max_length=limit)["input_ids"]
+    common = {"tokenizer": hf.tokenizer_hash(folder), "pad_id": pad}
+    if task == "causal-lm":
+        lower = tok([t.lower() for t in texts], truncation=True, max_length=limit)["input_ids"]
+        longest = max(len(ids) for ids in [*encoded, *lower])
+        ids, ids_lower = _padded(encoded, longest, pad), _padded(lower, longest, pad)
+        if (ids[:, 1:] == pad).all(axis=1).any():
+            raise MiakitError(f"data.path: {path} has a record of fewer than 2 tokens")
+        y = np.zeros(len(texts), dtype=np.int64)
+        return Pool(
+            f"user:{path.name}",
+            ids,
+            y,
+            2,
+            vocab_size=len(tok),
+            texts=tuple(texts),
+            x_lower=ids_lower,
+            **common,
+        )
+    ids = _padded(encoded, max(len(ids) for ids in encoded), pad)
+    unlabelled = [i for i, label in enumerate(labels) if label is None]
+    if unlabelled:
+        raise MiakitError(
+            f"data.path: model.task sequence-classification needs a 'label' for every record; "
+            f"{path} has {len(unlabelled)} without one (record {unlabelled[0] + 1} first)"
+        )
+    y = np.array(labels, dtype=np.int64)
+    return Pool(f"user:{path.name}", ids, y, int(y.max()) + 1, **common)
+
+
+def _padded(rows: list[list[int]], length: int, pad: int) -> np.ndarray:
+    out = np.full((len(rows), length), pad, dtype=np.int64)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out

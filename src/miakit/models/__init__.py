@@ -11,6 +11,7 @@ from torch import nn
 from miakit.architectures import (
     REVISIONS,
     TEXT_ARCHITECTURES,
+    is_hf,
     is_in_memory,
     is_sklearn,
     is_user_module,
@@ -56,6 +57,10 @@ def build_model(
     """
     if is_user_module(arch) or is_in_memory(arch):
         return build_user_model(arch, input_shape, num_classes)
+    if is_hf(arch):
+        from miakit.models.hf import build_hf
+
+        return build_hf(arch, num_classes, options.get("task"), options.get("lora"))
     if is_sklearn(arch):
         raise MiakitError("model.arch: sklearn estimators are built by miakit.models.sklearn_model")
     if arch not in MODELS:

@@ -65,7 +65,7 @@ class RunData:
         logits, and for causal language models (whose two-class sequence signal has no classes
         to be accurate on)."""
         logits = self.target_logits()
-        if logits is None or model_arch(self.config_text) in TEXT_ARCHITECTURES:
+        if logits is None or language_model_run(self.config_text):
             return None
         return calibration_table(logits, self.labels, self.keep, self.targets)
 
@@ -148,3 +148,15 @@ def model_arch(config_text: str) -> str | None:
         return None
     model = config.get("model") if isinstance(config, dict) else None
     return model.get("arch") if isinstance(model, dict) else None
+
+
+def language_model_run(config_text: str) -> bool:
+    """run.yaml's model is a causal LM: arch gpt, or an hf arch with task causal-lm."""
+    try:
+        config = yaml.safe_load(config_text or "") or {}
+    except yaml.YAMLError:
+        return False
+    model = config.get("model") if isinstance(config, dict) else None
+    if not isinstance(model, dict):
+        return False
+    return model.get("arch") in TEXT_ARCHITECTURES or model.get("task") == "causal-lm"

@@ -35,12 +35,11 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binom
 
-from miakit.architectures import TEXT_ARCHITECTURES
 from miakit.evaluate.metric_key import MetricKey
 from miakit.evaluate.roc import roc_curve
 from miakit.evaluate.thresholds import ppv
 from miakit.evaluate.vulnerability import FLAG_FPR, record_vulnerability
-from miakit.report.runs import RunData, model_arch
+from miakit.report.runs import RunData, language_model_run, model_arch
 
 #: The FPRs the verdict quotes TPR at, when the run evaluated them.
 VERDICT_FPRS = (0.01, 0.001)
@@ -408,7 +407,7 @@ def verdict(data: RunData) -> Verdict:
             gap,
             str(data.run.root),
             estimator=_is_estimator_run(data.config_text),
-            text=model_arch(data.config_text) in TEXT_ARCHITECTURES,
+            text=language_model_run(data.config_text),
             auc=Figure.of(figures, "auc"),
         ),
         calls_none=calls_none,

@@ -21,12 +21,12 @@ from miakit.train.loop import Lane, Shuffled, TrainReport, check_options, train_
 from miakit.train.trainer import make_optimizer, prepare_model, set_lr
 
 
-def token_nll(logits: Tensor, x: Tensor) -> Tensor:
+def token_nll(logits: Tensor, x: Tensor, pad: int = tokens.PAD) -> Tensor:
     """Next-token negative log-likelihood [B, L − 1] of records x [B, L] under logits
-    [B, L − 1, V] (nats; 0 at PAD targets)."""
+    [B, L − 1, V] (nats; 0 at padding targets, id `pad`)."""
     targets = x[:, 1:]
     nll = F.cross_entropy(
-        logits.float().flatten(0, 1), targets.flatten(), reduction="none", ignore_index=tokens.PAD
+        logits.float().flatten(0, 1), targets.flatten(), reduction="none", ignore_index=pad
     )
     return nll.view(targets.shape)
 
@@ -34,8 +34,8 @@ def token_nll(logits: Tensor, x: Tensor) -> Tensor:
 class LMStep:
     """One causal LM and torch.optim's SGD or Adam: the step of `train_lm`."""
 
-    def __init__(self, model: nn.Module, x: Tensor, cfg: TrainConfig) -> None:
-        self.model, self.x, self.cfg = model, x, cfg
+    def __init__(self, model: nn.Module, x: Tensor, cfg: TrainConfig, pad: int) -> None:
+        self.model, self.x, self.cfg, self.pad = model, x, cfg, pad
         self.bf16 = cfg.bf16
         self.net = prepare_model(model, cfg, x.device)
         self.optimizer = make_optimizer(model, cfg)
@@ -47,8 +47,8 @@ class LMStep:
         self.model.train()
         set_lr(self.optimizer, rates[m])
         batch = self.x[positions]
-        real = (batch[:, 1:] != tokens.PAD).sum()
-        loss = token_nll(self.net(batch), batch).sum() / real.clamp(min=1)
+        real = (batch[:, 1:] != self.pad).sum()
+        loss = token_nll(self.net(batch), batch, self.pad).sum() / real.clamp(min=1)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -66,13 +66,15 @@ def train_lm(
     order_seed: int,
     *,
     on_epoch: Callable[[int, int], None] | None = None,
+    pad: int = tokens.PAD,
 ) -> TrainReport:
     """Train `model` in place on the token ids x [n, L] (on the training device) with
     `loop.train_lanes` and an `LMStep`: batches of a permutation drawn from `order_seed` each
-    epoch; the report's final_loss is the last batch's mean token NLL (nats)."""
+    epoch; the report's final_loss is the last batch's mean token NLL (nats). `pad`: the
+    padding id (the pool's; miakit's byte tokenizer's PAD by default), masked out."""
     check_options("plain", cfg, model)
     started = time.perf_counter()
     augmenter = Augmenter(cfg.augment, None, x.device, None, len(x))
     lane = Lane(Shuffled(len(x), cfg.batch_size, order_seed, x.device), augmenter, cfg.epochs)
-    (report,) = train_lanes(LMStep(model, x, cfg), [lane], cfg, started, on_epoch=on_epoch)
+    (report,) = train_lanes(LMStep(model, x, cfg, pad), [lane], cfg, started, on_epoch=on_epoch)
     return report

@@ -1,0 +1,107 @@
+"""A Hugging Face transformers model as a miakit network (`model.arch: hf:<folder or hub id>`).
+
+The base model is loaded once per process (`transformers.AutoModelFor<Task>.from_pretrained`
+with `use_safetensors=True`, never `trust_remote_code`) and every model is a deep copy of it, so
+that references are cheap to make; the weights the base lacks (a classifier's head) are drawn
+anew from torch's global generator, which the caller seeds per model, as the model's own
+`_init_weights` would (normal with std `initializer_range`, zero biases). With `model.lora`
+the copy is wrapped by peft's LoRA adapters (Hu et al. 2022), only they and the head trained.
+
+`HFNet` takes token ids [B, L] padded with the pool's pad id (attention mask: ids ≠ pad) and
+returns, for sequence-classification, class logits [B, C]; for causal-lm, next-token logits
+[B, L − 1, V] (position t predicting token t + 1), as `miakit.models.gpt.GPT`.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from miakit import hf
+from miakit.errors import MiakitError
+
+
+class HFNet(nn.Module):
+    """A transformers model over token ids [B, L]; see the module docstring for its outputs."""
+
+    def __init__(self, model: nn.Module, task: str, pad_id: int):
+        super().__init__()
+        self.model, self.task, self.pad_id = model, task, pad_id
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.task == "causal-lm":
+            inputs = x[:, :-1]
+            return self.model(input_ids=inputs, attention_mask=inputs != self.pad_id).logits
+        return self.model(input_ids=x, attention_mask=x != self.pad_id).logits
+
+
+@cache
+def _base(folder: str, identity: str, task: str, num_labels: int) -> tuple[nn.Module, frozenset]:
+    """The base model in eval mode and the names of the parameters its files lack."""
+    import transformers
+
+    auto = {
+        "sequence-classification": transformers.AutoModelForSequenceClassification,
+        "causal-lm": transformers.AutoModelForCausalLM,
+    }[task]
+    options: dict[str, Any] = {"num_labels": num_labels} if task != "causal-lm" else {}
+    try:
+        # on the CPU, never the meta device of a parameter count; its own draws (of the weights
+        # it lacks, drawn again per model) leave the caller's generator as it was
+        with torch.device("cpu"), torch.random.fork_rng(devices=[]):
+            model, info = auto.from_pretrained(
+                folder,
+                use_safetensors=True,
+                trust_remote_code=False,
+                output_loading_info=True,
+                **options,
+            )
+    except (OSError, ValueError, KeyError) as exc:
+        raise MiakitError(
+            f"model.arch hf:{folder}: transformers cannot load it for {task} "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from exc
+    model.float().eval()
+    return model, frozenset(info.get("missing_keys", ()))
+
+
+def build_hf(arch: str, num_classes: int, task: str | None, lora: Any = None) -> HFNet:
+    """A fresh copy of the arch's base model for `task` (num_classes labels for
+    sequence-classification), its missing weights drawn from torch's global generator, with
+    LoRA adapters where `lora` (a `miakit.config.LoraConfig` or its dict) is given."""
+    if task not in hf.HF_TASKS:
+        raise MiakitError(f"model.task: {task!r}; an hf arch takes {', '.join(hf.HF_TASKS)}")
+    hf.require_text_extra(f"model.arch {arch}")
+    folder = hf.model_folder(arch)
+    identity = str(sorted(hf.base_identity(folder).items()))
+    base, missing = _base(str(folder.resolve()), identity, task, num_classes)
+    model = copy.deepcopy(base)
+    std = getattr(model.config, "initializer_range", 0.02)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in missing:
+                nn.init.normal_(p, std=std) if p.ndim >= 2 else nn.init.zeros_(p)
+    if lora is not None:
+        model = _with_lora(model, task, lora if isinstance(lora, dict) else lora.model_dump())
+    return HFNet(model, task, hf.pad_id(folder))
+
+
+def _with_lora(model: nn.Module, task: str, lora: dict) -> nn.Module:
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    kind = TaskType.CAUSAL_LM if task == "causal-lm" else TaskType.SEQ_CLS
+    config = LoraConfig(
+        task_type=kind,
+        r=lora["r"],
+        lora_alpha=lora["alpha"],
+        target_modules=list(lora["target_modules"]),
+        lora_dropout=0.0,
+    )
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:
+        raise MiakitError(f"model.lora: {str(exc).splitlines()[0]}") from exc

@@ -329,3 +329,31 @@ def test_records_are_tokenized_once_per_content_of_data_and_tokenizer(tiny, tmp_
     data.write_text(corpus.read_text().replace('"label": 1', '"label": 0', 1))
     changed = load_configured_pool(config)
     assert changed is not first and changed.fingerprint() != first.fingerprint()
+
+
+def test_a_hub_id_goes_through_the_hub_clients_download(tiny, monkeypatch):
+    folder, _ = tiny
+    import huggingface_hub
+
+    asked = []
+
+    def snapshot_download(repo_id, **options):
+        asked.append((repo_id, options))
+        return str(folder)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    assert hf.model_folder("hf:someone/tiny-bert") == folder
+    ((repo_id, options),) = asked
+    assert repo_id == "someone/tiny-bert" and "*.bin" not in options["allow_patterns"]
+    assert all(
+        p.endswith((".json", ".safetensors", ".txt", ".model")) for p in options["allow_patterns"]
+    )
+
+    def offline(repo_id, **options):
+        raise OSError("no network")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(MiakitError, match=r"^model.arch: hf:someone/x is no local folder"):
+        hf.model_folder("hf:someone/x")
+    with pytest.raises(MiakitError, match=r"^model.arch: hf:not-here: no folder not-here"):
+        hf.model_folder("hf:not-here")

@@ -224,6 +224,7 @@ def tiny_lm(tmp_path_factory):
     return root / "tiny-gpt2", root / "corpus.jsonl"
 
 
+@pytest.mark.attack("lm-ratio")
 def test_an_hf_causal_lm_audit_stores_the_token_logprobs_of_plain_transformers(tiny_lm, tmp_path):
     folder, corpus = tiny_lm
     out = tmp_path / "run"

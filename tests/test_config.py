@@ -113,6 +113,15 @@ paths = sorted(Path(sys.argv[1]).glob("*.yaml"))
 for path in paths:
     single = path.name.startswith("single_point")
     config = load_config(path, schema=SinglePointConfig if single else AuditConfig)
+    if config.model.arch.startswith("hf:"):  # its hash reads the model folder, made by the user
+        from miakit.errors import MiakitError
+        try:
+            config.model.hash_inputs()
+        except MiakitError as exc:
+            assert "no folder" in str(exc), exc
+        else:
+            sys.exit("the hash of a missing hf model folder")
+        continue
     config.model.hash_inputs()
     if not single:
         config.training_inputs()

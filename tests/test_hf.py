@@ -330,3 +330,60 @@ def test_records_are_tokenized_once_per_content_of_data_and_tokenizer(tiny, tmp_
     data.write_text(corpus.read_text().replace('"label": 1', '"label": 0', 1))
     changed = load_configured_pool(config)
     assert changed is not first and changed.fingerprint() != first.fingerprint()
+
+
+def test_a_hub_id_goes_through_the_hub_clients_download(tiny, monkeypatch):
+    folder, _ = tiny
+    import huggingface_hub
+
+    asked = []
+
+    def snapshot_download(repo_id, **options):
+        asked.append((repo_id, options))
+        return str(folder)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    assert hf.model_folder("hf:someone/tiny-bert") == folder
+    ((repo_id, options),) = asked
+    assert repo_id == "someone/tiny-bert" and "*.bin" not in options["allow_patterns"]
+    assert all(
+        p.endswith((".json", ".safetensors", ".txt", ".model")) for p in options["allow_patterns"]
+    )
+
+    def offline(repo_id, **options):
+        raise OSError("no network")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(MiakitError, match=r"^model.arch: hf:someone/x is no local folder"):
+        hf.model_folder("hf:someone/x")
+    with pytest.raises(MiakitError, match=r"^model.arch: hf:not-here: no folder not-here"):
+        hf.model_folder("hf:not-here")
+
+
+@pytest.mark.parametrize(
+    ("settings", "name"),
+    [
+        (["train.batched=true"], "train.batched"),
+        (["defences.dp.enabled=true", "defences.dp.noise_multiplier=1"], "defences.dp"),
+    ],
+)
+def test_plan_refuses_trainers_that_do_not_take_transformers_models(tiny, tmp_path, settings, name):
+    folder, corpus = tiny
+    message = _plan_error(tmp_path, _config(folder, corpus, *settings))
+    assert message == f"{name}: not supported with an hf arch yet; leave it at its default"
+
+
+@pytest.mark.slow
+def test_the_ready_classifier_config_audits_16_fine_tuned_models_and_finds_leakage(tmp_path):
+    rows = tiny_hf_model.write_corpus(tmp_path / "corpus.jsonl", 200)
+    tiny_hf_model.write_model(tmp_path / "tiny-bert", [r["text"] for r in rows])
+    out = tmp_path / "run"
+    args = ["audit", "--config", str(CONFIG), "--out", str(out)]
+    args += ["--set", f"model.arch=hf:{tmp_path / 'tiny-bert'}"]
+    args += ["--set", f"data.path={tmp_path / 'corpus.jsonl'}"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())["attacks"]
+    assert set(metrics) == {"loss", "lira-online", "lira-offline", "rmia"}
+    assert metrics["loss"]["auc"]["mean"] > 0.7  # the wrongly labelled records are memorized
+    assert (out / "report.html").is_file()

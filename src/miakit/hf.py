@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from functools import cache
 from pathlib import Path
 
@@ -43,13 +44,18 @@ def _importable(module: str) -> bool:
         return False
 
 
+#: a hub id: owner/name (a path that exists locally is read as that folder instead)
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
 def model_folder(arch: str) -> Path:
-    """The checked local folder of an `hf:` arch: the folder itself when it exists, else the
-    hub id's snapshot (its config, safetensors and tokenizer files only) through the hub
-    client's download and cache. MiakitError when it is missing or unusable (`check_folder`)."""
+    """The checked local folder of an `hf:` arch: the folder itself when it exists, else, for a
+    hub id (owner/name), its snapshot (config, safetensors and tokenizer files only) through the
+    hub client's download and cache. MiakitError when it is missing or unusable
+    (`check_folder`)."""
     source = hf_source(arch)
     path = Path(source).expanduser()
-    if not path.exists() and not source.startswith((".", "/", "~")) and source.count("/") <= 1:
+    if not path.exists() and _HUB_ID.fullmatch(source):
         path = _download(source)
     if not path.is_dir():
         raise MiakitError(f"model.arch: {arch}: no folder {path}")

@@ -91,6 +91,7 @@ def check_model(config: AuditConfig, pool: Pool) -> None:
         )
     check_text(config, pool)
     check_recall_prefix(config, pool)
+    check_hf(config)
     if is_sklearn(config.model.arch):
         check_estimator(config)
         return
@@ -251,6 +252,24 @@ TEXT_SEQUENCE_ATTACKS = (
     "rmia",
     "rmia-offline",
 )
+
+
+def check_hf(config: AuditConfig) -> None:
+    """An hf arch trains one model at a time without DP-SGD or a transfer extractor (the
+    stacked trainer and Opacus do not take transformers models yet). MiakitError naming the
+    setting."""
+    if not is_hf(config.model.arch):
+        return
+    refused = {
+        "train.batched": config.train.batched,
+        "defences.dp": config.defences.dp.enabled,
+        "defences.transfer": config.defences.transfer.enabled,
+    }
+    for setting, used in refused.items():
+        if used:
+            raise MiakitError(
+                f"{setting}: not supported with an hf arch yet; leave it at its default"
+            )
 
 
 def is_language_model(config: AuditConfig) -> bool:

@@ -36,6 +36,23 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=600)
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as root:
+        corpus = write_corpus(Path(root) / "corpus.txt", args.records)
+        overrides = [f"data.path={corpus}", *args.overrides]
+        if load_config(args.config, overrides).query.recall_prefix is not None:
+            prefix = write_prefix(Path(root) / "prefix.txt", corpus)
+            overrides.insert(1, f"query.recall_prefix={prefix}")
+        described = f"{args.config.resolve().relative_to(ROOT)}"
+        time_audit("text_audit.py", args.config, overrides, Path(root) / "run", described)
+
+
+def time_audit(
+    script: str, config_path: Path, overrides: list[str], root: Path, described: str
+) -> None:
+    """Run the audit of `config_path` with `overrides` in `root` stage by stage (each attack on
+    its own, the DP audit where the config plants canaries) and print each stage's wall and CPU
+    seconds, the attacks' throughput, the mean AUCs and, with canaries, the ε bounds and
+    exposure; `described` names the config in the printout, `script` in its header."""
     timings: dict[str, float] = {}
     cpu: dict[str, float] = {}
 
@@ -46,33 +63,26 @@ def main() -> None:
         cpu[stage] = time.process_time() - start_cpu
         return result
 
-    with tempfile.TemporaryDirectory() as root:
-        corpus = write_corpus(Path(root) / "corpus.txt", args.records)
-        overrides = [f"data.path={corpus}", *args.overrides]
-        if load_config(args.config, overrides).query.recall_prefix is not None:
-            prefix = write_prefix(Path(root) / "prefix.txt", corpus)
-            overrides.insert(1, f"query.recall_prefix={prefix}")
-        config = load_config(args.config, overrides)
-        run = RunDir(Path(root) / "run")
-        planned = timed("plan", pipeline.plan, config, run, None)
-        config = planned.config
-        timed("train", pipeline.train, planned, run)
-        timed("query", pipeline.query, planned, run)
-        for name in config.attacks:
-            timed(f"attack {name}", pipeline.attack, run, config, [name])
-        metrics = timed("evaluate", pipeline.evaluate, run, config)
-        audit = None
-        if config.dp_audit.canaries.count:
-            audit = timed("audit-dp", audit_dp, run, config)
-        timed("report", pipeline.report, run)
+    run = RunDir(root)
+    planned = timed("plan", pipeline.plan, load_config(config_path, overrides), run, None)
+    config = planned.config
+    timed("train", pipeline.train, planned, run)
+    timed("query", pipeline.query, planned, run)
+    for name in config.attacks:
+        timed(f"attack {name}", pipeline.attack, run, config, [name])
+    metrics = timed("evaluate", pipeline.evaluate, run, config)
+    audit = None
+    if config.dp_audit.canaries.count:
+        audit = timed("audit-dp", audit_dp, run, config)
+    timed("report", pipeline.report, run)
     total, total_cpu = sum(timings.values()), sum(cpu.values())
     scored = len(planned.targets) * planned.pool.num_records
     attack_seconds = sum(s for stage, s in timings.items() if stage.startswith("attack"))
-    print(header("text_audit.py"))
+    print(header(script))
     print(
-        f"config: {args.config.resolve().relative_to(ROOT)}, {args.records} records of {planned.pool.x.shape[1]} "
+        f"config: {described}, {planned.pool.num_records} records of {planned.pool.x.shape[1]} "
         f"tokens, {config.split.num_models} models, {len(planned.targets)} targets, overrides "
-        f"{args.overrides or 'none'}"
+        f"{overrides[1:] or 'none'}"
     )
     for stage, seconds in timings.items():
         rate = f"  {scored / seconds:9.0f} records/s" if stage.startswith("attack") else ""

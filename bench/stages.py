@@ -11,9 +11,8 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 
-from machine import header
+from machine import StageTimer, header
 
 from miakit import pipeline
 from miakit.config import load_config
@@ -26,24 +25,16 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     args = parser.parse_args()
     config = load_config(args.config, args.overrides)
-    timings: dict[str, float] = {}
-    cpu: dict[str, float] = {}
+    timed = StageTimer()
     with tempfile.TemporaryDirectory() as root:
         run = RunDir(root)
-
-        def timed(stage, fn, *fn_args):
-            start, start_cpu = time.perf_counter(), time.process_time()
-            result = fn(*fn_args)
-            timings[stage] = time.perf_counter() - start
-            cpu[stage] = time.process_time() - start_cpu
-            return result
-
         planned = timed("plan", pipeline.plan, config, run)
         timed("train", pipeline.train, planned, run)
         timed("query", pipeline.query, planned, run)
         timed("attack", pipeline.attack, run, config)
         metrics = timed("evaluate", pipeline.evaluate, run, config)
         timed("report", pipeline.report, run)
+    timings, cpu = timed.wall, timed.cpu
     total, total_cpu = sum(timings.values()), sum(cpu.values())
     print(header("stages.py"))
     print(

@@ -15,10 +15,9 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from machine import header
+from machine import StageTimer, header
 
 from miakit import pipeline
 from miakit.config import load_config
@@ -53,16 +52,7 @@ def time_audit(
     its own, the DP audit where the config plants canaries) and print each stage's wall and CPU
     seconds, the attacks' throughput, the mean AUCs and, with canaries, the ε bounds and
     exposure; `described` names the config in the printout, `script` in its header."""
-    timings: dict[str, float] = {}
-    cpu: dict[str, float] = {}
-
-    def timed(stage, fn, *fn_args):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        result = fn(*fn_args)
-        timings[stage] = time.perf_counter() - start
-        cpu[stage] = time.process_time() - start_cpu
-        return result
-
+    timed = StageTimer()
     run = RunDir(root)
     planned = timed("plan", pipeline.plan, load_config(config_path, overrides), run, None)
     config = planned.config
@@ -75,6 +65,7 @@ def time_audit(
     if config.dp_audit.canaries.count:
         audit = timed("audit-dp", audit_dp, run, config)
     timed("report", pipeline.report, run)
+    timings, cpu = timed.wall, timed.cpu
     total, total_cpu = sum(timings.values()), sum(cpu.values())
     scored = len(planned.targets) * planned.pool.num_records
     attack_seconds = sum(s for stage, s in timings.items() if stage.startswith("attack"))

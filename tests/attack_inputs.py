@@ -5,7 +5,7 @@ import math
 import numpy as np
 
 from miakit.attacks import ATTACKS
-from miakit.signals import Signals
+from miakit.signals import Signals, TokenSignals
 
 from .synthetic import balanced_keep_matrix
 
@@ -23,6 +23,34 @@ def random_signals(models=6, records=40, augmentations=1, classes=4, seed=0, mem
     boost = np.where(keep, member_boost, 0.0)[..., None]
     logits[np.arange(models)[:, None], np.arange(records)[None, :], :, labels[None, :]] += boost
     return Signals.from_arrays(logits, labels, keep), logits, labels, keep
+
+
+def random_token_signals(seed=0, models=3, records=6, length=8, recall=False):
+    """Signals of random per-token outputs (a causal LM's, `TokenSignals`; with a ReCaLL
+    statistic where `recall`), each record with its own count of real tokens, NaN after them;
+    model 0 trains on the first half of the records, the others on none. One token's sigma is
+    0 (a distribution with all its mass on one token). Returns (signals with the token outputs,
+    the TokenSignals, the real token counts int [records])."""
+    draw = np.random.default_rng(seed)
+    real = draw.integers(1, length + 1, size=records)
+    mask = np.arange(length)[None, :] < real[:, None]
+
+    def stat(low, high):
+        return [
+            np.where(mask, draw.uniform(low, high, (records, length)), np.nan)
+            for _ in range(models)
+        ]
+
+    logprobs, mu, sigma, lower = stat(-9, -0.01), stat(-4, -0.5), stat(0.1, 3), stat(-9, -0.01)
+    sigma[0][0, 0] = 0.0
+    conditional = stat(-12, -0.01) if recall else None
+    zlib_sizes = draw.integers(5, 40, size=records)
+    keep = np.zeros((models, records), dtype=bool)
+    keep[0, : records // 2] = True
+    two_class = [np.zeros((records, 1, 2)) for _ in range(models)]
+    tok = TokenSignals(logprobs, mu, sigma, lower, zlib_sizes, conditional)
+    signals = Signals(two_class, np.zeros(records, dtype=np.int64), keep, tokens=tok)
+    return signals, tok, real
 
 
 def direct_softmax(z):

@@ -5,6 +5,7 @@ import html
 import json
 import math
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +22,11 @@ from miakit.data.user import load_user
 from miakit.errors import MiakitError
 from miakit.models import build_model
 from miakit.query import query_tokens
-from miakit.signals import Signals, TokenSignals
 from miakit.store import RunDir, load_npy
 from miakit.train.lm import train_lm
 from miakit.validate import resolve_attacks
 
+from .attack_inputs import random_token_signals
 from .text_corpus import corpus, write_corpus
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "text_lm.yaml"
@@ -154,28 +155,6 @@ def test_query_keeps_per_token_statistics_not_the_vocabulary():
         assert logits[n, 0, 1] == pytest.approx(math.log(1 - math.exp(mean)), rel=1e-5)
 
 
-def _token_signals(seed: int = 0, models: int = 3, records: int = 5, length: int = 9):
-    """Signals of random per-token outputs, each record with its own count of real tokens."""
-    draw = np.random.default_rng(seed)
-    real = draw.integers(1, length + 1, size=records)
-    mask = np.arange(length)[None, :] < real[:, None]
-
-    def stat(low, high):
-        return [
-            np.where(mask, draw.uniform(low, high, (records, length)), np.nan)
-            for _ in range(models)
-        ]
-
-    logprobs, mu, sigma, lower = stat(-9, -0.01), stat(-4, -0.5), stat(0.1, 3), stat(-9, -0.01)
-    sigma[0][0, 0] = 0.0  # a token whose distribution puts all its mass on one token
-    zlib_sizes = draw.integers(5, 40, size=records)
-    keep = np.zeros((models, records), dtype=bool)
-    keep[0, : records // 2] = True
-    two_class = [np.zeros((records, 1, 2)) for _ in range(models)]
-    signals = Signals(two_class, np.zeros(records, dtype=np.int64), keep)
-    return signals, TokenSignals(logprobs, mu, sigma, lower, zlib_sizes), real
-
-
 def _lowest_mean(values: list[float], k: float) -> float:
     count = max(1, int(len(values) * k + 1e-9))
     return sum(sorted(values)[:count]) / count
@@ -188,10 +167,7 @@ def _lowest_mean(values: list[float], k: float) -> float:
 @pytest.mark.attack("min-k-plus-plus")
 @pytest.mark.parametrize("k", [0.2, 0.5, 1.0])
 def test_lm_attacks_match_their_papers_formulas_computed_plainly(k):
-    signals, tok, real = _token_signals()
-    from dataclasses import replace
-
-    signals = replace(signals, tokens=tok)
+    signals, tok, real = random_token_signals(records=5, length=9)
     scores = {
         name: make_attack(name, {"k": k} if name.startswith("min-k") else None).score_targets(
             signals, [0, 1], None
@@ -220,7 +196,7 @@ def test_zlib_attack_reads_the_texts_compressed_length():
 
 
 def test_lm_attacks_say_why_they_cannot_run_without_token_outputs():
-    signals, _, _ = _token_signals()
+    signals = replace(random_token_signals()[0], tokens=None)
     assert "per-token outputs" in make_attack("min-k").unavailable(signals)
     assert make_attack("min-k").unavailable(signals) is not None
     with pytest.raises(MiakitError, match=r"attack_options\.min-k\.k"):

@@ -16,9 +16,9 @@ from miakit.config import load_config
 from miakit.errors import MiakitError
 from miakit.models import build_model
 from miakit.query import query_tokens
-from miakit.signals import Signals, TokenSignals
 from miakit.store import RunDir, load_npy
 
+from .attack_inputs import random_token_signals
 from .text_corpus import write_corpus, write_prefix
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "text_lm.yaml"
@@ -69,36 +69,9 @@ def test_the_gpt_refuses_a_context_shorter_than_its_records():
         build_model("gpt", (10,), 2, context=8)
 
 
-def _signals(seed: int = 0, models: int = 3, records: int = 6, length: int = 8):
-    draw = np.random.default_rng(seed)
-    real = draw.integers(1, length + 1, size=records)
-    mask = np.arange(length)[None, :] < real[:, None]
-
-    def stat(low, high):
-        return [
-            np.where(mask, draw.uniform(low, high, (records, length)), np.nan)
-            for _ in range(models)
-        ]
-
-    logprobs, mu, sigma, lower, recall = (
-        stat(-9, -0.01),
-        stat(-4, -0.5),
-        stat(0.1, 3),
-        stat(-9, -0.01),
-        stat(-12, -0.01),
-    )
-    keep = np.zeros((models, records), dtype=bool)
-    keep[0, : records // 2] = True
-    signals = Signals(
-        [np.zeros((records, 1, 2)) for _ in range(models)], np.zeros(records, dtype=np.int64), keep
-    )
-    tok = TokenSignals(logprobs, mu, sigma, lower, draw.integers(5, 40, size=records), recall)
-    return replace(signals, tokens=tok), tok, real
-
-
 @pytest.mark.attack("recall")
 def test_recall_is_the_ratio_of_conditional_to_plain_log_likelihood():
-    signals, tok, real = _signals()
+    signals, tok, real = random_token_signals(recall=True)
     scores = make_attack("recall").score_targets(signals, [0, 2], None)
     for row, target in enumerate([0, 2]):
         for n in range(len(real)):

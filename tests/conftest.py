@@ -1,8 +1,9 @@
 """Shared fixtures: a tiny, fast audit config; one torch thread for small models; a copy of a
-module's finished run."""
+module's finished run; the decoded-data cache in a folder of the session's own."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,19 @@ from miakit.config import AuditConfig, load_config
 from miakit.store import RunDir
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_cache(tmp_path_factory):
+    """Decoded data sets and tokenized records (`miakit.data.cache`) go to a folder of this
+    session's, never the user's cache, for the tests and the processes they start."""
+    before = os.environ.get("MIAKIT_CACHE")
+    os.environ["MIAKIT_CACHE"] = str(tmp_path_factory.mktemp("decoded"))
+    yield
+    if before is None:
+        os.environ.pop("MIAKIT_CACHE")
+    else:
+        os.environ["MIAKIT_CACHE"] = before
 
 
 @pytest.fixture

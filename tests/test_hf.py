@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from miakit import hf, pipeline
 from miakit.cli import app
 from miakit.config import load_config
+from miakit.data.text import HF_PAD
 from miakit.errors import MiakitError
 from miakit.models import build_model
 from miakit.plan import load_configured_pool
@@ -63,9 +64,11 @@ def test_records_are_tokenized_by_the_model_folders_tokenizer(tiny):
     from transformers import PreTrainedTokenizerFast
 
     tok = PreTrainedTokenizerFast.from_pretrained(folder)
-    expected = tok([r["text"] for r in rows], padding=True, return_tensors="np")["input_ids"]
-    assert pool.pad_id == tok.pad_token_id == 0 and not pool.is_text
-    np.testing.assert_array_equal(pool.x, expected)
+    encoded = tok([r["text"] for r in rows])["input_ids"]
+    assert pool.pad_id == HF_PAD and not pool.is_text
+    assert pool.x.shape == (len(rows), max(map(len, encoded)))
+    for row, ids in zip(pool.x, encoded, strict=True):
+        assert row[: len(ids)].tolist() == ids and (row[len(ids) :] == -1).all()
     assert pool.y.tolist() == [r["label"] for r in rows] and pool.num_classes == 2
     assert pool.tokenizer == hf.tokenizer_hash(folder)
 
@@ -224,15 +227,40 @@ def tiny_lm(tmp_path_factory):
     return root / "tiny-gpt2", root / "corpus.jsonl"
 
 
+def _without_pad_token(folder: Path, copy: Path) -> Path:
+    """A copy of the folder whose tokenizer has an EOS token but no pad token (as GPT-2's)."""
+    shutil.copytree(folder, copy)
+    settings = json.loads((copy / "tokenizer_config.json").read_text())
+    del settings["pad_token"]
+    settings["eos_token"] = "[EOS]"
+    (copy / "tokenizer_config.json").write_text(json.dumps(settings))
+    return copy
+
+
+def _saved_dataset(corpus: Path, folder: Path) -> Path:
+    import datasets
+
+    rows = [json.loads(line) for line in corpus.read_text().splitlines()]
+    datasets.Dataset.from_list(rows).save_to_disk(str(folder))
+    return folder
+
+
 @pytest.mark.attack("lm-ratio")
-def test_an_hf_causal_lm_audit_stores_the_token_logprobs_of_plain_transformers(tiny_lm, tmp_path):
+@pytest.mark.parametrize("variant", ["pad token, jsonl", "EOS as pad, saved dataset"])
+def test_an_hf_causal_lm_audit_stores_the_token_logprobs_of_plain_transformers(
+    tiny_lm, tmp_path, variant
+):
     folder, corpus = tiny_lm
+    data = corpus
+    if variant.startswith("EOS"):
+        folder = _without_pad_token(folder, tmp_path / "no-pad")
+        data = _saved_dataset(corpus, tmp_path / "saved")
     out = tmp_path / "run"
     args = ["audit", "--config", str(ROOT / "configs" / "text_lm.yaml"), "--out", str(out)]
     for setting in (
         f"model.arch=hf:{folder}",
         "model.task=causal-lm",
-        f"data.path={corpus}",
+        f"data.path={data}",
         "split.num_models=4",
         "train.epochs=3",
         "execution.threads=1",
@@ -247,6 +275,7 @@ def test_an_hf_causal_lm_audit_stores_the_token_logprobs_of_plain_transformers(t
     from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
     tok = PreTrainedTokenizerFast.from_pretrained(folder)
+    assert (tok.pad_token_id is None) == variant.startswith("EOS")
     reference = GPT2LMHeadModel.from_pretrained(folder).eval()
     state = load_file(run.weights(1))
     reference.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
@@ -320,16 +349,27 @@ def test_lora_trains_only_the_adapters_and_the_head(tiny):
         )
 
 
-def test_records_are_tokenized_once_per_content_of_data_and_tokenizer(tiny, tmp_path):
+def test_records_are_tokenized_once_per_content_of_data_and_tokenizer(tiny, tmp_path, monkeypatch):
     folder, corpus = tiny
+    monkeypatch.setenv("MIAKIT_CACHE", str(tmp_path / "cache"))
     data = tmp_path / "c.jsonl"
     shutil.copy(corpus, data)
     config = _config(folder, data)
     first = load_configured_pool(config)
-    assert load_configured_pool(config) is first
-    data.write_text(corpus.read_text().replace('"label": 1', '"label": 0', 1))
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+
+    def no_tokenizer(path):
+        raise AssertionError("tokenized again")
+
+    with monkeypatch.context() as patched:  # a later stage, or another process, reads the cache
+        patched.setattr(hf, "tokenizer", no_tokenizer)
+        again = load_configured_pool(config)
+    np.testing.assert_array_equal(again.x, first.x)
+    assert again.fingerprint() == first.fingerprint()
+    data.write_text(corpus.read_text().replace("a", "b", 1))
     changed = load_configured_pool(config)
-    assert changed is not first and changed.fingerprint() != first.fingerprint()
+    assert changed.fingerprint() != first.fingerprint()
+    assert len(list((tmp_path / "cache").iterdir())) == 2
 
 
 def test_a_hub_id_goes_through_the_hub_clients_download(tiny, monkeypatch):

@@ -142,9 +142,9 @@ def tokenizer(path: Path):
     return _tokenizer(str(path.resolve()), tokenizer_hash(path))
 
 
-def pad_id(path: Path) -> int:
-    """The padding token's id: the tokenizer's pad token, else its EOS token; MiakitError when
-    it has neither."""
+def fill_id(path: Path) -> int:
+    """The id the model is given at padded positions (masked out by the attention mask): the
+    tokenizer's pad token, else its EOS token; MiakitError when it has neither."""
     tok = tokenizer(path)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     if pad is None:

@@ -135,21 +135,27 @@ def configured_secrets(config: AuditConfig) -> np.ndarray:
 
 
 def _hf_pool(config: AuditConfig) -> Pool:
-    """The text records of data.path tokenized by the hf model's tokenizer (no canaries)."""
+    """The text records of data.path (a file or a saved Dataset folder) tokenized by the hf
+    model's tokenizer (no canaries)."""
     from miakit import hf
     from miakit.data.registry import subsample_pool
-    from miakit.data.text import TEXT_SUFFIXES, load_hf_text
+    from miakit.data.text import TEXT_SUFFIXES, is_saved_dataset, load_hf_text
 
     data, model = config.data, config.model
     hf.require_text_extra(f"model.arch {model.arch}")
     path = Path(data.path).expanduser() if data.path is not None else None
-    if data.name != USER_DATA or path is None or path.suffix not in TEXT_SUFFIXES:
+    if data.name != USER_DATA or path is None:
         raise MiakitError(
             f"model.arch {model.arch}: takes text records, data.name user with a data.path of "
-            f"{', '.join(TEXT_SUFFIXES)}"
+            f"{', '.join(TEXT_SUFFIXES)} or a saved datasets.Dataset folder"
         )
-    if not path.is_file():
-        raise MiakitError(f"data.path: no file {path}")
+    if not (path.is_file() and path.suffix in TEXT_SUFFIXES) and not (
+        path.is_dir() and is_saved_dataset(path)
+    ):
+        raise MiakitError(
+            f"data.path: {path} is no {', '.join(TEXT_SUFFIXES)} file or saved datasets.Dataset "
+            f"folder of text records, which model.arch {model.arch} takes"
+        )
     if config.dp_audit.canaries.count > 0:
         raise MiakitError("dp_audit.canaries: not supported with an hf model yet; leave it at 0")
     pool = load_hf_text(path, hf.model_folder(model.arch), model.task)

@@ -131,12 +131,12 @@ def query_tokens(
         logp = torch.log_softmax(model(part).double(), dim=-1)  # [B, L - 1, V]
         targets = part[:, 1:]
         real = targets != pad
-        actual = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        actual = _gathered(logp, targets)
         p = logp.exp()
         mu = (p * logp).sum(-1)
         sigma = ((p * (logp - mu.unsqueeze(-1)) ** 2).sum(-1)).sqrt()
         logp_lower = torch.log_softmax(model(part_lower).double(), dim=-1)
-        actual_lower = logp_lower.gather(-1, part_lower[:, 1:].unsqueeze(-1)).squeeze(-1)
+        actual_lower = _gathered(logp_lower, part_lower[:, 1:])
         real_lower = part_lower[:, 1:] != pad
         nan = torch.tensor(float("nan"), dtype=torch.float64, device=part.device)
         values: tuple[Tensor, ...] = (actual, mu, sigma, actual_lower)
@@ -157,7 +157,13 @@ def _conditional_logprobs(model: nn.Module, prefix: Tensor, part: Tensor) -> Ten
     prefix [K] precedes the record: the model's outputs at positions K..K + L − 2."""
     joined = torch.cat([prefix.to(part.device).expand(len(part), -1), part], dim=1)
     logp = torch.log_softmax(model(joined)[:, len(prefix) :].double(), dim=-1)
-    return logp.gather(-1, part[:, 1:].unsqueeze(-1)).squeeze(-1)
+    return _gathered(logp, part[:, 1:])
+
+
+def _gathered(logp: Tensor, targets: Tensor) -> Tensor:
+    """log p [B, T] of each target id [B, T] under logp [B, T, V]; a padding id outside the
+    vocabulary (`miakit.data.text.HF_PAD`) reads token 0's, which the caller masks."""
+    return logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
 
 
 #: tokens per forward pass of `log_perplexity` (its float64 log-softmax holds them × vocabulary)
@@ -165,16 +171,18 @@ CHUNK_TOKENS = 1 << 16
 
 
 @torch.no_grad()
-def log_perplexity(model: nn.Module, x: Tensor, chunk: int | None = None) -> np.ndarray:
+def log_perplexity(
+    model: nn.Module, x: Tensor, chunk: int | None = None, *, pad: int = PAD
+) -> np.ndarray:
     """The Secret Sharer's log-perplexity (Carlini et al. 2019) of each record x [N, L] (token
     ids) under a causal LM, in eval mode: float64 [N], −Σ_t log2 p(x_t | x_<t) in bits over
-    the record's real next tokens (EOS included, PAD excluded). chunk: records per forward pass
-    (default: CHUNK_TOKENS tokens' worth)."""
+    the record's real next tokens (EOS included, padding `pad` excluded). chunk: records per
+    forward pass (default: CHUNK_TOKENS tokens' worth)."""
     model.eval()
     out = []
     for part in x.split(chunk or max(1, CHUNK_TOKENS // x.shape[1])):
         logp = torch.log_softmax(model(part).double(), dim=-1)
         targets = part[:, 1:]
-        actual = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        out.append(-(torch.where(targets != PAD, actual, 0.0).sum(1) / math.log(2)).cpu())
+        actual = _gathered(logp, targets)
+        out.append(-(torch.where(targets != pad, actual, 0.0).sum(1) / math.log(2)).cpu())
     return torch.cat(out).numpy()

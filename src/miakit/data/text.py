@@ -12,15 +12,17 @@ A folder saved by `datasets.Dataset.save_to_disk` (a `text` string column, an op
 that it is one: state.json and dataset_info.json beside the Arrow files state.json names (plain
 file names ending in .arrow), nothing else (no loading script runs, nothing is unpickled).
 
-Every record is BOS + its UTF-8 bytes + EOS, padded to L = the longest record + 2 tokens;
-records over MAX_BYTES bytes are refused, as are empty files and empty records.
+With miakit's byte tokenizer (`miakit.tokens`, model.arch gpt) every record is BOS + its UTF-8
+bytes + EOS, padded to L = the longest record + 2 tokens; records over MAX_BYTES bytes are
+refused, as are empty files and empty records. With an hf model's tokenizer (`load_hf_text`)
+records are padded with HF_PAD, an id no token has, and their token ids are cached by the
+content of the texts and of the tokenizer's files.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -36,23 +38,54 @@ MAX_BYTES = 1022
 
 
 def load_text(path: Path) -> Pool:
-    """The pool of the file's records: token ids int64 [N, L], y zeros [N], 2 classes,
-    vocab_size tokens.VOCAB_SIZE. MiakitError (naming the file and line) on unreadable or
-    malformed records."""
-    return text_pool(read_texts(path, "data.path"), path)
+    """The pool of data.path's records (a file or a saved Dataset folder, `read_records`):
+    token ids int64 [N, L], y zeros [N], 2 classes, vocab_size tokens.VOCAB_SIZE. MiakitError
+    (naming the file and line) on unreadable or malformed records."""
+    texts = read_records(path)[0]
+    longest = max(len(t.encode("utf-8")) for t in texts)
+    if longest > MAX_BYTES:
+        raise MiakitError(
+            f"data.path: {path} has a record of {longest} bytes; at most {MAX_BYTES} are read"
+        )
+    ids = tokens.encode(texts, longest + 2)
+    y = np.zeros(len(texts), dtype=np.int64)
+    return Pool(f"user:{path.name}", ids, y, 2, vocab_size=tokens.VOCAB_SIZE)
 
 
 def is_saved_dataset(path: Path) -> bool:
     """Whether the folder looks like a `datasets` save (state.json, or a DatasetDict's
-    dataset_dict.json): `load_saved_dataset` then reads or refuses it."""
+    dataset_dict.json): `read_records` then reads or refuses it."""
     return (path / "state.json").is_file() or (path / "dataset_dict.json").is_file()
 
 
-def load_saved_dataset(path: Path) -> Pool:
-    """The text pool of a folder written by `datasets.Dataset.save_to_disk` (see the module's
-    docstring). MiakitError naming the folder when it is no saved Dataset (a DatasetDict, a
-    state.json naming other files, unreadable files), has no string `text` column, a bad
-    label, or when the `text` extra is not installed."""
+def read_records(path: Path) -> tuple[list[str], list[int | None]]:
+    """The texts of data.path and their labels (None where a record has none), in order: a
+    .txt, .jsonl or .csv file, or a folder saved by `datasets.Dataset.save_to_disk` (see the
+    module's docstring). MiakitError (naming the file and line, or the folder and record) on
+    unreadable or malformed records, or fewer than 2 of them; for a folder also when it is no
+    saved Dataset (a DatasetDict, a state.json naming other files), has no string `text` column,
+    or when the `text` extra is not installed."""
+    if path.is_dir():
+        texts, labels = _saved_dataset_records(path)
+    else:
+        texts, labels = _records(_read_file(path, "data.path"), path)
+    if len(texts) < 2:
+        raise MiakitError(f"data.path: {path} holds {len(texts)} records; at least 2 are needed")
+    return texts, labels
+
+
+def source_hash(path: Path) -> str:
+    """The content hash of data.path's records: the file's SHA-256, or for a saved Dataset
+    folder that of its state.json, dataset_info.json and Arrow files."""
+    from miakit.store import content_hash, file_hash
+
+    if not path.is_dir():
+        return file_hash(path)
+    names = sorted(p.name for p in path.iterdir() if p.suffix in (".json", ".arrow"))
+    return content_hash({name: file_hash(path / name) for name in names})
+
+
+def _saved_dataset_records(path: Path) -> tuple[list[str], list[int | None]]:
     try:
         state = json.loads((path / "state.json").read_text(encoding="utf-8"))
         files = [entry["filename"] for entry in state["_data_files"]]
@@ -88,40 +121,29 @@ def load_saved_dataset(path: Path) -> Pool:
         raise MiakitError(
             f"data.path: {path} needs a string column 'text'; it has {dataset.features}"
         )
-    texts = dataset["text"]
-    labels = dataset["label"] if "label" in dataset.column_names else [None] * len(texts)
-    for number, (text, label) in enumerate(zip(texts, labels, strict=True)):
+    texts = list(dataset["text"])
+    given = dataset["label"] if "label" in dataset.column_names else [None] * len(texts)
+    labels = []
+    for number, (text, label) in enumerate(zip(texts, given, strict=True)):
         if not text:
             raise MiakitError(f"{path}: record {number}: 'text' must be a non-empty string")
-        _check_label(label, f"{path}: record {number}")
-    return text_pool(list(texts), path)
+        labels.append(_check_label(label, f"{path}: record {number}"))
+    return texts, labels
 
 
 def read_texts(path: Path, setting: str) -> list[str]:
     """The texts of a .txt, .jsonl or .csv file of records, in file order. MiakitError naming
     `setting` and the file (and line) when it is missing, unreadable or malformed."""
+    return _records(_read_file(path, setting), path)[0]
+
+
+def _read_file(path: Path, setting: str) -> str:
     if path.suffix not in TEXT_SUFFIXES:
         raise MiakitError(f"{setting}: {path} is not a .txt, .jsonl or .csv file of text records")
     try:
-        raw = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise MiakitError(f"{setting}: cannot read {path} as UTF-8 text ({exc})") from exc
-    return _records(raw, path)[0]
-
-
-def read_records(path: Path) -> tuple[list[str], list[int | None]]:
-    """The texts of data.path and their labels (None where a record has none). MiakitError
-    (naming the file and line) on unreadable or malformed records, or fewer than 2 of them."""
-    if path.suffix not in TEXT_SUFFIXES:
-        raise MiakitError(f"data.path: {path} is not a .txt, .jsonl or .csv file of text records")
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MiakitError(f"data.path: cannot read {path} as UTF-8 text ({exc})") from exc
-    texts, labels = _records(raw, path)
-    if len(texts) < 2:
-        raise MiakitError(f"data.path: {path} holds {len(texts)} records; at least 2 are needed")
-    return texts, labels
 
 
 def load_prefix(path: Path, shots: int | None) -> tuple[list[str], np.ndarray]:
@@ -135,20 +157,6 @@ def load_prefix(path: Path, shots: int | None) -> tuple[list[str], np.ndarray]:
         )
     texts = texts[:shots]
     return texts, tokens.encode_prefix(texts)
-
-
-def text_pool(texts: list[str], path: Path) -> Pool:
-    """The pool of these texts (read from `path`, which names the pool): see `load_text`."""
-    if len(texts) < 2:
-        raise MiakitError(f"data.path: {path} holds {len(texts)} records; at least 2 are needed")
-    longest = max(len(t.encode("utf-8")) for t in texts)
-    if longest > MAX_BYTES:
-        raise MiakitError(
-            f"data.path: {path} has a record of {longest} bytes; at most {MAX_BYTES} are read"
-        )
-    ids = tokens.encode(texts, longest + 2)
-    y = np.zeros(len(texts), dtype=np.int64)
-    return Pool(f"user:{path.name}", ids, y, 2, vocab_size=tokens.VOCAB_SIZE)
 
 
 def _records(raw: str, path: Path) -> tuple[list[str], list[int | None]]:
@@ -194,37 +202,31 @@ def _check_label(label: object, where: str) -> int | None:
     return value
 
 
+#: The padding id of records tokenized by an hf tokenizer: no token has it, so padding is never
+#: mistaken for a real token (a tokenizer without a pad token would pad with EOS, a real target
+#: of a causal LM). `miakit.models.hf.HFNet` feeds the model a real id there (`hf.fill_id`),
+#: masked out by the attention mask, and every loss and statistic masks targets equal to it.
+HF_PAD = -1
+#: part of the cache key of `hf_tokens`: bump it whenever its output changes
+HF_TOKENS_REVISION = 1
+
+
 def load_hf_text(path: Path, folder: Path, task: str) -> Pool:
-    """The file's records tokenized by the hf model folder's tokenizer (`miakit.hf`): token ids
-    int64 [N, L] padded with its pad id to the longest record (at most its model_max_length
-    tokens, 512 when unset), the pool's `tokenizer` its files' hash and `pad_id` set. Task
+    """data.path's records (`read_records`: a file or a saved Dataset folder) tokenized by the
+    hf model folder's tokenizer (`miakit.hf`, `hf_tokens`): token ids int64 [N, L] padded with
+    HF_PAD, the pool's `tokenizer` its files' hash and `pad_id` HF_PAD. Task
     sequence-classification: y the records' labels (every record needs one), num_classes
     max + 1; causal-lm: y zeros, 2 classes and vocab_size the tokenizer's, as `load_text`, with
-    the texts and the lowercased records' token ids (x and x_lower padded to one length L; the
-    tokenizer should add a start token, as the language model predicts tokens 1..L−1).
-    MiakitError naming the file for records without a label. Tokenized once per process for
-    each content of the file and of the tokenizer's files (their SHA-256)."""
-    from miakit import hf
-    from miakit.store import file_hash
-
-    return _hf_pool(path, file_hash(path), folder, hf.tokenizer_hash(folder), task)
-
-
-@cache
-def _hf_pool(path: Path, data_hash: str, folder: Path, tokenizer_hash: str, task: str) -> Pool:
+    the texts and the lowercased records' token ids x_lower. MiakitError naming the file for
+    records without a label or (causal-lm) of fewer than 2 tokens."""
     from miakit import hf
 
     texts, labels = read_records(path)
-    tok = hf.tokenizer(folder)
-    pad = hf.pad_id(folder)
-    limit = tok.model_max_length if 0 < tok.model_max_length <= 4096 else 512
-    encoded = tok(texts, truncation=True, max_length=limit)["input_ids"]
-    common = {"tokenizer": hf.tokenizer_hash(folder), "pad_id": pad}
-    if task == "causal-lm":
-        lower = tok([t.lower() for t in texts], truncation=True, max_length=limit)["input_ids"]
-        longest = max(len(ids) for ids in [*encoded, *lower])
-        ids, ids_lower = _padded(encoded, longest, pad), _padded(lower, longest, pad)
-        if (ids[:, 1:] == pad).all(axis=1).any():
+    causal = task == "causal-lm"
+    common = {"tokenizer": hf.tokenizer_hash(folder), "pad_id": HF_PAD}
+    if causal:
+        ids, ids_lower = hf_tokens(texts, folder, lower=True)
+        if (ids[:, 1:] == HF_PAD).all(axis=1).any():
             raise MiakitError(f"data.path: {path} has a record of fewer than 2 tokens")
         y = np.zeros(len(texts), dtype=np.int64)
         return Pool(
@@ -232,12 +234,11 @@ def _hf_pool(path: Path, data_hash: str, folder: Path, tokenizer_hash: str, task
             ids,
             y,
             2,
-            vocab_size=len(tok),
+            vocab_size=len(hf.tokenizer(folder)),
             texts=tuple(texts),
             x_lower=ids_lower,
             **common,
         )
-    ids = _padded(encoded, max(len(ids) for ids in encoded), pad)
     unlabelled = [i for i, label in enumerate(labels) if label is None]
     if unlabelled:
         raise MiakitError(
@@ -245,11 +246,39 @@ def _hf_pool(path: Path, data_hash: str, folder: Path, tokenizer_hash: str, task
             f"{path} has {len(unlabelled)} without one (record {unlabelled[0] + 1} first)"
         )
     y = np.array(labels, dtype=np.int64)
-    return Pool(f"user:{path.name}", ids, y, int(y.max()) + 1, **common)
+    return Pool(f"user:{path.name}", hf_tokens(texts, folder)[0], y, int(y.max()) + 1, **common)
 
 
-def _padded(rows: list[list[int]], length: int, pad: int) -> np.ndarray:
-    out = np.full((len(rows), length), pad, dtype=np.int64)
+def hf_tokens(
+    texts: list[str], folder: Path, lower: bool = False, length: int | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The texts' token ids int64 [N, L] under the folder's tokenizer, truncated at its
+    model_max_length (512 when unset) and padded with HF_PAD to L = `length` or the longest,
+    and with `lower` those of the texts lowercased (else None), padded to the same L. Read
+    from the decoded-data cache (`miakit.data.cache`) when the same texts were tokenized by the
+    same tokenizer files before, so every stage of a run tokenizes its records once."""
+    from miakit import hf
+    from miakit.data.cache import cached_arrays
+    from miakit.store import content_hash
+
+    def build() -> dict[str, np.ndarray]:
+        tok = hf.tokenizer(folder)
+        limit = tok.model_max_length if 0 < tok.model_max_length <= 4096 else 512
+        rows = {"x": tok(texts, truncation=True, max_length=limit)["input_ids"]}
+        if lower:
+            rows["x_lower"] = tok([t.lower() for t in texts], truncation=True, max_length=limit)[
+                "input_ids"
+            ]
+        longest = max(len(ids) for part in rows.values() for ids in part)
+        return {name: _padded(part, max(longest, length or 0)) for name, part in rows.items()}
+
+    key = [content_hash(texts), hf.tokenizer_hash(folder), str(lower), str(length)]
+    arrays = cached_arrays(f"hf-tokens-{HF_TOKENS_REVISION}", key, build)
+    return arrays["x"], arrays.get("x_lower")
+
+
+def _padded(rows: list[list[int]], length: int) -> np.ndarray:
+    out = np.full((len(rows), length), HF_PAD, dtype=np.int64)
     for i, row in enumerate(rows):
         out[i, : len(row)] = row
     return out

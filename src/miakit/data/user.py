@@ -24,7 +24,7 @@ import numpy as np
 
 from miakit.data.image_folder import class_files, decode_classes
 from miakit.data.pool import Pool
-from miakit.data.text import TEXT_SUFFIXES, is_saved_dataset, load_saved_dataset, load_text
+from miakit.data.text import TEXT_SUFFIXES, is_saved_dataset, load_text
 from miakit.data.verify import checked_labels
 from miakit.errors import MiakitError
 
@@ -32,7 +32,7 @@ from miakit.errors import MiakitError
 def load_user(path: Path) -> Pool:
     path = Path(path).expanduser()
     if path.is_dir() and is_saved_dataset(path):
-        return load_saved_dataset(path)
+        return load_text(path)
     if path.is_dir():
         return _from_folder(path)
     if path.is_file() and path.suffix == ".npz":

@@ -7,7 +7,8 @@ anew from torch's global generator, which the caller seeds per model, as the mod
 `_init_weights` would (normal with std `initializer_range`, zero biases). With `model.lora`
 the copy is wrapped by peft's LoRA adapters (Hu et al. 2022), only they and the head trained.
 
-`HFNet` takes token ids [B, L] padded with the pool's pad id (attention mask: ids ≠ pad) and
+`HFNet` takes token ids [B, L] padded with `miakit.data.text.HF_PAD` (attention mask: the ids
+that are no padding; the model sees its tokenizer's pad or EOS id there, `hf.fill_id`) and
 returns, for sequence-classification, class logits [B, C]; for causal-lm, next-token logits
 [B, L − 1, V] (position t predicting token t + 1), as `miakit.models.gpt.GPT`.
 """
@@ -22,21 +23,22 @@ import torch
 from torch import Tensor, nn
 
 from miakit import hf
+from miakit.data.text import HF_PAD
 from miakit.errors import MiakitError
 
 
 class HFNet(nn.Module):
     """A transformers model over token ids [B, L]; see the module docstring for its outputs."""
 
-    def __init__(self, model: nn.Module, task: str, pad_id: int):
+    def __init__(self, model: nn.Module, task: str, fill_id: int):
         super().__init__()
-        self.model, self.task, self.pad_id = model, task, pad_id
+        self.model, self.task, self.fill_id = model, task, fill_id
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.task == "causal-lm":
-            inputs = x[:, :-1]
-            return self.model(input_ids=inputs, attention_mask=inputs != self.pad_id).logits
-        return self.model(input_ids=x, attention_mask=x != self.pad_id).logits
+        inputs = x[:, :-1] if self.task == "causal-lm" else x
+        real = inputs != HF_PAD
+        ids = torch.where(real, inputs, self.fill_id)
+        return self.model(input_ids=ids, attention_mask=real).logits
 
 
 @cache
@@ -87,7 +89,11 @@ def build_hf(arch: str, num_classes: int, task: str | None, lora: Any = None) ->
                 nn.init.normal_(p, std=std) if p.ndim >= 2 else nn.init.zeros_(p)
     if lora is not None:
         model = _with_lora(model, task, lora if isinstance(lora, dict) else lora.model_dump())
-    return HFNet(model, task, hf.pad_id(folder))
+    fill = hf.fill_id(folder)
+    if getattr(model.config, "pad_token_id", None) is None:
+        # a decoder's sequence classifier finds each record's last token by the config's pad id
+        model.config.pad_token_id = fill
+    return HFNet(model, task, fill)
 
 
 def _with_lora(model: nn.Module, task: str, lora: dict) -> nn.Module:

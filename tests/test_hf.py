@@ -427,3 +427,53 @@ def test_the_ready_classifier_config_audits_16_fine_tuned_models_and_finds_leaka
     assert set(metrics) == {"loss", "lira-online", "lira-offline", "rmia"}
     assert metrics["loss"]["auc"]["mean"] > 0.7  # the wrongly labelled records are memorized
     assert (out / "report.html").is_file()
+
+
+@pytest.mark.attack("recall")
+def test_recall_on_an_hf_lm_frames_the_prefix_with_its_tokenizer(tiny_lm, tmp_path):
+    folder, corpus = tiny_lm
+    texts = [json.loads(line)["text"] for line in corpus.read_text().splitlines()]
+    prefix = tmp_path / "prefix.txt"
+    prefix.write_text("the fog was warm today , note 000001\na pie felt fine today , note 2\n")
+    settings = [
+        f"model.arch=hf:{folder}",
+        "model.task=causal-lm",
+        f"data.path={corpus}",
+        "split.num_models=4",
+        "train.epochs=1",
+        "execution.threads=1",
+        "attacks=[recall]",
+        f"query.recall_prefix={prefix}",
+    ]
+    config = load_config(ROOT / "configs" / "text_lm.yaml", settings)
+    run = RunDir(tmp_path / "run")
+    planned = pipeline.plan(config, run)
+    pipeline.train(planned, run)
+    pipeline.query(planned, run)
+    from safetensors.torch import load_file
+    from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast.from_pretrained(folder)
+    framed = [i for t in prefix.read_text().splitlines() for i in tok(t)["input_ids"]]
+    assert framed[0] == tok.convert_tokens_to_ids("[BOS]")
+    reference = GPT2LMHeadModel.from_pretrained(folder).eval()
+    state = load_file(run.weights(2))
+    reference.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+    stored = load_npy(run.token_stat(2, "token_logprobs_recall"))
+    for i, text in enumerate(texts):
+        ids = tok(text)["input_ids"]
+        with torch.no_grad():
+            logits = reference(torch.tensor([framed + ids])).logits[0].double()
+        logp = logits[len(framed) : len(framed) + len(ids) - 1].log_softmax(-1)
+        expected = logp[torch.arange(len(ids) - 1), torch.tensor(ids[1:])]
+        np.testing.assert_allclose(stored[i, : len(ids) - 1], expected.numpy(), atol=2e-5)
+        assert np.isnan(stored[i, len(ids) - 1 :]).all()
+    long = tmp_path / "long.txt"  # 6 texts of 9 to 10 tokens and a record's 10: over 64
+    long.write_text("".join(f"{t}\n" for t in texts[:6]).replace("note", "number"))
+    config = load_config(
+        ROOT / "configs" / "text_lm.yaml", [*settings, f"query.recall_prefix={long}"]
+    )
+    message = _plan_error(tmp_path / "again", config)
+    count = sum(len(tok(t)["input_ids"]) for t in long.read_text().splitlines())
+    assert message.startswith(f"query.recall_prefix: its {count} tokens and a record's")
+    assert f"context of 64 (hf:{folder}'s position limit); give fewer texts" in message

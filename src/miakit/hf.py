@@ -113,6 +113,16 @@ def check_folder(path: Path, arch: str) -> None:
         )
 
 
+def position_limit(path: Path) -> int | None:
+    """The longest input, in tokens, the folder's model takes (config.json's
+    max_position_embeddings or n_positions), or None where its config names none."""
+    settings = json.loads((path / "config.json").read_text())
+    for key in ("max_position_embeddings", "n_positions"):
+        if isinstance(settings.get(key), int):
+            return settings[key]
+    return None
+
+
 def weight_files(path: Path) -> list[Path]:
     return sorted(path.glob("*.safetensors"))
 

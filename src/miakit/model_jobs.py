@@ -337,7 +337,8 @@ def _recall_prefix(plan: Plan, device: torch.device) -> torch.Tensor | None:
     query = plan.config.query
     if query.recall_prefix is None:
         return None
-    return torch.from_numpy(load_prefix(query.recall_prefix, query.recall_shots)[1]).to(device)
+    _, prefix = load_prefix(query.recall_prefix, query.recall_shots, plan.config.model.arch)
+    return torch.from_numpy(prefix).to(device)
 
 
 def _alternatives(plan: Plan, device: torch.device) -> torch.Tensor:

@@ -471,7 +471,7 @@ def query_hash(
     excluded = {"output", "recall_prefix", "recall_shots"}
     inputs = {"train": train, **query.model_dump(mode="json", exclude=excluded)}
     if query.recall_prefix is not None:
-        prefix = load_prefix(query.recall_prefix, query.recall_shots)[1]
+        prefix = load_prefix(query.recall_prefix, query.recall_shots, config.model.arch)[1]
         inputs["recall_prefix"] = array_hash(prefix)
     if has_secrets(config):  # the alternatives each model scores
         canaries = config.dp_audit.canaries

@@ -366,29 +366,43 @@ def check_text(config: AuditConfig, pool: Pool) -> None:
 def check_recall_prefix(config: AuditConfig, pool: Pool) -> None:
     """query.recall_prefix (text records): the file holds the texts asked for, none of them a
     pool record (the prefix must be texts no model trained on), and its tokens with a record's
-    fit in the model's context (model.context, default the records' length L). MiakitError
-    naming the setting."""
+    fit in the model's context (model.context, default the records' length L; for an hf arch,
+    its config's position limit). MiakitError naming the setting."""
     from miakit import tokens
     from miakit.data.text import load_prefix
 
-    query = config.query
+    query, arch = config.query, config.model.arch
     if query.recall_prefix is None:
         return
-    texts, prefix = load_prefix(query.recall_prefix, query.recall_shots)
-    records = {tokens.decode(row) for row in pool.x}
-    trained = [t for t in texts if t.encode("utf-8") in records]
+    texts, prefix = load_prefix(query.recall_prefix, query.recall_shots, arch)
+    if pool.texts is not None:
+        trained = [t for t in texts if t in set(pool.texts)]
+    else:
+        records = {tokens.decode(row) for row in pool.x}
+        trained = [t for t in texts if t.encode("utf-8") in records]
     if trained:
         raise MiakitError(
             f"query.recall_prefix: {trained[0]!r} is a pool record; the prefix must be texts "
             "no model trained on"
         )
     length = pool.x.shape[1]
-    context = config.model.context or length
+    if is_hf(arch):
+        from miakit import hf
+
+        context = hf.position_limit(hf.model_folder(arch)) or len(prefix) + length
+        where = f"{arch}'s position limit"
+        advice = "give fewer texts (query.recall_shots)"
+    else:
+        context = config.model.context or length
+        where = "model.context"
+        advice = (
+            f"set model.context to at least {len(prefix) + length} or give fewer texts "
+            "(query.recall_shots)"
+        )
     if len(prefix) + length > context:
         raise MiakitError(
             f"query.recall_prefix: its {len(prefix)} tokens and a record's {length} do not fit "
-            f"in the model's context of {context} (model.context); set model.context to at "
-            f"least {len(prefix) + length} or give fewer texts (query.recall_shots)"
+            f"in the model's context of {context} ({where}); {advice}"
         )
 
 

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from miakit import hf, pipeline
 from miakit.cli import app
-from miakit.config import load_config
+from miakit.config import load_config, read_run_config
 from miakit.data.text import HF_PAD
 from miakit.errors import MiakitError
 from miakit.models import build_model
@@ -310,6 +310,13 @@ def test_an_hf_causal_lm_audit_stores_the_token_logprobs_of_plain_transformers(
     for name in ("lm-loss", "lowercase", "min-k", "lira-online", "rmia"):
         assert np.isfinite(load_npy(run.scores(name))).all()
     assert "<th>text</th>" in (out / "report.html").read_text()
+    config = read_run_config(run.run_yaml)
+    record = json.loads((run.scores_dir / "lm-ratio.json").read_text())
+    assert "reference_lm/token_logprobs.npy" in record["inputs"]["files"]
+    assert pipeline.attack(run, config) == []
+    np.save(run.reference_lm, np.zeros_like(load_npy(run.reference_lm)))  # changed: redone
+    assert pipeline.attack(run, config) == ["lm-ratio"]
+    np.testing.assert_allclose(load_npy(run.scores("lm-ratio")), ratio, atol=1e-12)
 
 
 def test_plan_refuses_lm_ratio_without_an_hf_base_model(tmp_path):

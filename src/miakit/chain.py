@@ -123,6 +123,8 @@ def scores_inputs(
         names = token_stats(config)
         for m in range(len(load_npy(run.keep, mmap=True))):
             files |= {f"models/{m:04d}/{n}.npy": run.token_stat(m, n) for n in names}
+    if attack.needs_reference_lm:  # the base model's log-probs, made by the attack stage
+        files["reference_lm/token_logprobs.npy"] = run.reference_lm
     hashes = _hashes(files, record)
     inputs = {
         "attack": name,

@@ -31,8 +31,8 @@ def reference_logprobs(run: RunDir, plan) -> np.ndarray:
     stored."""
     from miakit import hf
 
-    folder = run.root / "reference_lm"
-    path, meta_path = folder / "token_logprobs.npy", folder / "meta.json"
+    path = run.reference_lm
+    folder, meta_path = path.parent, path.parent / "meta.json"
     expected = {
         "base": content_hash(hf.base_identity(hf.model_folder(plan.config.model.arch))),
         "pool": plan.fingerprint,

@@ -259,6 +259,9 @@ class RunDir:
     metrics_csv = property(lambda self: self.root / "metrics.csv")
     plots = property(lambda self: self.root / "plots")
     scores_dir = property(lambda self: self.root / "scores")
+    #: the reference LM's (an hf causal LM's base model's) token log-probs [N, L − 1] of the
+    #: pool records, and beside it their meta.json (`miakit.reference_lm`)
+    reference_lm = property(lambda self: self.root / "reference_lm" / "token_logprobs.npy")
 
     def model_dir(self, m: int) -> Path:
         return self.root / "models" / f"{m:04d}"

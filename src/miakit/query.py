@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from miakit.errors import MiakitError
-from miakit.tokens import PAD, RECALL_STAT, TOKEN_STATS, lowercase
+from miakit.tokens import PAD, RECALL_STAT, TOKEN_STATS, lowercase, sequence_logits
 from miakit.train.inputs import Normalization, is_images, model_inputs
 from miakit.views import SHIFTS, identity_view  # noqa: F401 (identity_view: for callers)
 
@@ -90,10 +90,6 @@ def query_logits(
     return torch.cat(out).numpy()
 
 
-#: The largest mean token log-probability the two-class view takes (its log(1 − p̄) is finite).
-MAX_MEAN_LOGPROB = -1e-12
-
-
 @torch.no_grad()
 def query_tokens(
     model: nn.Module,
@@ -115,7 +111,8 @@ def query_tokens(
     every logit-based attack reads: the two-class view [log p̄, log(1 − p̄)] of p̄ = exp(mean
     token log p) over the record's real targets (EOS included), so that with label 0 the loss
     transform is the mean token NLL, true_prob is p̄ and LiRA's log-odds φ = log p̄ − log(1 − p̄)
-    (as ML Privacy Meter's LLM signal exp(−loss)); log p̄ is capped at MAX_MEAN_LOGPROB.
+    (as ML Privacy Meter's LLM signal exp(−loss); `miakit.tokens.sequence_logits`, log p̄
+    capped at its MAX_MEAN_LOGPROB).
 
     pad: the padding id (targets equal to it are masked, NaN); lower: the lowercased records'
     token ids [N, L] with their own padding (another tokenizer's: `Pool.x_lower`), by default
@@ -147,9 +144,8 @@ def query_tokens(
         for name, value, mask in zip(names, values, masks, strict=True):
             stats[name].append(torch.where(mask, value, nan).float().cpu())
         means.append((torch.where(real, actual, 0.0).sum(1) / real.sum(1)).cpu())
-    mean = torch.cat(means).clamp(max=MAX_MEAN_LOGPROB)
-    logits = torch.stack([mean, torch.log(-torch.expm1(mean))], -1)[:, None, :]
-    return logits.float().numpy(), {k: torch.cat(v).numpy() for k, v in stats.items()}
+    logits = sequence_logits(torch.cat(means).numpy()).astype(np.float32)
+    return logits, {k: torch.cat(v).numpy() for k, v in stats.items()}
 
 
 def _conditional_logprobs(model: nn.Module, prefix: Tensor, part: Tensor) -> Tensor:

@@ -246,13 +246,15 @@ class TokenSignals:
     record's zlib-compressed length in bytes (`miakit.tokens.zlib_bytes`). logprobs_recall:
     optional M arrays [N, L − 1], log p of each actual next token with the ReCaLL prefix before
     the record (`miakit.tokens.RECALL_STAT`; None where the run has no query.recall_prefix).
+    A run has all but the optional ones; arrays given to `miakit.score` may lack those the
+    attack does not read (`TextAttack.token_stats`), which are None.
     """
 
     logprobs: Sequence[np.ndarray]
-    mu: Sequence[np.ndarray]
-    sigma: Sequence[np.ndarray]
-    logprobs_lower: Sequence[np.ndarray]
-    zlib_bytes: np.ndarray
+    mu: Sequence[np.ndarray] | None = None
+    sigma: Sequence[np.ndarray] | None = None
+    logprobs_lower: Sequence[np.ndarray] | None = None
+    zlib_bytes: np.ndarray | None = None
     logprobs_recall: Sequence[np.ndarray] | None = None
     #: The reference LM's log p of each actual next token [N, L − 1] (`miakit.reference_lm`:
     #: an hf target's base model), or None where the run has none.
@@ -521,13 +523,14 @@ def validate(signals: Signals) -> None:
 
 
 def _validate_tokens(tokens: TokenSignals, num_models: int, num_records: int) -> None:
-    if tokens.zlib_bytes.shape != (num_records,):
+    if tokens.zlib_bytes is not None and tokens.zlib_bytes.shape != (num_records,):
         raise MiakitError(
             f"zlib_bytes must have shape [N] = ({num_records},), got {tokens.zlib_bytes.shape}"
         )
-    names = ("logprobs", "mu", "sigma", "logprobs_lower")
-    for name in (*names, "logprobs_recall") if tokens.logprobs_recall is not None else names:
+    for name in ("logprobs", "mu", "sigma", "logprobs_lower", "logprobs_recall"):
         arrays = getattr(tokens, name)
+        if arrays is None:
+            continue
         if len(arrays) != num_models:
             raise MiakitError(f"token {name} for {len(arrays)} models, expected {num_models}")
         for m, array in enumerate(arrays):

@@ -75,3 +75,17 @@ def zlib_bytes(tokens: np.ndarray) -> np.ndarray:
     """int64 [N]: the length in bytes of each record's text compressed by zlib (level 9),
     the entropy estimate of Carlini et al. 2021's zlib attack."""
     return np.array([len(zlib.compress(decode(row), 9)) for row in tokens], dtype=np.int64)
+
+
+#: The largest mean token log-probability the two-class view takes (its log(1 − p̄) is finite).
+MAX_MEAN_LOGPROB = -1e-12
+
+
+def sequence_logits(mean_logprob: np.ndarray) -> np.ndarray:
+    """The sequence signal of a causal LM's records, float64 [N, 1, 2]: the two-class view
+    [log p̄, log(1 − p̄)] of p̄ = exp(mean token log p) from the records' mean token
+    log-probabilities [N] (over their real next tokens, EOS included), log p̄ capped at
+    MAX_MEAN_LOGPROB. With label 0 the loss transform is the mean token NLL, true_prob is p̄
+    and LiRA's log-odds φ = log p̄ − log(1 − p̄) (`miakit.query.query_tokens`)."""
+    mean = np.minimum(np.asarray(mean_logprob, dtype=np.float64), MAX_MEAN_LOGPROB)
+    return np.stack([mean, np.log(-np.expm1(mean))], axis=-1)[:, None, :]

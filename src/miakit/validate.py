@@ -10,8 +10,9 @@ seconds instead of after every model has trained.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -341,26 +342,32 @@ def check_text(config: AuditConfig, pool: Pool) -> None:
             "records take secret (a planted secret, with its exposure) or natural canaries"
         )
     for name in config.attacks:
-        if not ATTACKS[name].needs_tokens and name not in TEXT_SEQUENCE_ATTACKS:
-            raise MiakitError(
-                f"attacks: {name} does not apply to a language model's text records; use "
-                f"{', '.join(n for n in ATTACKS if ATTACKS[n].needs_tokens)} or "
-                f"{', '.join(TEXT_SEQUENCE_ATTACKS)}"
-            )
+        check_text_attack(name, config.attack_options.get(name))
         if name == "recall" and config.query.recall_prefix is None:
             raise MiakitError(
                 "attacks: recall needs query.recall_prefix, a file of texts no model trained on"
             )
-        if name in ("rmia", "rmia-offline"):
-            options = config.attack_options.get(name) or {}
-            wanted = {"signal": "softmax", "temperature": 1, "gamma": 1}
-            if any(options.get(k) != v for k, v in wanted.items()):
-                raise MiakitError(
-                    f"attack_options.{name}: on text records set signal: softmax, "
-                    "temperature: 1 (the mean token probability p̄) and gamma: 1 (two models' "
-                    "p̄ of a record differ by far less than the default γ = 2, so no record "
-                    "would pass it)"
-                )
+
+
+def check_text_attack(name: str, options: Mapping[str, Any] | None) -> None:
+    """An attack applies to a causal LM's text records: it reads per-token outputs or is one of
+    TEXT_SEQUENCE_ATTACKS, RMIA with signal softmax at temperature 1 (p̄) and γ 1 (its
+    `options`, attack_options.<name>). MiakitError naming the setting."""
+    if not ATTACKS[name].needs_tokens and name not in TEXT_SEQUENCE_ATTACKS:
+        raise MiakitError(
+            f"attacks: {name} does not apply to a language model's text records; use "
+            f"{', '.join(n for n in ATTACKS if ATTACKS[n].needs_tokens)} or "
+            f"{', '.join(TEXT_SEQUENCE_ATTACKS)}"
+        )
+    if name in ("rmia", "rmia-offline"):
+        wanted = {"signal": "softmax", "temperature": 1, "gamma": 1}
+        if any((options or {}).get(k) != v for k, v in wanted.items()):
+            raise MiakitError(
+                f"attack_options.{name}: on text records set signal: softmax, "
+                "temperature: 1 (the mean token probability p̄) and gamma: 1 (two models' "
+                "p̄ of a record differ by far less than the default γ = 2, so no record "
+                "would pass it)"
+            )
 
 
 def check_recall_prefix(config: AuditConfig, pool: Pool) -> None:

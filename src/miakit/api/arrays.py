@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from miakit.api.text import text_inputs
 from miakit.attacks import ATTACKS, make_attack
 from miakit.config import EvaluateConfig
 from miakit.errors import MiakitError
@@ -30,11 +31,12 @@ FPRS: tuple[float, ...] = tuple(EvaluateConfig().fprs)
 
 def score(
     attack: str,
-    logits: np.ndarray | Sequence[np.ndarray],
-    labels: np.ndarray,
-    keep: np.ndarray,
+    logits: np.ndarray | Sequence[np.ndarray] | None = None,
+    labels: np.ndarray | None = None,
+    keep: np.ndarray | None = None,
     targets: Sequence[int] | None = None,
     *,
+    tokens: Mapping[str, Any] | None = None,
     references: Sequence[int] | None = None,
     records: np.ndarray | None = None,
     traces: np.ndarray | Sequence[np.ndarray] | None = None,
@@ -50,11 +52,32 @@ def score(
         logits: the M models' raw outputs (pre-softmax logits) on the N records under A query
             augmentations: an array [M, N, A, C], or a list of M arrays (or memory-maps, e.g.
             `numpy.load(path, mmap_mode="r")`) [N, A, C]; read in chunks of records, in float64.
-        labels: int [N], the records' classes in [0, C).
+            With `tokens` it may be left out: it is then derived from tokens["logprobs"] as the
+            query derives a causal LM's sequence signal, [M, N, 1, 2] = [log p̄, log(1 − p̄)]
+            with p̄ = exp(mean token log p) over each record's real next tokens, log p̄ capped
+            at −1e-12; given with `tokens`, it must be that view (a run's logits.npy).
+        labels: int [N], the records' classes in [0, C); with `tokens`, default all 0 (the
+            class of p̄), the only label a language model's record has.
         keep: bool [M, N], the keep matrix: keep[m, n] when model m trained on record n (a
-            member). Every record must be OUT for some model.
+            member). Every record must be OUT for some model. Required (a keyword where
+            logits and labels are left out).
         targets: the models to attack (rows of `keep`), default all M. Each is scored with every
             other model as a reference (leave-one-out), unless `references` names them.
+        tokens: a causal language model's per-token outputs on text records, for the attacks
+            that read them (lm-loss, zlib, lowercase, min-k, min-k-plus-plus, recall, lm-ratio)
+            and, derived into `logits`, for loss, LiRA and RMIA: a mapping with
+            "logprobs" (required), log p of each actual next token, an array [M, N, L − 1] or a
+            list of M arrays [N, L − 1] (float, NaN at padding: the mask, every record with a
+            real token; values ≤ 0), and as the attack reads them "mu" and "sigma" (Min-K%++:
+            the mean and standard deviation of log p over the model's next-token distribution,
+            same shape and padding), "logprobs_lower" (lowercase: log p of each next token of
+            the record lowercased, its own padding), "logprobs_recall" (recall: log p of each
+            actual next token with the ReCaLL prefix before the record, the same padding),
+            "zlib_bytes" (zlib: int [N], each record's zlib-compressed length in bytes) and
+            "reference_logprobs" (lm-ratio: a reference LM's log p of each actual next token,
+            one array [N, L − 1] with the same padding). What `miakit query` writes per model
+            as token_logprobs.npy, token_mu.npy, token_sigma.npy, token_logprobs_lower.npy and
+            token_logprobs_recall.npy.
         references: the reference (shadow) models every target is scored against; default None,
             leave-one-out.
         records: bool [N], the records to score (default all); the others get NaN and need no
@@ -63,7 +86,8 @@ def score(
             and after each epoch), for `lt-iqr`.
         features: the records' features [N, ...], for attacks that read them (`qmia`).
         output: what the models' API returns (`query.output`): "logits", "probabilities",
-            "rounded:d", "top-k:k" or "label"; attacks see the logits restricted to it.
+            "rounded:d", "top-k:k" or "label"; attacks see the logits restricted to it. Only
+            "logits" with `tokens`.
         **options: the attack's options (`attack_options.<attack>` of a config; their names,
             defaults and descriptions in `miakit.attacks()`), e.g. `offline_tail="two-sided"`.
 
@@ -73,15 +97,38 @@ def score(
     Raises:
         MiakitError: an unknown attack, a bad option (named as attack_options.<attack>.<key>),
             arrays of the wrong shape or type, NaN or infinite logits, a record never OUT, a
-            record without the reference models the attack needs; AttackUnavailable (a
-            MiakitError) where the attack cannot run on these inputs (e.g. LiRA on labels alone).
+            record without the reference models the attack needs; an attack reading per-token
+            outputs without `tokens`, or without the key it reads; tokens of the wrong shape,
+            dtype or sign, with infinity, or with padding that does not match
+            tokens["logprobs"]'s; with `tokens`, an attack that does not apply to text records
+            (as plan refuses it; RMIA needs signal="softmax", temperature=1, gamma=1);
+            AttackUnavailable (a MiakitError) where the attack cannot run on these inputs (e.g.
+            LiRA on labels alone).
 
     Each attack follows its paper (`miakit.attacks()`: e.g. LiRA, Carlini et al., IEEE S&P
-    2022; RMIA, Zarifzadeh et al., ICML 2024); leave-one-out over all targets fits the references'
-    per-record statistics once (README, "Evaluation").
+    2022; RMIA, Zarifzadeh et al., ICML 2024; Min-K% Prob, Shi et al., ICLR 2024); leave-one-out
+    over all targets fits the references' per-record statistics once (README, "Evaluation").
     """
     instance = make_attack(attack, options)
+    if keep is None:
+        raise MiakitError(
+            "keep is required: the bool keep matrix [M, N] (keep[m, n]: model m trained on "
+            "record n)"
+        )
     keep = np.asarray(keep)
+    token_signals = None
+    if tokens is not None:
+        logits, labels, token_signals = text_inputs(
+            instance, options, tokens, logits, labels, keep, output
+        )
+    elif instance.needs_tokens:
+        raise MiakitError(
+            f"{attack} reads a causal language model's per-token outputs: give them as "
+            "tokens={'logprobs': [M, N, L − 1], ...}"
+        )
+    if logits is None or labels is None:
+        missing = "logits" if logits is None else "labels"
+        raise MiakitError(f"{missing} is required (it may be left out only with tokens)")
     if isinstance(logits, np.ndarray) and logits.ndim != 4:
         raise MiakitError(
             f"logits must be an array [M, N, A, C] (or a list of M arrays [N, A, C]), got shape "
@@ -94,6 +141,7 @@ def score(
         None if traces is None else list(traces),
         output=output,
         features=None if features is None else np.asarray(features),
+        tokens=token_signals,
     )
     chosen = list(range(signals.num_models)) if targets is None else [int(t) for t in targets]
     for name, given in (("targets", chosen), ("references", references or [])):

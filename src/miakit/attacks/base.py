@@ -77,6 +77,8 @@ class Attack(ABC):
     #: Whether it reads a causal LM's per-token outputs (`Signals.tokens`: text records only);
     #: `attacks: all` leaves such attacks out.
     needs_tokens: ClassVar[bool] = False
+    #: the `TokenSignals` fields it reads (attacks that need tokens: `attacks.text.TextAttack`)
+    token_stats: ClassVar[tuple[str, ...]] = ()
     #: reads the reference LM's token log-probs (`TokenSignals.reference_logprobs`, lm-ratio)
     needs_reference_lm: ClassVar[bool] = False
 

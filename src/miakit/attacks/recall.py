@@ -23,16 +23,15 @@ class RecallAttack(TextAttack):
     """Score = LL(x | P) / LL(x): mean token log-prob with the non-member prefix over without."""
 
     name = "recall"
+    token_stats = ("logprobs", "logprobs_recall")
 
     def unavailable(self, signals: Signals) -> str | None:
-        reason = super().unavailable(signals)
-        tokens = signals.tokens
-        if reason is None and tokens is not None and tokens.logprobs_recall is None:
+        if signals.tokens is not None and signals.tokens.logprobs_recall is None:
             return (
                 "recall needs each record's log-probs with a non-member prefix before it, which "
                 "the query writes with query.recall_prefix"
             )
-        return reason
+        return super().unavailable(signals)
 
     def token_score(self, signals: Signals, target: int) -> np.ndarray:
         tokens = signals.tokens

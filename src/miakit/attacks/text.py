@@ -17,11 +17,13 @@ targets) and scores a text record, higher = more likely member:
   (log p(x_t) − μ_t) / σ_t (k = 20%); a token whose next-token distribution has σ_t = 0 (all
   mass on one token) counts as 0.
 
-The sequence-level attacks over references (LiRA, RMIA) read the logits' two-class view of the
-mean token probability instead (`miakit.query.query_tokens`). - `lm-ratio` (Carlini et al. 2021, "comparing to other neural language models"; Mireshghallah
+- `lm-ratio` (Carlini et al. 2021, "comparing to other neural language models"; Mireshghallah
   et al. 2022, reference-based likelihood ratio): the target's mean token log-probability minus
   that of a reference LM, the hf target's pretrained base model (`miakit.reference_lm`).
-ReCaLL is not here yet.
+
+ReCaLL is in `miakit.attacks.recall`. The sequence-level attacks over references (LiRA, RMIA)
+read the logits' two-class view of the mean token probability instead
+(`miakit.tokens.sequence_logits`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,16 @@ class TextAttack(Attack):
     """An attack that reads the target's per-token outputs (`Signals.tokens`)."""
 
     needs_tokens: ClassVar[bool] = True
+    token_stats: ClassVar[tuple[str, ...]] = ("logprobs",)
+
+    def unavailable(self, signals: Signals) -> str | None:
+        """Also: the signals lack one of `token_stats` (arrays given without it)."""
+        reason = super().unavailable(signals)
+        if reason is None:
+            missing = [n for n in self.token_stats if getattr(signals.tokens, n) is None]
+            if missing:
+                return f"{self.name} reads the per-token {missing[0]}, which these signals lack"
+        return reason
 
     def score(self, signals: Signals, target: int, reference: Sequence[int]) -> np.ndarray:
         assert signals.tokens is not None  # unavailable() says why otherwise
@@ -81,6 +93,7 @@ class ZlibAttack(TextAttack):
     """Score = −(mean token NLL in nats) / (zlib-compressed length of the text in bytes)."""
 
     name = "zlib"
+    token_stats = ("logprobs", "zlib_bytes")
 
     def token_score(self, signals: Signals, target: int) -> np.ndarray:
         assert signals.tokens is not None
@@ -93,6 +106,7 @@ class LowercaseAttack(TextAttack):
     """Score = −(mean token NLL) / (mean token NLL of the lowercased record)."""
 
     name = "lowercase"
+    token_stats = ("logprobs", "logprobs_lower")
 
     def token_score(self, signals: Signals, target: int) -> np.ndarray:
         assert signals.tokens is not None
@@ -124,6 +138,7 @@ class MinKPlusPlusAttack(TextAttack):
     """Score = mean of the lowest k% of (log p(x_t) − μ_t) / σ_t (Zhang et al. 2024)."""
 
     name = "min-k-plus-plus"
+    token_stats = ("logprobs", "mu", "sigma")
     Config = MinKConfig
 
     def token_score(self, signals: Signals, target: int) -> np.ndarray:
@@ -141,13 +156,13 @@ class LmRatioAttack(TextAttack):
     hf target's base model before fine-tuning (Carlini et al. 2021; Mireshghallah et al. 2022)."""
 
     name = "lm-ratio"
+    token_stats = ("logprobs", "reference_logprobs")
     needs_reference_lm = True
 
     def unavailable(self, signals: Signals) -> str | None:
-        reason = super().unavailable(signals)
-        if reason is None and signals.tokens.reference_logprobs is None:  # type: ignore[union-attr]
+        if signals.tokens is not None and signals.tokens.reference_logprobs is None:
             return "lm-ratio needs a reference LM: the base model of an hf causal-lm target"
-        return reason
+        return super().unavailable(signals)
 
     def token_score(self, signals: Signals, target: int) -> np.ndarray:
         tokens = signals.tokens

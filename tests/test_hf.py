@@ -23,7 +23,7 @@ from miakit.config import load_config, read_run_config
 from miakit.data.text import HF_PAD
 from miakit.errors import MiakitError
 from miakit.models import build_model
-from miakit.plan import load_configured_pool
+from miakit.plan import configured_canaries, load_configured_pool
 from miakit.store import RunDir, load_npy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -412,6 +412,10 @@ def test_a_hub_id_goes_through_the_hub_clients_download(tiny, monkeypatch):
     [
         (["train.batched=true"], "train.batched"),
         (["defences.dp.enabled=true", "defences.dp.noise_multiplier=1"], "defences.dp"),
+        (
+            ["dp_audit.canaries.count=4", "dp_audit.canaries.kind=noise"],
+            "dp_audit.canaries.kind noise",
+        ),
     ],
 )
 def test_plan_refuses_trainers_that_do_not_take_transformers_models(tiny, tmp_path, settings, name):
@@ -484,3 +488,73 @@ def test_recall_on_an_hf_lm_frames_the_prefix_with_its_tokenizer(tiny_lm, tmp_pa
     count = sum(len(tok(t)["input_ids"]) for t in long.read_text().splitlines())
     assert message.startswith(f"query.recall_prefix: its {count} tokens and a record's")
     assert f"context of 64 (hf:{folder}'s position limit); give fewer texts" in message
+
+
+def test_secret_canaries_in_an_hf_lm_are_tokenized_and_ranked_by_its_tokenizer(tmp_path):
+    from miakit.data.canaries import secret_texts
+    from miakit.tokens import SECRET_STAT
+
+    rows = tiny_hf_model.write_corpus(tmp_path / "corpus.jsonl", 40)
+    fmt = "the secret is {}"
+    alternatives = secret_texts(fmt, 2)  # words of the tokenizer's, as a real one's would be
+    folder = tmp_path / "tiny-gpt2"
+    tiny_hf_model.write_causal_model(folder, [r["text"] for r in rows] + alternatives)
+    config = load_config(
+        ROOT / "configs" / "text_lm.yaml",
+        [
+            f"model.arch=hf:{folder}",
+            "model.task=causal-lm",
+            f"data.path={tmp_path / 'corpus.jsonl'}",
+            "split.num_models=12",
+            "train.epochs=1",
+            "execution.threads=1",
+            "attacks=[lm-loss]",
+            "dp_audit.canaries.count=4",
+            "dp_audit.canaries.kind=secret",
+            "dp_audit.canaries.secret_digits=2",
+            f"dp_audit.canaries.secret_format={fmt}",
+        ],
+    )
+    run = RunDir(tmp_path / "run")
+    pipeline.audit(config, run, log=None)
+    audit = json.loads((run.root / "audit.json").read_text())
+    canaries, secrets = audit["canary_records"], audit["exposure"]["secrets"]
+    from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast.from_pretrained(folder)
+    pool = pipeline.load_plan(run).pool
+    for record, secret in zip(canaries, secrets, strict=True):
+        ids = tok(alternatives[secret])["input_ids"]
+        assert pool.texts[record] == alternatives[secret]
+        assert (
+            pool.x[record, : len(ids)].tolist() == ids and (pool.x[record, len(ids) :] == -1).all()
+        )
+    target = audit["targets"][0]
+    reference = GPT2LMHeadModel.from_pretrained(folder).eval()
+    from safetensors.torch import load_file
+
+    state = load_file(run.weights(target))
+    reference.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+    stored = load_npy(run.token_stat(target, SECRET_STAT))
+    for r in (0, 7, secrets[0], 99):  # one text at a time, no padding, in bits
+        ids = tok(alternatives[r])["input_ids"]
+        with torch.no_grad():
+            logp = reference(torch.tensor([ids])).logits[0, :-1].double().log_softmax(-1)
+        bits = -logp[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].sum().item() / np.log(2)
+        assert stored[r] == pytest.approx(bits, rel=1e-5)
+    exposure = np.array(audit["exposure"]["per_target"][0])
+    assert audit["exposure"]["candidates"] == 100 - 4 + 1
+    assert np.isfinite(exposure).all() and (exposure >= 0).all()
+
+
+def test_mislabelled_canaries_of_an_hf_classifier_flip_their_labels(tiny):
+    folder, corpus = tiny
+    plain = load_configured_pool(_config(folder, corpus))
+    config = _config(folder, corpus, "dp_audit.canaries.count=6")
+    pool = load_configured_pool(config)
+    canaries = configured_canaries(config, plain.num_records)
+    flipped = np.zeros(plain.num_records, dtype=bool)
+    flipped[canaries] = True
+    assert (pool.y[flipped] != plain.y[flipped]).all()
+    assert (pool.y[~flipped] == plain.y[~flipped]).all()
+    np.testing.assert_array_equal(pool.x, plain.x)

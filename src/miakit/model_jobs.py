@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from miakit import tokens
 from miakit.architectures import is_sklearn
 from miakit.data.canaries import secret_texts
-from miakit.data.text import load_prefix
+from miakit.data.text import hf_tokens, load_prefix
 from miakit.defences.dp import train_private
 from miakit.defences.laplace import fit_laplace
 from miakit.defences.temperature import temperature_scaled
@@ -43,7 +43,7 @@ from miakit.models.sklearn_model import (
     new_estimator,
     save_estimator,
 )
-from miakit.plan import CHECKPOINT_MODEL, Plan, has_secrets, load_plan, queried, trained
+from miakit.plan import CHECKPOINT_MODEL, Plan, has_secrets, hf_folder, load_plan, queried, trained
 from miakit.query import identity_view, log_perplexity, query_logits, query_tokens
 from miakit.seeding import derive_seed, rng
 from miakit.store import (
@@ -289,7 +289,9 @@ def query_models(plan: Plan, run: RunDir, models: Sequence[int]) -> list[int]:
                         lower=_lower(plan, data.device),
                     )
                     if has_secrets(plan.config):
-                        stats[SECRET_STAT] = log_perplexity(model, _alternatives(plan, data.device))
+                        stats[SECRET_STAT] = log_perplexity(
+                            model, _alternatives(plan, data.device), pad=_pad(plan)
+                        )
                 _save_tokens(plan, run, m, logits, stats)
                 done.append(m)
                 continue
@@ -345,7 +347,10 @@ def _alternatives(plan: Plan, device: torch.device) -> torch.Tensor:
     """Token ids [|R|, L] of every text of the secret canaries' randomness space R."""
     canaries = plan.config.dp_audit.canaries
     texts = secret_texts(canaries.secret_format, canaries.secret_digits)
-    return torch.from_numpy(encode(texts, plan.pool.x.shape[1])).to(device)
+    folder = hf_folder(plan.config)
+    if folder is None:
+        return torch.from_numpy(encode(texts, plan.pool.x.shape[1])).to(device)
+    return torch.from_numpy(hf_tokens(texts, folder)[0]).to(device)
 
 
 def _save_tokens(

@@ -106,23 +106,25 @@ def load_configured_pool(config: AuditConfig) -> Pool:
     """The configured data set's pool, with its canaries (dp_audit.canaries) in place."""
     data = config.data
     if is_hf(config.model.arch):
-        return _hf_pool(config)
-    pool = load_pool(
-        data.name,
-        data.data_dir,
-        path=data.path,
-        subsample=data.subsample,
-        seed=subsample_seed(config),
-        download=data.download,
-    )
+        pool = _hf_pool(config)
+    else:
+        pool = load_pool(
+            data.name,
+            data.data_dir,
+            path=data.path,
+            subsample=data.subsample,
+            seed=subsample_seed(config),
+            download=data.download,
+        )
     records = configured_canaries(config, pool.num_records)
     if len(records) == 0:
         return pool
     canaries = config.dp_audit.canaries
     if canaries.kind == "secret":
         secrets = configured_secrets(config)
+        folder = hf_folder(config)
         return insert_secrets(
-            pool, records, secrets, canaries.secret_format, canaries.secret_digits
+            pool, records, secrets, canaries.secret_format, canaries.secret_digits, folder
         )
     return insert_canaries(pool, records, canaries.kind, rng(config.seed, "canary-content"))
 
@@ -136,7 +138,7 @@ def configured_secrets(config: AuditConfig) -> np.ndarray:
 
 def _hf_pool(config: AuditConfig) -> Pool:
     """The text records of data.path (a file or a saved Dataset folder) tokenized by the hf
-    model's tokenizer (no canaries)."""
+    model's tokenizer, subsampled as data.subsample says (before any canaries)."""
     from miakit import hf
     from miakit.data.registry import subsample_pool
     from miakit.data.text import TEXT_SUFFIXES, is_saved_dataset, load_hf_text
@@ -156,8 +158,6 @@ def _hf_pool(config: AuditConfig) -> Pool:
             f"data.path: {path} is no {', '.join(TEXT_SUFFIXES)} file or saved datasets.Dataset "
             f"folder of text records, which model.arch {model.arch} takes"
         )
-    if config.dp_audit.canaries.count > 0:
-        raise MiakitError("dp_audit.canaries: not supported with an hf model yet; leave it at 0")
     pool = load_hf_text(path, hf.model_folder(model.arch), model.task)
     if not pool.is_text:
         check_classes(pool, f"data.path {path}: label", True)
@@ -166,6 +166,16 @@ def _hf_pool(config: AuditConfig) -> Pool:
         if data.subsample is None
         else subsample_pool(pool, data.subsample, subsample_seed(config))
     )
+
+
+def hf_folder(config: AuditConfig) -> Path | None:
+    """The checked local folder of an hf arch's model and tokenizer (`miakit.hf.model_folder`),
+    or None for another arch."""
+    if not is_hf(config.model.arch):
+        return None
+    from miakit import hf
+
+    return hf.model_folder(config.model.arch)
 
 
 def configured_canaries(config: AuditConfig, num_records: int) -> np.ndarray:

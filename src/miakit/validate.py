@@ -257,14 +257,16 @@ TEXT_SEQUENCE_ATTACKS = (
 
 def check_hf(config: AuditConfig) -> None:
     """An hf arch trains one model at a time without DP-SGD or a transfer extractor (the
-    stacked trainer and Opacus do not take transformers models yet). MiakitError naming the
-    setting."""
+    stacked trainer and Opacus do not take transformers models yet), and its canaries are no
+    random noise (its records are token ids). MiakitError naming the setting."""
     if not is_hf(config.model.arch):
         return
     refused = {
         "train.batched": config.train.batched,
         "defences.dp": config.defences.dp.enabled,
         "defences.transfer": config.defences.transfer.enabled,
+        "dp_audit.canaries.kind noise": config.dp_audit.canaries.count > 0
+        and config.dp_audit.canaries.kind == "noise",
     }
     for setting, used in refused.items():
         if used:

@@ -16,6 +16,7 @@ loss traces see canaries as ordinary pool records.
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -83,17 +84,29 @@ def draw_secrets(count: int, digits: int, rng: np.random.Generator) -> np.ndarra
 
 
 def insert_secrets(
-    pool: Pool, records: np.ndarray, secrets: np.ndarray, secret_format: str, digits: int
+    pool: Pool,
+    records: np.ndarray,
+    secrets: np.ndarray,
+    secret_format: str,
+    digits: int,
+    hf_folder: Path | None = None,
 ) -> Pool:
     """A copy of the text pool with the records at `records` (int [m]) made secret canaries:
-    record records[i] becomes secret_format filled with secrets[i]. The pool's token length
-    grows where a canary needs it. MiakitError on a pool of no text records."""
+    record records[i] becomes secret_format filled with secrets[i], tokenized as the others
+    are (`miakit.tokens`, or with an hf model folder its tokenizer, `hf_tokens`). The pool's
+    token length grows where a canary needs it. MiakitError on a pool of no text records."""
     from miakit import tokens
-    from miakit.data.text import MAX_BYTES
+    from miakit.data.text import MAX_BYTES, hf_tokens
 
     if not pool.is_text:
         raise MiakitError(f"dp_audit.canaries.kind secret: for text records, not {pool.name}'s")
     candidates = secret_texts(secret_format, digits)
+    if hf_folder is not None:
+        texts = list(pool.texts or ())
+        for record, secret in zip(records, secrets, strict=True):
+            texts[record] = candidates[secret]
+        x, x_lower = hf_tokens(texts, hf_folder, lower=True, length=pool.x.shape[1])
+        return replace(pool, x=x, x_lower=x_lower, texts=tuple(texts))
     if len(candidates[0].encode("utf-8")) > MAX_BYTES:
         raise MiakitError(
             f"dp_audit.canaries.secret_format: a canary of {len(candidates[0].encode())} bytes; "

@@ -74,17 +74,6 @@ def read_records(path: Path) -> tuple[list[str], list[int | None]]:
     return texts, labels
 
 
-def source_hash(path: Path) -> str:
-    """The content hash of data.path's records: the file's SHA-256, or for a saved Dataset
-    folder that of its state.json, dataset_info.json and Arrow files."""
-    from miakit.store import content_hash, file_hash
-
-    if not path.is_dir():
-        return file_hash(path)
-    names = sorted(p.name for p in path.iterdir() if p.suffix in (".json", ".arrow"))
-    return content_hash({name: file_hash(path / name) for name in names})
-
-
 def _saved_dataset_records(path: Path) -> tuple[list[str], list[int | None]]:
     try:
         state = json.loads((path / "state.json").read_text(encoding="utf-8"))

@@ -103,10 +103,23 @@ class Plan:
 
 
 def load_configured_pool(config: AuditConfig) -> Pool:
-    """The configured data set's pool, with its canaries (dp_audit.canaries) in place."""
+    """The configured data set's pool, with its canaries (dp_audit.canaries) in place; for an hf
+    arch, its text records tokenized by the model's tokenizer, or its images as the model's
+    image processor gives them (`miakit.hf.image_pool`)."""
+    from miakit import hf
+
+    model = config.model
+    if not is_hf(model.arch):
+        return _pool_with_canaries(config)
+    if model.task != hf.IMAGE_TASK:
+        return _hf_text_pool(config)
+    hf.require_text_extra(f"model.arch {model.arch}")
+    folder = hf.model_folder(model.arch, model.task)
+    return hf.image_pool(_pool_with_canaries(config), folder, model.arch)
+
+
+def _pool_with_canaries(config: AuditConfig) -> Pool:
     data = config.data
-    if is_hf(config.model.arch):
-        return _hf_pool(config)
     pool = load_pool(
         data.name,
         data.data_dir,
@@ -134,7 +147,7 @@ def configured_secrets(config: AuditConfig) -> np.ndarray:
     return draw_secrets(canaries.count, canaries.secret_digits, rng(config.seed, "canary-content"))
 
 
-def _hf_pool(config: AuditConfig) -> Pool:
+def _hf_text_pool(config: AuditConfig) -> Pool:
     """The text records of data.path tokenized by the hf model's tokenizer (no canaries)."""
     from miakit import hf
     from miakit.data.registry import subsample_pool
@@ -145,14 +158,14 @@ def _hf_pool(config: AuditConfig) -> Pool:
     path = Path(data.path).expanduser() if data.path is not None else None
     if data.name != USER_DATA or path is None or path.suffix not in TEXT_SUFFIXES:
         raise MiakitError(
-            f"model.arch {model.arch}: takes text records, data.name user with a data.path of "
-            f"{', '.join(TEXT_SUFFIXES)}"
+            f"model.task {model.task} takes text records, data.name user with a data.path of "
+            f"{', '.join(TEXT_SUFFIXES)}; images take model.task image-classification"
         )
     if not path.is_file():
         raise MiakitError(f"data.path: no file {path}")
     if config.dp_audit.canaries.count > 0:
         raise MiakitError("dp_audit.canaries: not supported with an hf model yet; leave it at 0")
-    pool = load_hf_text(path, hf.model_folder(model.arch), model.task)
+    pool = load_hf_text(path, hf.model_folder(model.arch, model.task), model.task)
     if not pool.is_text:
         check_classes(pool, f"data.path {path}: label", True)
     return (

@@ -31,10 +31,11 @@ def reference_logprobs(run: RunDir, plan) -> np.ndarray:
     stored."""
     from miakit import hf
 
+    model = plan.config.model
     folder = run.root / "reference_lm"
     path, meta_path = folder / "token_logprobs.npy", folder / "meta.json"
     expected = {
-        "base": content_hash(hf.base_identity(hf.model_folder(plan.config.model.arch))),
+        "base": content_hash(hf.base_identity(hf.model_folder(model.arch, model.task))),
         "pool": plan.fingerprint,
     }
     if meta_path.is_file():

@@ -2,12 +2,15 @@
 
     python examples/tiny_hf_model.py tiny-bert corpus.jsonl
     python examples/tiny_hf_model.py tiny-gpt2 corpus.jsonl --task causal-lm
+    python examples/tiny_hf_model.py tiny-vit --task image-classification
 
 The folder holds a 2-layer BERT (width 32; random weights, as a stand-in for a pretrained
 model one would download) saved as safetensors, and a word-level tokenizer trained on the
 corpus with the `tokenizers` library (a PreTrainedTokenizerFast with [PAD], [UNK], [CLS],
 [SEP]); with --task causal-lm, a 2-layer GPT-2 whose tokenizer frames records as [BOS] …
-[EOS]. The corpus is `records` short sentences in .jsonl with a `label` (0: about weather,
+[EOS]; with --task image-classification, a 2-layer ViT of 3 channels at 16×16 pixels (no
+corpus; its preprocessor_config.json resizes and normalizes the pool's images). The corpus is
+`records` short sentences in .jsonl with a `label` (0: about weather,
 1: about food), each with a random serial number, and one in five labelled wrongly: a model
 fits those only by memorizing them, which is the membership signal an audit finds. Needs the text extra (pip install 'miakit[text]'); downloads nothing.
 """
@@ -109,18 +112,68 @@ def write_model(folder: Path, texts: list[str], width: int = 32, layers: int = 2
     tokenizer.save_pretrained(folder)
 
 
+#: the image processor's settings of `write_image_model`'s ViT, as ViTImageProcessor saves them
+IMAGE_PROCESSOR = {
+    "image_processor_type": "ViTImageProcessor",
+    "do_resize": True,
+    "size": {"height": 16, "width": 16},
+    "resample": 2,
+    "do_rescale": True,
+    "rescale_factor": 1 / 255,
+    "do_normalize": True,
+    "image_mean": [0.5, 0.5, 0.5],
+    "image_std": [0.5, 0.5, 0.5],
+}
+
+
+def write_image_model(
+    folder: Path,
+    processor: dict | None = IMAGE_PROCESSOR,
+    image_size: int = 16,
+    channels: int = 3,
+    width: int = 32,
+    layers: int = 2,
+) -> None:
+    """A tiny ViT without its classifier head (patches of 4 pixels) and, unless `processor` is
+    None, its image processor's settings (preprocessor_config.json), saved in `folder`."""
+    import torch
+    from transformers import ViTConfig, ViTModel
+
+    config = ViTConfig(
+        image_size=image_size,
+        patch_size=4,
+        num_channels=channels,
+        hidden_size=width,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=2 * width,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    torch.manual_seed(0)
+    ViTModel(config, add_pooling_layer=False).save_pretrained(folder, safe_serialization=True)
+    if processor is not None:
+        (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="the model folder to write")
-    parser.add_argument("corpus", type=Path, help="the .jsonl corpus to write")
+    parser.add_argument("corpus", type=Path, nargs="?", help="the .jsonl corpus to write")
     parser.add_argument("--records", type=int, default=200)
     parser.add_argument(
         "--task",
-        choices=("sequence-classification", "causal-lm"),
+        choices=("sequence-classification", "causal-lm", "image-classification"),
         default="sequence-classification",
-        help="a BERT classifier's body, or a GPT-2 causal language model",
+        help="a BERT classifier's body, a GPT-2 causal language model, or a ViT's body",
     )
     args = parser.parse_args()
+    if args.task == "image-classification":
+        write_image_model(args.folder)
+        print(f"wrote {args.folder}/")
+        return
+    if args.corpus is None:
+        parser.error(f"--task {args.task} needs the corpus to write")
     rows = write_corpus(args.corpus, args.records)
     write = write_model if args.task == "sequence-classification" else write_causal_model
     write(args.folder, [r["text"] for r in rows])

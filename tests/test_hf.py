@@ -157,8 +157,8 @@ def test_plan_refuses_records_without_labels_for_a_classifier(tiny, tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["model.task=null"], "needs task: sequence-classification or causal-lm"),
-        (["model.task=image-classification"], "model.task"),
+        (["model.task=null"], "needs task: sequence-classification, image-classification or"),
+        (["model.task=token-classification"], "model.task"),
         (["model.arch=mlp"], "task, lora: only with arch hf:"),
         (["model.lora={r: 2}"], "target_modules"),
     ],
@@ -390,7 +390,7 @@ def test_a_hub_id_goes_through_the_hub_clients_download(tiny, monkeypatch):
         return str(folder)
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
-    assert hf.model_folder("hf:someone/tiny-bert") == folder
+    assert hf.model_folder("hf:someone/tiny-bert", "sequence-classification") == folder
     ((repo_id, options),) = asked
     assert repo_id == "someone/tiny-bert" and "*.bin" not in options["allow_patterns"]
     assert all(
@@ -402,9 +402,9 @@ def test_a_hub_id_goes_through_the_hub_clients_download(tiny, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     with pytest.raises(MiakitError, match=r"^model.arch: hf:someone/x is no local folder"):
-        hf.model_folder("hf:someone/x")
+        hf.model_folder("hf:someone/x", "causal-lm")
     with pytest.raises(MiakitError, match=r"^model.arch: hf:not-here: no folder not-here"):
-        hf.model_folder("hf:not-here")
+        hf.model_folder("hf:not-here", "causal-lm")
 
 
 @pytest.mark.parametrize(

@@ -339,7 +339,7 @@ def _recall_prefix(plan: Plan, device: torch.device) -> torch.Tensor | None:
     query = plan.config.query
     if query.recall_prefix is None:
         return None
-    _, prefix = load_prefix(query.recall_prefix, query.recall_shots, plan.config.model.arch)
+    _, prefix = load_prefix(query.recall_prefix, query.recall_shots, hf_folder(plan.config))
     return torch.from_numpy(prefix).to(device)
 
 

@@ -103,19 +103,31 @@ class Plan:
 
 
 def load_configured_pool(config: AuditConfig) -> Pool:
-    """The configured data set's pool, with its canaries (dp_audit.canaries) in place."""
-    data = config.data
-    if is_hf(config.model.arch):
-        pool = _hf_pool(config)
-    else:
-        pool = load_pool(
-            data.name,
-            data.data_dir,
-            path=data.path,
-            subsample=data.subsample,
-            seed=subsample_seed(config),
-            download=data.download,
-        )
+    """The configured data set's pool, with its canaries (dp_audit.canaries) in place; for an hf
+    arch, its text records tokenized by the model's tokenizer, or its images as the model's
+    image processor gives them (`miakit.hf.image_pool`, after the canaries)."""
+    from miakit import hf
+
+    data, model = config.data, config.model
+    if is_hf(model.arch) and model.task != hf.IMAGE_TASK:
+        return _with_canaries(config, _hf_text_pool(config))
+    pool = load_pool(
+        data.name,
+        data.data_dir,
+        path=data.path,
+        subsample=data.subsample,
+        seed=subsample_seed(config),
+        download=data.download,
+    )
+    pool = _with_canaries(config, pool)
+    if not is_hf(model.arch):
+        return pool
+    hf.require_text_extra(f"model.arch {model.arch}")
+    return hf.image_pool(pool, hf.model_folder(model.arch, model.task), model.arch)
+
+
+def _with_canaries(config: AuditConfig, pool: Pool) -> Pool:
+    """The pool with its canaries (dp_audit.canaries) in place."""
     records = configured_canaries(config, pool.num_records)
     if len(records) == 0:
         return pool
@@ -136,7 +148,7 @@ def configured_secrets(config: AuditConfig) -> np.ndarray:
     return draw_secrets(canaries.count, canaries.secret_digits, rng(config.seed, "canary-content"))
 
 
-def _hf_pool(config: AuditConfig) -> Pool:
+def _hf_text_pool(config: AuditConfig) -> Pool:
     """The text records of data.path (a file or a saved Dataset folder) tokenized by the hf
     model's tokenizer, subsampled as data.subsample says (before any canaries)."""
     from miakit import hf
@@ -148,17 +160,19 @@ def _hf_pool(config: AuditConfig) -> Pool:
     path = Path(data.path).expanduser() if data.path is not None else None
     if data.name != USER_DATA or path is None:
         raise MiakitError(
-            f"model.arch {model.arch}: takes text records, data.name user with a data.path of "
-            f"{', '.join(TEXT_SUFFIXES)} or a saved datasets.Dataset folder"
+            f"model.task {model.task} takes text records, data.name user with a data.path of "
+            f"{', '.join(TEXT_SUFFIXES)} or a saved datasets.Dataset folder; images take "
+            "model.task image-classification"
         )
     if not (path.is_file() and path.suffix in TEXT_SUFFIXES) and not (
         path.is_dir() and is_saved_dataset(path)
     ):
         raise MiakitError(
             f"data.path: {path} is no {', '.join(TEXT_SUFFIXES)} file or saved datasets.Dataset "
-            f"folder of text records, which model.arch {model.arch} takes"
+            f"folder of text records, which model.task {model.task} takes; images take "
+            "model.task image-classification"
         )
-    pool = load_hf_text(path, hf.model_folder(model.arch), model.task)
+    pool = load_hf_text(path, hf.model_folder(model.arch, model.task), model.task)
     if not pool.is_text:
         check_classes(pool, f"data.path {path}: label", True)
     return (
@@ -175,7 +189,7 @@ def hf_folder(config: AuditConfig) -> Path | None:
         return None
     from miakit import hf
 
-    return hf.model_folder(config.model.arch)
+    return hf.model_folder(config.model.arch, config.model.task)
 
 
 def configured_canaries(config: AuditConfig, num_records: int) -> np.ndarray:
@@ -481,7 +495,7 @@ def query_hash(
     excluded = {"output", "recall_prefix", "recall_shots"}
     inputs = {"train": train, **query.model_dump(mode="json", exclude=excluded)}
     if query.recall_prefix is not None:
-        prefix = load_prefix(query.recall_prefix, query.recall_shots, config.model.arch)[1]
+        prefix = load_prefix(query.recall_prefix, query.recall_shots, hf_folder(config))[1]
         inputs["recall_prefix"] = array_hash(prefix)
     if has_secrets(config):  # the alternatives each model scores
         canaries = config.dp_audit.canaries

@@ -31,10 +31,11 @@ def reference_logprobs(run: RunDir, plan) -> np.ndarray:
     stored."""
     from miakit import hf
 
+    model = plan.config.model
     path = run.reference_lm
     folder, meta_path = path.parent, path.parent / "meta.json"
     expected = {
-        "base": content_hash(hf.base_identity(hf.model_folder(plan.config.model.arch))),
+        "base": content_hash(hf.base_identity(hf.model_folder(model.arch, model.task))),
         "pool": plan.fingerprint,
     }
     if meta_path.is_file():

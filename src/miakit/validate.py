@@ -257,8 +257,8 @@ TEXT_SEQUENCE_ATTACKS = (
 
 def check_hf(config: AuditConfig) -> None:
     """An hf arch trains one model at a time without DP-SGD or a transfer extractor (the
-    stacked trainer and Opacus do not take transformers models yet), and its canaries are no
-    random noise (its records are token ids). MiakitError naming the setting."""
+    stacked trainer and Opacus do not take transformers models yet), and a text model's canaries
+    are no random noise (its records are token ids). MiakitError naming the setting."""
     if not is_hf(config.model.arch):
         return
     refused = {
@@ -266,7 +266,8 @@ def check_hf(config: AuditConfig) -> None:
         "defences.dp": config.defences.dp.enabled,
         "defences.transfer": config.defences.transfer.enabled,
         "dp_audit.canaries.kind noise": config.dp_audit.canaries.count > 0
-        and config.dp_audit.canaries.kind == "noise",
+        and config.dp_audit.canaries.kind == "noise"
+        and config.model.task != "image-classification",
     }
     for setting, used in refused.items():
         if used:
@@ -383,7 +384,12 @@ def check_recall_prefix(config: AuditConfig, pool: Pool) -> None:
     query, arch = config.query, config.model.arch
     if query.recall_prefix is None:
         return
-    texts, prefix = load_prefix(query.recall_prefix, query.recall_shots, arch)
+    folder = None
+    if is_hf(arch):
+        from miakit import hf
+
+        folder = hf.model_folder(arch, config.model.task)
+    texts, prefix = load_prefix(query.recall_prefix, query.recall_shots, folder)
     if pool.texts is not None:
         trained = [t for t in texts if t in set(pool.texts)]
     else:
@@ -395,10 +401,8 @@ def check_recall_prefix(config: AuditConfig, pool: Pool) -> None:
             "no model trained on"
         )
     length = pool.x.shape[1]
-    if is_hf(arch):
-        from miakit import hf
-
-        context = hf.position_limit(hf.model_folder(arch)) or len(prefix) + length
+    if folder is not None:
+        context = hf.position_limit(folder) or len(prefix) + length
         where = f"{arch}'s position limit"
         advice = "give fewer texts (query.recall_shots)"
     else:

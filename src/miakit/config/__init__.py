@@ -116,9 +116,10 @@ class ModelConfig(Section):
         description="arch 'sklearn': standardize features with each model's own training "
         "records (a StandardScaler before the estimator)",
     )
-    task: Literal["sequence-classification", "causal-lm"] | None = Field(
+    task: Literal["sequence-classification", "image-classification", "causal-lm"] | None = Field(
         default=None,
-        description="arch hf:<folder or hub id>: what the transformers model is fine-tuned for",
+        description="arch hf:<folder or hub id>: what the transformers model is fine-tuned for "
+        "(image-classification on an image pool, the others on text records)",
     )
     lora: LoraConfig | None = Field(
         default=None,
@@ -160,7 +161,10 @@ class ModelConfig(Section):
             raise ValueError(f"dropout: not with arch {self.arch!r} (set it in your model)")
         hf = is_hf(self.arch)
         if hf and self.task is None:
-            raise ValueError(f"arch {self.arch!r} needs task: sequence-classification or causal-lm")
+            raise ValueError(
+                f"arch {self.arch!r} needs task: sequence-classification, image-classification "
+                "or causal-lm"
+            )
         if not hf and (self.task is not None or self.lora is not None):
             raise ValueError("task, lora: only with arch hf:<folder or hub id>")
         if hf and self.dropout:
@@ -193,7 +197,7 @@ class ModelConfig(Section):
             from miakit.hf import base_identity, model_folder
 
             lora = None if self.lora is None else self.lora.model_dump(mode="json")
-            base = base_identity(model_folder(self.arch))
+            base = base_identity(model_folder(self.arch, self.task))
             return {"arch": self.arch, "task": self.task, "lora": lora, "base": base}
         if is_in_memory(self.arch):
             return {"arch": self.arch}  # the hash of the factory's code is part of its name

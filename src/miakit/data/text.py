@@ -135,25 +135,23 @@ def _read_file(path: Path, setting: str) -> str:
         raise MiakitError(f"{setting}: cannot read {path} as UTF-8 text ({exc})") from exc
 
 
-def load_prefix(path: Path, shots: int | None, arch: str) -> tuple[list[str], np.ndarray]:
-    """A ReCaLL prefix (query.recall_prefix, query.recall_shots) for a model of `arch`: the
-    file's first `shots` texts (all by default) and their tokens int64 [K], each text framed as
-    a record is and laid end to end (`tokens.encode_prefix`; for an hf arch, as its tokenizer
-    frames a record, `hf_tokens`). MiakitError naming the setting when the file cannot be read
-    or holds fewer texts."""
-    from miakit.architectures import is_hf
-
+def load_prefix(
+    path: Path, shots: int | None, hf_folder: Path | None = None
+) -> tuple[list[str], np.ndarray]:
+    """A ReCaLL prefix (query.recall_prefix, query.recall_shots): the file's first `shots`
+    texts (all by default) and their tokens int64 [K], each text framed as a record is and laid
+    end to end (`tokens.encode_prefix`; with an hf model folder, as its tokenizer frames a
+    record, `hf_tokens`). MiakitError naming the setting when the file cannot be read or holds
+    fewer texts."""
     texts = read_texts(path, "query.recall_prefix")
     if not texts or (shots is not None and shots > len(texts)):
         raise MiakitError(
             f"query.recall_shots: {shots or 1} texts asked for but {path} holds {len(texts)}"
         )
     texts = texts[:shots]
-    if not is_hf(arch):
+    if hf_folder is None:
         return texts, tokens.encode_prefix(texts)
-    from miakit import hf
-
-    ids = hf_tokens(texts, hf.model_folder(arch))[0]
+    ids = hf_tokens(texts, hf_folder)[0]
     return texts, ids[ids != HF_PAD]  # row by row: each text's tokens in turn
 
 

@@ -470,6 +470,9 @@ DEFAULT_ATTACKS = [
 
 #: the most digits a secret canary may have (exposure enumerates all 10^d alternatives)
 MAX_SECRET_DIGITS = 4
+#: the fewest alternatives a skew-normal is fitted to: fewer than 100 leave its three parameters
+#: (shape, location, scale) to chance (miakit.evaluate.exposure)
+MIN_SECRET_SAMPLES = 100
 
 
 class CanaryConfig(Section):

@@ -82,6 +82,28 @@ def draw_secrets(count: int, digits: int, rng: np.random.Generator) -> np.ndarra
     return rng.choice(10**digits, size=count, replace=False).astype(np.int64)
 
 
+def enumerates_alternatives(count: int, digits: int, samples: int) -> bool:
+    """Whether exposure ranks each of `count` canaries among every alternative of R (the
+    10^d − count secrets no canary holds) rather than among `samples` of them: where there are
+    at most `samples`, scoring them all costs no more than the sample, and is exact."""
+    return 10**digits - count <= samples
+
+
+def draw_alternatives(
+    secrets: np.ndarray, digits: int, samples: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Sorted int64 [samples]: distinct secrets drawn uniformly among the 10^d − m that none of
+    the m canaries' `secrets` (int [m]) is. MiakitError when there are fewer than `samples`."""
+    if samples > 10**digits - len(secrets):
+        raise MiakitError(
+            f"dp_audit.canaries.secret_samples: {samples} alternatives asked for, but R holds "
+            f"only {10**digits - len(secrets)} secrets no canary holds"
+        )
+    # the first `samples` non-secrets of a uniformly ordered draw: a uniform subset of them
+    drawn = rng.choice(10**digits, size=samples + len(secrets), replace=False)
+    return np.sort(drawn[~np.isin(drawn, secrets)][:samples]).astype(np.int64)
+
+
 def insert_secrets(
     pool: Pool, records: np.ndarray, secrets: np.ndarray, secret_format: str, digits: int
 ) -> Pool:

@@ -1,6 +1,6 @@
 """The Secret Sharer's extrapolated exposure (a skew-normal fitted to sampled alternatives): against
 the analytic CDF of a known skew-normal, against exact enumeration of a space small enough to
-rank in full, its bounds and refusals; the sample of alternatives."""
+rank in full, its bounds and refusals; the sample of alternatives and the settings that choose it."""
 
 import math
 
@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from miakit.config import load_config
 from miakit.data.canaries import draw_alternatives, enumerates_alternatives
 from miakit.errors import MiakitError
 from miakit.evaluate.exposure import estimated_exposure, exposure
+from miakit.plan import configured_alternatives, configured_secrets, query_hash, scored_secrets
 
 LOC, SCALE = 60.0, 6.0  # bits: about the log-perplexity of a short text under a small LM
 
@@ -113,3 +115,33 @@ def test_enumeration_where_the_alternatives_are_no_more_than_the_samples():
     assert enumerates_alternatives(0, 4, 10_000)
     assert not enumerates_alternatives(20, 5, 10_000)
     assert not enumerates_alternatives(20, 4, 9_979)
+
+
+def _secrets(*overrides: str):
+    base = ["dp_audit.canaries.count=8", "dp_audit.canaries.kind=secret"]
+    return load_config(None, [*base, *overrides])
+
+
+def test_the_sample_is_drawn_from_the_run_seed_and_enters_the_query_hash():
+    sampled = _secrets("dp_audit.canaries.secret_digits=9", "dp_audit.canaries.secret_samples=300")
+    sample = configured_alternatives(sampled)
+    assert sample.shape == (300,) and sample.max() < 10**9
+    assert np.array_equal(sample, configured_alternatives(sampled))  # reproducible
+    assert not np.isin(sample, configured_secrets(sampled)).any()
+    scored = scored_secrets(sampled)
+    assert np.array_equal(scored, np.r_[configured_secrets(sampled), sample])
+    other_seed = sampled.model_copy(update={"seed": 1})
+    assert not np.array_equal(configured_alternatives(other_seed), sample)
+    enumerated = _secrets("dp_audit.canaries.secret_digits=3")
+    assert configured_alternatives(enumerated) is None
+    assert np.array_equal(scored_secrets(enumerated), np.arange(1000))
+
+    def hashed(config):
+        return query_hash(config.training_inputs(), config, "pool", np.ones(4, bool), 0)
+
+    more = _secrets("dp_audit.canaries.secret_digits=9", "dp_audit.canaries.secret_samples=301")
+    assert hashed(more) != hashed(sampled)
+    assert hashed(other_seed) != hashed(sampled)
+    # an enumerated R does not depend on secret_samples: its hash is the one it had
+    fewer = _secrets("dp_audit.canaries.secret_digits=3", "dp_audit.canaries.secret_samples=2000")
+    assert hashed(fewer) == hashed(enumerated)

@@ -8,9 +8,10 @@ strongest black-box canary of that paper's Section 7), `natural` (the record unc
 a uniform random label) or, for text records, `secret` (Carlini, Liu, Erlingsson, Kos and Song,
 USENIX Security 2019, "The Secret Sharer": a format such as "the secret number is {}" filled
 with a secret drawn uniformly from the randomness space R of d-digit numbers, distinct secrets
-for distinct canaries; `miakit.evaluate.exposure` ranks each among its alternatives). Every model's keep bit for each canary is drawn independently with
-probability 1/2, whatever the split strategy does with the other records; attacks, trainers and
-loss traces see canaries as ordinary pool records.
+for distinct canaries; `miakit.evaluate.exposure` ranks each among its alternatives, every one
+of them or a uniform sample, `draw_alternatives`). Every model's keep bit for each canary is
+drawn independently with probability 1/2, whatever the split strategy does with the other
+records; attacks, trainers and loss traces see canaries as ordinary pool records.
 """
 
 from __future__ import annotations
@@ -65,10 +66,10 @@ def insert_canaries(
     return replace(pool, x=x, y=y)
 
 
-def secret_texts(secret_format: str, digits: int) -> list[str]:
-    """Every text of the randomness space R: secret_format filled with each d-digit number
-    0..10^d − 1 (zero-padded), in that order, so that text r holds secret r."""
-    return [secret_format.format(f"{r:0{digits}d}") for r in range(10**digits)]
+def secret_texts(secret_format: str, digits: int, secrets: np.ndarray) -> list[str]:
+    """The texts of R that hold `secrets` (int [k], each in 0..10^d − 1), in that order:
+    secret_format filled with each, zero-padded to d digits (all of R: np.arange(10**d))."""
+    return [secret_format.format(f"{int(r):0{digits}d}") for r in secrets]
 
 
 def draw_secrets(count: int, digits: int, rng: np.random.Generator) -> np.ndarray:
@@ -115,16 +116,16 @@ def insert_secrets(
 
     if not pool.is_text:
         raise MiakitError(f"dp_audit.canaries.kind secret: for text records, not {pool.name}'s")
-    candidates = secret_texts(secret_format, digits)
-    if len(candidates[0].encode("utf-8")) > MAX_BYTES:
+    canaries = secret_texts(secret_format, digits, secrets)
+    size = len(secret_texts(secret_format, digits, [0])[0].encode("utf-8"))  # every secret's
+    if size > MAX_BYTES:
         raise MiakitError(
-            f"dp_audit.canaries.secret_format: a canary of {len(candidates[0].encode())} bytes; "
-            f"at most {MAX_BYTES}"
+            f"dp_audit.canaries.secret_format: a canary of {size} bytes; at most {MAX_BYTES}"
         )
     texts = [tokens.decode(row).decode("utf-8") for row in pool.x]
-    for record, secret in zip(records, secrets, strict=True):
-        texts[record] = candidates[secret]
-    length = max(pool.x.shape[1], len(candidates[0].encode("utf-8")) + 2)
+    for record, text in zip(records, canaries, strict=True):
+        texts[record] = text
+    length = max(pool.x.shape[1], size + 2)
     return replace(pool, x=tokens.encode(texts, length))
 
 

@@ -496,7 +496,9 @@ def test_secret_canaries_in_an_hf_lm_are_tokenized_and_ranked_by_its_tokenizer(t
 
     rows = tiny_hf_model.write_corpus(tmp_path / "corpus.jsonl", 40)
     fmt = "the secret is {}"
-    alternatives = secret_texts(fmt, 2)  # words of the tokenizer's, as a real one's would be
+    alternatives = secret_texts(
+        fmt, 2, np.arange(100)
+    )  # words of the tokenizer's, as a real one's would be
     folder = tmp_path / "tiny-gpt2"
     tiny_hf_model.write_causal_model(folder, [r["text"] for r in rows] + alternatives)
     config = load_config(

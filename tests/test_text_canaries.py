@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import stats
 from typer.testing import CliRunner
 
 from miakit import pipeline, tokens
@@ -21,7 +22,7 @@ from miakit.errors import MiakitError
 from miakit.evaluate.exposure import exposure
 from miakit.models import build_model
 from miakit.query import log_perplexity
-from miakit.store import RunDir, load_npy
+from miakit.store import RunDir, load_npy, save_npy
 
 from .text_corpus import write_corpus
 
@@ -89,7 +90,8 @@ def test_secret_canaries_replace_their_records_and_draw_distinct_secrets(tmp_pat
     texts = [tokens.decode(r).decode() for r in planted.x]
     original = [tokens.decode(r).decode() for r in pool.x]
     assert (
-        texts[3] == fmt.format(f"{secrets[1]:02d}") and secret_texts(fmt, 2)[secrets[1]] == texts[3]
+        texts[3] == fmt.format(f"{secrets[1]:02d}")
+        and secret_texts(fmt, 2, np.arange(100))[secrets[1]] == texts[3]
     )
     assert [t for i, t in enumerate(texts) if i % 2 == 0 or i > 9] == [
         t for i, t in enumerate(original) if i % 2 == 0 or i > 9
@@ -130,8 +132,16 @@ def _config(tmp_path: Path, *overrides: str, records: int = 40):
             r"^dp_audit.canaries.count: 10 secret canaries need more than 10\^1",
         ),
         (
-            ["dp_audit.canaries.secret_digits=5"],
-            r"secret_digits: .*at most 4 .*extrapolation|sampled alternatives",
+            ["dp_audit.canaries.secret_digits=13"],
+            r"dp_audit.canaries.secret_digits: .*at most 12 \(\|R\| ≤ 10\^12, exposure ≤ 39.9 bits",
+        ),
+        (
+            ["dp_audit.canaries.secret_samples=99"],
+            r"dp_audit.canaries.secret_samples: .*greater than or equal to 100",
+        ),
+        (
+            ["dp_audit.canaries.secret_samples=100001"],
+            r"dp_audit.canaries.secret_samples: .*less than or equal to 100000",
         ),
         (
             ["dp_audit.canaries.secret_format=no placeholder"],
@@ -251,3 +261,53 @@ def test_the_ready_secrets_config_finds_exposure_and_bounds_epsilon(tmp_path):
     # the models memorise the secrets they trained on: more exposure than the others
     assert found["members_mean"] > found["non_members_mean"]
     assert all(0 <= a["one_run"]["epsilon_lower"] < math.inf for a in audit["attacks"].values())
+
+
+def test_a_text_audit_of_six_digit_secrets_estimates_exposure_from_sampled_alternatives(
+    tmp_path, one_thread
+):
+    sampled = ["dp_audit.canaries.secret_digits=6", "dp_audit.canaries.secret_samples=200"]
+    config = _config(tmp_path, *sampled, "train.epochs=1")  # exposure's plumbing, not memory
+    run = RunDir(tmp_path / "run")
+    pipeline.audit(config, run, log=None)
+    audit = json.loads((tmp_path / "run" / "audit.json").read_text())
+    found = audit["exposure"]
+    assert found["method"] == "skew-normal" and found["sampled_alternatives"] == 200
+    assert found["candidates"] == 10**6 - 8 + 1
+    secrets = np.array(found["secrets"])
+    canaries = np.array(audit["canary_records"])
+    pool = pipeline.load_plan(run).pool
+    fmt = config.dp_audit.canaries.secret_format
+    for record, secret in zip(canaries, secrets, strict=True):
+        assert tokens.decode(pool.x[record]).decode() == fmt.format(f"{secret:06d}")
+    alternatives = 10**6 - 8
+    for row, t in enumerate(audit["targets"]):
+        values = load_npy(run.token_stat(t, tokens.SECRET_STAT))
+        assert values.shape == (8 + 200,)  # the canaries' texts, then the sampled alternatives'
+        # the first 8: each canary's log-perplexity, the sum of −log2 p of its record's tokens
+        logprobs = load_npy(run.token_stat(t, "token_logprobs"))[canaries]
+        own = -np.nansum(logprobs.astype(np.float64), axis=1) / math.log(2)
+        np.testing.assert_allclose(values[:8], own, rtol=1e-4)
+        fit = stats.skewnorm.fit(values[8:])
+        share = stats.skewnorm.cdf(values[:8], *fit)
+        expected = math.log2(alternatives + 1) - np.log2(1 + alternatives * share)
+        np.testing.assert_allclose(found["per_target"][row], expected, rtol=1e-6, atol=1e-9)
+        assert found["skew_normal_fits"][row]["scale"] == pytest.approx(fit[2])
+    assert 0 <= found["bounds"]["one_run"]["epsilon_lower"] < math.inf
+    report = (tmp_path / "run" / "report.html").read_text()
+    assert "estimated from a skew-normal fit to 200 sampled alternatives of 999992" in report
+    shown = CliRunner().invoke(app, ["audit-dp", str(tmp_path / "run")])
+    assert shown.exit_code == 0
+    assert "skew-normal fit to 200 sampled alternatives" in " ".join(shown.output.split())
+    # another sample size scores other texts: the models are queried again, not retrained
+    weights = run.weights(0).stat().st_mtime_ns
+    more = config.model_copy(deep=True)
+    more.dp_audit.canaries.secret_samples = 300
+    pipeline.audit(more, run, log=None)
+    assert load_npy(run.token_stat(0, tokens.SECRET_STAT)).shape == (8 + 300,)
+    assert run.weights(0).stat().st_mtime_ns == weights
+    again = json.loads((tmp_path / "run" / "audit.json").read_text())["exposure"]
+    assert again["sampled_alternatives"] == 300 and len(again["skew_normal_fits"]) == 12
+    save_npy(run.token_stat(0, tokens.SECRET_STAT), np.zeros(8 + 200))  # as of another sample
+    with pytest.raises(MiakitError, match=r"secret_log_perplexity.npy changed since"):
+        pipeline.audit_dp(run, more)

@@ -35,7 +35,7 @@ from typing import Any
 
 from miakit.attacks import make_attack
 from miakit.config import AuditConfig
-from miakit.plan import Design, has_secrets, token_stats
+from miakit.plan import Design, configured_alternatives, has_secrets, token_stats
 from miakit.store import (
     RunDir,
     content_hash,
@@ -253,6 +253,8 @@ def audit_inputs(
     if not has_secrets(config):  # audits without secrets keep the hashes they had
         for key in ("secret_format", "secret_digits"):
             dp_audit["canaries"].pop(key)
+    if not has_secrets(config) or configured_alternatives(config) is None:  # nothing sampled
+        dp_audit["canaries"].pop("secret_samples")
     inputs: dict[str, Any] = {
         "attacks": list(names),
         "skipped": skipped,

@@ -23,6 +23,7 @@ from miakit.pipeline import (
     MetricKey,
     RunDir,
     SinglePointConfig,
+    exposure_method,
     figure_words,
     load_config,
 )
@@ -306,7 +307,8 @@ def audit_dp(run: Path = RunArgument) -> None:
     console.print(f"accountant ε: {'–' if eps is None else f'{eps:.3g}'}  δ={result['delta']:g}")
     if secrets:
         console.print(
-            f"exposure of the secret canaries (bits, of {secrets['max_bits']:.2f}): "
+            f"exposure of the secret canaries (bits, of {secrets['max_bits']:.2f}; "
+            f"{exposure_method(secrets)}): "
             f"{secrets['members_mean']:.2f} where trained on, "
             f"{secrets['non_members_mean']:.2f} where not"
         )

@@ -43,7 +43,16 @@ from miakit.models.sklearn_model import (
     new_estimator,
     save_estimator,
 )
-from miakit.plan import CHECKPOINT_MODEL, Plan, has_secrets, hf_folder, load_plan, queried, trained
+from miakit.plan import (
+    CHECKPOINT_MODEL,
+    Plan,
+    has_secrets,
+    hf_folder,
+    load_plan,
+    queried,
+    scored_secrets,
+    trained,
+)
 from miakit.query import identity_view, log_perplexity, query_logits, query_tokens
 from miakit.seeding import derive_seed, rng
 from miakit.store import (
@@ -344,9 +353,11 @@ def _recall_prefix(plan: Plan, device: torch.device) -> torch.Tensor | None:
 
 
 def _alternatives(plan: Plan, device: torch.device) -> torch.Tensor:
-    """Token ids [|R|, L] of every text of the secret canaries' randomness space R."""
+    """Token ids [k, L] of the texts of the secret canaries' randomness space R each model
+    scores: every one, or the canaries' and the sampled alternatives' (`scored_secrets`)."""
     canaries = plan.config.dp_audit.canaries
-    texts = secret_texts(canaries.secret_format, canaries.secret_digits)
+    secrets = scored_secrets(plan.config)
+    texts = secret_texts(canaries.secret_format, canaries.secret_digits, secrets)
     folder = hf_folder(plan.config)
     if folder is None:
         return torch.from_numpy(encode(texts, plan.pool.x.shape[1])).to(device)

@@ -83,7 +83,12 @@ from miakit.plan import (
     trained,
 )
 from miakit.plan import plan as plan_run
-from miakit.privacy_audit import audit_dp, check_audit_current, remove_exposure_tables
+from miakit.privacy_audit import (
+    audit_dp,
+    check_audit_current,
+    exposure_method,
+    remove_exposure_tables,
+)
 from miakit.progress import ProgressLines, progress, tracked
 from miakit.signals import Signals, TokenSignals
 from miakit.store import (
@@ -128,6 +133,7 @@ __all__ = [
     "audit_dp",
     "compare",
     "evaluate",
+    "exposure_method",
     "fetch_dataset",
     "figure_words",
     "list_datasets",

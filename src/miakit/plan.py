@@ -20,7 +20,9 @@ from miakit.data import USER_DATA, Pool, load_pool, make_split
 from miakit.data.canaries import (
     canary_keep,
     canary_records,
+    draw_alternatives,
     draw_secrets,
+    enumerates_alternatives,
     insert_canaries,
     insert_secrets,
 )
@@ -146,6 +148,29 @@ def configured_secrets(config: AuditConfig) -> np.ndarray:
     holds secret i; `miakit.data.canaries.draw_secrets`)."""
     canaries = config.dp_audit.canaries
     return draw_secrets(canaries.count, canaries.secret_digits, rng(config.seed, "canary-content"))
+
+
+def configured_alternatives(config: AuditConfig) -> np.ndarray | None:
+    """The alternatives the query scores besides the canaries' secrets where R is too large to
+    enumerate: int64 [secret_samples], drawn from the run's seed among the secrets no canary
+    holds (`miakit.data.canaries.draw_alternatives`); None where every secret of R is scored
+    (`enumerates_alternatives`)."""
+    canaries = config.dp_audit.canaries
+    count, digits, samples = canaries.count, canaries.secret_digits, canaries.secret_samples
+    if enumerates_alternatives(count, digits, samples):
+        return None
+    draw = rng(config.seed, "secret-alternatives")
+    return draw_alternatives(configured_secrets(config), digits, samples, draw)
+
+
+def scored_secrets(config: AuditConfig) -> np.ndarray:
+    """The secrets whose texts each model's query scores (SECRET_STAT, int64 [k]): all of R,
+    0..10^d − 1, where it is enumerated; else the canaries' secrets (configured_secrets)
+    followed by the sampled alternatives (configured_alternatives)."""
+    sample = configured_alternatives(config)
+    if sample is None:
+        return np.arange(10**config.dp_audit.canaries.secret_digits, dtype=np.int64)
+    return np.concatenate([configured_secrets(config), sample])
 
 
 def _hf_text_pool(config: AuditConfig) -> Pool:
@@ -500,6 +525,9 @@ def query_hash(
     if has_secrets(config):  # the alternatives each model scores
         canaries = config.dp_audit.canaries
         inputs["secrets"] = [canaries.secret_format, canaries.secret_digits]
+        sample = configured_alternatives(config)
+        if sample is not None:  # which of R (the canaries' secrets are pool records: in train)
+            inputs["secrets"].append(array_hash(sample))
     defences = config.defences
     if defended and (defences.temperature_scaling or defences.laplace.enabled):
         inputs["calibration"] = defences.model_dump(mode="json", include=set(QUERY_SIDE_DEFENCES))

@@ -22,7 +22,9 @@ attack writes, in audit.json:
   exposure of each canary (miakit.evaluate.exposure, the Secret Sharer's), its mean over the
   canaries the target trained on and over the others, and the bounds above with exposure as
   the canaries' score (`bounds`); the same per (target, canary) in tables/exposure.parquet and
-  .csv, written with audit.json.
+  .csv, written with audit.json. Its `method` says how: `enumeration` (exact ranks among every
+  candidate) or `skew-normal` (estimated from a skew-normal fitted to `sampled_alternatives`
+  alternatives, each target's fit in `skew_normal_fits`).
 """
 
 from __future__ import annotations
@@ -51,9 +53,15 @@ from miakit.evaluate.dp_audit import (
     one_run_audit,
     threshold_audit,
 )
-from miakit.evaluate.exposure import exposure
+from miakit.evaluate.exposure import estimated_exposure, exposure
 from miakit.evaluate.tables import TABLES_DIR, write_tables
-from miakit.plan import configured_canaries, configured_secrets, evaluation_design, has_secrets
+from miakit.plan import (
+    configured_alternatives,
+    configured_canaries,
+    configured_secrets,
+    evaluation_design,
+    has_secrets,
+)
 from miakit.store import RunDir, clear_leftovers, document_record, load_npy, save_json
 from miakit.tokens import SECRET_STAT
 
@@ -223,30 +231,57 @@ def exposure_table(found: dict, targets, canaries: np.ndarray, members: np.ndarr
 
 
 def _exposure(run: RunDir, config: AuditConfig, targets, members: np.ndarray, delta: float) -> dict:
-    """The secret canaries' exposure [T, m] under each target (members: their keep bits [T, m])
-    and its DP-audit bounds. MiakitError naming `miakit query` when a target's log-perplexities
-    of R are missing."""
+    """The secret canaries' exposure [T, m] under each target (members: their keep bits [T, m]),
+    exact where R is enumerated, else estimated from each target's skew-normal fit to the sampled
+    alternatives, and its DP-audit bounds. MiakitError naming `miakit query` when a target's
+    log-perplexities of R are missing."""
     canaries = config.dp_audit.canaries
     secrets = configured_secrets(config)
-    rows = []
+    sample = configured_alternatives(config)
+    alternatives = 10**canaries.secret_digits - len(secrets)
+    rows, fits = [], []
     for t in targets:
         path = run.token_stat(t, SECRET_STAT)
         if not path.is_file():
             raise MiakitError(f"{path} is missing; run `miakit query {run.root}`")
-        rows.append(exposure(load_npy(path), secrets))
+        values = load_npy(path)  # current: the scores audit_dp found current record it
+        if sample is None:
+            rows.append(exposure(values, secrets))
+        else:
+            found, fit = estimated_exposure(
+                values[: len(secrets)], values[len(secrets) :], alternatives
+            )
+            rows.append(found)
+            fits.append(dict(zip(("shape", "loc", "scale"), fit, strict=True)))
     exposures = np.array(rows)
-    candidates = 10**canaries.secret_digits - len(secrets) + 1
-    return {
+    out = {
         "secret_format": canaries.secret_format,
         "secret_digits": canaries.secret_digits,
-        "candidates": candidates,
-        "max_bits": math.log2(candidates),
+        "candidates": alternatives + 1,
+        "max_bits": math.log2(alternatives + 1),
+        # enumeration: exact ranks; skew-normal: the Secret Sharer's extrapolation from a sample
+        "method": "enumeration" if sample is None else "skew-normal",
+        "sampled_alternatives": None if sample is None else len(sample),
         "secrets": secrets.tolist(),
         "per_target": exposures.tolist(),
         "members_mean": float(exposures[members].mean()) if members.any() else None,
         "non_members_mean": float(exposures[~members].mean()) if (~members).any() else None,
         "bounds": _audit_scores(exposures, members, delta, config.dp_audit.beta),
     }
+    if fits:  # each target's fit to its sampled alternatives' log-perplexities (bits)
+        out["skew_normal_fits"] = fits
+    return out
+
+
+def exposure_method(found: dict) -> str:
+    """How audit.json's `exposure` was computed, in words: ranked among every candidate, or
+    estimated from a skew-normal fit to the sampled alternatives."""
+    if found.get("method", "enumeration") == "enumeration":  # audit.json before sampling: none
+        return f"each ranked by log-perplexity among all {found['candidates']} candidates"
+    return (
+        f"estimated from a skew-normal fit to {found['sampled_alternatives']} sampled "
+        f"alternatives of {found['candidates'] - 1}"
+    )
 
 
 def _accountant_epsilon(run: RunDir, targets) -> float | None:

@@ -26,9 +26,10 @@ TOKEN_STATS = ("token_logprobs", "token_mu", "token_sigma", "token_logprobs_lowe
 #: the prefix's tokens precede the record's (`miakit.query.query_tokens`).
 RECALL_STAT = "token_logprobs_recall"
 #: The statistic a query of a run with secret canaries writes (dp_audit.canaries.kind secret),
-#: float64 [|R|]: the log-perplexity in bits, −Σ_t log2 p(x_t | x_<t) over the real next tokens,
-#: of each text of the randomness space R (`miakit.data.canaries.secret_texts`), the canary's own
-#: among them (`miakit.query.log_perplexity`).
+#: float64 [k]: the log-perplexity in bits, −Σ_t log2 p(x_t | x_<t) over the real next tokens
+#: (`miakit.query.log_perplexity`), of each text of the randomness space R the query scores
+#: (`miakit.plan.scored_secrets`): all 10^d where R is enumerated, the canaries' own among them;
+#: else the m canaries' texts, then those of the secret_samples sampled alternatives.
 SECRET_STAT = "secret_log_perplexity"
 #: part of every text pool's fingerprint: bump it whenever `encode` changes
 REVISION = 1

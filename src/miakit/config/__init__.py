@@ -8,6 +8,7 @@ The schema layer is the bottom of miakit: it imports only `errors`, `store` (has
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -472,8 +473,17 @@ DEFAULT_ATTACKS = [
 ]
 
 
-#: the most digits a secret canary may have (exposure enumerates all 10^d alternatives)
-MAX_SECRET_DIGITS = 4
+#: the most digits a secret canary may have: |R| = 10^12, exposure up to log2 10^12 ≈ 40 bits.
+#: Spaces that large are never enumerated; exposure is extrapolated from a skew-normal fitted to
+#: sampled alternatives (miakit.evaluate.exposure), and past ~40 bits the figure would be the
+#: fitted tail's alone, 2^27 times beyond what 10^4 samples observe, rather than a measurement.
+MAX_SECRET_DIGITS = 12
+#: the fewest and most alternatives a query may score to fit the skew-normal: fewer than 100 leave
+#: its three parameters (shape, location, scale) to chance; past 10^5 the query's token ids of
+#: them (int64 [k, L], held at once) grow to gigabytes while the estimate's error is by then the
+#: skew-normal shape's misfit more than the sample's (miakit.evaluate.exposure)
+MIN_SECRET_SAMPLES = 100
+MAX_SECRET_SAMPLES = 10**5
 
 
 class CanaryConfig(Section):
@@ -498,8 +508,18 @@ class CanaryConfig(Section):
     secret_digits: int = Field(
         default=4,
         ge=1,
-        description="kind secret: digits of the secret, so |R| = 10^d alternatives; at most 4, "
-        "as exposure ranks the canary among every alternative (enumeration)",
+        description=f"kind secret: digits of the secret, so |R| = 10^d secrets; at most "
+        f"{MAX_SECRET_DIGITS}. Exposure is exact (each canary ranked among every alternative) "
+        "where the 10^d − count alternatives are at most secret_samples, else estimated from "
+        "a skew-normal fitted to secret_samples of them (the Secret Sharer's extrapolation)",
+    )
+    secret_samples: int = Field(
+        default=10_000,
+        ge=MIN_SECRET_SAMPLES,
+        le=MAX_SECRET_SAMPLES,
+        description="kind secret: alternatives each model scores, drawn from the run's seed "
+        "among the secrets no canary holds, when R holds more; the skew-normal fitted to their "
+        "log-perplexities gives exposure",
     )
 
     @field_validator("secret_format")
@@ -511,12 +531,12 @@ class CanaryConfig(Section):
 
     @field_validator("secret_digits")
     @classmethod
-    def _enumerable(cls, digits: int) -> int:
+    def _within_extrapolation(cls, digits: int) -> int:
         if digits > MAX_SECRET_DIGITS:
             raise ValueError(
-                f"at most {MAX_SECRET_DIGITS} (|R| ≤ 10^{MAX_SECRET_DIGITS}): exposure ranks "
-                "each canary among every alternative secret; the Secret Sharer's estimate "
-                "from sampled alternatives (a fitted distribution) is not implemented"
+                f"at most {MAX_SECRET_DIGITS} (|R| ≤ 10^{MAX_SECRET_DIGITS}, exposure ≤ "
+                f"{MAX_SECRET_DIGITS * math.log2(10):.1f} bits): past that, exposure would be "
+                "the fitted skew-normal's tail far beyond any sample of alternatives"
             )
         return digits
 

@@ -8,9 +8,10 @@ strongest black-box canary of that paper's Section 7), `natural` (the record unc
 a uniform random label) or, for text records, `secret` (Carlini, Liu, Erlingsson, Kos and Song,
 USENIX Security 2019, "The Secret Sharer": a format such as "the secret number is {}" filled
 with a secret drawn uniformly from the randomness space R of d-digit numbers, distinct secrets
-for distinct canaries; `miakit.evaluate.exposure` ranks each among its alternatives). Every model's keep bit for each canary is drawn independently with
-probability 1/2, whatever the split strategy does with the other records; attacks, trainers and
-loss traces see canaries as ordinary pool records.
+for distinct canaries; `miakit.evaluate.exposure` ranks each among its alternatives, every one
+of them or a uniform sample, `draw_alternatives`). Every model's keep bit for each canary is
+drawn independently with probability 1/2, whatever the split strategy does with the other
+records; attacks, trainers and loss traces see canaries as ordinary pool records.
 """
 
 from __future__ import annotations
@@ -66,10 +67,10 @@ def insert_canaries(
     return replace(pool, x=x, y=y)
 
 
-def secret_texts(secret_format: str, digits: int) -> list[str]:
-    """Every text of the randomness space R: secret_format filled with each d-digit number
-    0..10^d − 1 (zero-padded), in that order, so that text r holds secret r."""
-    return [secret_format.format(f"{r:0{digits}d}") for r in range(10**digits)]
+def secret_texts(secret_format: str, digits: int, secrets: np.ndarray) -> list[str]:
+    """The texts of R that hold `secrets` (int [k], each in 0..10^d − 1), in that order:
+    secret_format filled with each, zero-padded to d digits (all of R: np.arange(10**d))."""
+    return [secret_format.format(f"{int(r):0{digits}d}") for r in secrets]
 
 
 def draw_secrets(count: int, digits: int, rng: np.random.Generator) -> np.ndarray:
@@ -81,6 +82,28 @@ def draw_secrets(count: int, digits: int, rng: np.random.Generator) -> np.ndarra
             "secrets (dp_audit.canaries.secret_digits)"
         )
     return rng.choice(10**digits, size=count, replace=False).astype(np.int64)
+
+
+def enumerates_alternatives(count: int, digits: int, samples: int) -> bool:
+    """Whether exposure ranks each of `count` canaries among every alternative of R (the
+    10^d − count secrets no canary holds) rather than among `samples` of them: where there are
+    at most `samples`, scoring them all costs no more than the sample, and is exact."""
+    return 10**digits - count <= samples
+
+
+def draw_alternatives(
+    secrets: np.ndarray, digits: int, samples: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Sorted int64 [samples]: distinct secrets drawn uniformly among the 10^d − m that none of
+    the m canaries' `secrets` (int [m]) is. MiakitError when there are fewer than `samples`."""
+    if samples > 10**digits - len(secrets):
+        raise MiakitError(
+            f"dp_audit.canaries.secret_samples: {samples} alternatives asked for, but R holds "
+            f"only {10**digits - len(secrets)} secrets no canary holds"
+        )
+    # the first `samples` non-secrets of a uniformly ordered draw: a uniform subset of them
+    drawn = rng.choice(10**digits, size=samples + len(secrets), replace=False)
+    return np.sort(drawn[~np.isin(drawn, secrets)][:samples]).astype(np.int64)
 
 
 def insert_secrets(
@@ -100,22 +123,22 @@ def insert_secrets(
 
     if not pool.is_text:
         raise MiakitError(f"dp_audit.canaries.kind secret: for text records, not {pool.name}'s")
-    candidates = secret_texts(secret_format, digits)
+    canaries = secret_texts(secret_format, digits, secrets)
     if hf_folder is not None:
         texts = list(pool.texts or ())
-        for record, secret in zip(records, secrets, strict=True):
-            texts[record] = candidates[secret]
+        for record, text in zip(records, canaries, strict=True):
+            texts[record] = text
         x, x_lower = hf_tokens(texts, hf_folder, lower=True, length=pool.x.shape[1])
         return replace(pool, x=x, x_lower=x_lower, texts=tuple(texts))
-    if len(candidates[0].encode("utf-8")) > MAX_BYTES:
+    size = len(secret_texts(secret_format, digits, [0])[0].encode("utf-8"))  # every secret's
+    if size > MAX_BYTES:
         raise MiakitError(
-            f"dp_audit.canaries.secret_format: a canary of {len(candidates[0].encode())} bytes; "
-            f"at most {MAX_BYTES}"
+            f"dp_audit.canaries.secret_format: a canary of {size} bytes; at most {MAX_BYTES}"
         )
     texts = [tokens.decode(row).decode("utf-8") for row in pool.x]
-    for record, secret in zip(records, secrets, strict=True):
-        texts[record] = candidates[secret]
-    length = max(pool.x.shape[1], len(candidates[0].encode("utf-8")) + 2)
+    for record, text in zip(records, canaries, strict=True):
+        texts[record] = text
+    length = max(pool.x.shape[1], size + 2)
     return replace(pool, x=tokens.encode(texts, length))
 
 

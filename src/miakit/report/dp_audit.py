@@ -16,6 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from miakit.evaluate.roc import roc_curve
+from miakit.privacy_audit import exposure_method
 from miakit.report.figures import finish_log_roc, png_base64
 from miakit.store import load_npy
 
@@ -130,8 +131,8 @@ def _exposure_line(secrets: dict | None) -> str:
     return (
         f"<p>Exposure (Carlini et al. 2019, the Secret Sharer) of the secret canaries "
         f"<code>{html.escape(secrets['secret_format'])}</code> with "
-        f"{secrets['secret_digits']}-digit secrets, each ranked by log-perplexity among "
-        f"{secrets['candidates']} candidates (at most {secrets['max_bits']:.2f} bits): "
+        f"{secrets['secret_digits']}-digit secrets, {exposure_method(secrets)} (at most "
+        f"{secrets['max_bits']:.2f} bits): "
         f"{bits(secrets['members_mean'])} bits on average where the target trained on the "
         f"canary, {bits(secrets['non_members_mean'])} where it did not.</p>"
     )

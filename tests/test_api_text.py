@@ -17,15 +17,13 @@ import torch
 import miakit
 from miakit import pipeline, tokens
 from miakit.attacks import make_attack
-from miakit.config import load_config
 from miakit.signals import Signals, TokenSignals
 from miakit.store import RunDir, load_npy
 
 from .synthetic import balanced_keep_matrix
 from .test_lira import expected_scores
-from .text_corpus import write_corpus, write_prefix
+from .text_corpus import recall_config
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "text_lm.yaml"
 MODELS, RECORDS, LENGTH = 8, 24, 10
 
 
@@ -176,22 +174,8 @@ def text_run(tmp_path_factory):
     """A tiny GPT audit (4 models, 1 epoch, 40 records, a ReCaLL prefix): its RunDir and the
     records' token ids."""
     root = tmp_path_factory.mktemp("text")
-    corpus = write_corpus(root / "c.txt", 40)
-    prefix = write_prefix(root / "p.txt", corpus, count=2)
     attacks = [*TEXT_ATTACKS[:-1], "loss", "lira-online"]  # lm-ratio needs an hf base model
-    config = load_config(
-        CONFIG,
-        [
-            f"data.path={corpus}",
-            f"query.recall_prefix={prefix}",
-            "model.context=128",
-            "split.num_models=4",
-            "model.width=32",
-            "train.epochs=1",
-            "execution.threads=1",
-            f"attacks=[{', '.join(attacks)}]",
-        ],
-    )
+    config = recall_config(root, "train.epochs=1", f"attacks=[{', '.join(attacks)}]")
     run = RunDir(root / "run")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small models train faster on one thread than on two contended
@@ -199,7 +183,7 @@ def text_run(tmp_path_factory):
         pipeline.audit(config, run, log=None)
     finally:
         torch.set_num_threads(threads)
-    lines = corpus.read_text().splitlines()
+    lines = Path(config.data.path).read_text().splitlines()
     return run, tokens.encode(lines, max(len(t.encode()) for t in lines) + 2)
 
 

@@ -12,16 +12,13 @@ import torch
 
 from miakit import pipeline, tokens
 from miakit.attacks import make_attack
-from miakit.config import load_config
 from miakit.errors import MiakitError
 from miakit.models import build_model
 from miakit.query import query_tokens
 from miakit.store import RunDir, load_npy
 
 from .attack_inputs import random_token_signals
-from .text_corpus import write_corpus, write_prefix
-
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "text_lm.yaml"
+from .text_corpus import recall_config
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
@@ -85,25 +82,6 @@ def test_recall_is_the_ratio_of_conditional_to_plain_log_likelihood():
     assert "query.recall_prefix" in make_attack("recall").unavailable(without)
 
 
-def _config(tmp_path: Path, *overrides: str):
-    corpus = write_corpus(tmp_path / "c.txt", 40)
-    prefix = write_prefix(tmp_path / "p.txt", corpus, count=2)
-    return load_config(
-        CONFIG,
-        [
-            f"data.path={corpus}",
-            f"query.recall_prefix={prefix}",
-            "model.context=128",
-            "split.num_models=4",
-            "model.width=32",
-            "train.epochs=2",
-            "execution.threads=1",
-            "attacks=[lm-loss, recall]",
-            *overrides,
-        ],
-    )
-
-
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -125,14 +103,14 @@ def _config(tmp_path: Path, *overrides: str):
     ],
 )
 def test_plan_checks_the_recall_prefix_before_anything_trains(tmp_path, overrides, message):
-    config = _config(tmp_path, *overrides)
+    config = recall_config(tmp_path, *overrides)
     with pytest.raises(MiakitError, match=message):
         pipeline.plan(config, RunDir(tmp_path / "run"))
     assert not (tmp_path / "run" / "run.yaml").exists()
 
 
 def test_plan_refuses_a_prefix_of_pool_records(tmp_path):
-    config = _config(tmp_path)
+    config = recall_config(tmp_path)
     first = (tmp_path / "c.txt").read_text().splitlines()[3]
     (tmp_path / "p.txt").write_text(f"not in the pool\n{first}\n")
     with pytest.raises(MiakitError, match=r"^query.recall_prefix: .* is a pool record"):
@@ -142,7 +120,7 @@ def test_plan_refuses_a_prefix_of_pool_records(tmp_path):
 def test_recall_runs_in_an_audit_and_a_new_prefix_queries_again_without_training(
     tmp_path, one_thread
 ):
-    config = _config(tmp_path)
+    config = recall_config(tmp_path)
     run = RunDir(tmp_path / "run")
     pipeline.audit(config, run, log=None)
     scores = load_npy(run.scores("recall"))
@@ -170,7 +148,7 @@ def test_recall_runs_in_an_audit_and_a_new_prefix_queries_again_without_training
 
 
 def test_run_yaml_records_the_prefix_by_its_absolute_path(tmp_path, monkeypatch):
-    config = _config(tmp_path, "query.recall_prefix=p.txt")
+    config = recall_config(tmp_path, "query.recall_prefix=p.txt")
     monkeypatch.chdir(tmp_path)
     pipeline.plan(config, RunDir(tmp_path / "run"), log=None)
     monkeypatch.chdir(Path(__file__).parent)  # later stages may run anywhere

@@ -28,6 +28,29 @@ def corpus(count: int, seed: int = 0) -> list[str]:
     return lines
 
 
+def recall_config(root: Path, *overrides: str):
+    """The ReCaLL tests' tiny GPT audit (configs/text_lm.yaml, 4 models of width 32, 2 epochs,
+    lm-loss and recall) on a corpus of 40 records and a prefix of 2 other texts written in
+    `root`, with `overrides` (--set's form, applied last)."""
+    from miakit.config import load_config
+
+    corpus = write_corpus(root / "c.txt", 40)
+    prefix = write_prefix(root / "p.txt", corpus, count=2)
+    settings = [
+        f"data.path={corpus}",
+        f"query.recall_prefix={prefix}",
+        "model.context=128",
+        "split.num_models=4",
+        "model.width=32",
+        "train.epochs=2",
+        "execution.threads=1",
+        "attacks=[lm-loss, recall]",
+    ]
+    return load_config(
+        Path(__file__).resolve().parents[1] / "configs" / "text_lm.yaml", [*settings, *overrides]
+    )
+
+
 def write_corpus(path: Path, count: int, seed: int = 0) -> Path:
     path.write_text("\n".join(corpus(count, seed)) + "\n", encoding="utf-8")
     return path
